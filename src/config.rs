@@ -1,0 +1,361 @@
+//! Typed configuration: an optional TOML file, then the environment variables of
+//! SPEC §8a on top. Every problem is collected and reported together, so an
+//! operator fixes a config in one pass; a config with problems never starts a server.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where settings come from besides the file. A trait, so tests pass a map
+/// instead of mutating the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub kafka: KafkaConfig,
+    /// Key of the `default` source; `None` means a random one is made at start.
+    pub api_key: Option<String>,
+    pub spool_dir: PathBuf,
+    pub log_filter: String,
+    pub limits: Limits,
+    pub dedup: DedupConfig,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; `None` starts the embedded cluster.
+    pub brokers: Option<String>,
+    pub topic: String,
+    /// Kept small: the reply waits for the acknowledgement, so batching
+    /// should come from concurrency, not from waiting.
+    pub linger_ms: u32,
+    /// Longest wait for a delivery acknowledgement before the request fails.
+    pub delivery_wait: Duration,
+    /// Partitions and replication factor used when the topic has to be created.
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request line (path and query).
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DedupConfig {
+    pub window: Duration,
+    pub max_keys: usize,
+    /// Key of the 128-bit dedup hash. Every instance behind one balancer and
+    /// every restart must share it, so that `dedup_key` means the same everywhere.
+    pub hash_key: [u8; 16],
+}
+
+/// The built-in dedup hash key; deployments should set their own.
+const DEFAULT_HASH_KEY: [u8; 16] = *b"postback-gateway";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen_addr: "0.0.0.0:8080".parse().expect("static address"),
+            admin_addr: "127.0.0.1:9090".parse().expect("static address"),
+            kafka: KafkaConfig {
+                brokers: None,
+                topic: "conversions".into(),
+                linger_ms: 1,
+                delivery_wait: Duration::from_secs(2),
+                topic_partitions: 3,
+                topic_replication: 1,
+                properties: BTreeMap::new(),
+            },
+            api_key: None,
+            spool_dir: PathBuf::from("./spool"),
+            log_filter: "info".into(),
+            limits: Limits {
+                max_uri_bytes: 8 * 1024,
+                max_header_bytes: 16 * 1024,
+                max_body_bytes: 16 * 1024,
+                header_read_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+            },
+            dedup: DedupConfig {
+                window: Duration::from_secs(24 * 3600),
+                max_keys: 20_000_000,
+                hash_key: DEFAULT_HASH_KEY,
+            },
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The file's shape. Unknown keys are errors, so a typo never silently
+/// falls back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen_addr: Option<String>,
+    admin_addr: Option<String>,
+    api_key: Option<String>,
+    spool_dir: Option<PathBuf>,
+    log: Option<String>,
+    shutdown_grace_ms: Option<u64>,
+    #[serde(default)]
+    kafka: FileKafka,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    dedup: FileDedup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKafka {
+    brokers: Option<String>,
+    topic: Option<String>,
+    linger_ms: Option<u32>,
+    delivery_wait_ms: Option<u64>,
+    topic_partitions: Option<i32>,
+    topic_replication: Option<i32>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_uri_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_body_bytes: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDedup {
+    window_secs: Option<u64>,
+    max_keys: Option<usize>,
+    hash_key: Option<String>,
+}
+
+/// Every problem found in a config, each one a sentence.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Loads the file at `path` (if any), then applies `env` on top.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let text = match path {
+            None => String::new(),
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", p.display())]))?,
+        };
+        Config::from_toml(&text, env)
+    }
+
+    /// Parses TOML text, then applies `env` on top, and validates the result.
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        let mut errors = Vec::new();
+        let mut c = Config::default();
+
+        let mut addr = |what: &str, v: Option<String>, into: &mut SocketAddr| {
+            if let Some(v) = v {
+                match v.parse() {
+                    Ok(a) => *into = a,
+                    Err(_) => errors.push(format!(
+                        "{what} = {v:?} is not an address like 0.0.0.0:8080"
+                    )),
+                }
+            }
+        };
+        addr(
+            "LISTEN_ADDR",
+            env.var("LISTEN_ADDR").or(file.listen_addr),
+            &mut c.listen_addr,
+        );
+        addr(
+            "ADMIN_ADDR",
+            env.var("ADMIN_ADDR").or(file.admin_addr),
+            &mut c.admin_addr,
+        );
+
+        c.kafka.brokers = env.var("KAFKA_BROKERS").or(file.kafka.brokers);
+        if let Some(t) = env.var("KAFKA_TOPIC").or(file.kafka.topic) {
+            c.kafka.topic = t;
+        }
+        if c.kafka.topic.is_empty() || c.kafka.topic.len() > 249 {
+            errors.push("kafka topic must be 1 to 249 characters".into());
+        }
+        if let Some(v) = file.kafka.linger_ms {
+            c.kafka.linger_ms = v;
+        }
+        if let Some(v) = file.kafka.delivery_wait_ms {
+            if !(100..=60_000).contains(&v) {
+                errors.push(format!(
+                    "kafka.delivery_wait_ms = {v} must be within 100..=60000"
+                ));
+            }
+            c.kafka.delivery_wait = Duration::from_millis(v);
+        }
+        if let Some(v) = file.kafka.topic_partitions {
+            c.kafka.topic_partitions = v;
+        }
+        if let Some(v) = file.kafka.topic_replication {
+            c.kafka.topic_replication = v;
+        }
+        c.kafka.properties = file.kafka.properties;
+
+        c.api_key = env.var("POSTBACK_API_KEY").or(file.api_key);
+        if let Some(p) = env
+            .var("SPOOL_DIR")
+            .or(file.spool_dir.map(|p| p.display().to_string()))
+        {
+            c.spool_dir = PathBuf::from(p);
+        }
+        if let Some(l) = env.var("RUST_LOG").or(file.log) {
+            c.log_filter = l;
+        }
+        if let Some(ms) = file.shutdown_grace_ms {
+            c.shutdown_grace = Duration::from_millis(ms);
+        }
+
+        let l = &mut c.limits;
+        let f = file.limits;
+        l.max_uri_bytes = f.max_uri_bytes.unwrap_or(l.max_uri_bytes);
+        l.max_header_bytes = f.max_header_bytes.unwrap_or(l.max_header_bytes);
+        l.max_body_bytes = f.max_body_bytes.unwrap_or(l.max_body_bytes);
+        if let Some(ms) = f.header_read_timeout_ms {
+            l.header_read_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = f.request_timeout_ms {
+            l.request_timeout = Duration::from_millis(ms);
+        }
+        if l.max_uri_bytes < 256 || l.max_header_bytes < 1024 {
+            errors.push(
+                "limits.max_uri_bytes must be at least 256 and max_header_bytes at least 1024"
+                    .into(),
+            );
+        }
+
+        if let Some(s) = file.dedup.window_secs {
+            c.dedup.window = Duration::from_secs(s);
+        }
+        if let Some(n) = file.dedup.max_keys {
+            if n == 0 {
+                errors.push("dedup.max_keys must be above 0".into());
+            }
+            c.dedup.max_keys = n;
+        }
+        if let Some(h) = file.dedup.hash_key {
+            match parse_hex16(&h) {
+                Some(k) => c.dedup.hash_key = k,
+                None => errors.push("dedup.hash_key must be 32 hex characters".into()),
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = Config::from_toml("", &env(&[])).unwrap();
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.kafka.topic, "conversions");
+        assert!(c.kafka.brokers.is_none());
+        assert_eq!(c.spool_dir, PathBuf::from("./spool"));
+        assert_eq!(c.limits.max_body_bytes, 16384);
+        assert_eq!(c.dedup.max_keys, 20_000_000);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let toml = "listen_addr = \"127.0.0.1:1\"\n[kafka]\ntopic = \"file\"\n";
+        let c = Config::from_toml(
+            toml,
+            &env(&[
+                ("LISTEN_ADDR", "127.0.0.1:2"),
+                ("KAFKA_TOPIC", "env"),
+                ("KAFKA_BROKERS", "k:9092"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:2");
+        assert_eq!(c.kafka.topic, "env");
+        assert_eq!(c.kafka.brokers.as_deref(), Some("k:9092"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let toml = "[kafka]\ndelivery_wait_ms = 5\n[dedup]\nhash_key = \"xyz\"\nmax_keys = 0\n";
+        let err = Config::from_toml(toml, &env(&[("ADMIN_ADDR", "nowhere")])).unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::from_toml("listen_adr = \"x\"", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("listen_adr"), "{err}");
+    }
+}

@@ -1,0 +1,36 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Never on the public port.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::reply::{plain, Body};
+use super::App;
+use crate::metrics as m;
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let ready = app.ready();
+            metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
+            app.dedup.sweep();
+            let mut resp = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" if app.ready() => plain(StatusCode::OK, "ready\n"),
+        "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}

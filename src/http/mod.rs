@@ -1,0 +1,105 @@
+//! The HTTP side: the accept loop with graceful shutdown, the public postback
+//! routes and the admin routes. This is the only module that knows hyper.
+
+pub mod admin;
+pub mod reply;
+pub mod routes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::config::Limits;
+use crate::dedup::Dedup;
+use crate::sink::Sink;
+use crate::source::Sources;
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    pub sources: Sources,
+    pub dedup: Arc<Dedup>,
+    pub sink: Arc<dyn Sink>,
+    pub limits: Limits,
+    /// Longest wait for a key held in flight by another request.
+    pub delivery_wait: Duration,
+    /// Set on the shutdown signal; `/readyz` turns 503 at once.
+    pub shutting_down: AtomicBool,
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Whether events can be made durable now.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed) && self.sink.ready()
+    }
+}
+
+/// Serves `listener` with `handler` until `shutdown` turns true, then lets
+/// open connections finish for up to `grace`.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<reply::Body>> + Send + 'static,
+{
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        // The whole head must fit: request line plus header block.
+        .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(8192));
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "Cannot accept a connection.");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let h = handler.clone();
+                let svc = service_fn(move |req| {
+                    let fut = h(req, peer);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "Connection ended with an error.");
+                    }
+                });
+            }
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            warn!(grace_secs = grace.as_secs_f64(), "Open connections did not finish within the grace period.");
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The public routes: `/postback`, `/postback/{source}`, `/pixel`, `/pixel.gif`.
+//! One request flows one way: route → source → params → auth → strict parse →
+//! dedup reserve → sink → commit or release → reply.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode};
+use time::OffsetDateTime;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::reply::{self, plain, Body, Outcome};
+use super::App;
+use crate::dedup::{Claim, KeyParts};
+use crate::event::{self, Context, Kind};
+use crate::metrics as m;
+use crate::postback::{self, Params, Reason};
+
+/// Handles one public request.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let (kind, source) = match route(req.method(), req.uri().path()) {
+        Ok(r) => r,
+        Err(StatusCode::METHOD_NOT_ALLOWED) => {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let json = wants_json(&req);
+    let source = source.map(str::to_owned);
+    let outcome = postback(&app, kind, source.as_deref(), req, peer).await;
+
+    let endpoint = kind.as_str();
+    metrics::counter!(m::REQUESTS, "endpoint" => endpoint, "outcome" => outcome.label())
+        .increment(1);
+    if let Outcome::Rejected(r, _) = outcome {
+        metrics::counter!(m::REJECTIONS, "reason" => r.as_str()).increment(1);
+    }
+    let resp = match kind {
+        Kind::S2s => reply::s2s(&outcome, json),
+        Kind::Pixel => reply::pixel(&outcome),
+    };
+    metrics::histogram!(m::REQUEST_SECONDS, "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Which endpoint a request is for, and the source named in its path; the
+/// error is 404 or 405.
+fn route<'p>(method: &Method, path: &'p str) -> Result<(Kind, Option<&'p str>), StatusCode> {
+    let get_or_post = *method == Method::GET || *method == Method::POST;
+    let (kind, source, allowed) = match path {
+        "/postback" => (Kind::S2s, None, get_or_post),
+        "/pixel" => (Kind::Pixel, None, get_or_post),
+        "/pixel.gif" => (Kind::Pixel, None, *method == Method::GET),
+        p => match p.strip_prefix("/postback/") {
+            Some(name) if !name.is_empty() && !name.contains('/') => {
+                (Kind::S2s, Some(name), get_or_post)
+            }
+            _ => return Err(StatusCode::NOT_FOUND),
+        },
+    };
+    if allowed {
+        Ok((kind, source))
+    } else {
+        Err(StatusCode::METHOD_NOT_ALLOWED)
+    }
+}
+
+fn wants_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+/// Takes one postback through the whole flow to its outcome.
+async fn postback(
+    app: &Arc<App>,
+    kind: Kind,
+    source_name: Option<&str>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Outcome {
+    let received_at = OffsetDateTime::now_utc();
+    let uri_len = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    if uri_len > app.limits.max_uri_bytes {
+        return Outcome::Rejected(Reason::TooLarge, StatusCode::URI_TOO_LONG);
+    }
+    let source = match app.sources.resolve(source_name) {
+        Ok(s) => s.clone(),
+        Err(r) => return Outcome::reject(r),
+    };
+    let user_agent = req
+        .headers()
+        .get(USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+
+    let mut params = Params::new();
+    if let Some(q) = req.uri().query() {
+        if let Err(r) = params.add_query(q.as_bytes(), source.rules.plus_as_space) {
+            return refuse(r, &source.name);
+        }
+    }
+    if req.method() == Method::POST {
+        if let Err(r) = read_body(app, kind, req, &mut params).await {
+            return refuse(r, &source.name);
+        }
+    }
+    if let Err(r) = source.authenticate(postback::parse::api_key(&params, &source.rules)) {
+        return refuse(r, &source.name);
+    }
+    let conv = match postback::parse(&params, &source.rules) {
+        Ok(c) => c,
+        Err(r) => return refuse(r, &source.name),
+    };
+
+    let key = app.dedup.key(&KeyParts {
+        source: &source.name,
+        token: &conv.token,
+        txid: conv.txid.as_deref(),
+        goal: conv.goal.as_deref(),
+        status: conv.status.as_str(),
+    });
+    let reservation = match app.dedup.reserve(key, app.delivery_wait).await {
+        Claim::Reserved(r) => r,
+        Claim::Duplicate(first) => {
+            metrics::counter!(m::DUPLICATES, "source" => source.name.to_string()).increment(1);
+            return Outcome::Duplicate(Some(first));
+        }
+        Claim::Busy => return Outcome::reject(Reason::Unavailable),
+    };
+
+    let event_id = Uuid::now_v7();
+    let client_ip = peer.ip().to_string();
+    let ctx = Context {
+        source: &source.name,
+        kind,
+        received_at,
+        conversion_at_click: source.conversion_at_click,
+        client_ip: &client_ip,
+        user_agent: user_agent.as_deref(),
+    };
+    let event = event::encode(&conv, &ctx, &source.name, event_id, key);
+
+    // Delivery runs in its own task: a client that hangs up must not cancel
+    // an event Kafka may still acknowledge, or its retry would count it twice.
+    let sink = app.sink.clone();
+    let delivered = tokio::spawn(async move {
+        match sink.deliver(&event).await {
+            Ok(()) => {
+                reservation.commit(event.event_id);
+                Ok(())
+            }
+            Err(e) => {
+                drop(reservation);
+                Err(e)
+            }
+        }
+    })
+    .await;
+    match delivered {
+        Ok(Ok(())) => {
+            metrics::counter!(m::ACCEPTED, "source" => source.name.to_string()).increment(1);
+            Outcome::Accepted(event_id)
+        }
+        Ok(Err(e)) => {
+            if log_allowed() {
+                warn!(source = %source.name, error = %e, "Cannot make a postback durable; answering 503.");
+            }
+            Outcome::reject(Reason::Unavailable)
+        }
+        Err(_) => Outcome::reject(Reason::Unavailable),
+    }
+}
+
+fn refuse(reason: Reason, source: &str) -> Outcome {
+    debug!(%reason, source, "Refused a postback.");
+    Outcome::reject(reason)
+}
+
+/// At most one warning a second for failures that come in floods (a Kafka outage).
+fn log_allowed() -> bool {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    LAST.swap(now, Ordering::Relaxed) != now
+}
+
+/// Reads a POST body within the size and time limits and merges its parameters.
+async fn read_body(
+    app: &App,
+    kind: Kind,
+    req: Request<Incoming>,
+    params: &mut Params,
+) -> Result<(), Reason> {
+    let limit = app.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Reason::TooLarge);
+    }
+    let ctype = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let body = Limited::new(req.into_body(), limit).collect();
+    let body: Bytes = match tokio::time::timeout(app.limits.request_timeout, body).await {
+        Err(_) => return Err(Reason::RequestTimeout),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(Reason::TooLarge)
+        }
+        Ok(Err(_)) => return Err(Reason::BadBody),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    if body.is_empty() {
+        return Ok(());
+    }
+    match ctype.as_deref() {
+        Some("application/x-www-form-urlencoded") => params.add_form(&body),
+        Some("application/json") => params.add_json(&body),
+        Some(t) if t.starts_with("application/") && t.ends_with("+json") => params.add_json(&body),
+        // navigator.sendBeacon sends a string body as text/plain.
+        Some("text/plain") | None if kind == Kind::Pixel => params.add_form(&body),
+        _ => Err(Reason::UnsupportedContentType),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_path_and_method() {
+        assert!(matches!(
+            route(&Method::GET, "/postback"),
+            Ok((Kind::S2s, None))
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/postback/acme"),
+            Ok((Kind::S2s, Some("acme")))
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/pixel"),
+            Ok((Kind::Pixel, None))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/pixel.gif"),
+            Ok((Kind::Pixel, None))
+        ));
+        let status = |m: &Method, p: &str| route(m, p).err().map(|s| s.as_u16());
+        assert_eq!(status(&Method::POST, "/pixel.gif"), Some(405));
+        assert_eq!(status(&Method::PUT, "/postback"), Some(405));
+        assert_eq!(status(&Method::GET, "/postback/"), Some(404));
+        assert_eq!(status(&Method::GET, "/postback/a/b"), Some(404));
+        assert_eq!(status(&Method::GET, "/"), Some(404));
+    }
+}

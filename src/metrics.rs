@@ -1,0 +1,85 @@
+//! Every metric name, in one place, with its help text. Label values are bounded:
+//! endpoints, outcomes and reasons are fixed sets, sources come from config.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "postback_requests_total";
+pub const REJECTIONS: &str = "postback_rejections_total";
+pub const ACCEPTED: &str = "postback_accepted_total";
+pub const DUPLICATES: &str = "postback_duplicates_total";
+pub const REQUEST_SECONDS: &str = "postback_request_duration_seconds";
+pub const KAFKA_DELIVERY_SECONDS: &str = "postback_kafka_delivery_duration_seconds";
+pub const KAFKA_FAILURES: &str = "postback_kafka_delivery_failures_total";
+pub const KAFKA_QUEUE: &str = "postback_kafka_queue_depth";
+pub const KAFKA_UP: &str = "postback_kafka_reachable";
+pub const DEDUP_KEYS: &str = "postback_dedup_keys";
+pub const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
+pub const DEDUP_EXPIRED: &str = "postback_dedup_expired_total";
+pub const READY: &str = "postback_ready";
+pub const BUILD_INFO: &str = "postback_build_info";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+/// Later calls (several servers in one test process) share it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("the metrics recorder is installed once");
+            describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests by endpoint (s2s, pixel) and outcome (accepted, duplicate, rejected, unavailable).");
+    describe_counter!(REJECTIONS, "Refused postbacks by reason code.");
+    describe_counter!(ACCEPTED, "Postbacks made durable, by source.");
+    describe_counter!(DUPLICATES, "Exact repeats answered DUPLICATE, by source.");
+    describe_histogram!(
+        REQUEST_SECONDS,
+        "Time from request head to reply, by endpoint."
+    );
+    describe_histogram!(
+        KAFKA_DELIVERY_SECONDS,
+        "Time from enqueue to the broker's acknowledgement."
+    );
+    describe_counter!(
+        KAFKA_FAILURES,
+        "Events Kafka did not acknowledge, by cause."
+    );
+    describe_gauge!(
+        KAFKA_QUEUE,
+        "Messages in the producer queue, not yet acknowledged."
+    );
+    describe_gauge!(
+        KAFKA_UP,
+        "1 while the last metadata request to the cluster succeeded."
+    );
+    describe_gauge!(
+        DEDUP_KEYS,
+        "Keys held in the dedup window (committed and in flight)."
+    );
+    describe_counter!(
+        DEDUP_EVICTIONS,
+        "Dedup keys dropped before their window ended because the map was full."
+    );
+    describe_counter!(
+        DEDUP_EXPIRED,
+        "Dedup keys dropped because their window ended."
+    );
+    describe_gauge!(READY, "1 while /readyz answers 200.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+}

@@ -1,0 +1,518 @@
+//! Turns a query string, a form body or a flat JSON body into [`Params`]: decoded
+//! key/value pairs, query and body merged, in arrival order.
+//!
+//! Invariants: every key is unique and non-empty, every key and value is UTF-8 that
+//! was percent-decoded exactly once. A failed `add_*` call leaves `Params` as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::postback::reason::Reason;
+
+/// Up to this many pairs, a duplicate check is a linear scan (no hashing, no extra
+/// key copies); past it an index keeps a hostile 16 KiB `a&b&c&...` input linear.
+const LINEAR_SCAN_MAX: usize = 16;
+
+/// Decoded key/value pairs of one postback, query and body merged, in arrival order.
+#[derive(Debug, Default, Clone)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+    /// Key → position in `pairs`; built only once `pairs` outgrows [`LINEAR_SCAN_MAX`].
+    index: Option<HashMap<String, usize>>,
+}
+
+impl Params {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A URL query string (without '?'). `+` is a literal plus unless plus_as_space.
+    pub fn add_query(&mut self, raw: &[u8], plus_as_space: bool) -> Result<(), Reason> {
+        self.atomically(|p| p.add_urlencoded(raw, plus_as_space))
+    }
+
+    /// An application/x-www-form-urlencoded body: `+` is a space.
+    pub fn add_form(&mut self, raw: &[u8]) -> Result<(), Reason> {
+        self.atomically(|p| p.add_urlencoded(raw, true))
+    }
+
+    /// A flat JSON object: string values as they are, number values as their exact source text
+    /// (so {"amount": 12.30} gives "12.30"; use serde_json RawValue), null = key absent;
+    /// booleans, arrays, objects, non-object top level, trailing garbage, invalid JSON => Reason::BadBody;
+    /// a key twice in the object => Reason::DuplicateParam.
+    pub fn add_json(&mut self, raw: &[u8]) -> Result<(), Reason> {
+        let entries = parse_flat_object(raw)?;
+        // A key repeated inside the object is a duplicate even when one of its values
+        // is null, so this check runs over all keys before nulls are dropped.
+        if entries.len() > 1 {
+            let mut seen = HashSet::with_capacity(entries.len());
+            let mut keys = entries
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !k.is_empty());
+            if !keys.all(|k| seen.insert(k)) {
+                return Err(Reason::DuplicateParam);
+            }
+        }
+        self.atomically(|p| {
+            for (key, value) in entries {
+                if let Some(value) = value {
+                    p.push(key, value)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let at = match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.pairs.iter().position(|(k, _)| k == key),
+        };
+        at.and_then(|i| self.pairs.get(i)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Runs `add`, and on failure restores the pairs held before, so a caller that
+    /// inspects `Params` after an error never sees half of a rejected input.
+    fn atomically(
+        &mut self,
+        add: impl FnOnce(&mut Self) -> Result<(), Reason>,
+    ) -> Result<(), Reason> {
+        let before = self.pairs.len();
+        let result = add(self);
+        if result.is_err() && self.pairs.len() > before {
+            self.pairs.truncate(before);
+            if let Some(index) = &mut self.index {
+                index.retain(|_, at| *at < before);
+            }
+        }
+        result
+    }
+
+    fn add_urlencoded(&mut self, raw: &[u8], plus_as_space: bool) -> Result<(), Reason> {
+        // Only '&' separates pairs: ';' was once allowed by HTML 4 but is ordinary
+        // data in every sender's template today, and tokens may contain it.
+        for pair in raw.split(|&b| b == b'&') {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            // Both halves are decoded before the empty-key check, so a broken
+            // escape is reported wherever it sits.
+            let key = percent_decode(key, plus_as_space)?;
+            let value = percent_decode(value, plus_as_space)?;
+            if !key.is_empty() {
+                self.push(key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, key: String, value: String) -> Result<(), Reason> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        if self.get(&key).is_some() {
+            return Err(Reason::DuplicateParam);
+        }
+        let at = self.pairs.len();
+        match &mut self.index {
+            Some(index) => {
+                index.insert(key.clone(), at);
+            }
+            None if at >= LINEAR_SCAN_MAX => {
+                let mut index: HashMap<String, usize> = self
+                    .pairs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.clone(), i))
+                    .collect();
+                index.insert(key.clone(), at);
+                self.index = Some(index);
+            }
+            None => {}
+        }
+        self.pairs.push((key, value));
+        Ok(())
+    }
+}
+
+/// Decodes `%XX` escapes once (and `+` as a space when asked). Anything that is not a
+/// complete two-hex-digit escape, or a result that is not UTF-8, is `bad_encoding`.
+fn percent_decode(raw: &[u8], plus_as_space: bool) -> Result<String, Reason> {
+    let needs_work = raw
+        .iter()
+        .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
+    if !needs_work {
+        return std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| Reason::BadEncoding);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hi = bytes.next().and_then(|&h| hex_value(h));
+                let lo = bytes.next().and_then(|&l| hex_value(l));
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    _ => return Err(Reason::BadEncoding),
+                }
+            }
+            b'+' if plus_as_space => out.push(b' '),
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| Reason::BadEncoding)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One JSON member: `None` for a null value (the key counts as absent).
+type JsonEntry = (String, Option<String>);
+
+/// Reads a flat JSON object without building a `Value` tree, keeping each number's
+/// source text so `12.30` stays `12.30` (a float would make it `12.3`).
+fn parse_flat_object(raw: &[u8]) -> Result<Vec<JsonEntry>, Reason> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let entries = de
+        .deserialize_map(FlatObject)
+        .map_err(|_| Reason::BadBody)?;
+    de.end().map_err(|_| Reason::BadBody)?;
+    Ok(entries)
+}
+
+struct FlatObject;
+
+impl<'de> Visitor<'de> for FlatObject {
+    type Value = Vec<JsonEntry>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a flat JSON object of string or number values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+        while let Some(key) = map.next_key::<String>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let text = raw.get().trim();
+            let value = match text.as_bytes().first() {
+                Some(b'"') => {
+                    Some(serde_json::from_str::<String>(text).map_err(de::Error::custom)?)
+                }
+                Some(b'-' | b'0'..=b'9') => Some(text.to_owned()),
+                Some(b'n') => None,
+                _ => return Err(de::Error::custom("value is not a string or a number")),
+            };
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn pairs(p: &Params) -> Vec<(&str, &str)> {
+        p.iter().collect()
+    }
+
+    fn query(raw: &str, plus_as_space: bool) -> Result<Params, Reason> {
+        let mut p = Params::new();
+        p.add_query(raw.as_bytes(), plus_as_space).map(|()| p)
+    }
+
+    #[test]
+    fn query_table() {
+        let rows: &[(&str, bool, Result<Pairs, Reason>)] = &[
+            ("", false, Ok(&[])),
+            ("a=1&b=2", false, Ok(&[("a", "1"), ("b", "2")])),
+            ("b=2&a=1", false, Ok(&[("b", "2"), ("a", "1")])),
+            // A pair without '=' is a key with an empty value; only the first '=' splits.
+            ("flag&a=1", false, Ok(&[("flag", ""), ("a", "1")])),
+            ("a=b=c", false, Ok(&[("a", "b=c")])),
+            ("a==", false, Ok(&[("a", "=")])),
+            ("a=", false, Ok(&[("a", "")])),
+            // Empty keys are ignored, before or after decoding.
+            ("&&a=1&&", false, Ok(&[("a", "1")])),
+            ("=orphan&a=1", false, Ok(&[("a", "1")])),
+            ("%20=x&a=1", false, Ok(&[(" ", "x"), ("a", "1")])),
+            // ';' is data, not a separator.
+            ("a=1;b=2", false, Ok(&[("a", "1;b=2")])),
+            ("a;b=1", false, Ok(&[("a;b", "1")])),
+            // Conventions #3: '+' in base64-like tokens.
+            ("t=AbC+dE/f==", false, Ok(&[("t", "AbC+dE/f==")])),
+            ("t=AbC+dE/f==", true, Ok(&[("t", "AbC dE/f==")])),
+            ("t=AbC%2BdE%2Ff%3D%3D", true, Ok(&[("t", "AbC+dE/f==")])),
+            ("a+b=c+d", true, Ok(&[("a b", "c d")])),
+            ("a+b=c+d", false, Ok(&[("a+b", "c+d")])),
+            // Conventions #4: decode exactly once.
+            ("t=abc%252Fdef", false, Ok(&[("t", "abc%2Fdef")])),
+            ("t=%2525", false, Ok(&[("t", "%25")])),
+            ("t=%3D%26%3B", false, Ok(&[("t", "=&;")])),
+            ("t=%41%6a%6A", false, Ok(&[("t", "Ajj")])),
+            ("%74racking=x", false, Ok(&[("tracking", "x")])),
+            // A raw '#' reaching us is data (browsers strip fragments earlier).
+            ("t=#s2#", false, Ok(&[("t", "#s2#")])),
+            // UTF-8: percent-encoded and raw.
+            ("t=%D0%B0bc", false, Ok(&[("t", "аbc")])),
+            ("t=\u{430}bc", false, Ok(&[("t", "аbc")])),
+            (
+                "payout=10%C2%A4cy=EUR",
+                false,
+                Ok(&[("payout", "10¤cy=EUR")]),
+            ),
+            // Invalid escapes.
+            ("t=%TR", false, Err(Reason::BadEncoding)),
+            ("t=%pa", false, Err(Reason::BadEncoding)),
+            ("t=%", false, Err(Reason::BadEncoding)),
+            ("t=%4", false, Err(Reason::BadEncoding)),
+            ("t=%4g", false, Err(Reason::BadEncoding)),
+            ("t=%%41", false, Err(Reason::BadEncoding)),
+            ("t=%TRANSACTION_ID%", false, Err(Reason::BadEncoding)),
+            ("cid=XYZ%payout=1", false, Err(Reason::BadEncoding)),
+            ("%zz=1", false, Err(Reason::BadEncoding)),
+            ("=%zz", false, Err(Reason::BadEncoding)),
+            // Decoded bytes that are not UTF-8.
+            ("t=%FF", false, Err(Reason::BadEncoding)),
+            ("t=%C3", false, Err(Reason::BadEncoding)),
+            ("t=%C3%28", false, Err(Reason::BadEncoding)),
+            ("t=%ED%A0%80", false, Err(Reason::BadEncoding)),
+            ("%FF=1", false, Err(Reason::BadEncoding)),
+            // Conventions #9: the same key twice.
+            ("cid=a&cid=b", false, Err(Reason::DuplicateParam)),
+            ("cid=a&cid=a", false, Err(Reason::DuplicateParam)),
+            ("cid&cid", false, Err(Reason::DuplicateParam)),
+            ("cid=a&%63id=b", false, Err(Reason::DuplicateParam)),
+            // Keys are case-sensitive.
+            ("cid=a&CID=b", false, Ok(&[("cid", "a"), ("CID", "b")])),
+        ];
+        for (raw, plus, want) in rows {
+            let got = query(raw, *plus);
+            match (want, &got) {
+                (Ok(want), Ok(p)) => assert_eq!(&pairs(p), want, "query {raw:?}"),
+                (Err(want), Err(got)) => assert_eq!(got, want, "query {raw:?}"),
+                _ => panic!("query {raw:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn query_rejects_raw_invalid_utf8() {
+        let mut p = Params::new();
+        assert_eq!(p.add_query(b"t=a\xffb", false), Err(Reason::BadEncoding));
+        assert_eq!(p.add_form(b"t=a\xffb"), Err(Reason::BadEncoding));
+    }
+
+    #[test]
+    fn form_table() {
+        let rows: &[(&str, Result<Pairs, Reason>)] = &[
+            ("t=AbC+dE/f==", Ok(&[("t", "AbC dE/f==")])),
+            ("t=AbC%2BdE%2Ff%3D%3D", Ok(&[("t", "AbC+dE/f==")])),
+            (
+                "transaction%5Bamount%5D=2995",
+                Ok(&[("transaction[amount]", "2995")]),
+            ),
+            (
+                "transaction[amount]=2995",
+                Ok(&[("transaction[amount]", "2995")]),
+            ),
+            ("a=1&b=", Ok(&[("a", "1"), ("b", "")])),
+            ("t=%TR", Err(Reason::BadEncoding)),
+            ("t=%FF", Err(Reason::BadEncoding)),
+            ("a=1&a=2", Err(Reason::DuplicateParam)),
+        ];
+        for (raw, want) in rows {
+            let mut p = Params::new();
+            let got = p.add_form(raw.as_bytes()).map(|()| pairs(&p));
+            assert_eq!(&got, &want.map(|w| w.to_vec()), "form {raw:?}");
+        }
+    }
+
+    #[test]
+    fn json_table() {
+        let rows: &[(&str, Result<Pairs, Reason>)] = &[
+            (r#"{}"#, Ok(&[])),
+            (r#" { "a" : "1" } "#, Ok(&[("a", "1")])),
+            (r#"{"b":"2","a":"1"}"#, Ok(&[("b", "2"), ("a", "1")])),
+            // Numbers keep their source text.
+            (r#"{"amount":12.30}"#, Ok(&[("amount", "12.30")])),
+            (r#"{"amount":-5.00}"#, Ok(&[("amount", "-5.00")])),
+            (r#"{"amount":2995}"#, Ok(&[("amount", "2995")])),
+            (r#"{"amount":1e3}"#, Ok(&[("amount", "1e3")])),
+            (
+                r#"{"amount":0.1000000000000000055511151231257827}"#,
+                Ok(&[("amount", "0.1000000000000000055511151231257827")]),
+            ),
+            // Strings as they are: no percent-decoding, no plus rule.
+            (r#"{"t":"AbC+dE/f=="}"#, Ok(&[("t", "AbC+dE/f==")])),
+            (r#"{"t":"abc%252Fdef"}"#, Ok(&[("t", "abc%252Fdef")])),
+            (r#"{"t":"\u0430bc\"\\"}"#, Ok(&[("t", "аbc\"\\")])),
+            (r#"{"t":"a\u0001b"}"#, Ok(&[("t", "a\u{1}b")])),
+            (r#"{"t":""}"#, Ok(&[("t", "")])),
+            // null = absent; empty keys are ignored.
+            (r#"{"a":null,"b":"2"}"#, Ok(&[("b", "2")])),
+            (r#"{"":"x","b":"2"}"#, Ok(&[("b", "2")])),
+            (r#"{"":"x","":"y"}"#, Ok(&[])),
+            // Duplicates, including through escapes and nulls.
+            (r#"{"a":"1","a":"2"}"#, Err(Reason::DuplicateParam)),
+            (r#"{"a":"1","\u0061":"2"}"#, Err(Reason::DuplicateParam)),
+            (r#"{"a":null,"a":"2"}"#, Err(Reason::DuplicateParam)),
+            // Not a flat object of strings and numbers.
+            (r#"{"a":true}"#, Err(Reason::BadBody)),
+            (r#"{"a":false}"#, Err(Reason::BadBody)),
+            (r#"{"a":[1]}"#, Err(Reason::BadBody)),
+            (r#"{"a":{"b":"c"}}"#, Err(Reason::BadBody)),
+            (r#"[{"a":"1"}]"#, Err(Reason::BadBody)),
+            (r#""a""#, Err(Reason::BadBody)),
+            (r#"12"#, Err(Reason::BadBody)),
+            (r#"null"#, Err(Reason::BadBody)),
+            (r#""#, Err(Reason::BadBody)),
+            (r#"   "#, Err(Reason::BadBody)),
+            (r#"{"a":"1"} x"#, Err(Reason::BadBody)),
+            (r#"{"a":"1"}{"b":"2"}"#, Err(Reason::BadBody)),
+            (r#"{"a":"1",}"#, Err(Reason::BadBody)),
+            (r#"{"a":"1""#, Err(Reason::BadBody)),
+            (r#"{'a':'1'}"#, Err(Reason::BadBody)),
+            (r#"{"a":01}"#, Err(Reason::BadBody)),
+            (r#"{"a":NaN}"#, Err(Reason::BadBody)),
+            (r#"{"a":"\ud800"}"#, Err(Reason::BadBody)),
+            ("a=1&b=2", Err(Reason::BadBody)),
+        ];
+        for (raw, want) in rows {
+            let mut p = Params::new();
+            let got = p.add_json(raw.as_bytes()).map(|()| pairs(&p));
+            assert_eq!(&got, &want.map(|w| w.to_vec()), "json {raw:?}");
+        }
+    }
+
+    #[test]
+    fn json_rejects_invalid_utf8_and_deep_nesting() {
+        let mut p = Params::new();
+        assert_eq!(p.add_json(b"{\"t\":\"a\xffb\"}"), Err(Reason::BadBody));
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(p.add_json(deep.as_bytes()), Err(Reason::BadBody));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn query_and_body_merge_and_reject_shared_keys() {
+        let rows: &[(&str, &str, &str, Result<Pairs, Reason>)] = &[
+            ("a=1", "form", "b=2", Ok(&[("a", "1"), ("b", "2")])),
+            (
+                "a=1",
+                "json",
+                r#"{"b":2.50}"#,
+                Ok(&[("a", "1"), ("b", "2.50")]),
+            ),
+            ("a=1", "form", "a=1", Err(Reason::DuplicateParam)),
+            ("a=1", "form", "a=2", Err(Reason::DuplicateParam)),
+            ("a=1", "json", r#"{"a":"2"}"#, Err(Reason::DuplicateParam)),
+            // A null in the body is an absent key, so it does not clash.
+            ("a=1", "json", r#"{"a":null}"#, Ok(&[("a", "1")])),
+        ];
+        for (q, kind, body, want) in rows {
+            let mut p = query(q, false).expect("query decodes");
+            let got = match *kind {
+                "form" => p.add_form(body.as_bytes()),
+                _ => p.add_json(body.as_bytes()),
+            }
+            .map(|()| pairs(&p));
+            assert_eq!(&got, &want.map(|w| w.to_vec()), "{q:?} + {kind} {body:?}");
+        }
+    }
+
+    #[test]
+    fn failed_add_leaves_params_unchanged() {
+        let mut p = query("a=1", false).expect("query decodes");
+        assert_eq!(p.add_form(b"b=2&c=%zz"), Err(Reason::BadEncoding));
+        assert_eq!(p.add_form(b"b=2&a=3"), Err(Reason::DuplicateParam));
+        assert_eq!(p.add_json(br#"{"b":"2","c":true}"#), Err(Reason::BadBody));
+        assert_eq!(pairs(&p), vec![("a", "1")]);
+        assert_eq!(p.get("b"), None);
+        assert_eq!(p.add_form(b"b=2"), Ok(()));
+        assert_eq!(pairs(&p), vec![("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn many_pairs_use_the_index_and_stay_consistent() {
+        let raw: String = (0..2000).map(|i| format!("k{i}=v{i}&")).collect();
+        let mut p = query(&raw, false).expect("query decodes");
+        assert_eq!(p.len(), 2000);
+        assert_eq!(p.get("k0"), Some("v0"));
+        assert_eq!(p.get("k1999"), Some("v1999"));
+        assert_eq!(p.get("k2000"), None);
+        assert_eq!(p.add_form(b"k1234=x"), Err(Reason::DuplicateParam));
+        // A rollback past the index threshold keeps the index in step with the pairs.
+        assert_eq!(p.add_form(b"n1=1&n2=2&k5=dup"), Err(Reason::DuplicateParam));
+        assert_eq!(p.get("n1"), None);
+        assert_eq!(p.add_form(b"n1=1"), Ok(()));
+        assert_eq!(p.get("n1"), Some("1"));
+        assert_eq!(p.len(), 2001);
+
+        let dup_last = format!("{raw}k7=again");
+        assert_eq!(query(&dup_last, false).err(), Some(Reason::DuplicateParam));
+    }
+
+    #[test]
+    fn accessors() {
+        let p = Params::new();
+        assert!(p.is_empty());
+        assert_eq!(p.len(), 0);
+        let p = query("x=1&y=", false).expect("query decodes");
+        assert!(!p.is_empty());
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.get("x"), Some("1"));
+        assert_eq!(p.get("y"), Some(""));
+        assert_eq!(p.get("z"), None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap deterministic fuzz over the bytes that matter to the decoder.
+        let alphabet = b"%&=+;a0F\xff\xc3\x80{}\"[]:, -.en";
+        let mut state: u32 = 0x2545_f491;
+        for _ in 0..20_000 {
+            let len = (state % 24) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    alphabet[state as usize % alphabet.len()]
+                })
+                .collect();
+            let mut p = Params::new();
+            let _ = p.add_query(&input, false);
+            let _ = p.add_query(&input, true);
+            let _ = p.add_form(&input);
+            let _ = p.add_json(&input);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Postback extraction and strict parsing: raw query/body bytes in, a checked
+//! [`Conversion`] or a [`Reason`] out.
+//!
+//! This module is pure: no I/O, no clock, no Kafka. Its callers pass in the time
+//! and the source's [`ParseRules`], so every rule runs in a table test.
+
+pub mod decode;
+pub mod parse;
+pub mod reason;
+pub mod rules;
+
+pub use decode::Params;
+pub use parse::{parse, Conversion};
+pub use reason::Reason;
+pub use rules::{AmountFormat, AmountRules, Names, ParseRules, Status};

@@ -1,0 +1,141 @@
+//! What a source tells the parser: parameter names per role, the status
+//! vocabulary, amount and currency rules. Built by `source/` from config;
+//! [`ParseRules::reference`] is the SPEC §3 default.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+
+/// Normalized conversion status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Approved,
+    Pending,
+    Declined,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Approved => "approved",
+            Status::Pending => "pending",
+            Status::Declined => "declined",
+        }
+    }
+}
+
+/// Parameter names for each role. Each role may have several aliases; the
+/// first one present in a postback is used (two present at once is
+/// `duplicate_param`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub api_key: Vec<String>,
+    pub tracking: Vec<String>,
+    pub amount: Vec<String>,
+    pub txid: Vec<String>,
+    pub goal: Vec<String>,
+    pub status: Vec<String>,
+    pub currency: Vec<String>,
+    pub click_time: Vec<String>,
+    pub campaign_id: Vec<String>,
+    pub adset_id: Vec<String>,
+    pub ad_id: Vec<String>,
+    pub placement: Vec<String>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        fn one(s: &str) -> Vec<String> {
+            vec![s.to_owned()]
+        }
+        Names {
+            api_key: one("api_key"),
+            tracking: one("tracking"),
+            amount: one("amount"),
+            txid: one("txid"),
+            goal: one("goal"),
+            status: one("status"),
+            currency: one("currency"),
+            click_time: one("click_time"),
+            campaign_id: Vec::new(),
+            adset_id: Vec::new(),
+            ad_id: Vec::new(),
+            placement: Vec::new(),
+        }
+    }
+}
+
+/// How the amount is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmountFormat {
+    /// `digits.dd`: one or more digits without a leading zero (except `0`
+    /// itself), a dot, then between 2 and `max_decimals` digits.
+    Decimal { max_decimals: u8 },
+    /// Integer minor units (`2995` = `29.95`), as NATS sends.
+    Cents,
+}
+
+/// The amount rules of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmountRules {
+    pub format: AmountFormat,
+    /// Chargebacks as negative amounts (`-12.34`).
+    pub allow_negative: bool,
+    /// Largest accepted absolute amount.
+    pub max: Decimal,
+    /// Whether a postback without an amount is `missing_amount`.
+    pub required: bool,
+}
+
+impl Default for AmountRules {
+    fn default() -> Self {
+        AmountRules {
+            format: AmountFormat::Decimal { max_decimals: 2 },
+            allow_negative: false,
+            max: Decimal::new(100_000_000, 2),
+            required: true,
+        }
+    }
+}
+
+/// Everything the parser needs to know about a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseRules {
+    pub names: Names,
+    /// Whether `+` in a query string means a space (the form rule) for this source.
+    pub plus_as_space: bool,
+    pub amount: AmountRules,
+    /// Raw status value → normalized status. When `status_case_insensitive`,
+    /// the keys are stored lowercase and looked up lowercase.
+    pub statuses: HashMap<String, Status>,
+    pub status_case_insensitive: bool,
+    /// A currency the source fixes (uppercase ISO 4217); a postback naming
+    /// another is `currency_mismatch`.
+    pub fixed_currency: Option<String>,
+    /// Parameters dropped before pass-through (the cache-buster `_`).
+    pub dropped: Vec<String>,
+}
+
+impl ParseRules {
+    /// The reference format of SPEC §3: `api_key`, `tracking`, `amount`, ...
+    /// with the statuses `approved`, `pending`, `declined` in any case.
+    pub fn reference() -> Self {
+        let statuses = [
+            ("approved", Status::Approved),
+            ("pending", Status::Pending),
+            ("declined", Status::Declined),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        ParseRules {
+            names: Names::default(),
+            plus_as_space: false,
+            amount: AmountRules::default(),
+            statuses,
+            status_case_insensitive: true,
+            fixed_currency: None,
+            dropped: vec!["_".to_owned()],
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Where accepted events go. The [`Sink`] trait is the seam between the
+//! request path and Kafka; `sink/` knows events, never requests.
+
+pub mod embedded;
+pub mod kafka;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::event::Event;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an event was not made durable. Each `cause()` is a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The producer queue is full: backpressure, answered at once.
+    #[error("the producer queue is full")]
+    QueueFull,
+    /// The broker did not acknowledge within the delivery wait.
+    #[error("no acknowledgement within the delivery wait")]
+    Timeout,
+    /// The broker refused the message or the producer failed.
+    #[error("kafka refused the event: {0}")]
+    Kafka(String),
+    /// The sink is shutting down.
+    #[error("the sink is closed")]
+    Closed,
+}
+
+impl SinkError {
+    pub fn cause(&self) -> &'static str {
+        match self {
+            SinkError::QueueFull => "queue_full",
+            SinkError::Timeout => "timeout",
+            SinkError::Kafka(_) => "kafka_error",
+            SinkError::Closed => "closed",
+        }
+    }
+}
+
+/// Makes events durable. `deliver` resolves only when the event is durable
+/// (acknowledged by the broker) or definitely not.
+pub trait Sink: Send + Sync + 'static {
+    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Whether events can be made durable now (for `/readyz`).
+    fn ready(&self) -> bool;
+
+    /// Waits until everything enqueued is acknowledged or `timeout` passes.
+    fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, ()>;
+}
