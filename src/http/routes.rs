@@ -94,6 +94,19 @@ async fn postback(
     if uri_len > app.limits.max_uri_bytes {
         return Outcome::Rejected(Reason::TooLarge, StatusCode::URI_TOO_LONG);
     }
+    // hyper bounds its read buffer, but a head that arrives in one read can
+    // exceed it; the header limit is ours to keep.
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > app.limits.max_header_bytes {
+        return Outcome::Rejected(
+            Reason::TooLarge,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        );
+    }
     let source = match app.sources.resolve(source_name) {
         Ok(s) => s.clone(),
         Err(r) => return Outcome::reject(r),

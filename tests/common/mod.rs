@@ -1,0 +1,215 @@
+//! Shared parts of the black-box tests: a gateway on a real socket, a Kafka
+//! consumer that reads back what arrived, and process guards that clean up.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use postback_gateway::config::Config;
+use postback_gateway::{run, Listeners};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+
+pub const API_KEY: &str = "test-key-0123456789";
+pub const TOPIC: &str = "conversions";
+
+/// One message read back from the topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A gateway running in this process on 127.0.0.1, stopped when dropped.
+pub struct Gateway {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Gateway {
+    /// Starts the gateway against `brokers` with test settings.
+    pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
+        let mut config = Config::default();
+        config.listen_addr = "127.0.0.1:0".parse().unwrap();
+        config.admin_addr = "127.0.0.1:0".parse().unwrap();
+        config.kafka.brokers = Some(brokers.to_owned());
+        config.kafka.delivery_wait = Duration::from_millis(1500);
+        config.api_key = Some(API_KEY.to_owned());
+        config.shutdown_grace = Duration::from_secs(5);
+        tweak(&mut config);
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let (public, admin) = (listeners.public_addr(), listeners.admin_addr());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(run(config, listeners, async {
+            let _ = rx.await;
+        }));
+        let gw = Gateway {
+            public,
+            admin,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.public, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not become ready");
+    }
+
+    /// Stops the gateway and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The postback query for `token` with the test key.
+pub fn query(token_encoded: &str, amount: &str) -> String {
+    format!("/postback?api_key={API_KEY}&tracking={token_encoded}&amount={amount}")
+}
+
+/// Reads every message of `topic` from the beginning. Keeps reading until
+/// at least `expect` arrived and then `settle` passed with nothing new, or
+/// until `deadline`; so a test also sees messages that should not be there.
+pub fn read_topic(brokers: &str, topic: &str, expect: usize, settle: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "postback-gateway-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    let mut last_new = Instant::now();
+    while Instant::now() < deadline {
+        if out.len() >= expect && last_new.elapsed() >= settle {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for hd in h.iter() {
+                        let v = hd
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        headers.insert(hd.key.to_owned(), v);
+                    }
+                }
+                out.push(Record {
+                    key: String::from_utf8(m.key().unwrap_or_default().to_vec())
+                        .expect("utf-8 key"),
+                    value: serde_json::from_slice(m.payload().unwrap_or_default())
+                        .expect("JSON payload"),
+                    headers,
+                });
+                last_new = Instant::now();
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Events in `records` whose token is `token`.
+pub fn with_token<'a>(records: &'a [Record], token: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|r| r.value["token"] == token)
+        .collect()
+}
+
+/// Checks the parts of an event every conversion has.
+pub fn assert_event(r: &Record, event_id: &str, token: &str, amount: &str, kind: &str) {
+    assert_eq!(r.value["schema"], "conversion.v1");
+    assert_eq!(r.value["event_id"], event_id);
+    assert_eq!(r.value["token"], token);
+    assert_eq!(r.key, token, "the message key is the token");
+    assert_eq!(r.value["amount"], amount);
+    assert_eq!(r.value["kind"], kind);
+    assert_eq!(r.value["source"], "default");
+    assert_eq!(r.headers.get("source").map(String::as_str), Some("default"));
+    assert_eq!(
+        r.headers.get("schema").map(String::as_str),
+        Some("conversion.v1")
+    );
+    let dedup = r.value["dedup_key"].as_str().unwrap();
+    assert_eq!(dedup.len(), 32);
+    assert!(dedup.bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
+/// The event id of an `OK <id>` reply.
+pub fn ok_id(body: &str) -> String {
+    body.strip_prefix("OK ")
+        .unwrap_or_else(|| panic!("expected OK, got {body:?}"))
+        .trim()
+        .to_owned()
+}
+
+/// Percent-encodes every byte outside the unreserved set, as a careful sender would.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
