@@ -13,6 +13,8 @@ use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
+pub mod process;
+
 pub const API_KEY: &str = "test-key-0123456789";
 pub const TOPIC: &str = "conversions";
 

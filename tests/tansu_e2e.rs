@@ -1,0 +1,86 @@
+//! End-to-end: the gateway binary as its own process, against Tansu, a
+//! separate Kafka-protocol broker process, with events read back by a consumer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::{signal, GatewayProcess, Tansu};
+use common::*;
+
+const SETTLE: Duration = Duration::from_secs(1);
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("request");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postbacks_reach_tansu_exactly_once() {
+    let tansu = Tansu::start();
+    // The topic does not exist yet: the gateway creates it at start.
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &[]).await;
+
+    let seed = "befwueicjfn93q4urcnq83xnfjemw8qz2jfq38jcrufn8j89xjqcmq3c3";
+    let (status, body) = get(&gw.url(&query(seed, "12.34"))).await;
+    assert_eq!(status, 200, "{body}");
+    let seed_id = ok_id(&body);
+
+    let special = "AbC+dE/f==|пример|\"quoted\" & <tag>";
+    let (_, body) = get(&gw.url(&query(&enc(special), "0.50"))).await;
+    let special_id = ok_id(&body);
+
+    let r = reqwest::get(gw.url(&format!("/pixel.gif?api_key={API_KEY}&tracking=pixel-1&amount=0.00"))).await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    let pixel_id = ok_id(r.headers()["x-postback-result"].to_str().unwrap());
+
+    let (_, dup) = get(&gw.url(&query(seed, "12.34"))).await;
+    assert_eq!(dup, format!("DUPLICATE {seed_id}"));
+    let (status, bad) = get(&gw.url(&query("never", "12,34"))).await;
+    assert_eq!((status, bad.as_str()), (400, "ERROR bad_amount"));
+
+    let records = read_topic(&tansu.brokers, TOPIC, 3, SETTLE);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_event(with_token(&records, seed)[0], &seed_id, seed, "12.34", "s2s");
+    assert_event(with_token(&records, special)[0], &special_id, special, "0.50", "s2s");
+    assert_event(with_token(&records, "pixel-1")[0], &pixel_id, "pixel-1", "0.00", "pixel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() {
+    let tansu = Tansu::start();
+    let mut gw = GatewayProcess::start(Some(&tansu.brokers), &[]).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (c, u) = (client.clone(), gw.url(&query(&format!("term-{i}"), "1.00")));
+        tasks.push(tokio::spawn(async move { c.get(u).send().await.ok()?.text().await.ok() }));
+    }
+    // Signal while requests are still arriving.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    signal(gw.child.id(), "TERM");
+    for t in tasks {
+        if let Some(body) = t.await.unwrap() {
+            if let Some(id) = body.strip_prefix("OK ") {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gw.child.wait();
+        (s, gw)
+    })
+    .await
+    .unwrap()
+    .0
+    .unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(!ids.is_empty(), "some postbacks were accepted before the signal");
+
+    let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
+    for id in &ids {
+        let n = records.iter().filter(|r| r.value["event_id"] == id.as_str()).count();
+        assert_eq!(n, 1, "acknowledged event {id} is in Kafka exactly once");
+    }
+}
