@@ -30,7 +30,11 @@ async fn postbacks_reach_tansu_exactly_once() {
     let (_, body) = get(&gw.url(&query(&enc(special), "0.50"))).await;
     let special_id = ok_id(&body);
 
-    let r = reqwest::get(gw.url(&format!("/pixel.gif?api_key={API_KEY}&tracking=pixel-1&amount=0.00"))).await.unwrap();
+    let r = reqwest::get(gw.url(&format!(
+        "/pixel.gif?api_key={API_KEY}&tracking=pixel-1&amount=0.00"
+    )))
+    .await
+    .unwrap();
     assert_eq!(r.headers()["content-type"], "image/gif");
     let pixel_id = ok_id(r.headers()["x-postback-result"].to_str().unwrap());
 
@@ -41,9 +45,27 @@ async fn postbacks_reach_tansu_exactly_once() {
 
     let records = read_topic(&tansu.brokers, TOPIC, 3, SETTLE);
     assert_eq!(records.len(), 3, "{records:?}");
-    assert_event(with_token(&records, seed)[0], &seed_id, seed, "12.34", "s2s");
-    assert_event(with_token(&records, special)[0], &special_id, special, "0.50", "s2s");
-    assert_event(with_token(&records, "pixel-1")[0], &pixel_id, "pixel-1", "0.00", "pixel");
+    assert_event(
+        with_token(&records, seed)[0],
+        &seed_id,
+        seed,
+        "12.34",
+        "s2s",
+    );
+    assert_event(
+        with_token(&records, special)[0],
+        &special_id,
+        special,
+        "0.50",
+        "s2s",
+    );
+    assert_event(
+        with_token(&records, "pixel-1")[0],
+        &pixel_id,
+        "pixel-1",
+        "0.00",
+        "pixel",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +77,9 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
     let mut tasks = Vec::new();
     for i in 0..200 {
         let (c, u) = (client.clone(), gw.url(&query(&format!("term-{i}"), "1.00")));
-        tasks.push(tokio::spawn(async move { c.get(u).send().await.ok()?.text().await.ok() }));
+        tasks.push(tokio::spawn(async move {
+            c.get(u).send().await.ok()?.text().await.ok()
+        }));
     }
     // Signal while requests are still arriving.
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -76,11 +100,17 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
     .0
     .unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(!ids.is_empty(), "some postbacks were accepted before the signal");
+    assert!(
+        !ids.is_empty(),
+        "some postbacks were accepted before the signal"
+    );
 
     let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
     for id in &ids {
-        let n = records.iter().filter(|r| r.value["event_id"] == id.as_str()).count();
+        let n = records
+            .iter()
+            .filter(|r| r.value["event_id"] == id.as_str())
+            .count();
         assert_eq!(n, 1, "acknowledged event {id} is in Kafka exactly once");
     }
 }

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released for the child to take).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
@@ -30,19 +34,24 @@ fn tansu_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU_BIN") {
         return p.into();
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     if let Some(h) = std::env::var_os("CARGO_HOME") {
         dirs.push(PathBuf::from(h).join("bin"));
     }
     if let Some(h) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(h).join(".cargo/bin"));
     }
-    dirs.into_iter().map(|d| d.join("tansu")).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!(
-            "Tansu is not installed. scripts/test.sh installs it; by hand: \
+    dirs.into_iter()
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "Tansu is not installed. scripts/test.sh installs it; by hand: \
              cargo install tansu --version 0.6.0 --locked --features dynostore"
-        )
-    })
+            )
+        })
 }
 
 /// A Tansu broker with in-memory storage on a free loopback port.
@@ -56,13 +65,24 @@ impl Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(tansu_bin())
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start tansu");
         wait_for_port(([127, 0, 0, 1], port).into(), "tansu", &mut child);
-        Tansu { child, brokers: format!("127.0.0.1:{port}") }
+        Tansu {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        }
     }
 
     /// Stops the broker process without letting it clean up (SIGSTOP).
@@ -84,7 +104,10 @@ impl Drop for Tansu {
 }
 
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// The gateway binary as its own process.
@@ -117,7 +140,11 @@ impl GatewayProcess {
         }
         let mut child = cmd.spawn().expect("start the gateway");
         wait_for_port(admin, "the gateway", &mut child);
-        let gw = GatewayProcess { child, public, admin };
+        let gw = GatewayProcess {
+            child,
+            public,
+            admin,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(r) = reqwest::get(gw.admin_url("/readyz")).await {
