@@ -37,9 +37,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway against `brokers` with test settings.
     pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
-        let mut config = Config::default();
-        config.listen_addr = "127.0.0.1:0".parse().unwrap();
-        config.admin_addr = "127.0.0.1:0".parse().unwrap();
+        let mut config = Config {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
         config.kafka.brokers = Some(brokers.to_owned());
         config.kafka.delivery_wait = Duration::from_millis(1500);
         config.api_key = Some(API_KEY.to_owned());
