@@ -39,6 +39,7 @@ pub struct Config {
     /// Key of the `default` source; `None` means a random one is made at start.
     pub api_key: Option<String>,
     pub spool_dir: PathBuf,
+    pub spool: SpoolConfig,
     pub log_filter: String,
     pub limits: Limits,
     pub dedup: DedupConfig,
@@ -74,12 +75,21 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Bound on the spool's size; past it postbacks get 503 and `/readyz` says not ready.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
 pub struct DedupConfig {
     pub window: Duration,
     pub max_keys: usize,
     /// Key of the 128-bit dedup hash. Every instance behind one balancer and
     /// every restart must share it, so that `dedup_key` means the same everywhere.
     pub hash_key: [u8; 16],
+    /// Longest time spent rebuilding the window from Kafka at start.
+    pub warmup_limit: Duration,
 }
 
 /// The built-in dedup hash key; deployments should set their own.
@@ -101,6 +111,10 @@ impl Default for Config {
             },
             api_key: None,
             spool_dir: PathBuf::from("./spool"),
+            spool: SpoolConfig {
+                max_bytes: 1 << 30,
+                segment_bytes: 64 << 20,
+            },
             log_filter: "info".into(),
             limits: Limits {
                 max_uri_bytes: 8 * 1024,
@@ -113,6 +127,7 @@ impl Default for Config {
                 window: Duration::from_secs(24 * 3600),
                 max_keys: 20_000_000,
                 hash_key: DEFAULT_HASH_KEY,
+                warmup_limit: Duration::from_secs(300),
             },
             shutdown_grace: Duration::from_secs(20),
         }
@@ -136,6 +151,15 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     dedup: FileDedup,
+    #[serde(default)]
+    spool: FileSpool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpool {
+    max_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +191,7 @@ struct FileDedup {
     window_secs: Option<u64>,
     max_keys: Option<usize>,
     hash_key: Option<String>,
+    warmup_limit_secs: Option<u64>,
 }
 
 /// Every problem found in a config, each one a sentence.
@@ -279,6 +304,18 @@ impl Config {
                 errors.push("dedup.max_keys must be above 0".into());
             }
             c.dedup.max_keys = n;
+        }
+        if let Some(s) = file.dedup.warmup_limit_secs {
+            c.dedup.warmup_limit = Duration::from_secs(s);
+        }
+        if let Some(b) = file.spool.max_bytes {
+            c.spool.max_bytes = b;
+        }
+        if let Some(b) = file.spool.segment_bytes {
+            if b < 4096 {
+                errors.push("spool.segment_bytes must be at least 4096".into());
+            }
+            c.spool.segment_bytes = b;
         }
         if let Some(h) = file.dedup.hash_key {
             match parse_hex16(&h) {

@@ -55,6 +55,8 @@ pub struct Context<'a> {
 #[derive(Debug, Clone)]
 pub struct Event {
     pub event_id: Uuid,
+    /// The dedup key, kept so a spooled event can rebuild the dedup window.
+    pub dedup_key: u128,
     /// The message key: the tracking token, so one click's events keep their order.
     pub key: String,
     pub source: Arc<str>,
@@ -143,6 +145,7 @@ pub fn encode(
     let payload = serde_json::to_vec(&wire).unwrap_or_default();
     Event {
         event_id,
+        dedup_key,
         key: conv.token.clone(),
         source: source.clone(),
         payload,

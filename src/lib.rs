@@ -18,14 +18,14 @@ pub mod source;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
@@ -81,41 +81,34 @@ pub async fn run(
         .api_key
         .clone()
         .context("no api key for the default source")?;
-    let sink = sink::kafka::KafkaSink::connect(&config.kafka, &brokers).await?;
+    let clock = dedup::system_clock();
+    let (spool, spooled) = sink::spool::Spool::open(
+        &config.spool_dir,
+        config.spool.max_bytes,
+        config.spool.segment_bytes,
+    )
+    .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
+    let kafka = sink::kafka::KafkaSink::connect(&config.kafka, &brokers).await?;
+    let durable = sink::durable::Durable::new(kafka, spool, clock.clone());
     let dedup = dedup::Dedup::new(
         config.dedup.window,
         config.dedup.max_keys,
         config.dedup.hash_key,
-        dedup::system_clock(),
+        clock.clone(),
     );
     let app = Arc::new(http::App {
         sources: source::Sources::single_default(api_key),
         dedup: dedup.clone(),
-        sink: sink.clone(),
+        sink: durable.clone(),
         limits: config.limits.clone(),
         delivery_wait: config.kafka.delivery_wait,
         shutting_down: Default::default(),
+        warming: AtomicBool::new(true),
         metrics,
-    });
-
-    let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            dedup.sweep();
-        }
     });
 
     let (stop_public, public_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
-    let a = app.clone();
-    let public = tokio::spawn(http::serve(
-        listeners.public,
-        config.limits.clone(),
-        move |req, peer| http::routes::handle(a.clone(), req, peer),
-        public_rx,
-        config.shutdown_grace,
-    ));
     let a = app.clone();
     let admin = tokio::spawn(http::serve(
         listeners.admin,
@@ -124,6 +117,27 @@ pub async fn run(
         admin_rx,
         Duration::from_secs(1),
     ));
+    let a = app.clone();
+    let public = tokio::spawn(http::serve(
+        listeners.public,
+        config.limits.clone(),
+        move |req, peer| http::routes::handle(a.clone(), req, peer),
+        public_rx,
+        config.shutdown_grace,
+    ));
+
+    warm_up(&config, &brokers, &dedup, spooled).await;
+    app.warming.store(false, Ordering::Relaxed);
+
+    let (stop_drain, drain_rx) = watch::channel(false);
+    let drainer = tokio::spawn(sink::durable::drain(durable.clone(), clock, drain_rx));
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            dedup.sweep();
+        }
+    });
     info!("The gateway is serving.");
 
     shutdown.await;
@@ -131,10 +145,56 @@ pub async fn run(
     app.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_public.send(true);
     let _ = public.await;
+    let _ = stop_drain.send(true);
+    let _ = drainer.await;
     app.sink.flush(Duration::from_secs(10)).await;
     let _ = stop_admin.send(true);
     let _ = admin.await;
     sweeper.abort();
+    let left = durable.spool.backlog();
+    if left > 0 {
+        info!(
+            events = left,
+            "Spooled events stay on disk and drain at the next start."
+        );
+    }
     info!("Stopped.");
     Ok(())
+}
+
+/// Rebuilds the dedup window from the spool and the topic, so that a retry
+/// arriving after a restart is still a duplicate.
+async fn warm_up(
+    config: &Config,
+    brokers: &str,
+    dedup: &Arc<dedup::Dedup>,
+    spooled: Vec<sink::spool::Record>,
+) {
+    let started = std::time::Instant::now();
+    for r in &spooled {
+        dedup.insert_committed(r.dedup_key, r.event_id, r.at);
+    }
+    let (cfg, brokers, d) = (config.kafka.clone(), brokers.to_owned(), dedup.clone());
+    let (window, limit) = (config.dedup.window, config.dedup.warmup_limit);
+    let replayed = tokio::task::spawn_blocking(move || {
+        sink::warmup::replay_topic(&cfg, &brokers, window, limit, |k, id, at| {
+            d.insert_committed(k, id, at)
+        })
+    })
+    .await;
+    let took = started.elapsed();
+    ::metrics::gauge!(metrics::WARMUP_SECONDS).set(took.as_secs_f64());
+    match replayed {
+        Ok(Ok(n)) => info!(
+            from_kafka = n,
+            from_spool = spooled.len(),
+            keys = dedup.len(),
+            seconds = took.as_secs_f64(),
+            "Rebuilt the dedup window."
+        ),
+        Ok(Err(e)) => {
+            warn!(error = %e, "Cannot rebuild the dedup window from Kafka; repeats of earlier events may pass as new.")
+        }
+        Err(e) => warn!(error = %e, "The dedup warm-up failed."),
+    }
 }

@@ -19,6 +19,13 @@ pub const DEDUP_KEYS: &str = "postback_dedup_keys";
 pub const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
 pub const DEDUP_EXPIRED: &str = "postback_dedup_expired_total";
 pub const READY: &str = "postback_ready";
+pub const SPOOL_BYTES: &str = "postback_spool_bytes";
+pub const SPOOL_EVENTS: &str = "postback_spool_events";
+pub const SPOOL_OLDEST_AGE: &str = "postback_spool_oldest_age_seconds";
+pub const SPOOLED: &str = "postback_spooled_total";
+pub const SPOOL_DRAINED: &str = "postback_spool_drained_total";
+pub const SPOOL_SYNCS: &str = "postback_spool_syncs_total";
+pub const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub const BUILD_INFO: &str = "postback_build_info";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -81,5 +88,27 @@ fn describe() {
         "Dedup keys dropped because their window ended."
     );
     describe_gauge!(READY, "1 while /readyz answers 200.");
+    describe_gauge!(SPOOL_BYTES, "Bytes in the on-disk spool.");
+    describe_gauge!(
+        SPOOL_EVENTS,
+        "Spooled events not yet acknowledged by Kafka."
+    );
+    describe_gauge!(
+        SPOOL_OLDEST_AGE,
+        "Age in seconds of the oldest spooled event still waiting for Kafka."
+    );
+    describe_counter!(
+        SPOOLED,
+        "Events accepted into the spool because Kafka could not take them in time."
+    );
+    describe_counter!(
+        SPOOL_DRAINED,
+        "Spooled events acknowledged by Kafka (its rate is the drain rate)."
+    );
+    describe_counter!(SPOOL_SYNCS, "Group commits (fdatasync calls) of the spool.");
+    describe_gauge!(
+        WARMUP_SECONDS,
+        "How long rebuilding the dedup window took at start."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
 }

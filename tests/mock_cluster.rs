@@ -257,9 +257,10 @@ async fn forty_identical_concurrent_requests_make_one_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_down_is_503_and_the_retry_after_recovery_is_accepted_once() {
+async fn broker_down_with_no_spool_room_is_503_and_the_retry_after_recovery_is_accepted_once() {
     let kafka = cluster();
-    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    // A spool with no room: Kafka is the only way to make an event durable.
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool.max_bytes = 1).await;
     let url = gw.url(&query("outage-click", "4.20"));
 
     kafka.broker_down(1).unwrap();
@@ -481,9 +482,9 @@ async fn bad_input_gets_its_reason_and_nothing_reaches_kafka() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_endpoints_answer_and_readyz_turns_503_on_shutdown() {
+async fn admin_endpoints_answer_and_readyz_is_503_while_nothing_can_be_made_durable() {
     let kafka = cluster();
-    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool.max_bytes = 1).await;
     let c = reqwest::Client::new();
     assert_eq!(
         c.get(gw.admin_url("/healthz"))
@@ -521,7 +522,10 @@ async fn admin_endpoints_answer_and_readyz_turns_503_on_shutdown() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(not_ready, "/readyz turns 503 while Kafka is unreachable");
+    assert!(
+        not_ready,
+        "/readyz turns 503 while Kafka is unreachable and the spool has no room"
+    );
     kafka.broker_up(1).unwrap();
     gw.stop().await;
 }

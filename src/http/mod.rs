@@ -38,13 +38,18 @@ pub struct App {
     pub delivery_wait: Duration,
     /// Set on the shutdown signal; `/readyz` turns 503 at once.
     pub shutting_down: AtomicBool,
+    /// True until the dedup window is rebuilt at start; postbacks get 503
+    /// meanwhile, since a retry could not yet be told from a new conversion.
+    pub warming: AtomicBool,
     pub metrics: PrometheusHandle,
 }
 
 impl App {
     /// Whether events can be made durable now.
     pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed) && self.sink.ready()
+        !self.shutting_down.load(Ordering::Relaxed)
+            && !self.warming.load(Ordering::Relaxed)
+            && self.sink.ready()
     }
 }
 

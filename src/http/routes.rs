@@ -90,6 +90,9 @@ async fn postback(
     peer: SocketAddr,
 ) -> Outcome {
     let received_at = OffsetDateTime::now_utc();
+    if app.warming.load(Ordering::Relaxed) {
+        return Outcome::reject(Reason::Unavailable);
+    }
     let uri_len = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
     if uri_len > app.limits.max_uri_bytes {
         return Outcome::Rejected(Reason::TooLarge, StatusCode::URI_TOO_LONG);

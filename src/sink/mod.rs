@@ -1,8 +1,11 @@
 //! Where accepted events go. The [`Sink`] trait is the seam between the
 //! request path and Kafka; `sink/` knows events, never requests.
 
+pub mod durable;
 pub mod embedded;
 pub mod kafka;
+pub mod spool;
+pub mod warmup;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +29,12 @@ pub enum SinkError {
     /// The sink is shutting down.
     #[error("the sink is closed")]
     Closed,
+    /// Kafka could not take the event and the spool is full.
+    #[error("the spool is full")]
+    SpoolFull,
+    /// Kafka could not take the event and the spool could not be written.
+    #[error("{0}")]
+    Spool(String),
 }
 
 impl SinkError {
@@ -35,6 +44,8 @@ impl SinkError {
             SinkError::Timeout => "timeout",
             SinkError::Kafka(_) => "kafka_error",
             SinkError::Closed => "closed",
+            SinkError::SpoolFull => "spool_full",
+            SinkError::Spool(_) => "spool_error",
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Record {
 
 /// A gateway running in this process on 127.0.0.1, stopped when dropped.
 pub struct Gateway {
+    /// The spool directory, removed with the gateway.
+    pub spool: tempfile::TempDir,
     pub public: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -42,6 +44,8 @@ impl Gateway {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         };
+        let spool = tempfile::tempdir().unwrap();
+        config.spool_dir = spool.path().to_owned();
         config.kafka.brokers = Some(brokers.to_owned());
         config.kafka.delivery_wait = Duration::from_millis(1500);
         config.api_key = Some(API_KEY.to_owned());
@@ -54,6 +58,7 @@ impl Gateway {
             let _ = rx.await;
         }));
         let gw = Gateway {
+            spool,
             public,
             admin,
             stop: Some(tx),

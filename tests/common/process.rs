@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, then released for the child to take).
@@ -113,6 +114,8 @@ pub fn signal(pid: u32, name: &str) {
 /// The gateway binary as its own process.
 pub struct GatewayProcess {
     pub child: Child,
+    /// Where the spool lives; pass it to `start_with_spool` to restart on it.
+    pub spool: Arc<tempfile::TempDir>,
     pub public: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -121,6 +124,15 @@ impl GatewayProcess {
     /// Starts the binary against `brokers` (or the embedded cluster when
     /// `None`) with extra environment `env`, and waits for `/readyz`.
     pub async fn start(brokers: Option<&str>, env: &[(&str, &str)]) -> GatewayProcess {
+        Self::start_with_spool(brokers, env, Arc::new(tempfile::tempdir().unwrap())).await
+    }
+
+    /// Like `start`, on the spool directory `spool` (to restart on the same spool).
+    pub async fn start_with_spool(
+        brokers: Option<&str>,
+        env: &[(&str, &str)],
+        spool: Arc<tempfile::TempDir>,
+    ) -> GatewayProcess {
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-gateway"));
@@ -130,6 +142,7 @@ impl GatewayProcess {
             .env("ADMIN_ADDR", admin.to_string())
             .env("POSTBACK_API_KEY", super::API_KEY)
             .env("RUST_LOG", "warn")
+            .env("SPOOL_DIR", spool.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(b) = brokers {
@@ -142,6 +155,7 @@ impl GatewayProcess {
         wait_for_port(admin, "the gateway", &mut child);
         let gw = GatewayProcess {
             child,
+            spool,
             public,
             admin,
         };

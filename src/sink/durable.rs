@@ -1,0 +1,193 @@
+//! The sink the request path uses: Kafka first, the spool when Kafka cannot
+//! acknowledge in time, and a drainer that moves spooled events to Kafka,
+//! oldest first, once it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::kafka::KafkaSink;
+use super::spool::{Record, Spool, SpoolError};
+use super::{BoxFuture, Sink, SinkError};
+use crate::dedup::Clock;
+use crate::event::Event;
+use crate::metrics as m;
+
+/// Spooled events sent to Kafka at once by the drainer.
+const DRAIN_CHUNK: usize = 512;
+
+pub struct Durable {
+    pub kafka: Arc<KafkaSink>,
+    pub spool: Arc<Spool>,
+    clock: Clock,
+}
+
+impl Durable {
+    pub fn new(kafka: Arc<KafkaSink>, spool: Arc<Spool>, clock: Clock) -> Arc<Durable> {
+        Arc::new(Durable {
+            kafka,
+            spool,
+            clock,
+        })
+    }
+
+    async fn spool(&self, event: &Event) -> Result<(), SinkError> {
+        let record = Record {
+            event_id: event.event_id,
+            dedup_key: event.dedup_key,
+            at: (self.clock)(),
+            source: event.source.to_string(),
+            key: event.key.clone(),
+            payload: event.payload.clone(),
+        };
+        match self.spool.append(&record).await {
+            Ok(()) => {
+                metrics::counter!(m::SPOOLED).increment(1);
+                Ok(())
+            }
+            Err(SpoolError::Full) => Err(SinkError::SpoolFull),
+            Err(e) => Err(SinkError::Spool(e.to_string())),
+        }
+    }
+}
+
+impl Sink for Durable {
+    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            // While Kafka is known to be unreachable, waiting for its timeout
+            // would only slow every sender down: go to disk at once.
+            if self.kafka.ready() {
+                match self.kafka.deliver(event).await {
+                    Ok(()) => return Ok(()),
+                    Err(SinkError::Closed) => return Err(SinkError::Closed),
+                    Err(_) => {}
+                }
+            }
+            self.spool(event).await
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.kafka.ready() || self.spool.has_room()
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        self.kafka.flush(timeout)
+    }
+}
+
+/// Moves spooled events to Kafka until `stop` turns true. A segment is
+/// deleted only after every record in it is acknowledged; a chunk whose
+/// delivery fails is retried (so a record may reach Kafka twice, never zero times).
+pub async fn drain(sink: Arc<Durable>, clock: Clock, mut stop: watch::Receiver<bool>) {
+    let spool = sink.spool.clone();
+    let mut seq = spool.oldest();
+    let mut pos = 0u64;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if spool.backlog() == 0 {
+            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(0.0);
+        }
+        if !sink.kafka.ready() {
+            pause(&mut stop, Duration::from_millis(500)).await;
+            continue;
+        }
+        let sp = spool.clone();
+        let batch = match tokio::task::spawn_blocking(move || sp.read_from(seq, pos)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                warn!(error = %e, "Cannot read the spool; retrying.");
+                pause(&mut stop, Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        let Some(batch) = batch else {
+            // The segment is gone (removed after draining): go on with the oldest.
+            seq = spool.oldest();
+            pos = 0;
+            continue;
+        };
+        if batch.records.is_empty() {
+            if batch.sealed && pos >= batch.synced {
+                if let Err(e) = spool.remove(seq) {
+                    warn!(error = %e, "Cannot delete a drained spool segment.");
+                    pause(&mut stop, Duration::from_secs(1)).await;
+                    continue;
+                }
+                seq = spool.oldest();
+                pos = 0;
+                continue;
+            }
+            if !batch.sealed && pos > 0 {
+                // Caught up with the segment being written: seal it so it can go.
+                spool.rotate();
+            }
+            tokio::select! {
+                _ = spool.appended.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        if let Some((_, first)) = batch.records.first() {
+            let age = clock().saturating_sub(first.at);
+            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
+        }
+        for chunk in batch.records.chunks(DRAIN_CHUNK) {
+            deliver_all(&sink, chunk.iter().map(|(_, r)| r)).await;
+            pos = chunk.last().map_or(pos, |(end, _)| *end);
+            spool.acknowledged(chunk.len() as u64);
+            metrics::counter!(m::SPOOL_DRAINED).increment(chunk.len() as u64);
+        }
+        if spool.backlog() == 0 {
+            info!("The spool is drained.");
+        }
+    }
+}
+
+/// Delivers every record, retrying the failed ones until Kafka takes them.
+async fn deliver_all<'a>(sink: &Arc<Durable>, records: impl Iterator<Item = &'a Record>) {
+    let mut todo: Vec<Event> = records
+        .map(|r| Event {
+            event_id: r.event_id,
+            dedup_key: r.dedup_key,
+            key: r.key.clone(),
+            source: Arc::from(r.source.as_str()),
+            payload: r.payload.clone(),
+        })
+        .collect();
+    let mut attempt = 0u32;
+    while !todo.is_empty() {
+        let mut set = JoinSet::new();
+        for ev in todo.drain(..) {
+            let kafka = sink.kafka.clone();
+            set.spawn(async move {
+                let r = kafka.deliver(&ev).await;
+                (ev, r)
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            if let Ok((ev, Err(_))) = done {
+                todo.push(ev);
+            }
+        }
+        if !todo.is_empty() {
+            attempt += 1;
+            let wait = Duration::from_millis(200 * u64::from(attempt.min(10)));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+}

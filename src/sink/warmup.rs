@@ -1,0 +1,131 @@
+//! Rebuilds the dedup window after a restart from what is already durable:
+//! the Kafka topic (from now minus the window, by the broker's time index
+//! where it answers, else from the earliest retained offset) up to the end
+//! offsets seen at start.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::config::KafkaConfig;
+
+#[derive(Deserialize)]
+struct Keys<'a> {
+    #[serde(borrow)]
+    dedup_key: &'a str,
+    #[serde(borrow)]
+    event_id: &'a str,
+}
+
+/// Calls `found(dedup_key, event_id, unix_seconds)` for every event of the
+/// last `window` in the topic; returns how many were read. Blocking.
+pub fn replay_topic(
+    cfg: &KafkaConfig,
+    brokers: &str,
+    window: Duration,
+    limit: Duration,
+    mut found: impl FnMut(u128, Uuid, u32),
+) -> anyhow::Result<u64> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", "postback-gateway-warmup")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "52428800");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    let consumer: BaseConsumer = c.create().context("cannot create the warm-up consumer")?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(&cfg.topic), timeout)
+        .context("cannot read the topic's metadata")?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == cfg.topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+
+    let since_ms = SystemTime::now()
+        .checked_sub(window)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut by_time = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
+        if high > low {
+            ends.push((p, low, high));
+            by_time.add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    let starts = consumer.offsets_for_times(by_time, timeout).ok();
+    let mut assign = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for &(p, low, high) in &ends {
+        let start = match starts
+            .as_ref()
+            .and_then(|s| s.find_partition(&cfg.topic, p))
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => o.max(low),
+            // No event after the window's start, by the time index.
+            Some(Offset::End) => continue,
+            _ => low,
+        };
+        if start < high {
+            assign.add_partition_offset(&cfg.topic, p, Offset::Offset(start))?;
+            remaining.push((p, high));
+        }
+    }
+    consumer.assign(&assign)?;
+    let deadline = Instant::now() + limit;
+    let mut n = 0u64;
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            warn!(
+                read = n,
+                "The dedup warm-up ran out of time; repeats of older events may pass as new."
+            );
+            break;
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "Warm-up read error.");
+                continue;
+            }
+        };
+        let at = msg
+            .timestamp()
+            .to_millis()
+            .map_or(0, |ms| (ms / 1000) as u32);
+        if let Some(keys) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Keys>(p).ok())
+        {
+            if let (Ok(k), Ok(id)) = (
+                u128::from_str_radix(keys.dedup_key, 16),
+                Uuid::parse_str(keys.event_id),
+            ) {
+                found(k, id, at);
+                n += 1;
+            }
+        }
+        let (p, off) = (msg.partition(), msg.offset());
+        remaining.retain(|&(rp, high)| !(rp == p && off + 1 >= high));
+    }
+    Ok(n)
+}

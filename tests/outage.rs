@@ -1,0 +1,207 @@
+//! Kafka outages against the mock cluster: postbacks are answered 200 from the
+//! durable spool, and every acknowledged event reaches Kafka exactly once when
+//! the broker is back. A full spool is the only reason for a 503.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::mocking::MockCluster;
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let c = MockCluster::new(1).expect("mock cluster");
+    c.create_topic(TOPIC, 3, 1).expect("topic");
+    c
+}
+
+async fn status_of(url: &str) -> u16 {
+    reqwest::get(url).await.unwrap().status().as_u16()
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_mid_stream_is_answered_from_the_spool_and_nothing_is_lost_or_doubled() {
+    let kafka = cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    let send = |token: String, pixel: bool| {
+        let c = client.clone();
+        let url = if pixel {
+            gw.url(&format!(
+                "/pixel.gif?api_key={API_KEY}&tracking={token}&amount=2.50"
+            ))
+        } else {
+            gw.url(&query(&token, "2.50"))
+        };
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = if pixel {
+                r.headers()["x-postback-result"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            } else {
+                r.text().await.unwrap()
+            };
+            (token, status, text)
+        }
+    };
+    for i in 0..20 {
+        accepted.push(send(format!("before-{i}"), i % 4 == 0).await);
+    }
+    kafka.broker_down(1).unwrap();
+    // Concurrent senders during the outage, pixels among them.
+    let mut during = Vec::new();
+    for i in 0..60 {
+        during.push(tokio::spawn(send(format!("during-{i}"), i % 3 == 0)));
+    }
+    for t in during {
+        accepted.push(t.await.unwrap());
+    }
+    assert_eq!(
+        status_of(&gw.admin_url("/readyz")).await,
+        200,
+        "the spool keeps the gateway ready"
+    );
+    assert!(
+        metric(&gw, "postback_spool_events").await > 0.0,
+        "events wait in the spool"
+    );
+    kafka.broker_up(1).unwrap();
+    for i in 0..20 {
+        accepted.push(send(format!("after-{i}"), false).await);
+    }
+
+    for (token, status, text) in &accepted {
+        assert_eq!(*status, 200, "{token}: {text}");
+        assert!(text.starts_with("OK "), "{token}: {text}");
+    }
+    wait_until("the spool is drained", async || {
+        metric(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    let records = read_topic(
+        &kafka.bootstrap_servers(),
+        TOPIC,
+        accepted.len(),
+        Duration::from_secs(2),
+    );
+    for (token, _, text) in &accepted {
+        let found = with_token(&records, token);
+        assert_eq!(found.len(), 1, "{token} is in Kafka exactly once");
+        let kind = if found[0].value["kind"] == "pixel" {
+            "pixel"
+        } else {
+            "s2s"
+        };
+        assert_event(found[0], &ok_id(text), token, "2.50", kind);
+    }
+    assert_eq!(
+        records.len(),
+        accepted.len(),
+        "nothing else is in the topic"
+    );
+    // A retry of a spooled postback is a duplicate of it.
+    let (token, _, text) = &accepted[30];
+    let again = reqwest::get(gw.url(&query(token, "2.50"))).await.unwrap();
+    let body = if token.starts_with("during-") && (30 - 20) % 3 == 0 {
+        again.headers()["x-postback-result"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    } else {
+        again.text().await.unwrap()
+    };
+    assert_eq!(body, format!("DUPLICATE {}", ok_id(text)));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_is_503_and_not_ready_until_it_drains() {
+    let kafka = cluster();
+    // Room for a few events only.
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.spool.max_bytes = 64 * 1024 + 3000
+    })
+    .await;
+    kafka.broker_down(1).unwrap();
+    let mut ok = Vec::new();
+    let mut refused = None;
+    for i in 0..1000 {
+        let r = reqwest::get(gw.url(&query(&format!("full-{i}"), "1.00")))
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => ok.push((format!("full-{i}"), ok_id(&r.text().await.unwrap()))),
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "5");
+                assert_eq!(r.text().await.unwrap(), "ERROR unavailable");
+                refused = Some(format!("full-{i}"));
+                break;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let refused = refused.expect("the spool fills up");
+    assert!(!ok.is_empty(), "some postbacks fit in the spool");
+    wait_until("/readyz says not ready", async || {
+        status_of(&gw.admin_url("/readyz")).await == 503
+    })
+    .await;
+
+    kafka.broker_up(1).unwrap();
+    wait_until("/readyz is ready again", async || {
+        status_of(&gw.admin_url("/readyz")).await == 200
+    })
+    .await;
+    wait_until("the spool is drained", async || {
+        metric(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    // The refused postback was not acknowledged: its retry is a new event.
+    let r = reqwest::get(gw.url(&query(&refused, "1.00")))
+        .await
+        .unwrap();
+    let retried = ok_id(&r.text().await.unwrap());
+    ok.push((refused, retried));
+    let records = read_topic(
+        &kafka.bootstrap_servers(),
+        TOPIC,
+        ok.len(),
+        Duration::from_secs(2),
+    );
+    assert_eq!(records.len(), ok.len());
+    for (token, id) in &ok {
+        let found = with_token(&records, token);
+        assert_eq!(found.len(), 1, "{token}");
+        assert_event(found[0], id, token, "1.00", "s2s");
+    }
+    gw.stop().await;
+}
