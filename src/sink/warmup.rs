@@ -1,12 +1,13 @@
 //! Rebuilds the dedup window after a restart from what is already durable:
 //! the Kafka topic (from now minus the window, by the broker's time index
 //! where it answers, else from the earliest retained offset) up to the end
-//! offsets seen at start.
+//! end of each partition.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tracing::warn;
@@ -35,7 +36,9 @@ pub fn replay_topic(
     c.set("bootstrap.servers", brokers)
         .set("group.id", "postback-gateway-warmup")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        // The end of a partition is where a fetch comes back empty: a broker's
+        // reported high watermark may lag what it serves.
+        .set("enable.partition.eof", "true")
         .set("fetch.max.bytes", "52428800");
     for (k, v) in &cfg.properties {
         c.set(k, v);
@@ -57,38 +60,37 @@ pub fn replay_topic(
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
     let mut by_time = TopicPartitionList::new();
-    let mut ends = Vec::new();
+    let mut lows = Vec::new();
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
-        if high > low {
-            ends.push((p, low, high));
-            by_time.add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))?;
-        }
-    }
-    if ends.is_empty() {
-        return Ok(0);
+        let (low, _) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
+        lows.push((p, low));
+        by_time.add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))?;
     }
     let starts = consumer.offsets_for_times(by_time, timeout).ok();
     let mut assign = TopicPartitionList::new();
     let mut remaining = Vec::new();
-    for &(p, low, high) in &ends {
+    for &(p, low) in &lows {
         let start = match starts
             .as_ref()
             .and_then(|s| s.find_partition(&cfg.topic, p))
             .map(|e| e.offset())
         {
-            Some(Offset::Offset(o)) => o.max(low),
+            Some(Offset::Offset(o)) => Offset::Offset(o.max(low)),
             // No event after the window's start, by the time index.
             Some(Offset::End) => continue,
-            _ => low,
+            _ => Offset::Beginning,
         };
-        if start < high {
-            assign.add_partition_offset(&cfg.topic, p, Offset::Offset(start))?;
-            remaining.push((p, high));
-        }
+        assign.add_partition_offset(&cfg.topic, p, start)?;
+        remaining.push(p);
+    }
+    if remaining.is_empty() {
+        return Ok(0);
     }
     consumer.assign(&assign)?;
     let deadline = Instant::now() + limit;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
     let mut n = 0u64;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
@@ -103,15 +105,21 @@ pub fn replay_topic(
         };
         let msg = match msg {
             Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                remaining.retain(|&rp| rp != p);
+                continue;
+            }
             Err(e) => {
                 warn!(error = %e, "Warm-up read error.");
                 continue;
             }
         };
-        let at = msg
-            .timestamp()
-            .to_millis()
-            .map_or(0, |ms| (ms / 1000) as u32);
+        // A message without a usable timestamp counts as new: keeping a key
+        // too long is safe, dropping it early is not.
+        let at = match msg.timestamp().to_millis() {
+            Some(ms) if ms > 0 => ((ms / 1000) as u32).min(now),
+            _ => now,
+        };
         if let Some(keys) = msg
             .payload()
             .and_then(|p| serde_json::from_slice::<Keys>(p).ok())
@@ -124,8 +132,6 @@ pub fn replay_topic(
                 n += 1;
             }
         }
-        let (p, off) = (msg.partition(), msg.offset());
-        remaining.retain(|&(rp, high)| !(rp == p && off + 1 >= high));
     }
     Ok(n)
 }

@@ -143,7 +143,8 @@ impl GatewayProcess {
             .env("POSTBACK_API_KEY", super::API_KEY)
             .env("RUST_LOG", "warn")
             .env("SPOOL_DIR", spool.path())
-            .stdout(Stdio::null())
+            // Logs go to stdout; the test runner shows them when a test fails.
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
         if let Some(b) = brokers {
             cmd.env("KAFKA_BROKERS", b);
