@@ -130,7 +130,16 @@ pub async fn run(
     app.warming.store(false, Ordering::Relaxed);
 
     let (stop_drain, drain_rx) = watch::channel(false);
-    let drainer = tokio::spawn(sink::durable::drain(durable.clone(), clock, drain_rx));
+    let lookback = sink::durable::Lookback {
+        kafka: config.kafka.clone(),
+        brokers: brokers.clone(),
+    };
+    let drainer = tokio::spawn(sink::durable::drain(
+        durable.clone(),
+        clock,
+        lookback,
+        drain_rx,
+    ));
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -177,9 +186,16 @@ async fn warm_up(
     let (cfg, brokers, d) = (config.kafka.clone(), brokers.to_owned(), dedup.clone());
     let (window, limit) = (config.dedup.window, config.dedup.warmup_limit);
     let replayed = tokio::task::spawn_blocking(move || {
-        sink::warmup::replay_topic(&cfg, &brokers, window, limit, |k, id, at| {
-            d.insert_committed(k, id, at)
-        })
+        sink::warmup::replay_topic(
+            &cfg,
+            &brokers,
+            sink::warmup::millis_ago(window),
+            limit,
+            |k, id, at| {
+                d.insert_committed(k, id, at);
+                true
+            },
+        )
     })
     .await;
     let took = started.elapsed();

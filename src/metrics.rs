@@ -25,6 +25,7 @@ pub const SPOOL_OLDEST_AGE: &str = "postback_spool_oldest_age_seconds";
 pub const SPOOLED: &str = "postback_spooled_total";
 pub const SPOOL_DRAINED: &str = "postback_spool_drained_total";
 pub const SPOOL_SYNCS: &str = "postback_spool_syncs_total";
+pub const SPOOL_SKIPPED: &str = "postback_spool_skipped_total";
 pub const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub const BUILD_INFO: &str = "postback_build_info";
 
@@ -104,6 +105,10 @@ fn describe() {
     describe_counter!(
         SPOOL_DRAINED,
         "Spooled events acknowledged by Kafka (its rate is the drain rate)."
+    );
+    describe_counter!(
+        SPOOL_SKIPPED,
+        "Spooled events not sent because the topic already had them."
     );
     describe_counter!(SPOOL_SYNCS, "Group commits (fdatasync calls) of the spool.");
     describe_gauge!(

@@ -2,6 +2,8 @@
 //! acknowledge in time, and a drainer that moves spooled events to Kafka,
 //! oldest first, once it is back.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +13,9 @@ use tracing::{info, warn};
 
 use super::kafka::KafkaSink;
 use super::spool::{Record, Spool, SpoolError};
+use super::warmup::replay_topic;
 use super::{BoxFuture, Sink, SinkError};
+use crate::config::KafkaConfig;
 use crate::dedup::Clock;
 use crate::event::Event;
 use crate::metrics as m;
@@ -23,6 +27,9 @@ pub struct Durable {
     pub kafka: Arc<KafkaSink>,
     pub spool: Arc<Spool>,
     clock: Clock,
+    /// Set when an event was spooled after a Kafka attempt that failed late:
+    /// the broker may still have written it, so the drainer looks first.
+    ambiguous: AtomicBool,
 }
 
 impl Durable {
@@ -31,6 +38,7 @@ impl Durable {
             kafka,
             spool,
             clock,
+            ambiguous: AtomicBool::new(false),
         })
     }
 
@@ -63,7 +71,8 @@ impl Sink for Durable {
                 match self.kafka.deliver(event).await {
                     Ok(()) => return Ok(()),
                     Err(SinkError::Closed) => return Err(SinkError::Closed),
-                    Err(_) => {}
+                    Err(SinkError::QueueFull) => {}
+                    Err(_) => self.ambiguous.store(true, Ordering::Release),
                 }
             }
             self.spool(event).await
@@ -79,23 +88,46 @@ impl Sink for Durable {
     }
 }
 
+/// How the drainer reads the topic back before sending spooled events.
+pub struct Lookback {
+    pub kafka: KafkaConfig,
+    pub brokers: String,
+}
+
 /// Moves spooled events to Kafka until `stop` turns true. A segment is
 /// deleted only after every record in it is acknowledged; a chunk whose
 /// delivery fails is retried (so a record may reach Kafka twice, never zero times).
-pub async fn drain(sink: Arc<Durable>, clock: Clock, mut stop: watch::Receiver<bool>) {
+///
+/// After an outage, a restart, or a late-failing attempt, the topic is read
+/// back from just before the oldest spooled event, and events already there
+/// (an attempt the broker wrote after all) are not sent again.
+pub async fn drain(
+    sink: Arc<Durable>,
+    clock: Clock,
+    lookback: Lookback,
+    mut stop: watch::Receiver<bool>,
+) {
     let spool = sink.spool.clone();
+    let lookback = Arc::new(lookback);
     let mut seq = spool.oldest();
     let mut pos = 0u64;
+    let mut need_scan = true;
+    let mut in_kafka: HashSet<u128> = HashSet::new();
     loop {
         if *stop.borrow() {
             return;
         }
         if spool.backlog() == 0 {
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(0.0);
+            in_kafka.clear();
         }
         if !sink.kafka.ready() {
+            need_scan = true;
             pause(&mut stop, Duration::from_millis(500)).await;
             continue;
+        }
+        if sink.ambiguous.swap(false, Ordering::AcqRel) {
+            need_scan = true;
         }
         let sp = spool.clone();
         let batch = match tokio::task::spawn_blocking(move || sp.read_from(seq, pos)).await {
@@ -138,9 +170,20 @@ pub async fn drain(sink: Arc<Durable>, clock: Clock, mut stop: watch::Receiver<b
         if let Some((_, first)) = batch.records.first() {
             let age = clock().saturating_sub(first.at);
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
+            if need_scan {
+                in_kafka = already_in_kafka(&lookback, first.at).await;
+                need_scan = false;
+            }
         }
         for chunk in batch.records.chunks(DRAIN_CHUNK) {
-            deliver_all(&sink, chunk.iter().map(|(_, r)| r)).await;
+            let (skip, send): (Vec<&Record>, Vec<&Record>) = chunk
+                .iter()
+                .map(|(_, r)| r)
+                .partition(|r| in_kafka.contains(&r.event_id.as_u128()));
+            if !skip.is_empty() {
+                metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
+            }
+            deliver_all(&sink, send.into_iter()).await;
             pos = chunk.last().map_or(pos, |(end, _)| *end);
             spool.acknowledged(chunk.len() as u64);
             metrics::counter!(m::SPOOL_DRAINED).increment(chunk.len() as u64);
@@ -182,6 +225,39 @@ async fn deliver_all<'a>(sink: &Arc<Durable>, records: impl Iterator<Item = &'a 
             let wait = Duration::from_millis(200 * u64::from(attempt.min(10)));
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// Event ids in the topic from a minute before `oldest_at` on (bounded).
+async fn already_in_kafka(lookback: &Arc<Lookback>, oldest_at: u32) -> HashSet<u128> {
+    const MAX_IDS: usize = 5_000_000;
+    let since_ms = (i64::from(oldest_at) - 60) * 1000;
+    let lb = lookback.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut ids = HashSet::new();
+        let r = replay_topic(
+            &lb.kafka,
+            &lb.brokers,
+            since_ms,
+            Duration::from_secs(120),
+            |_, id, _| {
+                ids.insert(id.as_u128());
+                ids.len() < MAX_IDS
+            },
+        );
+        (r, ids)
+    })
+    .await;
+    match found {
+        Ok((Ok(n), ids)) => {
+            info!(read = n, "Read the topic back before draining the spool.");
+            ids
+        }
+        Ok((Err(e), _)) => {
+            warn!(error = %e, "Cannot read the topic back; spooled events are sent without that check.");
+            HashSet::new()
+        }
+        Err(_) => HashSet::new(),
     }
 }
 

@@ -1,7 +1,8 @@
-//! Rebuilds the dedup window after a restart from what is already durable:
-//! the Kafka topic (from now minus the window, by the broker's time index
-//! where it answers, else from the earliest retained offset) up to the end
-//! end of each partition.
+//! Reads back what is already in the topic: at start to rebuild the dedup
+//! window (from now minus the window), and before draining the spool to skip
+//! events that a timed-out attempt delivered after all. Reading starts at the
+//! broker's time index where it answers, else at the earliest retained
+//! offset, and goes to the end of each partition.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,14 +24,23 @@ struct Keys<'a> {
     event_id: &'a str,
 }
 
-/// Calls `found(dedup_key, event_id, unix_seconds)` for every event of the
-/// last `window` in the topic; returns how many were read. Blocking.
+/// Milliseconds since the unix epoch of `now - back`.
+pub fn millis_ago(back: Duration) -> i64 {
+    SystemTime::now()
+        .checked_sub(back)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Calls `found(dedup_key, event_id, unix_seconds)` for every event in the
+/// topic from `since_ms` on, until it returns false or `limit` passes;
+/// returns how many were read. Blocking.
 pub fn replay_topic(
     cfg: &KafkaConfig,
     brokers: &str,
-    window: Duration,
+    since_ms: i64,
     limit: Duration,
-    mut found: impl FnMut(u128, Uuid, u32),
+    mut found: impl FnMut(u128, Uuid, u32) -> bool,
 ) -> anyhow::Result<u64> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
@@ -55,10 +65,6 @@ pub fn replay_topic(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
 
-    let since_ms = SystemTime::now()
-        .checked_sub(window)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
     let mut by_time = TopicPartitionList::new();
     let mut lows = Vec::new();
     for &p in &partitions {
@@ -96,7 +102,7 @@ pub fn replay_topic(
         if Instant::now() > deadline {
             warn!(
                 read = n,
-                "The dedup warm-up ran out of time; repeats of older events may pass as new."
+                "Reading the topic back ran out of time; the rest is not taken into account."
             );
             break;
         }
@@ -128,8 +134,10 @@ pub fn replay_topic(
                 u128::from_str_radix(keys.dedup_key, 16),
                 Uuid::parse_str(keys.event_id),
             ) {
-                found(k, id, at);
                 n += 1;
+                if !found(k, id, at) {
+                    break;
+                }
             }
         }
     }
