@@ -124,8 +124,18 @@ fn random_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once
+/// (what was acknowledged is already in Kafka or in the spool).
 async fn shutdown_signal() {
+    one_signal().await;
+    tokio::spawn(async {
+        one_signal().await;
+        eprintln!("postback-gateway: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn one_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

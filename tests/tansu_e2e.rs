@@ -83,6 +83,7 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
     }
     // Signal while requests are still arriving.
     tokio::time::sleep(Duration::from_millis(20)).await;
+    let signalled = std::time::Instant::now();
     signal(gw.child.id(), "TERM");
     for t in tasks {
         if let Some(body) = t.await.unwrap() {
@@ -101,6 +102,10 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
     .unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "exits within the grace period"
+    );
+    assert!(
         !ids.is_empty(),
         "some postbacks were accepted before the signal"
     );
@@ -112,5 +117,64 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
             .filter(|r| r.value["event_id"] == id.as_str())
             .count();
         assert_eq!(n, 1, "acknowledged event {id} is in Kafka exactly once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
+    use tokio::io::AsyncWriteExt;
+
+    let tansu = Tansu::start();
+    let mut gw = GatewayProcess::start(Some(&tansu.brokers), &[]).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let r = client
+            .get(gw.url(&query(&format!("twice-{i}"), "1.00")))
+            .send()
+            .await
+            .unwrap();
+        ids.push(ok_id(&r.text().await.unwrap()));
+    }
+    // A slow client holds a request open, so the first signal's drain waits for it.
+    let mut slow = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    slow.write_all(b"POST /postback HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntracking=")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    signal(gw.child.id(), "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "the first signal waits for open requests"
+    );
+    let second = std::time::Instant::now();
+    signal(gw.child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gw.child.wait();
+        (s, gw)
+    })
+    .await
+    .unwrap()
+    .0
+    .unwrap();
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "the second signal exits at once"
+    );
+    assert_eq!(status.code(), Some(130));
+    drop(slow);
+
+    let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
+    for id in &ids {
+        assert_eq!(
+            records
+                .iter()
+                .filter(|r| r.value["event_id"] == id.as_str())
+                .count(),
+            1,
+            "{id}"
+        );
     }
 }
