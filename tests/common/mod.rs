@@ -36,6 +36,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the gateway against `brokers` with test settings.
+    #[allow(clippy::field_reassign_with_default)]
     pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
         let mut config = Config::default();
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
