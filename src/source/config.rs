@@ -203,17 +203,21 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
         err("the amount is required but no parameter names it (params.amount)".into());
     }
 
+    let mut added = Vec::new();
     for (role_name, text) in f.macros {
         match Role::parse(&role_name) {
             Some(role) if !text.is_empty() => match url.macros.iter_mut().find(|(r, _)| *r == role)
             {
                 Some(entry) => entry.1 = text,
-                None => url.macros.push((role, text)),
+                None => added.push((role, text)),
             },
             Some(_) => err(format!("macros.{role_name} is empty")),
             None => err(format!("macros.{role_name} is not a role")),
         }
     }
+    // Roles the preset does not list follow in the order of SPEC §3.
+    added.sort_by_key(|(r, _)| Role::ALL.iter().position(|x| x == r));
+    url.macros.extend(added);
 
     if f.tracking_template {
         for role in Role::TEMPLATE_IDS {
