@@ -98,6 +98,17 @@ impl GatewayProcess {
     /// Starts the binary against `brokers` (or the embedded cluster when
     /// `None`) with extra environment `env`, and waits for `/readyz`.
     pub async fn start(brokers: Option<&str>, env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::start_with_output(brokers, env, Stdio::null(), Stdio::inherit()).await
+    }
+
+    /// Like [`GatewayProcess::start`], with the log (stdout) and stderr both written to `log`.
+    pub async fn start_logging_to(brokers: Option<&str>, env: &[(&str, &str)], log: &std::path::Path) -> GatewayProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        let stdout = Stdio::from(file.try_clone().expect("log file"));
+        GatewayProcess::start_with_output(brokers, env, stdout, Stdio::from(file)).await
+    }
+
+    async fn start_with_output(brokers: Option<&str>, env: &[(&str, &str)], stdout: Stdio, stderr: Stdio) -> GatewayProcess {
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-gateway"));
@@ -107,8 +118,8 @@ impl GatewayProcess {
             .env("ADMIN_ADDR", admin.to_string())
             .env("POSTBACK_API_KEY", super::API_KEY)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdout(stdout)
+            .stderr(stderr);
         if let Some(b) = brokers {
             cmd.env("KAFKA_BROKERS", b);
         }
