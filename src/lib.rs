@@ -183,14 +183,15 @@ pub fn reload(
         warn!("Got SIGHUP, but the gateway runs without a config file; nothing to reload.");
         return Ok(0);
     };
-    let next =
-        Config::load(Some(path), env).and_then(|c| match (c.sources, running.api_key.clone()) {
+    let next = Config::load(Some(path), env).and_then(|c| {
+        match (c.sources, c.api_key.or_else(|| running.api_key.clone())) {
             (Some(s), _) => Ok(s),
             (None, Some(key)) => Ok(Arc::new(source::Sources::single_default(key))),
             (None, None) => Err(config::ConfigErrors(vec![
                 "no sources configured and no api key for the default source".into(),
             ])),
-        });
+        }
+    });
     match next {
         Ok(sources) => {
             let n = sources.len();
