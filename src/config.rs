@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::source::Sources;
 
 /// Where settings come from besides the file. A trait, so tests pass a map
 /// instead of mutating the process environment.
@@ -45,6 +48,10 @@ pub struct Config {
     pub dedup: DedupConfig,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// The configured sources; `None` runs the single `default` source with `api_key`.
+    pub sources: Option<Arc<Sources>>,
+    /// The file this config came from, read again on SIGHUP.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +137,8 @@ impl Default for Config {
                 warmup_limit: Duration::from_secs(300),
             },
             shutdown_grace: Duration::from_secs(20),
+            sources: None,
+            path: None,
         }
     }
 }
@@ -153,6 +162,9 @@ struct FileConfig {
     dedup: FileDedup,
     #[serde(default)]
     spool: FileSpool,
+    /// Checked one by one in `source::config`, so every source's problems are reported.
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,7 +219,9 @@ impl Config {
             Some(p) => std::fs::read_to_string(p)
                 .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", p.display())]))?,
         };
-        Config::from_toml(&text, env)
+        let mut c = Config::from_toml(&text, env)?;
+        c.path = path.map(Path::to_path_buf);
+        Ok(c)
     }
 
     /// Parses TOML text, then applies `env` on top, and validates the result.
@@ -264,7 +278,15 @@ impl Config {
         }
         c.kafka.properties = file.kafka.properties;
 
+        if file.api_key.is_some() && !file.sources.is_empty() {
+            errors.push(
+                "api_key names the key of the default source when no [sources] are configured; \
+                 with sources, give each one its api_keys"
+                    .into(),
+            );
+        }
         c.api_key = env.var("POSTBACK_API_KEY").or(file.api_key);
+        c.sources = crate::source::config::build(file.sources, &mut errors);
         if let Some(p) = env
             .var("SPOOL_DIR")
             .or(file.spool_dir.map(|p| p.display().to_string()))

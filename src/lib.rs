@@ -64,8 +64,9 @@ impl Listeners {
 /// the public listener closes, in-flight requests finish within the grace
 /// period, and the producer is flushed.
 ///
-/// `config.kafka.brokers` and `config.api_key` must be set (the binary fills
-/// them in: the embedded cluster, a random key).
+/// `config.kafka.brokers` must be set, and `config.api_key` too when no sources
+/// are configured (the binary fills them in: the embedded cluster, a random key).
+/// On SIGHUP the sources are read again from `config.path`; see [`reload`].
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -77,10 +78,15 @@ pub async fn run(
         .brokers
         .clone()
         .context("no Kafka brokers named")?;
-    let api_key = config
-        .api_key
-        .clone()
-        .context("no api key for the default source")?;
+    let sources = match &config.sources {
+        Some(s) => s.clone(),
+        None => Arc::new(source::Sources::single_default(
+            config
+                .api_key
+                .clone()
+                .context("no api key for the default source")?,
+        )),
+    };
     let clock = dedup::system_clock();
     let (spool, spooled) = sink::spool::Spool::open(
         &config.spool_dir,
@@ -97,7 +103,8 @@ pub async fn run(
         clock.clone(),
     );
     let app = Arc::new(http::App {
-        sources: source::Sources::single_default(api_key),
+        sources: source::SharedSources::new(sources.clone()),
+        campaigns: Default::default(),
         dedup: dedup.clone(),
         sink: durable.clone(),
         limits: config.limits.clone(),
@@ -147,6 +154,9 @@ pub async fn run(
             dedup.sweep();
         }
     });
+    ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
+    drop(sources);
+    let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
     info!("The gateway is serving.");
 
     shutdown.await;
@@ -167,6 +177,7 @@ pub async fn run(
             "Spooled events stay on disk and drain at the next start."
         );
     }
+    hangups.abort();
     info!("Stopped.");
     Ok(())
 }
@@ -212,5 +223,68 @@ async fn warm_up(
             warn!(error = %e, "Cannot rebuild the dedup window from Kafka; repeats of earlier events may pass as new.")
         }
         Err(e) => warn!(error = %e, "The dedup warm-up failed."),
+    }
+}
+
+/// Reloads the sources on every SIGHUP, for as long as the gateway runs.
+async fn reload_on_hangup(app: Arc<http::App>, running: Config) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "Cannot listen for SIGHUP; sources will not reload.");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            let _ = reload(&app, &running, &config::ProcessEnv);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (app, running);
+}
+
+/// Reads the config file again and swaps in its sources; listeners, open
+/// connections and requests in flight are untouched. A config with problems
+/// is refused and the running sources stay. Other settings (addresses, Kafka,
+/// limits) take effect only on a restart.
+pub fn reload(
+    app: &http::App,
+    running: &Config,
+    env: &dyn config::Env,
+) -> Result<usize, config::ConfigErrors> {
+    let Some(path) = running.path.as_deref() else {
+        warn!("Got SIGHUP, but the gateway runs without a config file; nothing to reload.");
+        return Ok(0);
+    };
+    let next = Config::load(Some(path), env).and_then(|c| {
+        match (c.sources, c.api_key.or_else(|| running.api_key.clone())) {
+            (Some(s), _) => Ok(s),
+            (None, Some(key)) => Ok(Arc::new(source::Sources::single_default(key))),
+            (None, None) => Err(config::ConfigErrors(vec![
+                "no sources configured and no api key for the default source".into(),
+            ])),
+        }
+    });
+    match next {
+        Ok(sources) => {
+            let n = sources.len();
+            app.sources.store(sources);
+            ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
+            ::metrics::gauge!(crate::metrics::SOURCES).set(n as f64);
+            info!(path = %path.display(), sources = n, "Reloaded the sources.");
+            Ok(n)
+        }
+        Err(e) => {
+            ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "refused").increment(1);
+            warn!(
+                path = %path.display(),
+                problems = %e.0.join("; ").escape_debug(),
+                "Refused the new config; the running sources stay."
+            );
+            Err(e)
+        }
     }
 }

@@ -7,12 +7,18 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use postback_gateway::config::{Config, ProcessEnv};
 use postback_gateway::sink::embedded::Embedded;
+use postback_gateway::source::url::source_urls;
+use postback_gateway::source::Sources;
 use postback_gateway::{run, Listeners};
 use tracing::{info, warn};
 
 const USAGE: &str = "usage:
   postback-gateway [--config PATH]               run the gateway
-  postback-gateway check-config [--config PATH]  validate a config and print every problem (exit 64 on any)";
+  postback-gateway check-config [--config PATH]  validate a config and print every problem (exit 64 on any)
+  postback-gateway postback-url --source NAME --base-url URL [--config PATH]
+                                                 print the postback URL to hand to that sender
+
+SIGHUP reloads the sources from the config file; a config with problems is refused.";
 
 /// Exit code for a bad config or usage (sysexits' EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -20,25 +26,36 @@ const EX_USAGE: u8 = 64;
 enum Command {
     Run,
     CheckConfig,
+    PostbackUrl,
 }
 
-fn parse_args() -> Result<(Command, Option<PathBuf>), String> {
+#[derive(Default)]
+struct UrlArgs {
+    source: Option<String>,
+    base_url: Option<String>,
+}
+
+fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
     let mut args = std::env::args().skip(1);
     let mut command = Command::Run;
     let mut config = std::env::var_os("POSTBACK_CONFIG").map(PathBuf::from);
+    let mut url = UrlArgs::default();
     while let Some(a) = args.next() {
         match a.as_str() {
             "check-config" => command = Command::CheckConfig,
+            "postback-url" => command = Command::PostbackUrl,
+            "--source" => url.source = Some(args.next().ok_or("--source needs a name")?),
+            "--base-url" => url.base_url = Some(args.next().ok_or("--base-url needs a URL")?),
             "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok((command, config))
+    Ok((command, config, url))
 }
 
 fn main() -> ExitCode {
-    let (command, path) = match parse_args() {
+    let (command, path, url_args) = match parse_args() {
         Ok(x) => x,
         Err(e) => {
             if !e.is_empty() {
@@ -58,9 +75,24 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    if let Command::CheckConfig = command {
-        println!("The config is valid.");
-        return ExitCode::SUCCESS;
+    match command {
+        Command::CheckConfig => {
+            match &config.sources {
+                Some(s) => {
+                    let mut names: Vec<&str> = s.names().collect();
+                    names.sort_unstable();
+                    println!(
+                        "The config is valid: {} source(s): {}.",
+                        names.len(),
+                        names.join(", ")
+                    );
+                }
+                None => println!("The config is valid (no sources: the default source only)."),
+            }
+            return ExitCode::SUCCESS;
+        }
+        Command::PostbackUrl => return postback_url(&config, url_args),
+        Command::Run => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -107,7 +139,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         config.kafka.brokers = Some(bootstrap);
         embedded = Some(e);
     }
-    if config.api_key.is_none() {
+    if config.sources.is_some() {
+        if config.api_key.is_some() {
+            warn!("POSTBACK_API_KEY is ignored: the config file names sources, each with its own keys.");
+        }
+    } else if config.api_key.is_none() {
         let key = random_key();
         eprintln!("  api key of the default source (set POSTBACK_API_KEY to choose one): {key}\n");
         config.api_key = Some(key);
@@ -117,6 +153,59 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     run(config, listeners, shutdown_signal()).await?;
     drop(embedded);
     Ok(())
+}
+
+/// Prints the URLs to hand to one sender: the postback URL on stdout's first
+/// line, the pixel URL (if the source takes pixels) on the second.
+fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
+    let (Some(name), Some(base)) = (args.source, args.base_url) else {
+        eprintln!("postback-url needs --source NAME and --base-url URL\n{USAGE}");
+        return ExitCode::from(EX_USAGE);
+    };
+    let sources = match (&config.sources, &config.api_key) {
+        (Some(s), _) => s.clone(),
+        (None, Some(key)) => std::sync::Arc::new(Sources::single_default(key.clone())),
+        (None, None) => {
+            eprintln!(
+                "No sources are configured and POSTBACK_API_KEY is not set, so the default \
+                 source's key is random at each start; set POSTBACK_API_KEY first."
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let Some(source) = sources.get(&name) else {
+        let mut names: Vec<&str> = sources.names().collect();
+        names.sort_unstable();
+        eprintln!("No source {name:?}; the sources are: {}.", names.join(", "));
+        return ExitCode::from(EX_USAGE);
+    };
+    match source_urls(source, &base) {
+        Ok(urls) => {
+            println!("{}", urls.postback);
+            let has_pixel = urls.pixel.is_some();
+            if let Some(p) = urls.pixel {
+                println!("{p}");
+            }
+            eprintln!(
+                "Line 1 is the postback URL for source {name} (platform {}){}. Values in macros \
+                 ({{...}}, #...#, REPLACE, OPTIONAL) are filled in by the platform.",
+                source.platform,
+                if has_pixel {
+                    "; line 2 is its pixel URL"
+                } else {
+                    ""
+                }
+            );
+            if let Some(note) = urls.note {
+                eprintln!("{note}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
 }
 
 fn random_key() -> String {

@@ -28,6 +28,9 @@ pub const SPOOL_SYNCS: &str = "postback_spool_syncs_total";
 pub const SPOOL_SKIPPED: &str = "postback_spool_skipped_total";
 pub const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub const BUILD_INFO: &str = "postback_build_info";
+pub const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
+pub const CONFIG_RELOADS: &str = "postback_config_reloads_total";
+pub const SOURCES: &str = "postback_sources";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -116,4 +119,13 @@ fn describe() {
         "How long rebuilding the dedup window took at start."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    describe_counter!(
+        CAMPAIGN_CONFLICTS,
+        "Postbacks whose campaign_id another source of the same platform claimed first."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads on SIGHUP, by result (applied, refused)."
+    );
+    describe_gauge!(SOURCES, "Sources in the running config.");
 }

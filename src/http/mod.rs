@@ -26,11 +26,15 @@ use tracing::{debug, warn};
 use crate::config::Limits;
 use crate::dedup::Dedup;
 use crate::sink::Sink;
-use crate::source::Sources;
+use crate::source::claims::CampaignClaims;
+use crate::source::SharedSources;
 
 /// Everything a request needs, shared by all connections.
 pub struct App {
-    pub sources: Sources,
+    /// Swapped whole on a reload; each request takes one snapshot.
+    pub sources: SharedSources,
+    /// Which source first sent each campaign, per platform.
+    pub campaigns: CampaignClaims,
     pub dedup: Arc<Dedup>,
     pub sink: Arc<dyn Sink>,
     pub limits: Limits,

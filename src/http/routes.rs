@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 use time::OffsetDateTime;
 use tracing::{debug, warn};
@@ -26,16 +26,22 @@ use crate::postback::{self, Params, Reason};
 /// Handles one public request.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
-    let (kind, source) = match route(req.method(), req.uri().path()) {
-        Ok(r) => r,
+    let (kind, target) = match route(req.method(), req.uri().path()) {
+        Ok((kind, name)) => (kind, Target::Named(name.map(str::to_owned))),
+        Err(StatusCode::NOT_FOUND) if key_route(req.uri().path()).is_some() => {
+            if *req.method() != Method::GET && *req.method() != Method::POST {
+                return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            }
+            let key = key_route(req.uri().path()).unwrap_or_default().to_owned();
+            (Kind::S2s, Target::PathKey(key))
+        }
         Err(StatusCode::METHOD_NOT_ALLOWED) => {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
     let json = wants_json(&req);
-    let source = source.map(str::to_owned);
-    let outcome = postback(&app, kind, source.as_deref(), req, peer).await;
+    let outcome = postback(&app, kind, &target, req, peer).await;
 
     let endpoint = kind.as_str();
     metrics::counter!(m::REQUESTS, "endpoint" => endpoint, "outcome" => outcome.label())
@@ -60,9 +66,12 @@ fn route<'p>(method: &Method, path: &'p str) -> Result<(Kind, Option<&'p str>), 
         "/postback" => (Kind::S2s, None, get_or_post),
         "/pixel" => (Kind::Pixel, None, get_or_post),
         "/pixel.gif" => (Kind::Pixel, None, *method == Method::GET),
-        p => match p.strip_prefix("/postback/") {
-            Some(name) if !name.is_empty() && !name.contains('/') => {
+        p => match (p.strip_prefix("/postback/"), p.strip_prefix("/pixel/")) {
+            (Some(name), _) if !name.is_empty() && !name.contains('/') => {
                 (Kind::S2s, Some(name), get_or_post)
+            }
+            (_, Some(name)) if !name.is_empty() && !name.contains('/') => {
+                (Kind::Pixel, Some(name), get_or_post)
             }
             _ => return Err(StatusCode::NOT_FOUND),
         },
@@ -71,6 +80,41 @@ fn route<'p>(method: &Method, path: &'p str) -> Result<(Kind, Option<&'p str>), 
         Ok((kind, source))
     } else {
         Err(StatusCode::METHOD_NOT_ALLOWED)
+    }
+}
+
+/// How a request names its source.
+enum Target {
+    /// `/postback/{name}`, `/pixel/{name}`, or no name (host, then `default`).
+    Named(Option<String>),
+    /// `/{key}/postback`: the key selects and authenticates the source.
+    PathKey(String),
+}
+
+/// The key of a `/{key}/postback` path.
+fn key_route(path: &str) -> Option<&str> {
+    let key = path.strip_prefix('/')?.strip_suffix("/postback")?;
+    (!key.is_empty() && !key.contains('/')).then_some(key)
+}
+
+/// Every `X-Forwarded-For` line, joined in order (proxies may add a line each).
+fn forwarded_for(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
+    let mut lines = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(first.into()),
+        Some(second) => {
+            let mut all = format!("{first},{second}");
+            for l in lines {
+                all.push(',');
+                all.push_str(l);
+            }
+            Some(all.into())
+        }
     }
 }
 
@@ -85,7 +129,7 @@ fn wants_json(req: &Request<Incoming>) -> bool {
 async fn postback(
     app: &Arc<App>,
     kind: Kind,
-    source_name: Option<&str>,
+    target: &Target,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Outcome {
@@ -110,9 +154,27 @@ async fn postback(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         );
     }
-    let source = match app.sources.resolve(source_name) {
+    let sources = app.sources.load();
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(req.uri().host());
+    let (found, key_checked) = match target {
+        Target::Named(name) => (sources.select(name.as_deref(), host), false),
+        Target::PathKey(key) => (sources.by_path_key(key), true),
+    };
+    let source = match found {
         Ok(s) => s.clone(),
         Err(r) => return Outcome::reject(r),
+    };
+    drop(sources);
+    if kind == Kind::Pixel && !source.pixels {
+        return refuse(Reason::UnknownSource, &source.name);
+    }
+    let client = match source.admit(peer.ip(), forwarded_for(&req).as_deref()) {
+        Ok(ip) => ip,
+        Err(r) => return refuse(r, &source.name),
     };
     let user_agent = req
         .headers()
@@ -130,8 +192,10 @@ async fn postback(
             return refuse(r, &source.name);
         }
     }
-    if let Err(r) = source.authenticate(postback::parse::api_key(&params, &source.rules)) {
-        return refuse(r, &source.name);
+    if !key_checked {
+        if let Err(r) = source.authenticate(postback::parse::api_key(&params, &source.rules)) {
+            return refuse(r, &source.name);
+        }
     }
     let conv = match postback::parse(&params, &source.rules) {
         Ok(c) => c,
@@ -155,7 +219,7 @@ async fn postback(
     };
 
     let event_id = Uuid::now_v7();
-    let client_ip = peer.ip().to_string();
+    let client_ip = client.to_string();
     let ctx = Context {
         source: &source.name,
         kind,
@@ -165,6 +229,7 @@ async fn postback(
         user_agent: user_agent.as_deref(),
     };
     let event = event::encode(&conv, &ctx, &source.name, event_id, key);
+    let campaign = conv.campaign_id;
 
     // Delivery runs in its own task: a client that hangs up must not cancel
     // an event Kafka may still acknowledge, or its retry would count it twice.
@@ -185,6 +250,10 @@ async fn postback(
     match delivered {
         Ok(Ok(())) => {
             metrics::counter!(m::ACCEPTED, "source" => source.name.to_string()).increment(1);
+            if let Some(campaign) = campaign.as_deref() {
+                app.campaigns
+                    .observe(&source.platform, &source.name, campaign);
+            }
             Outcome::Accepted(event_id)
         }
         Ok(Err(e)) => {

@@ -1,13 +1,24 @@
 //! Sources: who may send postbacks and how each one names its parameters.
-//! A source owns its credentials and its [`ParseRules`]; with no configured
-//! sources, one `default` source takes the reference format of SPEC §3.
+//! A source owns its credentials, its client networks and its [`ParseRules`];
+//! with no configured sources, one `default` source takes the reference format
+//! of SPEC §3. The set of sources is swapped whole on a reload.
 
+pub mod claims;
+pub mod config;
+pub mod net;
+pub mod presets;
+pub mod url;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 
 use crate::postback::{ParseRules, Reason};
+use net::Networks;
+use url::UrlTemplate;
 
 /// One sender.
 #[derive(Debug)]
@@ -18,6 +29,21 @@ pub struct Source {
     pub rules: ParseRules,
     /// Whether `conversion_time` is the click time the postback carries.
     pub conversion_at_click: bool,
+    /// Platform type (the preset unless configured): two sources of one
+    /// platform must not claim the same campaign.
+    pub platform: Arc<str>,
+    /// The key may arrive as the first path segment (`/{key}/postback`).
+    pub key_in_path: bool,
+    /// Whether `/pixel` requests are taken for this source.
+    pub pixels: bool,
+    /// Host names (custom tracking domains) that select this source.
+    pub hosts: Vec<String>,
+    /// Client networks allowed to send; empty allows every address.
+    pub allow: Networks,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Networks,
+    /// How the postback URL handed to this sender is written.
+    pub url: UrlTemplate,
 }
 
 impl Source {
@@ -27,6 +53,13 @@ impl Source {
             keys: keys.into_iter().map(String::into_bytes).collect(),
             rules,
             conversion_at_click: false,
+            platform: Arc::from("reference"),
+            key_in_path: false,
+            pixels: true,
+            hosts: Vec::new(),
+            allow: Networks::default(),
+            trusted_proxies: Networks::default(),
+            url: UrlTemplate::reference(),
         }
     }
 
@@ -47,28 +80,63 @@ impl Source {
             Err(Reason::BadApiKey)
         }
     }
+
+    /// The key handed out in postback URLs: the first one listed.
+    pub fn first_key(&self) -> Option<&str> {
+        self.keys.first().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The client address (see [`net::client_ip`]), or `ip_not_allowed`.
+    pub fn admit(&self, peer: IpAddr, forwarded_for: Option<&str>) -> Result<IpAddr, Reason> {
+        let client = net::client_ip(peer, forwarded_for, &self.trusted_proxies);
+        if self.allow.is_empty() || self.allow.contains(client) {
+            Ok(client)
+        } else {
+            Err(Reason::IpNotAllowed)
+        }
+    }
 }
 
-/// Every configured source, by name.
+/// Every configured source, by name, host and path key.
 #[derive(Debug, Default)]
 pub struct Sources {
     by_name: HashMap<String, Arc<Source>>,
     /// The source of plain `/postback` and `/pixel` requests.
     default: Option<Arc<Source>>,
+    /// Lowercase host names.
+    by_host: HashMap<String, Arc<Source>>,
+    /// Sources that take their key in the path, tried in turn.
+    path_keyed: Vec<Arc<Source>>,
 }
 
 impl Sources {
     /// The single `default` source with the reference format and one key.
     pub fn single_default(api_key: String) -> Sources {
-        let s = Arc::new(Source::new(
+        Sources::from_list(vec![Source::new(
             "default",
             vec![api_key],
             ParseRules::reference(),
-        ));
-        Sources {
-            by_name: HashMap::from([("default".to_owned(), s.clone())]),
-            default: Some(s),
+        )])
+    }
+
+    /// Indexes `list`; the config has checked that names and hosts are unique.
+    /// A source named `default` serves requests that name no source.
+    pub fn from_list(list: Vec<Source>) -> Sources {
+        let mut s = Sources::default();
+        for src in list {
+            let src = Arc::new(src);
+            for h in &src.hosts {
+                s.by_host.insert(h.to_ascii_lowercase(), src.clone());
+            }
+            if src.key_in_path {
+                s.path_keyed.push(src.clone());
+            }
+            if &*src.name == "default" {
+                s.default = Some(src.clone());
+            }
+            s.by_name.insert(src.name.to_string(), src);
         }
+        s
     }
 
     /// The source named in a path, or the default one.
@@ -79,8 +147,76 @@ impl Sources {
         }
     }
 
+    /// The source of a request: named in its path, else the one its `Host`
+    /// selects, else the default.
+    pub fn select(&self, name: Option<&str>, host: Option<&str>) -> Result<&Arc<Source>, Reason> {
+        if name.is_none() && !self.by_host.is_empty() {
+            if let Some(h) = host.map(host_name) {
+                if let Some(s) = self.by_host.get(h.as_ref()) {
+                    return Ok(s);
+                }
+            }
+        }
+        self.resolve(name)
+    }
+
+    /// The source whose key is `key`, for `/{key}/postback`. Every candidate is
+    /// checked in constant time; no match is `bad_api_key`.
+    pub fn by_path_key(&self, key: &str) -> Result<&Arc<Source>, Reason> {
+        self.path_keyed
+            .iter()
+            .find(|s| s.authenticate(Some(key)).is_ok())
+            .ok_or(Reason::BadApiKey)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
+        self.by_name.get(name)
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// A `Host` header without its port, lowercase.
+fn host_name(host: &str) -> Cow<'_, str> {
+    let h = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(h)
+    }
+}
+
+/// The running set of sources. Requests take a snapshot once; a reload swaps
+/// the whole set, so a request never sees half of an old and half of a new one.
+#[derive(Debug)]
+pub struct SharedSources(RwLock<Arc<Sources>>);
+
+impl SharedSources {
+    pub fn new(sources: Arc<Sources>) -> SharedSources {
+        SharedSources(RwLock::new(sources))
+    }
+
+    /// The current set; the lock is held only for the clone of an `Arc`.
+    pub fn load(&self) -> Arc<Sources> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn store(&self, sources: Arc<Sources>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = sources;
     }
 }
 
@@ -110,5 +246,49 @@ mod tests {
         assert_eq!(&*s.resolve(None).unwrap().name, "default");
         assert_eq!(&*s.resolve(Some("default")).unwrap().name, "default");
         assert_eq!(s.resolve(Some("nope")).unwrap_err(), Reason::UnknownSource);
+    }
+
+    #[test]
+    fn selects_by_host_and_path_key() {
+        let mut a = Source::new("a", vec!["key-of-a".into()], ParseRules::reference());
+        a.hosts = vec!["track.a.example".into()];
+        let mut b = Source::new("b", vec!["key-of-b".into()], ParseRules::reference());
+        b.key_in_path = true;
+        let s = Sources::from_list(vec![a, b]);
+        let name = |r: Result<&Arc<Source>, Reason>| r.map(|s| s.name.to_string());
+        assert_eq!(
+            name(s.select(None, Some("TRACK.a.example:8080"))),
+            Ok("a".into())
+        );
+        assert_eq!(
+            name(s.select(Some("b"), Some("track.a.example"))),
+            Ok("b".into())
+        );
+        assert_eq!(
+            name(s.select(None, Some("other"))),
+            Err(Reason::UnknownSource)
+        );
+        assert_eq!(name(s.by_path_key("key-of-b")), Ok("b".into()));
+        assert_eq!(name(s.by_path_key("key-of-a")), Err(Reason::BadApiKey));
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn admits_allowed_networks_only() {
+        let mut s = Source::new("n", vec![], ParseRules::reference());
+        s.allow = Networks(vec!["203.0.113.0/24".parse().unwrap()]);
+        s.trusted_proxies = Networks(vec!["10.0.0.1".parse().unwrap()]);
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(s.admit(ip("203.0.113.5"), None), Ok(ip("203.0.113.5")));
+        assert_eq!(s.admit(ip("198.51.100.1"), None), Err(Reason::IpNotAllowed));
+        assert_eq!(
+            s.admit(ip("198.51.100.1"), Some("203.0.113.5")),
+            Err(Reason::IpNotAllowed),
+            "a header from an untrusted peer is ignored"
+        );
+        assert_eq!(
+            s.admit(ip("10.0.0.1"), Some("203.0.113.5")),
+            Ok(ip("203.0.113.5"))
+        );
     }
 }

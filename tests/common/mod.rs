@@ -38,6 +38,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts the gateway against `brokers` with test settings.
+    #[allow(clippy::field_reassign_with_default)]
     pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
         let mut config = Config {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
@@ -221,4 +222,31 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// The sources of a config file's text, for `Gateway::start`'s tweak.
+pub fn sources_from(toml: &str) -> Option<std::sync::Arc<postback_gateway::source::Sources>> {
+    Config::from_toml(toml, &BTreeMap::<String, String>::new())
+        .unwrap_or_else(|e| panic!("bad test config: {e}"))
+        .sources
+}
+
+/// A client whose connections come from 127.0.0.`last_octet` (the whole
+/// loopback /8 is local), for tests of allowed networks.
+pub fn client_from(last_octet: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, last_octet]))
+        .build()
+        .expect("client")
+}
+
+/// Status and body (or, for a pixel, the `X-Postback-Result` header) of a reply.
+pub async fn reply(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let result = r
+        .headers()
+        .get("x-postback-result")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = r.text().await.unwrap();
+    (status, result.unwrap_or(body))
 }

@@ -133,6 +133,30 @@ impl GatewayProcess {
         env: &[(&str, &str)],
         spool: Arc<tempfile::TempDir>,
     ) -> GatewayProcess {
+        // Logs go to stdout; the test runner shows them when a test fails.
+        GatewayProcess::start_with_output(brokers, env, spool, Stdio::inherit(), Stdio::inherit())
+            .await
+    }
+
+    /// Like [`GatewayProcess::start`], with the log (stdout) and stderr both written to `log`.
+    pub async fn start_logging_to(
+        brokers: Option<&str>,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> GatewayProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        let stdout = Stdio::from(file.try_clone().expect("log file"));
+        let spool = Arc::new(tempfile::tempdir().unwrap());
+        GatewayProcess::start_with_output(brokers, env, spool, stdout, Stdio::from(file)).await
+    }
+
+    async fn start_with_output(
+        brokers: Option<&str>,
+        env: &[(&str, &str)],
+        spool: Arc<tempfile::TempDir>,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> GatewayProcess {
         let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-gateway"));
@@ -143,9 +167,8 @@ impl GatewayProcess {
             .env("POSTBACK_API_KEY", super::API_KEY)
             .env("RUST_LOG", "warn")
             .env("SPOOL_DIR", spool.path())
-            // Logs go to stdout; the test runner shows them when a test fails.
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+            .stdout(stdout)
+            .stderr(stderr);
         if let Some(b) = brokers {
             cmd.env("KAFKA_BROKERS", b);
         }

@@ -1,0 +1,387 @@
+//! The `[sources.NAME]` tables of the config file, turned into [`Source`]s.
+//! Each source starts from its platform preset; every field may override it.
+//! Every problem of every source is collected, each one a sentence naming the
+//! source, so `check-config` reports them all in one pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::net::{Cidr, Networks};
+use super::presets::{self, preset, Role};
+use super::url::UrlTemplate;
+use super::{Source, Sources};
+use crate::postback::{AmountFormat, Status};
+
+/// A role's parameter name, or several aliases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ConversionTime {
+    Click,
+    Postback,
+}
+
+/// One `[sources.NAME]` table. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    preset: Option<String>,
+    platform: Option<String>,
+    api_keys: Option<Vec<String>>,
+    key_in_path: Option<bool>,
+    pixels: Option<bool>,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    allow_networks: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    conversion_time: Option<ConversionTime>,
+    plus_as_space: Option<bool>,
+    currency: Option<String>,
+    #[serde(default)]
+    tracking_template: bool,
+    #[serde(default)]
+    params: BTreeMap<String, OneOrMany>,
+    statuses: Option<BTreeMap<String, String>>,
+    status_case_insensitive: Option<bool>,
+    #[serde(default)]
+    amount: AmountFile,
+    #[serde(default)]
+    macros: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountFile {
+    format: Option<String>,
+    max_decimals: Option<u8>,
+    allow_negative: Option<bool>,
+    /// A string, so `"5000.00"` stays exact.
+    max: Option<String>,
+    required: Option<bool>,
+}
+
+/// Builds every source of `tables`; `None` when there are none (the binary
+/// then runs the single `default` source). Problems go to `errors`.
+pub fn build(
+    tables: BTreeMap<String, toml::Value>,
+    errors: &mut Vec<String>,
+) -> Option<Arc<Sources>> {
+    if tables.is_empty() {
+        return None;
+    }
+    let mut list = Vec::new();
+    for (name, value) in tables {
+        let before = errors.len();
+        if !valid_name(&name) {
+            errors.push(format!(
+                "source {name:?}: a source name is 1 to 64 characters of a-z, 0-9, '_' and '-'"
+            ));
+        }
+        match value.try_into::<SourceFile>() {
+            Ok(file) => {
+                let source = build_one(&name, file, errors);
+                if errors.len() == before {
+                    list.push(source);
+                }
+            }
+            Err(e) => errors.push(format!("source {name}: {}", e.message().trim())),
+        }
+    }
+    check_across(&list, errors);
+    Some(Arc::new(Sources::from_list(list)))
+}
+
+fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
+    let mut err = |msg: String| errors.push(format!("source {name}: {msg}"));
+    let preset_name = f.preset.as_deref().unwrap_or("reference");
+    let p = preset(&preset_name.to_ascii_lowercase()).unwrap_or_else(|| {
+        err(format!(
+            "unknown preset {preset_name:?}; the presets are {}",
+            presets::NAMES.join(", ")
+        ));
+        preset("reference").expect("the reference preset exists")
+    });
+    let mut rules = p.rules;
+    let mut url = UrlTemplate {
+        macros: p.macros,
+        style: p.style,
+        body_fields: p.body_fields,
+    };
+
+    for (role_name, value) in f.params {
+        let Some(role) = Role::parse(&role_name) else {
+            err(format!(
+                "params.{role_name} is not a role; the roles are {}",
+                Role::ALL.map(Role::as_str).join(", ")
+            ));
+            continue;
+        };
+        let list = match value {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        if list.iter().any(|s| s.is_empty() || s.len() > 64) {
+            err(format!(
+                "params.{role_name}: a parameter name is 1 to 64 bytes"
+            ));
+        }
+        *role.names_mut(&mut rules.names) = list;
+    }
+    let mut seen: HashMap<&str, Role> = HashMap::new();
+    for role in Role::ALL {
+        for n in role.names(&rules.names) {
+            match seen.get(n.as_str()) {
+                Some(other) if *other != role => err(format!(
+                    "parameter {n:?} is both {} and {}; a name can have one role only",
+                    other.as_str(),
+                    role.as_str()
+                )),
+                _ => {
+                    seen.insert(n, role);
+                }
+            }
+        }
+    }
+    if rules.names.tracking.is_empty() {
+        err("no parameter names the tracking token (params.tracking)".into());
+    }
+
+    if let Some(ci) = f.status_case_insensitive {
+        rules.status_case_insensitive = ci;
+    }
+    if let Some(map) = f.statuses {
+        rules.statuses.clear();
+        for (raw, word) in map {
+            let status = match word.as_str() {
+                "approved" => Status::Approved,
+                "pending" => Status::Pending,
+                "declined" => Status::Declined,
+                _ => {
+                    err(format!(
+                        "statuses.{raw:?} = {word:?}: a status maps to approved, pending or declined"
+                    ));
+                    continue;
+                }
+            };
+            let key = if rules.status_case_insensitive {
+                raw.to_lowercase()
+            } else {
+                raw.clone()
+            };
+            if key.is_empty() || rules.statuses.insert(key, status).is_some() {
+                err(format!("statuses.{raw:?} is empty or listed twice"));
+            }
+        }
+    }
+
+    if let Some(c) = f.currency {
+        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
+            rules.fixed_currency = Some(c.to_ascii_uppercase());
+        } else {
+            err(format!(
+                "currency = {c:?} is not a three-letter ISO 4217 code"
+            ));
+        }
+    }
+    if let Some(b) = f.plus_as_space {
+        rules.plus_as_space = b;
+    }
+    amount_rules(&mut rules.amount, f.amount, &mut err);
+    if rules.amount.required && rules.names.amount.is_empty() {
+        err("the amount is required but no parameter names it (params.amount)".into());
+    }
+
+    let mut added = Vec::new();
+    for (role_name, text) in f.macros {
+        match Role::parse(&role_name) {
+            Some(role) if !text.is_empty() => match url.macros.iter_mut().find(|(r, _)| *r == role)
+            {
+                Some(entry) => entry.1 = text,
+                None => added.push((role, text)),
+            },
+            Some(_) => err(format!("macros.{role_name} is empty")),
+            None => err(format!("macros.{role_name} is not a role")),
+        }
+    }
+    // Roles the preset does not list follow in the order of SPEC §3.
+    added.sort_by_key(|(r, _)| Role::ALL.iter().position(|x| x == r));
+    url.macros.extend(added);
+
+    if f.tracking_template {
+        for role in Role::TEMPLATE_IDS {
+            if role.names(&rules.names).is_empty() {
+                err(format!(
+                    "declares a tracking template but maps no parameter for {} \
+                     (add params.{} = \"...\")",
+                    role.as_str(),
+                    role.as_str()
+                ));
+            }
+        }
+    }
+
+    let keys = match f.api_keys {
+        Some(k) => k,
+        None => {
+            err(
+                "api_keys is missing; list the keys, or write api_keys = [] for a source \
+                 that takes no key"
+                    .into(),
+            );
+            Vec::new()
+        }
+    };
+    for (i, k) in keys.iter().enumerate() {
+        if !valid_key(k) {
+            err(format!(
+                "api key #{} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'",
+                i + 1
+            ));
+        } else if keys[..i].contains(k) {
+            err(format!("api key #{} is listed twice", i + 1));
+        }
+    }
+    let key_in_path = f.key_in_path.unwrap_or(p.key_in_path);
+    if key_in_path && keys.is_empty() {
+        err("key_in_path needs at least one api key".into());
+    }
+    if !keys.is_empty() && !key_in_path && rules.names.api_key.is_empty() {
+        err(
+            "has api keys but no parameter to carry them (params.api_key) and key_in_path is off"
+                .into(),
+        );
+    }
+
+    let allow = networks("allow_networks", &f.allow_networks, &mut err);
+    let trusted_proxies = networks("trusted_proxies", &f.trusted_proxies, &mut err);
+    let mut hosts = Vec::new();
+    for h in f.hosts {
+        let lower = h.to_ascii_lowercase();
+        let ok = !lower.is_empty()
+            && lower.len() <= 253
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if ok {
+            hosts.push(lower);
+        } else {
+            err(format!(
+                "hosts: {h:?} is not a host name (no scheme, no port)"
+            ));
+        }
+    }
+
+    let mut s = Source::new(name, keys, rules);
+    s.platform = Arc::from(f.platform.unwrap_or_else(|| p.name.to_owned()));
+    s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
+    s.key_in_path = key_in_path;
+    s.pixels = f.pixels.unwrap_or(p.pixels);
+    s.hosts = hosts;
+    s.allow = allow;
+    s.trusted_proxies = trusted_proxies;
+    s.url = url;
+    s
+}
+
+fn amount_rules(a: &mut crate::postback::AmountRules, f: AmountFile, err: &mut impl FnMut(String)) {
+    match f.format.as_deref() {
+        None => {}
+        Some("decimal") => a.format = AmountFormat::Decimal { max_decimals: 2 },
+        Some("cents") => a.format = AmountFormat::Cents,
+        Some(other) => err(format!(
+            "amount.format = {other:?}: the formats are \"decimal\" (12.34) and \"cents\" (1234)"
+        )),
+    }
+    if let Some(d) = f.max_decimals {
+        match a.format {
+            AmountFormat::Decimal { .. } if (2..=6).contains(&d) => {
+                a.format = AmountFormat::Decimal { max_decimals: d }
+            }
+            AmountFormat::Decimal { .. } => {
+                err(format!("amount.max_decimals = {d} must be within 2..=6"))
+            }
+            AmountFormat::Cents => err("amount.max_decimals does not apply to cents".into()),
+        }
+    }
+    if let Some(n) = f.allow_negative {
+        a.allow_negative = n;
+    }
+    if let Some(r) = f.required {
+        a.required = r;
+    }
+    if let Some(m) = f.max {
+        match Decimal::from_str(&m) {
+            Ok(d) if d > Decimal::ZERO => a.max = d,
+            _ => err(format!(
+                "amount.max = {m:?} must be a positive decimal written as a string, like \"5000.00\""
+            )),
+        }
+    }
+}
+
+fn networks(what: &str, list: &[String], err: &mut impl FnMut(String)) -> Networks {
+    let mut out = Vec::new();
+    for n in list {
+        match n.parse::<Cidr>() {
+            Ok(c) => out.push(c),
+            Err(e) => err(format!("{what}: {e}")),
+        }
+    }
+    Networks(out)
+}
+
+/// Host names and path keys must each select one source.
+fn check_across(list: &[Source], errors: &mut Vec<String>) {
+    let mut hosts: HashMap<&str, &str> = HashMap::new();
+    for s in list {
+        for h in &s.hosts {
+            if let Some(other) = hosts.insert(h, &s.name) {
+                errors.push(format!(
+                    "host {h:?} selects both source {other} and source {}",
+                    s.name
+                ));
+            }
+        }
+    }
+    let keyed: Vec<&Source> = list.iter().filter(|s| s.key_in_path).collect();
+    for (i, a) in keyed.iter().enumerate() {
+        for b in &keyed[i + 1..] {
+            if a.keys.iter().any(|k| b.keys.contains(k)) {
+                errors.push(format!(
+                    "sources {} and {} share an api key and both take it in the path",
+                    a.name, b.name
+                ));
+            }
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Keys go into URLs as they are, so they hold only unreserved characters.
+fn valid_key(k: &str) -> bool {
+    (16..=256).contains(&k.len())
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,103 @@
+//! `check-config` and start-up on a bad config, through the binary: every
+//! problem printed at once, exit 64, and no server. (The validations one by one
+//! are unit tests in `src/source/config_tests.rs`.)
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const KEY: &str = "check-key-0123456789";
+
+fn gateway(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+        .args(args)
+        .env_clear()
+        .env("POSTBACK_CONFIG", config)
+        // A port nobody listens on: the run must end before binding anything.
+        .env("LISTEN_ADDR", "127.0.0.1:1")
+        .output()
+        .unwrap()
+}
+
+fn config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+const BROKEN: &str = r#"
+[sources.a]
+preset = "cakes"
+api_keys = ["check-key-0123456789"]
+
+[sources.b]
+api_keys = ["check-key-0123456789"]
+tracking_template = true
+allow_networks = ["10.0.0.0/33"]
+[sources.b.params]
+txid = "tracking"
+campaign_id = "cmp"
+
+[sources.c]
+preset = "keitaro"
+api_keys = []
+"#;
+
+#[test]
+fn check_config_prints_every_problem_and_exits_64() {
+    let (_dir, path) = config(BROKEN);
+    let out = gateway(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let expected = [
+        "The config has 7 problem(s):",
+        "source a: unknown preset \"cakes\"",
+        "source b: parameter \"tracking\" is both tracking and txid",
+        "source b: declares a tracking template but maps no parameter for adset_id",
+        "source b: declares a tracking template but maps no parameter for ad_id",
+        "source b: declares a tracking template but maps no parameter for placement",
+        "source b: allow_networks: \"10.0.0.0/33\"",
+        "source c: key_in_path needs at least one api key",
+    ];
+    for e in expected {
+        assert!(err.contains(e), "missing {e:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("campaign_id (add"),
+        "campaign_id is mapped:\n{err}"
+    );
+}
+
+#[test]
+fn the_server_refuses_to_start_on_a_bad_config() {
+    let (_dir, path) = config(BROKEN);
+    let out = gateway(&[], &path);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("The config has 7 problem(s):"), "{err}");
+    assert!(!err.contains("EMBEDDED KAFKA"), "nothing started:\n{err}");
+}
+
+#[test]
+fn a_good_config_checks_clean_and_lists_its_sources() {
+    let (_dir, path) = config(&format!(
+        "[sources.a]\npreset = \"cake\"\napi_keys = [\"{KEY}\"]\n[sources.b]\napi_keys = []\n"
+    ));
+    let out = gateway(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "The config is valid: 2 source(s): a, b.\n"
+    );
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sources.example.toml");
+    let out = gateway(&["check-config"], &sample);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn unknown_top_level_keys_are_errors() {
+    let (_dir, path) = config("[source.a]\napi_keys = []\n");
+    let out = gateway(&["check-config"], &path);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("source"));
+}
