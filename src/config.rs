@@ -79,6 +79,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// Open connections at most (public listener); past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Postbacks per second per client address (after trusted proxies); `None` is unlimited.
+    pub client_rate: Option<crate::ratelimit::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +133,8 @@ impl Default for Config {
                 max_body_bytes: 16 * 1024,
                 header_read_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(10),
+                max_connections: 10_000,
+                client_rate: None,
             },
             dedup: DedupConfig {
                 window: Duration::from_secs(24 * 3600),
@@ -195,6 +201,9 @@ struct FileLimits {
     max_body_bytes: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    client_rate_per_second: Option<f64>,
+    client_burst: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +319,25 @@ impl Config {
         }
         if let Some(ms) = f.request_timeout_ms {
             l.request_timeout = Duration::from_millis(ms);
+        }
+        l.max_connections = f.max_connections.unwrap_or(l.max_connections);
+        if l.max_connections == 0 {
+            errors.push("limits.max_connections must be above 0".into());
+        }
+        match (f.client_rate_per_second, f.client_burst) {
+            (None, None) => {}
+            (Some(r), b) if r > 0.0 && b.is_none_or(|b| b >= 1.0) => {
+                l.client_rate = Some(crate::ratelimit::Rate {
+                    per_second: r,
+                    burst: b.unwrap_or(r.max(1.0)),
+                });
+            }
+            (None, Some(_)) => {
+                errors.push("limits.client_burst needs limits.client_rate_per_second".into())
+            }
+            _ => errors.push(
+                "limits.client_rate_per_second must be above 0 and client_burst at least 1".into(),
+            ),
         }
         if l.max_uri_bytes < 256 || l.max_header_bytes < 1024 {
             errors.push(

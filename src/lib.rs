@@ -13,6 +13,7 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod postback;
+pub mod ratelimit;
 pub mod sink;
 pub mod source;
 
@@ -111,6 +112,10 @@ pub async fn run(
         delivery_wait: config.kafka.delivery_wait,
         shutting_down: Default::default(),
         warming: AtomicBool::new(true),
+        per_client: config
+            .limits
+            .client_rate
+            .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
     });
 
@@ -147,11 +152,15 @@ pub async fn run(
         lookback,
         drain_rx,
     ));
+    let a = app.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             dedup.sweep();
+            if let Some(pc) = &a.per_client {
+                pc.prune();
+            }
         }
     });
     ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);

@@ -19,6 +19,7 @@ pub const DEDUP_KEYS: &str = "postback_dedup_keys";
 pub const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
 pub const DEDUP_EXPIRED: &str = "postback_dedup_expired_total";
 pub const READY: &str = "postback_ready";
+pub const CONNECTIONS_REFUSED: &str = "postback_connections_refused_total";
 pub const SPOOL_BYTES: &str = "postback_spool_bytes";
 pub const SPOOL_EVENTS: &str = "postback_spool_events";
 pub const SPOOL_OLDEST_AGE: &str = "postback_spool_oldest_age_seconds";
@@ -92,6 +93,10 @@ fn describe() {
         "Dedup keys dropped because their window ended."
     );
     describe_gauge!(READY, "1 while /readyz answers 200.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections answered 503 and closed because the connection cap was reached."
+    );
     describe_gauge!(SPOOL_BYTES, "Bytes in the on-disk spool.");
     describe_gauge!(
         SPOOL_EVENTS,

@@ -19,12 +19,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
 use crate::dedup::Dedup;
+use crate::ratelimit::PerClient;
 use crate::sink::Sink;
 use crate::source::claims::CampaignClaims;
 use crate::source::SharedSources;
@@ -45,6 +48,8 @@ pub struct App {
     /// True until the dedup window is rebuilt at start; postbacks get 503
     /// meanwhile, since a retry could not yet be told from a new conversion.
     pub warming: AtomicBool,
+    /// Per-client-address rate limit, when configured.
+    pub per_client: Option<PerClient>,
     pub metrics: PrometheusHandle,
 }
 
@@ -76,6 +81,7 @@ pub async fn serve<H, F>(
         // The whole head must fit: request line plus header block.
         .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(8192));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -89,6 +95,11 @@ pub async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+                    tokio::spawn(refuse_connection(stream));
+                    continue;
+                };
                 let h = handler.clone();
                 let svc = service_fn(move |req| {
                     let fut = h(req, peer);
@@ -99,6 +110,7 @@ pub async fn serve<H, F>(
                     if let Err(e) = conn.await {
                         debug!(%peer, error = %e, "Connection ended with an error.");
                     }
+                    drop(slot);
                 });
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
@@ -111,4 +123,17 @@ pub async fn serve<H, F>(
             warn!(grace_secs = grace.as_secs_f64(), "Open connections did not finish within the grace period.");
         }
     }
+}
+
+/// Answers a connection over the cap with a 503 and closes it, without
+/// reading its request: existing connections keep their share.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    const REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
+        content-type: text/plain; charset=utf-8\r\ncontent-length: 17\r\nconnection: close\r\n\r\n\
+        ERROR unavailable";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(REPLY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

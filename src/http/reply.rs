@@ -14,8 +14,10 @@ pub type Body = Full<Bytes>;
 /// The 43-byte transparent 1x1 GIF.
 pub const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
 
-/// Seconds a sender should wait before retrying a 429 or 503.
+/// Seconds a sender should wait before retrying a 503.
 const RETRY_AFTER_SECS: &str = "5";
+/// Seconds a rate-limited sender should wait (buckets refill continuously).
+const RATE_RETRY_AFTER_SECS: &str = "1";
 
 /// What happened to one postback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,13 +115,18 @@ pub fn s2s(outcome: &Outcome, json: bool) -> Response<Body> {
     *resp.status_mut() = outcome.status();
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-    if matches!(
-        resp.status(),
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-    ) {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    match resp.status() {
+        StatusCode::SERVICE_UNAVAILABLE => {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(RATE_RETRY_AFTER_SECS));
+        }
+        _ => {}
     }
+
     resp
 }
 

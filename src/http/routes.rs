@@ -134,6 +134,7 @@ async fn postback(
     peer: SocketAddr,
 ) -> Outcome {
     let received_at = OffsetDateTime::now_utc();
+
     if app.warming.load(Ordering::Relaxed) {
         return Outcome::reject(Reason::Unavailable);
     }
@@ -176,6 +177,14 @@ async fn postback(
         Ok(ip) => ip,
         Err(r) => return refuse(r, &source.name),
     };
+    let limited = app
+        .per_client
+        .as_ref()
+        .is_some_and(|pc| pc.check(client).is_err())
+        || source.rate.as_ref().is_some_and(|r| r.check().is_err());
+    if limited {
+        return refuse(Reason::RateLimited, &source.name);
+    }
     let user_agent = req
         .headers()
         .get(USER_AGENT)

@@ -59,6 +59,15 @@ struct SourceFile {
     amount: AmountFile,
     #[serde(default)]
     macros: BTreeMap<String, String>,
+    rate_limit: Option<RateFile>,
+}
+
+/// `rate_limit = { per_second = 500, burst = 1000 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateFile {
+    per_second: f64,
+    burst: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +301,17 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
     s.allow = allow;
     s.trusted_proxies = trusted_proxies;
     s.url = url;
+    if let Some(r) = f.rate_limit {
+        let burst = r.burst.unwrap_or(r.per_second.max(1.0));
+        if r.per_second > 0.0 && burst >= 1.0 {
+            s.rate = Some(crate::ratelimit::Limiter::new(crate::ratelimit::Rate {
+                per_second: r.per_second,
+                burst,
+            }));
+        } else {
+            err("rate_limit: per_second must be above 0 and burst at least 1".into());
+        }
+    }
     s
 }
 

@@ -44,6 +44,8 @@ pub struct Source {
     pub trusted_proxies: Networks,
     /// How the postback URL handed to this sender is written.
     pub url: UrlTemplate,
+    /// Postbacks per second this source may send; `None` is unlimited.
+    pub rate: Option<crate::ratelimit::Limiter>,
 }
 
 impl Source {
@@ -60,6 +62,7 @@ impl Source {
             allow: Networks::default(),
             trusted_proxies: Networks::default(),
             url: UrlTemplate::reference(),
+            rate: None,
         }
     }
 

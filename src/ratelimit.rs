@@ -1,0 +1,167 @@
+//! Token-bucket rate limits: one bucket per source, and one per client address
+//! (bounded in number). Buckets refill continuously; a refused request learns
+//! how long until the next token.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+/// A rate: `per_second` on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+/// One token bucket.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            tokens: rate.burst,
+            last: now,
+        }
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / rate.per_second,
+            ))
+        }
+    }
+}
+
+/// A single bucket, for one source.
+#[derive(Debug)]
+pub struct Limiter {
+    rate: Rate,
+    bucket: Mutex<Bucket>,
+}
+
+impl Limiter {
+    pub fn new(rate: Rate) -> Limiter {
+        Limiter {
+            rate,
+            bucket: Mutex::new(Bucket::full(rate, Instant::now())),
+        }
+    }
+
+    pub fn check(&self) -> Result<(), Duration> {
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        b.take(self.rate, Instant::now())
+    }
+}
+
+/// One bucket per client address, bounded in number.
+pub struct PerClient {
+    rate: Rate,
+    buckets: DashMap<IpAddr, Bucket>,
+    /// Past this many tracked addresses new ones are let through untracked,
+    /// so a flood from many addresses cannot grow memory without bound.
+    max_clients: usize,
+}
+
+impl PerClient {
+    pub fn new(rate: Rate, max_clients: usize) -> PerClient {
+        PerClient {
+            rate,
+            buckets: DashMap::new(),
+            max_clients,
+        }
+    }
+
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        if let Some(mut b) = self.buckets.get_mut(&ip) {
+            return b.take(self.rate, now);
+        }
+        if self.buckets.len() >= self.max_clients {
+            return Ok(());
+        }
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| Bucket::full(self.rate, now))
+            .take(self.rate, now)
+    }
+
+    /// Forgets addresses whose bucket has refilled: they cost nothing to re-create.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        let refill = Duration::from_secs_f64(self.rate.burst / self.rate.per_second);
+        self.buckets
+            .retain(|_, b| now.saturating_duration_since(b.last) < refill);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let rate = Rate {
+            per_second: 10.0,
+            burst: 3.0,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket::full(rate, t0);
+        for _ in 0..3 {
+            assert!(b.take(rate, t0).is_ok());
+        }
+        let wait = b.take(rate, t0).unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        assert!(b.take(rate, t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.take(rate, t0 + Duration::from_millis(100)).is_err());
+        // A long pause refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(b.take(rate, later).is_ok());
+        }
+        assert!(b.take(rate, later).is_err());
+    }
+
+    #[test]
+    fn clients_are_limited_separately_and_the_map_is_bounded() {
+        let pc = PerClient::new(
+            Rate {
+                per_second: 1.0,
+                burst: 1.0,
+            },
+            2,
+        );
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        assert!(pc.check(a).is_ok());
+        assert!(pc.check(a).is_err());
+        assert!(pc.check(b).is_ok());
+        // Past the bound, a new address is not tracked (and not limited).
+        assert!(pc.check(c).is_ok());
+        assert!(pc.check(c).is_ok());
+        assert_eq!(pc.tracked(), 2);
+    }
+}

@@ -1,0 +1,271 @@
+//! The limits of SPEC §10 through a real socket: slow clients, the connection
+//! cap, rate limits per client and per source, and request-smuggling shapes
+//! (hyper refuses conflicting lengths and closes the connection after a
+//! Content-Length + Transfer-Encoding request; the tests pin that down).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::mocking::MockCluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let c = MockCluster::new(1).expect("mock cluster");
+    c.create_topic(TOPIC, 1, 1).expect("topic");
+    c
+}
+
+/// Sends `raw` on `s` and reads one reply head plus body (by Content-Length).
+async fn exchange(s: &mut TcpStream, raw: &str) -> String {
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_trickles_in_is_cut_at_the_header_read_timeout() {
+    let kafka = cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.limits.header_read_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let mut slow = TcpStream::connect(gw.public).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /postback?tracking=slow HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        // One header byte every 200 ms: never a complete head.
+        if slow.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {} // a 408 before the close is fine
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "the slow connection is closed");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "cut after {took:?}"
+    );
+    // Meanwhile, others are served.
+    let r = reqwest::get(gw.url(&query("fast", "1.00"))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_new_connections_get_503_and_open_ones_keep_working() {
+    let kafka = cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.limits.max_connections = 3).await;
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let mut s = TcpStream::connect(gw.public).await.unwrap();
+        let r = exchange(&mut s, &get(&query(&format!("cap-{i}"), "1.00"))).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        open.push(s);
+    }
+    let mut extra = TcpStream::connect(gw.public).await.unwrap();
+    let r = exchange(&mut extra, &get(&query("cap-extra", "1.00"))).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    assert!(r.ends_with("ERROR unavailable"), "{r}");
+    // The open connections are unaffected.
+    let r = exchange(&mut open[0], &get(&query("cap-again", "1.00"))).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // A slot frees when a connection closes.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = TcpStream::connect(gw.public).await.unwrap();
+    let r = exchange(&mut next, &get(&query("cap-next", "1.00"))).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let metrics = reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("postback_connections_refused_total 1"),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_address_has_its_own_rate_limit() {
+    let kafka = cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.limits.client_rate = Some(postback_gateway::ratelimit::Rate {
+            per_second: 0.5,
+            burst: 2.0,
+        })
+    })
+    .await;
+    let a = client_from(1);
+    let b = client_from(2);
+    for i in 0..2 {
+        let (status, body) = reply(
+            a.get(gw.url(&query(&format!("rl-a{i}"), "1.00")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((status, &body[..3]), (200, "OK "), "{body}");
+    }
+    let r = a.get(gw.url(&query("rl-a2", "1.00"))).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.text().await.unwrap(), "ERROR rate_limited");
+    // Another address is not affected.
+    let (status, _) = reply(b.get(gw.url(&query("rl-b0", "1.00"))).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    // A limited pixel is still the GIF.
+    let r = a
+        .get(gw.url(&format!(
+            "/pixel.gif?api_key={API_KEY}&tracking=rl-px&amount=1.00"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-postback-result"], "ERROR rate_limited");
+    let records = read_topic(
+        &kafka.bootstrap_servers(),
+        TOPIC,
+        3,
+        Duration::from_millis(700),
+    );
+    assert_eq!(records.len(), 3, "limited postbacks do not reach Kafka");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_has_its_own_rate_limit() {
+    let kafka = cluster();
+    let sources = sources_from(
+        r#"
+        [sources.default]
+        api_keys = ["test-key-0123456789"]
+        [sources.limited]
+        api_keys = ["limited-key-0123456789"]
+        rate_limit = { per_second = 0.5, burst = 3 }
+        "#,
+    );
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.sources = sources).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let url = gw.url(&format!(
+            "/postback/limited?api_key=limited-key-0123456789&tracking=src-{i}&amount=1.00"
+        ));
+        statuses.push(client.get(url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // Another source is not limited by it.
+    let r = client
+        .get(gw.url(&query("other-source", "1.00")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_shapes_cannot_slip_a_second_request_through() {
+    let kafka = cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    let body = "tracking=framed&amount=1.00";
+    let hidden = format!(
+        "GET /postback?api_key={API_KEY}&tracking=smuggled&amount=1.00 HTTP/1.1\r\nHost: t\r\n\r\n"
+    );
+
+    // Two different Content-Lengths: refused (by hyper), and the connection closed.
+    let mut s = TcpStream::connect(gw.public).await.unwrap();
+    let raw = format!(
+        "POST /postback?api_key={API_KEY} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nContent-Length: 4\r\n\r\n{body}{hidden}",
+        body.len()
+    );
+    let r = exchange(&mut s, &raw).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let mut rest = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing more is answered on that connection");
+
+    // Content-Length with Transfer-Encoding: hyper drops the Content-Length,
+    // reads the chunked body, and closes the connection after the reply, so
+    // what follows the chunked body is never read as a request.
+    let mut s = TcpStream::connect(gw.public).await.unwrap();
+    let raw = format!(
+        "POST /postback?api_key={API_KEY} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n{hidden}",
+        body.len()
+    );
+    let r = exchange(&mut s, &raw).await;
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the hidden request is not answered");
+
+    let records = read_topic(
+        &kafka.bootstrap_servers(),
+        TOPIC,
+        1,
+        Duration::from_millis(700),
+    );
+    assert!(
+        with_token(&records, "smuggled").is_empty(),
+        "a smuggled request never reaches Kafka"
+    );
+    assert!(records.len() <= 1, "{records:?}");
+    gw.stop().await;
+}
