@@ -155,8 +155,13 @@ pub async fn run(
     let a = app.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut seconds = 0u64;
         loop {
             tick.tick().await;
+            seconds += 1;
+            if seconds % 60 == 0 {
+                http::refusals::log_summary();
+            }
             dedup.sweep();
             if let Some(pc) = &a.per_client {
                 pc.prune();

@@ -99,6 +99,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&config.log_filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colour codes only for a person at a terminal, not in collected logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -48,6 +48,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         .increment(1);
     if let Outcome::Rejected(r, _) = outcome {
         metrics::counter!(m::REJECTIONS, "reason" => r.as_str()).increment(1);
+        super::refusals::count(r);
     }
     let resp = match kind {
         Kind::S2s => reply::s2s(&outcome, json),

@@ -1,0 +1,90 @@
+//! Logs and secrets, end to end with the binary on its embedded cluster: api
+//! keys never appear in logs, events, metrics or replies; request bytes never
+//! reach the log raw; refusals are logged at debug level only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::GatewayProcess;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_and_control_characters_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    let gw = GatewayProcess::start_logging_to(None, &[("RUST_LOG", "debug")], &log).await;
+    let client = reqwest::Client::new();
+    let wrong_key = "wrong-key-SECRET-5f1c9e";
+
+    let mut replies = Vec::new();
+    for path in [
+        query("ok-token", "1.00"),
+        format!("/postback?api_key={wrong_key}&tracking=t&amount=1.00"),
+        format!("/postback?api_key={API_KEY}&tracking=a%01b%1B%5B31mred&amount=1.00"),
+        format!("/postback?api_key={API_KEY}&tracking=%0D%0Aforged%20line&amount=1.00"),
+        format!("/postback?api_key={API_KEY}&tracking=t&amount=1.00&note=%1B%5D0%3Bx%07"),
+        format!("/postback/%0Aevil?api_key={API_KEY}&tracking=t&amount=1.00"),
+        format!("/pixel.gif?api_key={wrong_key}&tracking=t&amount=1.00"),
+    ] {
+        let r = client
+            .get(gw.url(&path))
+            .header("user-agent", "agent\twith tab")
+            .send()
+            .await
+            .unwrap();
+        replies.push(reply(r).await.1);
+    }
+    let metrics = client
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // The embedded cluster's address is in the log; read the event back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let bootstrap = text
+        .split("bootstrap ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("the embedded bootstrap address is printed")
+        .to_owned();
+    let records = read_topic(&bootstrap, TOPIC, 2, Duration::from_millis(700));
+
+    for secret in [API_KEY, wrong_key] {
+        assert!(!text.contains(secret), "a key is in the log");
+        assert!(!metrics.contains(secret), "a key is in the metrics");
+        for r in &replies {
+            assert!(!r.contains(secret), "a key is in a reply: {r}");
+        }
+        for rec in &records {
+            assert!(
+                !rec.value.to_string().contains(secret),
+                "a key is in an event"
+            );
+        }
+    }
+    for (i, b) in text.bytes().enumerate() {
+        assert!(
+            b == b'\n' || b == b'\t' || !(b < 0x20 || b == 0x7f),
+            "raw control byte {b:#x} at {i} in the log"
+        );
+    }
+    assert!(
+        !text.contains("forged line"),
+        "request text does not reach the log"
+    );
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Refused a postback"))
+        .collect();
+    assert!(!refusals.is_empty(), "refusals are logged at debug level");
+    assert!(refusals.iter().all(|l| l.contains("DEBUG")), "{refusals:?}");
+    assert!(replies[1].starts_with("ERROR bad_api_key"), "{replies:?}");
+    assert!(replies[2].starts_with("ERROR bad_tracking"), "{replies:?}");
+    assert!(records.iter().any(|r| r.value["token"] == "ok-token"));
+}
