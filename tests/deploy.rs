@@ -566,3 +566,27 @@ fn the_compose_file_agrees_with_the_binary() {
         }
     }
 }
+
+#[test]
+fn the_readme_lists_every_metric_and_every_alert() {
+    let readme = read("README.md");
+    let declared = read("src/metrics.rs");
+    let names: Vec<&str> = declared
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const "))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert!(names.len() >= 20, "{names:?}");
+    for n in names {
+        assert!(
+            readme.contains(&format!("| `{n}")),
+            "README's metrics table lacks {n}"
+        );
+    }
+    for (alert, _) in rule_exprs() {
+        assert!(
+            readme.contains(&format!("`{alert}`")),
+            "README lacks {alert}"
+        );
+    }
+}
