@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine with only the Rust toolchain:
 # installs what the tests need (a C toolchain for librdkafka, the Tansu broker,
-# cargo-nextest), checks formatting and lints, then runs every test.
+# cargo-nextest, promtool, nginx), checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +13,19 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
+# promtool checks deploy/prometheus (tests/deploy.rs); nginx balances two
+# gateways in tests/scale_out.rs. Debian's `prometheus` package ships promtool.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   sudo_if_needed apt-get update -q
+  # Check the names first, so a missing package fails here with a clear message.
+  for p in "${missing[@]}"; do
+    apt-cache show "$p" >/dev/null 2>&1 || { echo "no Debian package $p" >&2; exit 1; }
+  done
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
