@@ -17,6 +17,8 @@ const USAGE: &str = "usage:
   postback-gateway check-config [--config PATH]  validate a config and print every problem (exit 64 on any)
   postback-gateway postback-url --source NAME --base-url URL [--config PATH]
                                                  print the postback URL to hand to that sender
+  postback-gateway events [--brokers HOST:PORT] [--follow] [--count N] [--config PATH]
+                                                 print the topic's events, one `key value` line each
 
 SIGHUP reloads the sources from the config file; a config with problems is refused.";
 
@@ -27,12 +29,16 @@ enum Command {
     Run,
     CheckConfig,
     PostbackUrl,
+    Events,
 }
 
 #[derive(Default)]
 struct UrlArgs {
     source: Option<String>,
     base_url: Option<String>,
+    brokers: Option<String>,
+    follow: bool,
+    count: Option<u64>,
 }
 
 fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
@@ -44,6 +50,16 @@ fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
         match a.as_str() {
             "check-config" => command = Command::CheckConfig,
             "postback-url" => command = Command::PostbackUrl,
+            "events" => command = Command::Events,
+            "--brokers" => url.brokers = Some(args.next().ok_or("--brokers needs HOST:PORT")?),
+            "--follow" => url.follow = true,
+            "--count" => {
+                let n = args.next().ok_or("--count needs a number")?;
+                url.count = Some(
+                    n.parse()
+                        .map_err(|_| format!("--count {n:?} is not a number"))?,
+                );
+            }
             "--source" => url.source = Some(args.next().ok_or("--source needs a name")?),
             "--base-url" => url.base_url = Some(args.next().ok_or("--base-url needs a URL")?),
             "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
@@ -92,6 +108,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::PostbackUrl => return postback_url(&config, url_args),
+        Command::Events => return events(&config, url_args),
         Command::Run => {}
     }
     tracing_subscriber::fmt()
@@ -245,4 +262,29 @@ async fn one_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// `events`: prints the topic's events to stdout.
+fn events(config: &Config, args: UrlArgs) -> ExitCode {
+    let Some(brokers) = args.brokers.or_else(|| config.kafka.brokers.clone()) else {
+        eprintln!("events: name the cluster with --brokers or KAFKA_BROKERS");
+        return ExitCode::from(EX_USAGE);
+    };
+    let mut out = std::io::stdout().lock();
+    match postback_gateway::sink::tail::print_events(
+        &config.kafka,
+        &brokers,
+        args.follow,
+        args.count,
+        &mut out,
+    ) {
+        Ok(n) => {
+            eprintln!("{n} event(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("events: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -178,3 +178,29 @@ async fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_command_reads_back_what_was_accepted() {
+    let tansu = Tansu::start();
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &[]).await;
+    let (_, body) = get(&gw.url(&query("read-me-back", "3.21"))).await;
+    let id = ok_id(&body);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+        .args(["events", "--brokers", &tansu.brokers])
+        .output()
+        .expect("run events");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("read-me-back "))
+        .expect("the event is printed");
+    let v: serde_json::Value = serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+    assert_eq!(v["event_id"], id.as_str());
+    assert_eq!(v["amount"], "3.21");
+    assert_eq!(text.lines().count(), 1, "{text}");
+}

@@ -5,6 +5,7 @@ pub mod durable;
 pub mod embedded;
 pub mod kafka;
 pub mod spool;
+pub mod tail;
 pub mod warmup;
 
 use std::future::Future;
