@@ -1,16 +1,22 @@
-//! The dedup window: a sharded map from a 128-bit keyed hash of
-//! (source, token, txid, goal, status) to the first event's id.
+//! The dedup window: a 128-bit keyed hash of (source, token, txid, goal,
+//! status) mapped to the first event's id.
 //!
 //! A key is *reserved* while its event is in flight and *committed* only once
 //! the event is durable; a reservation that is dropped without a commit is
 //! released, so the sender's retry is not mistaken for a duplicate. A request
 //! that finds a key in flight waits for that outcome instead of guessing.
-//! Committed keys leave in commit order: when their window ends, or, oldest
-//! first, when the map holds more than its bound.
+//!
+//! Committed keys live in time generations: each generation is a sharded map
+//! holding the keys committed during one eighth of the window. A key is kept
+//! for at least the window (and at most about an eighth more); when a generation is
+//! entirely past the window it is dropped whole, and when more keys than the
+//! bound are held, the oldest generation goes first. No per-key order list or
+//! timestamp is kept, so a key costs one map entry: 32 bytes plus the map's
+//! slack.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
@@ -20,6 +26,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::metrics as m;
+
+/// Generations per window: memory holds at most 1 + 1/GENERATIONS windows of keys.
+const GENERATIONS: u32 = 8;
 
 /// The keys are already uniform hashes: hashing them again is wasted work.
 #[derive(Default)]
@@ -34,19 +43,29 @@ impl Hasher for PassThrough {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64 ^ (n >> 64) as u64;
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
     }
 }
 
-type Map = DashMap<u128, Slot, BuildHasherDefault<PassThrough>>;
+/// A 128-bit value as two words, so map entries need 8-byte alignment, not 16.
+type Wide = (u64, u64);
 
-/// What the map holds for one key.
-enum Slot {
-    /// Durable; `at` is the commit time in unix seconds.
-    Committed { event_id: u128, at: u32 },
-    /// An event for this key is being made durable right now.
-    InFlight(Arc<watch::Sender<Flight>>),
+fn wide(n: u128) -> Wide {
+    ((n >> 64) as u64, n as u64)
+}
+
+fn narrow(w: Wide) -> u128 {
+    (u128::from(w.0) << 64) | u128::from(w.1)
+}
+
+type Hash = BuildHasherDefault<PassThrough>;
+
+/// The keys committed during one span of time, mapped to their event ids.
+struct Generation {
+    /// `commit time / span`.
+    index: u64,
+    keys: DashMap<Wide, Wide, Hash>,
 }
 
 /// The outcome of an in-flight event, as seen by requests waiting on it.
@@ -79,11 +98,12 @@ pub struct KeyParts<'a> {
 }
 
 pub struct Dedup {
-    map: Map,
-    /// Committed keys in commit order, for expiry and the size bound. May hold
-    /// stale entries (a key committed again later); those are skipped.
-    order: Mutex<VecDeque<(u128, u32)>>,
-    window_secs: u32,
+    /// Oldest first; the newest takes new commits.
+    generations: RwLock<VecDeque<Generation>>,
+    /// Keys whose event is being made durable right now.
+    in_flight: DashMap<Wide, Arc<watch::Sender<Flight>>, Hash>,
+    /// Seconds of commit time per generation.
+    span: u32,
     max_keys: usize,
     hash_key: [u8; 16],
     clock: Clock,
@@ -101,10 +121,11 @@ pub enum Claim {
 
 impl Dedup {
     pub fn new(window: Duration, max_keys: usize, hash_key: [u8; 16], clock: Clock) -> Arc<Dedup> {
+        let window = window.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Dedup {
-            map: Map::default(),
-            order: Mutex::new(VecDeque::new()),
-            window_secs: window.as_secs().min(u64::from(u32::MAX)) as u32,
+            generations: RwLock::new(VecDeque::new()),
+            in_flight: DashMap::default(),
+            span: window.div_ceil(GENERATIONS),
             max_keys,
             hash_key,
             clock,
@@ -146,13 +167,13 @@ impl Dedup {
             let outcome =
                 tokio::time::timeout_at(deadline, rx.wait_for(|f| *f != Flight::Pending)).await;
             match outcome {
-                Ok(Ok(f)) if matches!(*f, Flight::Committed(_)) => {
+                Ok(Ok(f)) => {
                     if let Flight::Committed(id) = *f {
                         return Claim::Duplicate(Uuid::from_u128(id));
                     }
+                    // Released (or the holder vanished): try again.
                 }
-                // Released (or the holder vanished): try again.
-                Ok(_) => continue,
+                Ok(Err(_)) => {}
                 Err(_) => return Claim::Busy,
             }
         }
@@ -160,102 +181,118 @@ impl Dedup {
 
     /// Claims `key` without waiting; `Err` carries the receiver of an in-flight outcome.
     fn try_reserve(self: &Arc<Self>, key: u128) -> Result<Claim, watch::Receiver<Flight>> {
-        let now = (self.clock)();
-        match self.map.entry(key) {
-            Entry::Occupied(mut e) => match e.get() {
-                Slot::Committed { event_id, at } if !self.expired(*at, now) => {
-                    Ok(Claim::Duplicate(Uuid::from_u128(*event_id)))
-                }
-                Slot::Committed { .. } => {
-                    let tx = Arc::new(watch::Sender::new(Flight::Pending));
-                    e.insert(Slot::InFlight(tx.clone()));
-                    Ok(Claim::Reserved(self.reservation(key, tx)))
-                }
-                Slot::InFlight(tx) => Err(tx.subscribe()),
-            },
+        if let Some(id) = self.committed(key) {
+            return Ok(Claim::Duplicate(Uuid::from_u128(id)));
+        }
+        let tx = match self.in_flight.entry(wide(key)) {
+            Entry::Occupied(e) => return Err(e.get().subscribe()),
             Entry::Vacant(e) => {
                 let tx = Arc::new(watch::Sender::new(Flight::Pending));
-                e.insert(Slot::InFlight(tx.clone()));
-                Ok(Claim::Reserved(self.reservation(key, tx)))
+                e.insert(tx.clone());
+                tx
             }
-        }
-    }
-
-    fn reservation(self: &Arc<Self>, key: u128, tx: Arc<watch::Sender<Flight>>) -> Reservation {
-        Reservation {
+        };
+        // A commit that finished between the first look and the insert above
+        // is visible now (it commits before it leaves the in-flight map).
+        let reservation = Reservation {
             dedup: self.clone(),
             key,
             tx,
             done: false,
+        };
+        if let Some(id) = self.committed(key) {
+            drop(reservation);
+            return Ok(Claim::Duplicate(Uuid::from_u128(id)));
         }
+        Ok(Claim::Reserved(reservation))
     }
 
-    fn expired(&self, at: u32, now: u32) -> bool {
-        now.saturating_sub(at) >= self.window_secs
+    /// The first event's id, when `key` is committed and inside the window.
+    fn committed(&self, key: u128) -> Option<u128> {
+        let oldest = self.oldest_live(self.now_index());
+        let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
+        gens.iter()
+            .rev()
+            .filter(|g| g.index >= oldest)
+            .find_map(|g| g.keys.get(&wide(key)).map(|id| narrow(*id)))
     }
 
-    /// Records a key as committed at `at` (unix seconds) without a request:
-    /// used to rebuild the window from what is already durable.
+    fn now_index(&self) -> u64 {
+        u64::from((self.clock)() / self.span)
+    }
+
+    /// The oldest generation index still inside the window at `now_index`.
+    fn oldest_live(&self, now_index: u64) -> u64 {
+        now_index.saturating_sub(u64::from(GENERATIONS))
+    }
+
+    /// Records `key` as committed at `at` (unix seconds) under `event_id`.
+    /// Keys older than the window are ignored.
     pub fn insert_committed(&self, key: u128, event_id: Uuid, at: u32) {
-        self.map.insert(
-            key,
-            Slot::Committed {
-                event_id: event_id.as_u128(),
-                at,
-            },
-        );
-        self.push_order(key, at);
-    }
-
-    fn push_order(&self, key: u128, at: u32) {
-        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back((key, at));
-        let now = (self.clock)();
-        self.trim(&mut order, now);
-    }
-
-    /// Drops keys whose window ended, then the oldest keys past the bound.
-    fn trim(&self, order: &mut VecDeque<(u128, u32)>, now: u32) {
-        while let Some(&(key, at)) = order.front() {
-            let expired = self.expired(at, now);
-            if !expired && order.len() <= self.max_keys {
-                break;
+        let index = u64::from(at / self.span);
+        if index < self.oldest_live(self.now_index()) {
+            return;
+        }
+        let mut inserted = false;
+        {
+            let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = gens.iter().find(|g| g.index == index) {
+                g.keys.insert(wide(key), wide(event_id.as_u128()));
+                inserted = true;
             }
-            order.pop_front();
-            let removed = self
-                .map
-                .remove_if(
-                    &key,
-                    |_, s| matches!(s, Slot::Committed { at: a, .. } if *a == at),
-                )
-                .is_some();
-            if removed {
-                if expired {
-                    metrics::counter!(m::DEDUP_EXPIRED).increment(1);
-                } else {
-                    metrics::counter!(m::DEDUP_EVICTIONS).increment(1);
-                }
+        }
+        if !inserted {
+            let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
+            // Generations stay sorted by index; one for `index` may have appeared meanwhile.
+            let pos = gens
+                .iter()
+                .position(|g| g.index >= index)
+                .unwrap_or(gens.len());
+            if gens.get(pos).is_none_or(|g| g.index != index) {
+                gens.insert(
+                    pos,
+                    Generation {
+                        index,
+                        keys: DashMap::default(),
+                    },
+                );
             }
+            gens[pos].keys.insert(wide(key), wide(event_id.as_u128()));
         }
     }
 
-    /// Expires keys whose window ended; called periodically so that memory
-    /// is returned even when no new keys arrive.
+    /// Drops generations past the window, then the oldest ones past the
+    /// bound; called every second so that memory is returned even when no
+    /// new keys arrive.
     pub fn sweep(&self) {
-        let now = (self.clock)();
-        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        self.trim(&mut order, now);
-        drop(order);
-        metrics::gauge!(m::DEDUP_KEYS).set(self.map.len() as f64);
+        let oldest = self.oldest_live(self.now_index());
+        let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
+        while gens.front().is_some_and(|g| g.index < oldest) {
+            if let Some(g) = gens.pop_front() {
+                metrics::counter!(m::DEDUP_EXPIRED).increment(g.keys.len() as u64);
+            }
+        }
+        let mut total: usize = gens.iter().map(|g| g.keys.len()).sum();
+        // The newest generation is kept even past the bound: it holds the keys
+        // being committed now.
+        while total > self.max_keys && gens.len() > 1 {
+            if let Some(g) = gens.pop_front() {
+                total -= g.keys.len();
+                metrics::counter!(m::DEDUP_EVICTIONS).increment(g.keys.len() as u64);
+            }
+        }
+        drop(gens);
+        metrics::gauge!(m::DEDUP_KEYS).set((total + self.in_flight.len()) as f64);
     }
 
     /// Keys held, committed and in flight.
     pub fn len(&self) -> usize {
-        self.map.len()
+        let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
+        gens.iter().map(|g| g.keys.len()).sum::<usize>() + self.in_flight.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
 
@@ -272,13 +309,19 @@ impl Reservation {
     /// The event is durable: later requests for this key are duplicates of `event_id`.
     pub fn commit(mut self, event_id: Uuid) {
         let at = (self.dedup.clock)();
-        let id = event_id.as_u128();
-        self.dedup
-            .map
-            .insert(self.key, Slot::Committed { event_id: id, at });
-        self.dedup.push_order(self.key, at);
-        self.tx.send_replace(Flight::Committed(id));
+        // Commit first, then leave the in-flight map: a request that misses
+        // the in-flight entry finds the committed key.
+        self.dedup.insert_committed(self.key, event_id, at);
+        self.leave();
+        self.tx.send_replace(Flight::Committed(event_id.as_u128()));
         self.done = true;
+    }
+
+    fn leave(&self) {
+        let tx = &self.tx;
+        self.dedup
+            .in_flight
+            .remove_if(&wide(self.key), |_, t| Arc::ptr_eq(t, tx));
     }
 }
 
@@ -287,12 +330,8 @@ impl Drop for Reservation {
         if self.done {
             return;
         }
-        let tx = &self.tx;
-        self.dedup.map.remove_if(
-            &self.key,
-            |_, s| matches!(s, Slot::InFlight(t) if Arc::ptr_eq(t, tx)),
-        );
-        tx.send_replace(Flight::Released);
+        self.leave();
+        self.tx.send_replace(Flight::Released);
     }
 }
 
@@ -409,32 +448,67 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_expire_after_the_window() {
+    async fn keys_are_kept_for_the_window_and_at_most_an_eighth_more() {
+        // Window 100 s: generations of 13 s.
         let (now, d) = dedup(10);
         let Claim::Reserved(r) = d.reserve(1, WAIT).await else {
             panic!()
         };
         r.commit(Uuid::now_v7());
-        now.fetch_add(99, Ordering::SeqCst);
-        assert!(matches!(d.reserve(1, WAIT).await, Claim::Duplicate(_)));
-        now.fetch_add(1, Ordering::SeqCst);
+        now.fetch_add(100, Ordering::SeqCst);
         d.sweep();
-        assert!(d.is_empty());
+        assert!(
+            matches!(d.reserve(1, WAIT).await, Claim::Duplicate(_)),
+            "kept for the whole window"
+        );
+        // Generations of 13 s: a key lives between 8 and 9 of them.
+        now.fetch_add(18, Ordering::SeqCst);
+        d.sweep();
+        assert!(d.is_empty(), "gone about an eighth of the window later");
         assert!(matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)));
     }
 
     #[tokio::test]
-    async fn the_oldest_keys_go_first_past_the_bound() {
-        let (_, d) = dedup(3);
-        for k in 1..=5u128 {
+    async fn past_the_bound_the_oldest_generation_goes_first() {
+        let (now, d) = dedup(4);
+        // Two keys in each of three generations.
+        for k in 1..=6u128 {
             let Claim::Reserved(r) = d.reserve(k, WAIT).await else {
                 panic!()
             };
             r.commit(Uuid::now_v7());
+            if k % 2 == 0 {
+                now.fetch_add(13, Ordering::SeqCst);
+            }
         }
-        assert_eq!(d.len(), 3);
-        assert!(matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)));
-        assert!(matches!(d.reserve(5, WAIT).await, Claim::Duplicate(_)));
+        d.sweep();
+        assert_eq!(d.len(), 4);
+        assert!(
+            matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)),
+            "the oldest went"
+        );
+        assert!(matches!(d.reserve(3, WAIT).await, Claim::Duplicate(_)));
+        assert!(matches!(d.reserve(6, WAIT).await, Claim::Duplicate(_)));
+    }
+
+    #[tokio::test]
+    async fn keys_rebuilt_from_the_past_land_in_their_generation() {
+        let (now, d) = dedup(100);
+        let t = now.load(Ordering::SeqCst);
+        let id = Uuid::now_v7();
+        d.insert_committed(7, id, t - 90);
+        d.insert_committed(8, id, t - 500);
+        assert!(matches!(d.reserve(7, WAIT).await, Claim::Duplicate(x) if x == id));
+        assert!(
+            matches!(d.reserve(8, WAIT).await, Claim::Reserved(_)),
+            "older than the window: ignored"
+        );
+        now.fetch_add(30, Ordering::SeqCst);
+        d.sweep();
+        assert!(
+            matches!(d.reserve(7, WAIT).await, Claim::Reserved(_)),
+            "expires with its generation"
+        );
     }
 
     #[tokio::test]

@@ -49,6 +49,19 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            // Unlabelled counters exist from the start, so rate() and alerts
+            // see a zero instead of a missing series.
+            for c in [
+                DEDUP_EVICTIONS,
+                DEDUP_EXPIRED,
+                SPOOLED,
+                SPOOL_DRAINED,
+                SPOOL_SKIPPED,
+                SPOOL_SYNCS,
+                CONNECTIONS_REFUSED,
+            ] {
+                metrics::counter!(c).increment(0);
+            }
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
