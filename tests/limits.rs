@@ -8,15 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::mocking::MockCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let c = MockCluster::new(1).expect("mock cluster");
-    c.create_topic(TOPIC, 1, 1).expect("topic");
-    c
-}
 
 /// Sends `raw` on `s` and reads one reply head plus body (by Content-Length).
 async fn exchange(s: &mut TcpStream, raw: &str) -> String {
@@ -56,7 +49,7 @@ fn get(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_that_trickles_in_is_cut_at_the_header_read_timeout() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
         c.limits.header_read_timeout = Duration::from_secs(1)
     })
@@ -97,7 +90,7 @@ async fn a_header_that_trickles_in_is_cut_at_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_new_connections_get_503_and_open_ones_keep_working() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.limits.max_connections = 3).await;
     let mut open = Vec::new();
     for i in 0..3 {
@@ -135,7 +128,7 @@ async fn past_the_connection_cap_new_connections_get_503_and_open_ones_keep_work
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_address_has_its_own_rate_limit() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
         c.limits.client_rate = Some(postback_gateway::ratelimit::Rate {
             per_second: 0.5,
@@ -184,7 +177,7 @@ async fn each_client_address_has_its_own_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_has_its_own_rate_limit() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let sources = sources_from(
         r#"
         [sources.default]
@@ -216,7 +209,7 @@ async fn a_source_has_its_own_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_smuggling_shapes_cannot_slip_a_second_request_through() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let body = "tracking=framed&amount=1.00";
     let hidden = format!(

@@ -6,15 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::mocking::MockCluster;
 
 const SETTLE: Duration = Duration::from_millis(700);
-
-fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let c = MockCluster::new(1).expect("mock cluster");
-    c.create_topic(TOPIC, 3, 1).expect("topic");
-    c
-}
 
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.expect("request");
@@ -23,7 +16,7 @@ async fn get(url: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2s_get_is_answered_ok_and_lands_once() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let (status, body) = get(&gw.url(&query("abc", "12.34"))).await;
     assert_eq!(status, 200, "{body}");
@@ -41,7 +34,7 @@ async fn s2s_get_is_answered_ok_and_lands_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_and_json_posts_and_pixels_make_events() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let client = reqwest::Client::new();
 
@@ -131,7 +124,7 @@ async fn form_and_json_posts_and_pixels_make_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_kept_byte_for_byte() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let tokens = [
         "befwueicjfn93q4urcnq83xnfjemw8qz2jfq38jcrufn8j89xjqcmq3c3",
@@ -180,7 +173,7 @@ async fn tokens_are_kept_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exact_repeat_is_a_duplicate_and_a_new_txid_or_status_is_not() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let q = query("click-1", "3.00");
     let (_, first) = get(&gw.url(&q)).await;
@@ -218,7 +211,7 @@ async fn an_exact_repeat_is_a_duplicate_and_a_new_txid_or_status_is_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_identical_concurrent_requests_make_one_event() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let url = gw.url(&query("concurrent-click", "9.99"));
     let client = reqwest::Client::new();
@@ -258,7 +251,7 @@ async fn forty_identical_concurrent_requests_make_one_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_with_no_spool_room_is_503_and_the_retry_after_recovery_is_accepted_once() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     // A spool with no room: Kafka is the only way to make an event durable.
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool.max_bytes = 1).await;
     let url = gw.url(&query("outage-click", "4.20"));
@@ -314,7 +307,7 @@ async fn broker_down_with_no_spool_room_is_503_and_the_retry_after_recovery_is_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_its_reason_and_nothing_reaches_kafka() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
         c.limits.max_body_bytes = 1024
     })
@@ -483,7 +476,7 @@ async fn bad_input_gets_its_reason_and_nothing_reaches_kafka() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer_and_readyz_is_503_while_nothing_can_be_made_durable() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool.max_bytes = 1).await;
     let c = reqwest::Client::new();
     assert_eq!(

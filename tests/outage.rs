@@ -7,13 +7,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::mocking::MockCluster;
-
-fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let c = MockCluster::new(1).expect("mock cluster");
-    c.create_topic(TOPIC, 3, 1).expect("topic");
-    c
-}
 
 async fn status_of(url: &str) -> u16 {
     reqwest::get(url).await.unwrap().status().as_u16()
@@ -46,7 +39,7 @@ async fn metric(gw: &Gateway, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_mid_stream_is_answered_from_the_spool_and_nothing_is_lost_or_doubled() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     let client = reqwest::Client::new();
     let mut accepted = Vec::new();
@@ -145,7 +138,7 @@ async fn an_outage_mid_stream_is_answered_from_the_spool_and_nothing_is_lost_or_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_is_503_and_not_ready_until_it_drains() {
-    let kafka = cluster();
+    let kafka = mock_cluster();
     // Room for a few events only.
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
         c.spool.max_bytes = 64 * 1024 + 3000

@@ -18,6 +18,24 @@ pub mod process;
 pub const API_KEY: &str = "test-key-0123456789";
 pub const TOPIC: &str = "conversions";
 
+/// An in-process one-broker Kafka cluster holding the topic (3 partitions).
+pub fn mock_cluster(
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let c = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    c.create_topic(TOPIC, 3, 1).expect("topic");
+    c
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// One message read back from the topic.
 #[derive(Debug, Clone)]
 pub struct Record {
