@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
     let listener = TcpListener::bind(&addr).await?;
     eprintln!("baseline listening on {addr}");
     loop {
@@ -24,9 +26,13 @@ async fn main() -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"OK 00000000-0000-0000-0000-000000000000"))))
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"OK 00000000-0000-0000-0000-000000000000",
+                ))))
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
