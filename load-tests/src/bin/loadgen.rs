@@ -8,6 +8,7 @@
 //!             [--pid PID]... [--out DIR] [--name FILE_STEM]
 //! loadgen table REPORT.json...
 //! loadgen count BROKERS TOPIC
+//! loadgen free-port
 //! ```
 //! `run` exits 1 when delivery failed or a reply was not what it must be.
 
@@ -43,6 +44,12 @@ fn real_main() -> anyhow::Result<i32> {
             let v = postback_load::verify::verify(brokers, topic, "-", &none, &Default::default())?;
             let _ = none;
             println!("{} messages", v.messages_read);
+            Ok(0)
+        }
+        // A free loopback port, for scripts that start servers.
+        Some("free-port") => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            println!("{}", l.local_addr()?.port());
             Ok(0)
         }
         Some("table") => {
