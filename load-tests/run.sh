@@ -11,7 +11,9 @@
 #   RUNS      repetitions of the baseline/gateway pair (default 1); the table
 #             shows medians
 # Environment: RATE (open-loop requests/s), DURATION (s), CONCURRENCY,
-#   SKIP_BUILD=1 (use the binaries already built).
+#   SKIP_BUILD=1 (use the binaries already built),
+#   PERF=1 (record a CPU profile of the gateway during its last run into
+#   load-tests/out/SCENARIO-gateway.perf.data; needs `perf`, software clock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,18 +92,37 @@ extra=()
 [ -n "${DURATION:-}" ] && extra+=(--duration "$DURATION")
 [ -n "${CONCURRENCY:-}" ] && extra+=(--concurrency "$CONCURRENCY")
 
+alive() {
+  for p in "$@"; do
+    kill -0 "$p" 2>/dev/null || { echo "a server (pid $p) is gone; see $out/*.log" >&2; exit 1; }
+  done
+}
+
 status=0
 reports=()
 for i in $(seq "$runs"); do
+  alive "$tansu_pid" "$gw_pid" "$base_pid"
   taskset -c 1 "$bin/loadgen" run --scenario "$file" --target "127.0.0.1:$bport" \
     --baseline --label baseline --pid "$base_pid" --out "$out" --name "$scenario-baseline-$i" \
     ${extra[@]+"${extra[@]}"} || status=1
   reports+=("$out/$scenario-baseline-$i.json")
+  alive "$tansu_pid" "$gw_pid" "$base_pid"
+  perf_pid=
+  if [ -n "${PERF:-}" ] && [ "$i" = "$runs" ]; then
+    perf record -q -e cpu-clock -F 999 -g -p "$gw_pid" -o "$out/$scenario-gateway.perf.data" &
+    perf_pid=$!
+    pids+=("$perf_pid")
+  fi
   taskset -c 1 "$bin/loadgen" run --scenario "$file" --target "127.0.0.1:$gport" \
     --api-key $key --brokers "127.0.0.1:$kport" --label gateway \
     --pid "$gw_pid" --pid "$tansu_pid" --out "$out" --name "$scenario-gateway-$i" \
     ${extra[@]+"${extra[@]}"} || status=1
   reports+=("$out/$scenario-gateway-$i.json")
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    echo "profile: perf report -i $out/$scenario-gateway.perf.data --no-children --sort symbol"
+  fi
 done
 
 echo

@@ -94,6 +94,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         })
         .collect();
     let cpu_before: Vec<Option<f64>> = settings.pids.iter().map(|&p| report::cpu_secs(p)).collect();
+    let own_cpu_before = report::cpu_secs(std::process::id()).unwrap_or(0.0);
+    let machine_before = report::machine_busy_secs().unwrap_or(0.0);
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -129,7 +131,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         .into_inner();
 
     let elapsed = record.last_done.as_secs_f64().max(1e-9);
-    let servers = settings
+    let own_cpu = report::cpu_secs(std::process::id()).unwrap_or(0.0) - own_cpu_before;
+    let machine = report::machine_busy_secs().unwrap_or(0.0) - machine_before;
+    let servers: Vec<ServerStats> = settings
         .pids
         .iter()
         .zip(cpu_before)
@@ -149,6 +153,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         })
         .collect();
 
+    let servers_cpu: f64 = servers.iter().map(|p| p.cpu_secs).sum();
     let verification = match &settings.kafka {
         None => None,
         Some(k) => {
@@ -191,6 +196,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         errors: record.errors,
         error_samples: record.samples,
         servers,
+        generator_cpu_secs: own_cpu,
+        other_cpu_secs: (machine - own_cpu - servers_cpu).max(0.0),
         verification,
     })
 }

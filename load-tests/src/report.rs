@@ -35,6 +35,15 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub error_samples: Vec<String>,
     pub servers: Vec<ServerStats>,
+    /// The generator's own CPU time: near `elapsed_secs` means the generator,
+    /// not the server, set the pace.
+    #[serde(default)]
+    pub generator_cpu_secs: f64,
+    /// CPU seconds the machine spent on anything but the generator and the
+    /// listed servers (other builds, kernel network work in interrupts): a
+    /// large value means the numbers are not clean.
+    #[serde(default)]
+    pub other_cpu_secs: f64,
     pub verification: Option<Verification>,
     pub per_second: Vec<SecondRow>,
 }
@@ -106,6 +115,20 @@ impl Report {
                 p.name, p.pid, p.cpu_secs, p.cpu_us_per_reply, p.rss_mib, p.peak_rss_mib
             );
         }
+        let _ = writeln!(
+            s,
+            "  generator: cpu {:.2} s of {:.2} s ({:.0}% of its core), {:.1} µs/reply",
+            self.generator_cpu_secs,
+            self.elapsed_secs,
+            100.0 * self.generator_cpu_secs / self.elapsed_secs.max(1e-9),
+            self.generator_cpu_secs * 1e6 / self.replies.max(1) as f64
+        );
+        let _ = writeln!(
+            s,
+            "  everything else on the machine: cpu {:.2} s ({:.0}% of a core)",
+            self.other_cpu_secs,
+            100.0 * self.other_cpu_secs / self.elapsed_secs.max(1e-9)
+        );
         if let Some(v) = &self.verification {
             let _ = writeln!(
                 s,
@@ -155,6 +178,24 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Busy CPU seconds of the whole machine so far (every state but idle and iowait).
+pub fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?;
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy: f64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / 100.0)
+}
+
 /// A `/proc/PID/status` field in MiB (`VmRSS`, `VmHWM`).
 pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -195,8 +236,8 @@ pub fn table(reports: &[Report]) -> String {
     let med =
         |rs: &[&Report], f: &dyn Fn(&Report) -> f64| median(rs.iter().map(|r| f(r)).collect());
     let mut s = String::new();
-    s.push_str("| scenario | server | runs | req/s (median) | ratio | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU µs/req | delivery |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| scenario | server | runs | req/s (median) | ratio | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU µs/req | generator CPU | other CPU | delivery |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for ((scenario, label), rs) in &groups {
         let rps = med(rs, &|r| r.requests_per_sec);
         let base = groups
@@ -232,7 +273,7 @@ pub fn table(reports: &[Report]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {scenario} | {label} | {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {errors} | {cpu:.1} | {delivery} |",
+            "| {scenario} | {label} | {} | {:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {errors} | {cpu:.1} | {:.0}% | {:.0}% | {delivery} |",
             rs.len(),
             rps,
             med(rs, &|r| r.latency_ms.p50),
@@ -240,6 +281,8 @@ pub fn table(reports: &[Report]) -> String {
             med(rs, &|r| r.latency_ms.p99),
             med(rs, &|r| r.latency_ms.p999),
             med(rs, &|r| r.latency_ms.max),
+            med(rs, &|r| 100.0 * r.generator_cpu_secs / r.elapsed_secs.max(1e-9)),
+            med(rs, &|r| 100.0 * r.other_cpu_secs / r.elapsed_secs.max(1e-9)),
         );
     }
     s
