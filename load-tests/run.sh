@@ -12,6 +12,8 @@
 #             shows medians
 # Environment: RATE (open-loop requests/s), DURATION (s), CONCURRENCY,
 #   SKIP_BUILD=1 (use the binaries already built),
+#   MAX_OTHER=PERCENT (default 10: the table leaves out runs during which the
+#   rest of the machine used more than that share of a core),
 #   PERF=1 (record a CPU profile of the gateway during its last run into
 #   load-tests/out/SCENARIO-gateway.perf.data; needs `perf`, software clock).
 set -euo pipefail
@@ -100,12 +102,13 @@ alive() {
 
 status=0
 reports=()
+stamp=$(date +%Y%m%d-%H%M%S)
 for i in $(seq "$runs"); do
   alive "$tansu_pid" "$gw_pid" "$base_pid"
   taskset -c 1 "$bin/loadgen" run --scenario "$file" --target "127.0.0.1:$bport" \
-    --baseline --label baseline --pid "$base_pid" --out "$out" --name "$scenario-baseline-$i" \
+    --baseline --label baseline --pid "$base_pid" --out "$out" --name "$scenario-baseline-$stamp-$i" \
     ${extra[@]+"${extra[@]}"} || status=1
-  reports+=("$out/$scenario-baseline-$i.json")
+  reports+=("$out/$scenario-baseline-$stamp-$i.json")
   alive "$tansu_pid" "$gw_pid" "$base_pid"
   perf_pid=
   if [ -n "${PERF:-}" ] && [ "$i" = "$runs" ]; then
@@ -115,9 +118,9 @@ for i in $(seq "$runs"); do
   fi
   taskset -c 1 "$bin/loadgen" run --scenario "$file" --target "127.0.0.1:$gport" \
     --api-key $key --brokers "127.0.0.1:$kport" --label gateway \
-    --pid "$gw_pid" --pid "$tansu_pid" --out "$out" --name "$scenario-gateway-$i" \
+    --pid "$gw_pid" --pid "$tansu_pid" --out "$out" --name "$scenario-gateway-$stamp-$i" \
     ${extra[@]+"${extra[@]}"} || status=1
-  reports+=("$out/$scenario-gateway-$i.json")
+  reports+=("$out/$scenario-gateway-$stamp-$i.json")
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
@@ -126,6 +129,6 @@ for i in $(seq "$runs"); do
 done
 
 echo
-"$bin/loadgen" table "${reports[@]}" | tee "$out/$scenario-table.md"
+"$bin/loadgen" table --max-other "${MAX_OTHER:-10}" "${reports[@]}" | tee "$out/$scenario-$stamp-table.md"
 echo "gateway after the runs: $(grep -E 'VmRSS|VmHWM' /proc/$gw_pid/status | tr -s ' \t' ' ' | tr '\n' ' ')"
 exit $status

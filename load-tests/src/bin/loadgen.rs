@@ -6,7 +6,7 @@
 //!             [--baseline] [--brokers HOST:PORT --topic conversions]
 //!             [--rate N] [--duration SECS] [--concurrency N] [--max-requests N]
 //!             [--pid PID]... [--out DIR] [--name FILE_STEM]
-//! loadgen table REPORT.json...
+//! loadgen table [--max-other PERCENT] REPORT.json...
 //! loadgen count BROKERS TOPIC
 //! loadgen free-port
 //! ```
@@ -54,11 +54,28 @@ fn real_main() -> anyhow::Result<i32> {
         }
         Some("table") => {
             let mut reports = Vec::new();
+            let mut max_other = None;
+            let mut args = args.peekable();
+            if args.peek().map(String::as_str) == Some("--max-other") {
+                args.next();
+                let v = args.next().context("--max-other needs a percentage")?;
+                max_other = Some(v.parse::<f64>().context("--max-other is a percentage")?);
+            }
             for path in args {
                 let text = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
                 let r: Report =
                     serde_json::from_slice(&text).with_context(|| format!("bad report {path}"))?;
                 reports.push(r);
+            }
+            if let Some(max) = max_other {
+                let before = reports.len();
+                reports.retain(|r| 100.0 * r.other_cpu_secs / r.elapsed_secs.max(1e-9) <= max);
+                if reports.len() < before {
+                    println!(
+                        "(left out {} of {before} runs during which the rest of the machine used more than {max}% of a core)",
+                        before - reports.len()
+                    );
+                }
             }
             print!("{}", report::table(&reports));
             Ok(0)
