@@ -2,7 +2,17 @@
 //! a new key, beside a `Mutex<HashMap>` and a plain `DashMap` insert as
 //! naive baselines; and the lookup that finds a duplicate.
 //!
-//! NUMBERS
+//! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle
+//! machine (vmstat >= 94% idle); criterion 1 s warm-up, 3 s measurement.
+//! `cargo bench --bench dedup` (2026-11-21), per postback:
+//!   dedup/key_hash (SipHash-1-3, 128 bit)        58 ns
+//!   dedup/reserve_commit_new                   1191 ns, 2 allocations (620 B: the
+//!                                                   Arc<watch::Sender> of the reservation)
+//!   dedup/reserve_duplicate                      97 ns, 0 allocations
+//!   baseline_mutex_hashmap_insert               291 ns
+//!   baseline_dashmap_insert                     291 ns
+//! So a new key costs about 4x a naive map: the watch channel per reservation,
+//! the commit-order queue and the eviction at the bound.
 
 mod common;
 
