@@ -11,7 +11,7 @@
 //!   pipeline/new_conversion     3.74 µs, 27.4 allocations (3278 B)
 //!   pipeline/mix_90_5_5         3.53 µs
 //!   pipeline/format_query_only  0.06 µs (building the bench's own input)
-//! For scale: the gateway spends about 29 µs of CPU per postback under load
+//! For scale: the gateway spends about 32 µs of CPU per postback under load
 //! (README, Performance), so this path is about an eighth of it.
 
 mod common;
