@@ -4,7 +4,7 @@
 //!
 //! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle
 //! machine (vmstat >= 94% idle); criterion 1 s warm-up, 3 s measurement.
-//! `cargo bench --bench dedup` (2026-11-21), per postback:
+//! `cargo bench --bench dedup` (2026-11-21, gateway code of commit 51f00f8), per postback:
 //!   dedup/key_hash (SipHash-1-3, 128 bit)        58 ns
 //!   dedup/reserve_commit_new                   1191 ns, 2 allocations (620 B: the
 //!                                                   Arc<watch::Sender> of the reservation)

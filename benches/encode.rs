@@ -3,7 +3,7 @@
 //!
 //! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle
 //! machine (vmstat >= 94% idle); criterion 1 s warm-up, 3 s measurement.
-//! `cargo bench --bench encode` (2026-11-21), per postback:
+//! `cargo bench --bench encode` (2026-11-21, gateway code of commit 51f00f8), per postback:
 //!   encode/plain          1.46 µs,  9 allocations (2094 B)
 //!   encode/every_field    1.79 µs, 10 allocations (2072 B)
 

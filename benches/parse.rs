@@ -3,7 +3,7 @@
 //!
 //! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle
 //! machine (vmstat >= 94% idle); criterion 1 s warm-up, 3 s measurement.
-//! `cargo bench --bench parse` (2026-11-21):
+//! `cargo bench --bench parse` (2026-11-21, gateway code of commit 51f00f8):
 //!   parse/valid      5 shapes   3.75 µs per 5 = 750 ns per postback, 17.6 allocations (704 B)
 //!   parse/invalid    8 shapes   2.11 µs per 8 = 263 ns per postback,  6.5 allocations (231 B)
 //!   parse/mix_90_10  100        79.2 µs per 100 = 792 ns per postback

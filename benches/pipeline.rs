@@ -7,7 +7,7 @@
 //!
 //! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle
 //! machine (vmstat >= 94% idle); criterion 1 s warm-up, 3 s measurement.
-//! `cargo bench --bench pipeline` (2026-11-21), per postback:
+//! `cargo bench --bench pipeline` (2026-11-21, gateway code of commit 51f00f8), per postback:
 //!   pipeline/new_conversion     3.74 µs, 27.4 allocations (3278 B)
 //!   pipeline/mix_90_5_5         3.53 µs
 //!   pipeline/format_query_only  0.06 µs (building the bench's own input)
