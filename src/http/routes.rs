@@ -222,7 +222,7 @@ async fn postback(
     let reservation = match app.dedup.reserve(key, app.delivery_wait).await {
         Claim::Reserved(r) => r,
         Claim::Duplicate(first) => {
-            metrics::counter!(m::DUPLICATES, "source" => source.name.to_string()).increment(1);
+            source.count_duplicate();
             return Outcome::Duplicate(Some(first));
         }
         Claim::Busy => return Outcome::reject(Reason::Unavailable),
@@ -259,7 +259,7 @@ async fn postback(
     .await;
     match delivered {
         Ok(Ok(())) => {
-            metrics::counter!(m::ACCEPTED, "source" => source.name.to_string()).increment(1);
+            source.count_accepted();
             if let Some(campaign) = campaign.as_deref() {
                 app.campaigns
                     .observe(&source.platform, &source.name, campaign);

@@ -46,6 +46,20 @@ pub struct Source {
     pub url: UrlTemplate,
     /// Postbacks per second this source may send; `None` is unlimited.
     pub rate: Option<crate::ratelimit::Limiter>,
+    /// This source's counters, registered on first use (the recorder may be
+    /// installed after the config is read), so a request allocates no label.
+    counters: std::sync::OnceLock<SourceCounters>,
+}
+
+struct SourceCounters {
+    accepted: metrics::Counter,
+    duplicates: metrics::Counter,
+}
+
+impl std::fmt::Debug for SourceCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceCounters")
+    }
 }
 
 impl Source {
@@ -63,7 +77,25 @@ impl Source {
             trusted_proxies: Networks::default(),
             url: UrlTemplate::reference(),
             rate: None,
+            counters: std::sync::OnceLock::new(),
         }
+    }
+
+    fn counters(&self) -> &SourceCounters {
+        self.counters.get_or_init(|| SourceCounters {
+            accepted: metrics::counter!(crate::metrics::ACCEPTED, "source" => self.name.to_string()),
+            duplicates: metrics::counter!(crate::metrics::DUPLICATES, "source" => self.name.to_string()),
+        })
+    }
+
+    /// Counts an event made durable.
+    pub fn count_accepted(&self) {
+        self.counters().accepted.increment(1);
+    }
+
+    /// Counts a repeat answered `DUPLICATE`.
+    pub fn count_duplicate(&self) {
+        self.counters().duplicates.increment(1);
     }
 
     /// Checks `presented` against every key in constant time per key, so the
