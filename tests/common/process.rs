@@ -16,19 +16,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
+/// Waits until `addr` accepts connections; `Err` when the child exited first
+/// (typically: another process took the port between `free_port` and its bind).
+fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+            return Err(format!("{what} exited early with {status}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{what} did not listen on {addr}");
 }
+
+/// Tries to start a child on free ports a few times: a port found free can be
+/// taken by another test's process before the child binds it.
+const ATTEMPTS: usize = 4;
 
 /// The Tansu binary: `TANSU_BIN`, then `PATH`, then cargo's bin folder.
 fn tansu_bin() -> PathBuf {
@@ -63,6 +69,17 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            match Tansu::try_start() {
+                Ok(t) => return t,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
+    fn try_start() -> Result<Tansu, String> {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(tansu_bin())
@@ -79,11 +96,11 @@ impl Tansu {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tansu");
-        wait_for_port(([127, 0, 0, 1], port).into(), "tansu", &mut child);
-        Tansu {
+        wait_for_port(([127, 0, 0, 1], port).into(), "tansu", &mut child)?;
+        Ok(Tansu {
             child,
             brokers: format!("127.0.0.1:{port}"),
-        }
+        })
     }
 
     /// Stops the broker process without letting it clean up (SIGSTOP).
@@ -134,8 +151,10 @@ impl GatewayProcess {
         spool: Arc<tempfile::TempDir>,
     ) -> GatewayProcess {
         // Logs go to stdout; the test runner shows them when a test fails.
-        GatewayProcess::start_with_output(brokers, env, spool, Stdio::inherit(), Stdio::inherit())
-            .await
+        GatewayProcess::start_with_output(brokers, env, spool, || {
+            (Stdio::inherit(), Stdio::inherit())
+        })
+        .await
     }
 
     /// Like [`GatewayProcess::start`], with the log (stdout) and stderr both written to `log`.
@@ -145,38 +164,50 @@ impl GatewayProcess {
         log: &std::path::Path,
     ) -> GatewayProcess {
         let file = std::fs::File::create(log).expect("log file");
-        let stdout = Stdio::from(file.try_clone().expect("log file"));
         let spool = Arc::new(tempfile::tempdir().unwrap());
-        GatewayProcess::start_with_output(brokers, env, spool, stdout, Stdio::from(file)).await
+        let io = || {
+            let out = file.try_clone().expect("log file");
+            let err = file.try_clone().expect("log file");
+            (Stdio::from(out), Stdio::from(err))
+        };
+        GatewayProcess::start_with_output(brokers, env, spool, io).await
     }
 
     async fn start_with_output(
         brokers: Option<&str>,
         env: &[(&str, &str)],
         spool: Arc<tempfile::TempDir>,
-        stdout: Stdio,
-        stderr: Stdio,
+        io: impl Fn() -> (Stdio, Stdio),
     ) -> GatewayProcess {
-        let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-gateway"));
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LISTEN_ADDR", public.to_string())
-            .env("ADMIN_ADDR", admin.to_string())
-            .env("POSTBACK_API_KEY", super::API_KEY)
-            .env("RUST_LOG", "warn")
-            .env("SPOOL_DIR", spool.path())
-            .stdout(stdout)
-            .stderr(stderr);
-        if let Some(b) = brokers {
-            cmd.env("KAFKA_BROKERS", b);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the gateway");
-        wait_for_port(admin, "the gateway", &mut child);
+        let mut attempt = 0;
+        let (child, public, admin) = loop {
+            attempt += 1;
+            let public: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let (stdout, stderr) = io();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-gateway"));
+            cmd.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("LISTEN_ADDR", public.to_string())
+                .env("ADMIN_ADDR", admin.to_string())
+                .env("POSTBACK_API_KEY", super::API_KEY)
+                .env("RUST_LOG", "warn")
+                .env("SPOOL_DIR", spool.path())
+                .stdout(stdout)
+                .stderr(stderr);
+            if let Some(b) = brokers {
+                cmd.env("KAFKA_BROKERS", b);
+            }
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("start the gateway");
+            match wait_for_port(admin, "the gateway", &mut child) {
+                Ok(()) => break (child, public, admin),
+                Err(e) if attempt >= ATTEMPTS => panic!("{e}"),
+                Err(_) => continue,
+            }
+        };
         let gw = GatewayProcess {
             child,
             spool,
