@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use uuid::Uuid;
 
@@ -86,6 +86,7 @@ pub fn status_of(reason: Reason) -> StatusCode {
         Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Reason::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Reason::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        Reason::LengthRequired => StatusCode::LENGTH_REQUIRED,
         Reason::BadEncoding
         | Reason::DuplicateParam
         | Reason::MissingTracking
@@ -126,7 +127,11 @@ pub fn s2s(outcome: &Outcome, json: bool) -> Response<Body> {
         }
         _ => {}
     }
-
+    if matches!(outcome, Outcome::Rejected(Reason::LengthRequired, _)) {
+        // The body was not read: nothing after it on this connection is trusted.
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -141,6 +146,9 @@ pub fn pixel(outcome: &Outcome) -> Response<Body> {
     );
     if let Ok(v) = HeaderValue::from_str(&outcome.text()) {
         h.insert("x-postback-result", v);
+    }
+    if matches!(outcome, Outcome::Rejected(Reason::LengthRequired, _)) {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

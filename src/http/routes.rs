@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 use time::OffsetDateTime;
 use tracing::{debug, warn};
@@ -136,6 +136,11 @@ async fn postback(
 ) -> Outcome {
     let received_at = OffsetDateTime::now_utc();
 
+    // hyper drops a Content-Length that comes with Transfer-Encoding, so the
+    // smuggling shape is only visible as Transfer-Encoding: refuse them all.
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        return Outcome::reject(Reason::LengthRequired);
+    }
     if app.warming.load(Ordering::Relaxed) {
         return Outcome::reject(Reason::Unavailable);
     }

@@ -53,11 +53,15 @@ pub enum Reason {
     Unavailable,
     /// The request (its body) did not arrive within the request timeout.
     RequestTimeout,
+    /// A body without `Content-Length` (chunked): postbacks are small and
+    /// framed by length, and `Transfer-Encoding` next to `Content-Length` is
+    /// the classic request-smuggling shape.
+    LengthRequired,
 }
 
 impl Reason {
     /// Every reason, for metric pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -82,6 +86,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::Unavailable,
         Reason::RequestTimeout,
+        Reason::LengthRequired,
     ];
 
     /// The reason code, as sent in replies and used as a metric label.
@@ -111,6 +116,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::Unavailable => "unavailable",
             Reason::RequestTimeout => "request_timeout",
+            Reason::LengthRequired => "length_required",
         }
     }
 }
