@@ -198,3 +198,70 @@ async fn a_full_spool_is_503_and_not_ready_until_it_drains() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_with_a_torn_last_record_starts_cleanly_and_drains_the_whole_records() {
+    use postback_gateway::sink::spool::{Record, Spool};
+
+    let kafka = mock_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let event = |i: u32| {
+        let id = uuid::Uuid::now_v7();
+        let token = format!("torn-{i}");
+        let payload = serde_json::json!({
+            "schema": "conversion.v1", "event_id": id.to_string(),
+            "dedup_key": format!("{:032x}", 1000 + i), "source": "default", "kind": "s2s",
+            "token": token, "amount": "1.00",
+        });
+        Record {
+            event_id: id,
+            dedup_key: 1000 + u128::from(i),
+            at: (postback_gateway::dedup::system_clock())(),
+            source: "default".into(),
+            key: token,
+            payload: payload.to_string().into_bytes(),
+        }
+    };
+    let records: Vec<Record> = (0..4).map(event).collect();
+    {
+        let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        for r in &records {
+            spool.append(r).await.unwrap();
+        }
+    }
+    // A crash in the middle of writing the fourth record: cut it in half.
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false));
+    let seg = seg.expect("a segment with records");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let last = records[3].payload.len() as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - last / 2)
+        .unwrap();
+
+    let spool_dir = dir.path().to_owned();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool_dir = spool_dir).await;
+    wait_until("the spool is drained", async || {
+        metric(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    let got = read_topic(&kafka.bootstrap_servers(), TOPIC, 3, Duration::from_secs(1));
+    assert_eq!(got.len(), 3, "{got:?}");
+    for r in &records[..3] {
+        let found = with_token(&got, &r.key);
+        assert_eq!(found.len(), 1, "{}", r.key);
+        assert_eq!(found[0].value["event_id"], r.event_id.to_string());
+    }
+    assert!(
+        with_token(&got, "torn-3").is_empty(),
+        "the torn record was never acknowledged"
+    );
+    // The recovered events rebuilt the dedup window: their keys are known.
+    assert!(metric(&gw, "postback_dedup_keys").await >= 3.0);
+    gw.stop().await;
+}
