@@ -113,12 +113,7 @@ async fn past_the_connection_cap_new_connections_get_503_and_open_ones_keep_work
     let mut next = TcpStream::connect(gw.public).await.unwrap();
     let r = exchange(&mut next, &get(&query("cap-next", "1.00"))).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains("postback_connections_refused_total 1"),
         "{metrics}"

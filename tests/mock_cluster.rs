@@ -447,14 +447,7 @@ async fn bad_input_gets_its_reason_and_nothing_reaches_kafka() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_event(&records[0], &id, "good", "1.00", "s2s");
 
-    let metrics = client
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains("postback_rejections_total{reason=\"bad_amount\"} 2"),
         "{metrics}"
@@ -478,38 +471,14 @@ async fn bad_input_gets_its_reason_and_nothing_reaches_kafka() {
 async fn admin_endpoints_answer_and_readyz_is_503_while_nothing_can_be_made_durable() {
     let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool.max_bytes = 1).await;
-    let c = reqwest::Client::new();
-    assert_eq!(
-        c.get(gw.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&gw.admin_url("/healthz")).await, 200);
+    assert_eq!(status_of(&gw.admin_url("/readyz")).await, 200);
     // The public port does not serve admin paths.
-    assert_eq!(
-        c.get(gw.url("/metrics")).send().await.unwrap().status(),
-        404
-    );
+    assert_eq!(status_of(&gw.url("/metrics")).await, 404);
     kafka.broker_down(1).unwrap();
     let mut not_ready = false;
     for _ in 0..50 {
-        if c.get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 503
-        {
+        if status_of(&gw.admin_url("/readyz")).await == 503 {
             not_ready = true;
             break;
         }

@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-async fn status_of(url: &str) -> u16 {
-    reqwest::get(url).await.unwrap().status().as_u16()
-}
-
 async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -24,12 +20,7 @@ async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(gw).await;
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

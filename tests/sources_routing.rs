@@ -145,12 +145,7 @@ async fn one_campaign_through_two_sources_of_one_platform_is_counted() {
         let (s, body) = get(url, None).await;
         assert_eq!(s, 200, "conflicts are accepted: {body}");
     }
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains("postback_campaign_conflicts_total{platform=\"tune\"} 1"),
         "{metrics}"

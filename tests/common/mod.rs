@@ -26,6 +26,11 @@ pub fn mock_cluster(
     c
 }
 
+/// The status of a GET of `url`.
+pub async fn status_of(url: &str) -> u16 {
+    reqwest::get(url).await.unwrap().status().as_u16()
+}
+
 /// The gateway's `/metrics` text.
 pub async fn metrics_text(gw: &Gateway) -> String {
     reqwest::get(gw.admin_url("/metrics"))
