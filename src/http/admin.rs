@@ -20,7 +20,6 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         "/metrics" => {
             let ready = app.ready();
             metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
-            app.dedup.sweep();
             let mut resp = Response::new(Full::new(Bytes::from(app.metrics.render())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
