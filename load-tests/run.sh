@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs one load scenario end to end on this machine: builds the release
-# binaries, starts Tansu, the gateway and the bare hyper baseline on core 0,
-# runs the generator on core 1 against the baseline and then the gateway with
-# the same settings, checks delivery in Kafka, writes JSON reports and SVG
+# binaries, starts the gateway and the bare hyper baseline on core 0 and Tansu
+# on core 1, runs the generator on core 1 against the baseline and then the
+# gateway with the same settings, checks delivery in Kafka, writes JSON reports and SVG
 # plots to load-tests/out/, prints a table with ratios to the baseline, and
 # stops everything it started, also on failure or Ctrl-C.
 #
@@ -12,6 +12,9 @@
 #             shows medians
 # Environment: RATE (open-loop requests/s), DURATION (s), CONCURRENCY,
 #   SKIP_BUILD=1 (use the binaries already built),
+#   TANSU_CPU (default 1: Kafka shares the generator's core and each server
+#   has core 0 to itself, as in production where Kafka runs on other machines;
+#   TANSU_CPU=0 puts Tansu on the servers' core instead),
 #   MAX_OTHER=PERCENT (default 10: the table leaves out runs during which the
 #   rest of the machine used more than that share of a core),
 #   PERF=1 (record a CPU profile of the gateway during its last run into
@@ -59,7 +62,7 @@ gport=$("$bin/loadgen" free-port)
 aport=$("$bin/loadgen" free-port)
 bport=$("$bin/loadgen" free-port)
 
-taskset -c 0 tansu broker --storage-engine memory://tansu/ \
+taskset -c "${TANSU_CPU:-1}" tansu broker --storage-engine memory://tansu/ \
   --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
   >"$out/tansu.log" 2>&1 &
 tansu_pid=$!
