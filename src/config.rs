@@ -61,7 +61,7 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Kept small: the reply waits for the acknowledgement, so batching
     /// should come from concurrency, not from waiting.
-    pub linger_ms: u32,
+    pub linger_ms: f64,
     /// Longest wait for a delivery acknowledgement before the request fails.
     pub delivery_wait: Duration,
     /// Partitions and replication factor used when the topic has to be created.
@@ -114,7 +114,7 @@ impl Default for Config {
             kafka: KafkaConfig {
                 brokers: None,
                 topic: "conversions".into(),
-                linger_ms: 1,
+                linger_ms: 1.0,
                 delivery_wait: Duration::from_secs(2),
                 topic_partitions: 3,
                 topic_replication: 1,
@@ -185,7 +185,7 @@ struct FileSpool {
 struct FileKafka {
     brokers: Option<String>,
     topic: Option<String>,
-    linger_ms: Option<u32>,
+    linger_ms: Option<f64>,
     delivery_wait_ms: Option<u64>,
     topic_partitions: Option<i32>,
     topic_replication: Option<i32>,

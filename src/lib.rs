@@ -5,7 +5,7 @@
 //! auth) → `postback` (strict parse, pure) → `dedup` (reserve) → `sink`
 //! (Kafka acknowledgement) → `dedup` commit or release → `http` reply.
 //! A 2xx is sent only after the event is durable.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod dedup;

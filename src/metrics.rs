@@ -49,6 +49,16 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            // Histogram samples wait in lock-free buckets until upkeep folds
+            // them in; without it they grow until the next scrape, which then
+            // pays for all of them at once.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    upkeep.run_upkeep();
+                });
             // Unlabelled counters exist from the start, so rate() and alerts
             // see a zero instead of a missing series.
             for c in [

@@ -12,17 +12,40 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::reports::Reports;
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
 use crate::metrics as m;
 
+/// Hands each delivery verdict to the request waiting for it.
+pub struct Verdicts;
+
+impl ClientContext for Verdicts {}
+
+impl ProducerContext for Verdicts {
+    type DeliveryOpaque = Box<oneshot::Sender<Result<(), KafkaError>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, waiting: Self::DeliveryOpaque) {
+        // The request may have given up waiting; its verdict is then moot.
+        let _ = waiting.send(match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        });
+    }
+}
+
+type Producer_ = BaseProducer<Verdicts>;
+
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: Arc<Producer_>,
     topic: String,
     /// Upper bound on waiting for librdkafka's verdict; its own timeout
     /// normally answers first.
@@ -56,7 +79,7 @@ impl KafkaSink {
     /// Connects to `brokers`, creating the topic when it is missing.
     pub async fn connect(cfg: &KafkaConfig, brokers: &str) -> anyhow::Result<Arc<KafkaSink>> {
         let wait_ms = cfg.delivery_wait.as_millis().to_string();
-        let producer: FutureProducer = client_config(cfg, brokers)
+        let producer: Producer_ = client_config(cfg, brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
@@ -64,8 +87,11 @@ impl KafkaSink {
             .set("message.timeout.ms", &wait_ms)
             .set("request.timeout.ms", &wait_ms)
             .set("queue.buffering.max.messages", "200000")
-            .create()
+            .create_with_context(Verdicts)
             .context("cannot create the Kafka producer")?;
+        let producer = Arc::new(producer);
+        let reports = Reports::new(&producer).context("cannot watch the producer's reports")?;
+        tokio::spawn(reports.serve(producer.clone()));
         let prober = ensure_topic(cfg, brokers).await?;
         let sink = Arc::new(KafkaSink {
             producer,
@@ -181,24 +207,24 @@ impl Sink for KafkaSink {
                     key: "schema",
                     value: Some(SCHEMA),
                 });
-            let record = FutureRecord::to(&self.topic)
+            let (verdict, waiting) = oneshot::channel();
+            let record = BaseRecord::with_opaque_to(&self.topic, Box::new(verdict))
                 .key(event.key.as_bytes())
                 .payload(&event.payload)
                 .headers(headers);
             let started = Instant::now();
-            let result = match self.producer.send_result(record) {
+            let result = match self.producer.send(record) {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     Err(SinkError::QueueFull)
                 }
                 Err((e, _)) => Err(SinkError::Kafka(e.to_string())),
-                Ok(ack) => match tokio::time::timeout(self.verdict_wait, ack).await {
-                    Ok(Ok(Ok(_))) => Ok(()),
-                    Ok(Ok(Err((
-                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
-                        _,
+                Ok(()) => match tokio::time::timeout(self.verdict_wait, waiting).await {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageTimedOut,
                     )))) => Err(SinkError::Timeout),
-                    Ok(Ok(Err((e, _)))) => Err(SinkError::Kafka(e.to_string())),
-                    Ok(Err(_canceled)) => Err(SinkError::Closed),
+                    Ok(Ok(Err(e))) => Err(SinkError::Kafka(e.to_string())),
+                    Ok(Err(_dropped)) => Err(SinkError::Closed),
                     Err(_) => Err(SinkError::Timeout),
                 },
             };

@@ -4,6 +4,7 @@
 pub mod durable;
 pub mod embedded;
 pub mod kafka;
+mod reports;
 pub mod spool;
 pub mod tail;
 pub mod warmup;

@@ -1,0 +1,92 @@
+//! Delivery reports served on the runtime. The only unsafe code in the crate:
+//! librdkafka's queue wake-up (`rd_kafka_queue_io_event_enable`) has no safe binding.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::bindings as rd;
+use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext};
+
+/// Serves the producer's delivery reports on the runtime instead of on a
+/// polling thread of its own: librdkafka writes a byte to a socket when its
+/// report queue turns non-empty, and a task polls the queue empty. A verdict
+/// then wakes its request on the same worker, without a thread hand-off.
+pub struct Reports {
+    queue: *mut rd::rd_kafka_queue_t,
+    wake: tokio::net::UnixStream,
+    /// The end librdkafka writes to; closed only after it stopped writing.
+    _write: std::os::unix::net::UnixStream,
+}
+
+// The queue handle is reference-counted and thread-safe inside librdkafka.
+unsafe impl Send for Reports {}
+unsafe impl Sync for Reports {}
+
+impl Reports {
+    pub fn new<C: ProducerContext>(producer: &BaseProducer<C>) -> std::io::Result<Reports> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        // librdkafka ignores a failed write; a full socket just means a wake-up is pending.
+        write.set_nonblocking(true)?;
+        let wake = tokio::net::UnixStream::from_std(read)?;
+        const BYTE: u8 = 1;
+        // SAFETY: the producer is alive; the queue reference taken here is
+        // released in `drop`, after the fd is unregistered.
+        let queue = unsafe {
+            let q = rd::rd_kafka_queue_get_main(producer.client().native_ptr());
+            rd::rd_kafka_queue_io_event_enable(
+                q,
+                std::os::fd::AsRawFd::as_raw_fd(&write),
+                std::ptr::from_ref(&BYTE).cast(),
+                1,
+            );
+            q
+        };
+        Ok(Reports {
+            queue,
+            wake,
+            _write: write,
+        })
+    }
+
+    fn pending(&self) -> usize {
+        // SAFETY: the queue reference is held until `drop`.
+        unsafe { rd::rd_kafka_queue_length(self.queue) }
+    }
+
+    pub async fn serve<C: ProducerContext>(self, producer: Arc<BaseProducer<C>>) {
+        let mut buf = [0u8; 64];
+        loop {
+            // Clear the wake-ups before polling: a report queued after the
+            // queue is polled empty writes a new one.
+            while matches!(self.wake.try_read(&mut buf), Ok(n) if n > 0) {}
+            let mut served = 0;
+            while self.pending() > 0 && served < 4096 {
+                producer.poll(Duration::ZERO);
+                served += 1;
+            }
+            if served == 4096 {
+                // A long backlog: let requests run between rounds.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // Only this task holds the producer: the sink is gone.
+            if Arc::strong_count(&producer) == 1 {
+                return;
+            }
+            // The timeout is a safety net; the socket normally answers first.
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.wake.readable()).await;
+        }
+    }
+}
+
+impl Drop for Reports {
+    fn drop(&mut self) {
+        // SAFETY: unregister the fd before it closes, then release the queue.
+        unsafe {
+            rd::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
+            rd::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
