@@ -12,11 +12,6 @@ use postback_gateway::source::Sources;
 use postback_gateway::{run, Listeners};
 use tracing::{info, warn};
 
-/// Most of a request's allocations are small and short-lived; mimalloc serves
-/// them from per-thread pages where glibc's malloc consolidates and splits chunks.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage:
   postback-gateway [--config PATH]               run the gateway
   postback-gateway check-config [--config PATH]  validate a config and print every problem (exit 64 on any)
