@@ -107,6 +107,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         .context("cannot start the runtime")?;
     let local = tokio::task::LocalSet::new();
     let shared = local.block_on(&rt, async {
+        let conns = drive::preconnect(settings.target, s).await;
         let start = tokio::time::Instant::now();
         let shared = Rc::new(Shared {
             addr: settings.target,
@@ -117,9 +118,12 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
                 Pacing::Closed => s.max_requests,
                 Pacing::Open => 0,
             }),
-            record: RefCell::new(Recorder::new(settings.check_replies)),
+            record: RefCell::new(Recorder::new(
+                settings.check_replies,
+                s.expected_new_conversions(),
+            )),
         });
-        drive::run(shared.clone(), generators).await;
+        drive::run(shared.clone(), generators, conns).await;
         shared
     });
     drop(local);
@@ -166,7 +170,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
                 &k.brokers,
                 &k.topic,
                 &run_id,
-                &record.expected,
+                &record.expected_by_token(),
                 &record.unanswered,
             )?)
         }

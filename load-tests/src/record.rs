@@ -46,8 +46,9 @@ pub struct Recorder {
     pub errors: BTreeMap<String, u64>,
     /// A few examples of unexpected replies, for the report.
     pub samples: Vec<String>,
-    /// Token → the event it must have produced.
-    pub expected: HashMap<String, ExpectedEvent>,
+    /// Token and the event it must have produced, in reply order; indexed
+    /// by token after the run ([`Recorder::expected_by_token`]).
+    pub expected: Vec<(String, ExpectedEvent)>,
     /// Tokens of new conversions that got no reply: their events may or may
     /// not be in Kafka, and either is allowed.
     pub unanswered: HashSet<String>,
@@ -58,7 +59,12 @@ fn histogram(sigfig: u8) -> Histogram<u64> {
 }
 
 impl Recorder {
-    pub fn new(check: bool) -> Recorder {
+    /// `expected_events`: about how many new conversions the run will send.
+    /// The list of expected events is made that large up front and filled in
+    /// order: growing a map mid-run rehashes every entry on the generator's
+    /// only thread (and a fresh map's first inserts fault in pages all over
+    /// it), and in open loop such a pause is charged to the server as latency.
+    pub fn new(check: bool, expected_events: usize) -> Recorder {
         Recorder {
             check,
             latency: histogram(3),
@@ -71,9 +77,14 @@ impl Recorder {
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             samples: Vec::new(),
-            expected: HashMap::new(),
+            expected: Vec::with_capacity(if check { expected_events } else { 0 }),
             unanswered: HashSet::new(),
         }
+    }
+
+    /// The expected events by token, for the delivery check.
+    pub fn expected_by_token(&self) -> HashMap<String, ExpectedEvent> {
+        self.expected.iter().cloned().collect()
     }
 
     /// Records one request; times are offsets from the start of the run.
@@ -166,14 +177,14 @@ impl Recorder {
                     Some(id) if reply.status == 200 => {
                         self.bump("ok");
                         generator.accepted(*seq, planned.method, id);
-                        self.expected.insert(
+                        self.expected.push((
                             token.clone(),
                             ExpectedEvent {
                                 event_id: id.to_owned(),
                                 amount: amount.clone(),
                                 kind: planned.method.kind(),
                             },
-                        );
+                        ));
                         Ok(())
                     }
                     _ => Err("unexpected_reply".into()),

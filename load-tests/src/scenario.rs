@@ -85,6 +85,17 @@ fn default_timeout_ms() -> u64 {
 }
 
 impl Scenario {
+    /// About how many new conversions a run sends: all requests in open loop
+    /// (rate × duration), `max_requests` in closed loop, valid share only.
+    pub fn expected_new_conversions(&self) -> usize {
+        let requests = match self.pacing {
+            Pacing::Open => (self.rate * self.duration_secs * 1.05) as u64,
+            Pacing::Closed => self.max_requests,
+        }
+        .min(self.max_requests);
+        (requests * u64::from(self.mix.valid) / 100) as usize
+    }
+
     pub fn from_file(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
