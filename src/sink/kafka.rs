@@ -42,10 +42,10 @@ impl ProducerContext for Verdicts {
     }
 }
 
-type Producer_ = BaseProducer<Verdicts>;
+type KafkaProducer = BaseProducer<Verdicts>;
 
 pub struct KafkaSink {
-    producer: Arc<Producer_>,
+    producer: Arc<KafkaProducer>,
     topic: String,
     /// Upper bound on waiting for librdkafka's verdict; its own timeout
     /// normally answers first.
@@ -79,7 +79,7 @@ impl KafkaSink {
     /// Connects to `brokers`, creating the topic when it is missing.
     pub async fn connect(cfg: &KafkaConfig, brokers: &str) -> anyhow::Result<Arc<KafkaSink>> {
         let wait_ms = cfg.delivery_wait.as_millis().to_string();
-        let producer: Producer_ = client_config(cfg, brokers)
+        let producer: KafkaProducer = client_config(cfg, brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
@@ -90,8 +90,9 @@ impl KafkaSink {
             .create_with_context(Verdicts)
             .context("cannot create the Kafka producer")?;
         let producer = Arc::new(producer);
-        let reports = Reports::new(&producer).context("cannot watch the producer's reports")?;
-        tokio::spawn(reports.serve(producer.clone()));
+        let reports =
+            Reports::new(producer.clone()).context("cannot watch the producer's reports")?;
+        tokio::spawn(reports.serve());
         let prober = ensure_topic(cfg, brokers).await?;
         let sink = Arc::new(KafkaSink {
             producer,
