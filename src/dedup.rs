@@ -249,11 +249,18 @@ impl Dedup {
                 .position(|g| g.index >= index)
                 .unwrap_or(gens.len());
             if gens.get(pos).is_none_or(|g| g.index != index) {
+                // A new newest generation starts at the size the last one
+                // reached: growing by doubling would rehash a shard of
+                // hundreds of thousands of keys under its lock, mid-request.
+                let size = match gens.back() {
+                    Some(last) if pos == gens.len() => last.keys.len().min(self.max_keys),
+                    _ => 0,
+                };
                 gens.insert(
                     pos,
                     Generation {
                         index,
-                        keys: DashMap::default(),
+                        keys: DashMap::with_capacity_and_hasher(size, Hash::default()),
                     },
                 );
             }
@@ -366,6 +373,28 @@ mod tests {
     }
 
     const WAIT: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_new_generation_starts_at_the_size_of_the_last_one() {
+        let (now, d) = dedup(1_000_000);
+        let at = now.load(Ordering::SeqCst);
+        for i in 0..5_000u128 {
+            d.insert_committed(i, Uuid::from_u128(i), at);
+        }
+        let next = at + d.span;
+        now.store(next, Ordering::SeqCst);
+        d.insert_committed(1 << 100, Uuid::from_u128(1), next);
+        let gens = d.generations.read().unwrap();
+        assert_eq!(gens.len(), 2);
+        let newest = gens.back().unwrap();
+        assert_eq!(newest.keys.len(), 1);
+        // No doubling on the way to the last generation's size.
+        assert!(
+            newest.keys.capacity() >= 5_000,
+            "{}",
+            newest.keys.capacity()
+        );
+    }
 
     #[test]
     fn key_separates_every_field() {

@@ -3,8 +3,14 @@
 
 use std::sync::OnceLock;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::event::Kind;
+use crate::postback::Reason;
 
 pub const REQUESTS: &str = "postback_requests_total";
 pub const REJECTIONS: &str = "postback_rejections_total";
@@ -33,6 +39,59 @@ pub const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
 pub const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub const SOURCES: &str = "postback_sources";
 
+/// The series every request touches, registered once: `counter!` with labels
+/// hashes and looks up its key on each call, which showed in the profile.
+pub struct Hot {
+    /// By endpoint (`Kind` order: s2s, pixel) and outcome (`OUTCOMES` order).
+    requests: [[Counter; 4]; 2],
+    rejections: [Counter; Reason::ALL.len()],
+    request_seconds: [Histogram; 2],
+    pub kafka_delivery_seconds: Histogram,
+}
+
+/// Request outcomes, as labelled in `postback_requests_total`.
+const OUTCOMES: [&str; 4] = ["accepted", "duplicate", "rejected", "unavailable"];
+const ENDPOINTS: [Kind; 2] = [Kind::S2s, Kind::Pixel];
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// The per-request handles; registered with the recorder installed at the
+/// time of the first call (`install` makes that call).
+pub fn hot() -> &'static Hot {
+    HOT.get_or_init(|| Hot {
+        requests: ENDPOINTS.map(|k| {
+            OUTCOMES.map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o))
+        }),
+        rejections: Reason::ALL.map(|r| counter!(REJECTIONS, "reason" => r.as_str())),
+        request_seconds: ENDPOINTS.map(|k| histogram!(REQUEST_SECONDS, "endpoint" => k.as_str())),
+        kafka_delivery_seconds: histogram!(KAFKA_DELIVERY_SECONDS),
+    })
+}
+
+impl Hot {
+    fn endpoint(kind: Kind) -> usize {
+        match kind {
+            Kind::S2s => 0,
+            Kind::Pixel => 1,
+        }
+    }
+
+    /// Counts one request; `outcome` is one of `OUTCOMES`.
+    pub fn request(&self, kind: Kind, outcome: &str, seconds: f64) {
+        let e = Self::endpoint(kind);
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.requests[e][i].increment(1);
+        }
+        self.request_seconds[e].record(seconds);
+    }
+
+    pub fn rejection(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.rejections[i].increment(1);
+        }
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -49,6 +108,7 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            hot();
             // Histogram samples wait in lock-free buckets until upkeep folds
             // them in; without it they grow until the next scrape, which then
             // pays for all of them at once.

@@ -43,19 +43,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     let json = wants_json(&req);
     let outcome = postback(&app, kind, &target, req, peer).await;
 
-    let endpoint = kind.as_str();
-    metrics::counter!(m::REQUESTS, "endpoint" => endpoint, "outcome" => outcome.label())
-        .increment(1);
+    let hot = m::hot();
     if let Outcome::Rejected(r, _) = outcome {
-        metrics::counter!(m::REJECTIONS, "reason" => r.as_str()).increment(1);
+        hot.rejection(r);
         super::refusals::count(r);
     }
     let resp = match kind {
         Kind::S2s => reply::s2s(&outcome, json),
         Kind::Pixel => reply::pixel(&outcome),
     };
-    metrics::histogram!(m::REQUEST_SECONDS, "endpoint" => endpoint)
-        .record(started.elapsed().as_secs_f64());
+    hot.request(kind, outcome.label(), started.elapsed().as_secs_f64());
     resp
 }
 

@@ -233,7 +233,8 @@ impl Sink for KafkaSink {
                 Ok(()) => {
                     self.last_ack_ms
                         .store(self.now_ms().max(1), Ordering::Relaxed);
-                    metrics::histogram!(m::KAFKA_DELIVERY_SECONDS)
+                    m::hot()
+                        .kafka_delivery_seconds
                         .record(started.elapsed().as_secs_f64());
                 }
                 Err(e) => metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1),
