@@ -157,15 +157,6 @@ const NOT_FROM_THE_GATEWAY: &[&str] = &["up"]; // Prometheus, per scrape target
 /// test that shows the binary exports them.
 const SHOWN_ELSEWHERE: &[(&str, &str)] = &[("postback_config_reloads_total", "tests/reload.rs")];
 
-async fn scrape(gw: &Gateway) -> String {
-    reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn exported(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -243,7 +234,7 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let missing = loop {
-        let have = exported(&scrape(&gw).await);
+        let have = exported(&metrics_text(&gw).await);
         let missing: Vec<&str> = must_appear
             .iter()
             .copied()

@@ -2,23 +2,15 @@
 //! parsing never panics on any bytes; an accepted token reaches the event byte
 //! for byte; an accepted amount keeps its exact digits.
 
+mod common;
+
 use std::sync::Arc;
 
 use postback_gateway::event::{self, Context, Kind};
 use postback_gateway::postback::{self, AmountFormat, Params, ParseRules, Status};
 use proptest::prelude::*;
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use common::enc;
 
 /// A lenient source: six decimals, negatives, cents elsewhere, a fixed currency, more statuses.
 fn lenient() -> ParseRules {

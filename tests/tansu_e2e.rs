@@ -71,7 +71,7 @@ async fn postbacks_reach_tansu_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() {
     let tansu = Tansu::start();
-    let mut gw = GatewayProcess::start(Some(&tansu.brokers), &[]).await;
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &[]).await;
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     let mut tasks = Vec::new();
@@ -92,14 +92,7 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
             }
         }
     }
-    let status = tokio::task::spawn_blocking(move || {
-        let s = gw.child.wait();
-        (s, gw)
-    })
-    .await
-    .unwrap()
-    .0
-    .unwrap();
+    let status = gw.exit_status().await;
     assert!(status.success(), "exit status {status}");
     assert!(
         signalled.elapsed() < Duration::from_secs(20),
@@ -151,14 +144,7 @@ async fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
     );
     let second = std::time::Instant::now();
     signal(gw.child.id(), "TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let s = gw.child.wait();
-        (s, gw)
-    })
-    .await
-    .unwrap()
-    .0
-    .unwrap();
+    let status = gw.exit_status().await;
     assert!(
         second.elapsed() < Duration::from_secs(2),
         "the second signal exits at once"

@@ -128,7 +128,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
     });
     drop(local);
     drop(rt);
-    let record = Rc::try_unwrap(shared)
+    let mut record = Rc::try_unwrap(shared)
         .ok()
         .context("a worker outlived the run")?
         .record
@@ -170,7 +170,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
                 &k.brokers,
                 &k.topic,
                 &run_id,
-                &record.expected_by_token(),
+                &std::mem::take(&mut record.expected).into_iter().collect(),
                 &record.unanswered,
             )?)
         }

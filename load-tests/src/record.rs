@@ -2,7 +2,7 @@
 //! outcomes, errors by kind, and the postbacks answered `OK`, which the
 //! delivery check then looks for in Kafka.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -47,7 +47,7 @@ pub struct Recorder {
     /// A few examples of unexpected replies, for the report.
     pub samples: Vec<String>,
     /// Token and the event it must have produced, in reply order; indexed
-    /// by token after the run ([`Recorder::expected_by_token`]).
+    /// by token after the run, for the delivery check.
     pub expected: Vec<(String, ExpectedEvent)>,
     /// Tokens of new conversions that got no reply: their events may or may
     /// not be in Kafka, and either is allowed.
@@ -80,11 +80,6 @@ impl Recorder {
             expected: Vec::with_capacity(if check { expected_events } else { 0 }),
             unanswered: HashSet::new(),
         }
-    }
-
-    /// The expected events by token, for the delivery check.
-    pub fn expected_by_token(&self) -> HashMap<String, ExpectedEvent> {
-        self.expected.iter().cloned().collect()
     }
 
     /// Records one request; times are offsets from the start of the run.

@@ -12,9 +12,7 @@ static COUNTS: [AtomicU64; Reason::ALL.len()] = [const { AtomicU64::new(0) }; Re
 
 /// Counts one refusal.
 pub fn count(reason: Reason) {
-    if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
-        COUNTS[i].fetch_add(1, Ordering::Relaxed);
-    }
+    COUNTS[reason.index()].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Logs the refusals since the last call, if there were any, and starts over.

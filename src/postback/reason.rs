@@ -90,6 +90,11 @@ impl Reason {
     ];
 
     /// The reason code, as sent in replies and used as a metric label.
+    /// Position in [`Reason::ALL`], which lists the variants in declaration order.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadEncoding => "bad_encoding",
@@ -124,5 +129,17 @@ impl Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn all_lists_every_reason_at_its_index() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
     }
 }

@@ -6,10 +6,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::warmup::{partitions, reader};
 use crate::config::KafkaConfig;
 
 /// Writes every event to `out` until the end of each partition (or, with
@@ -21,24 +22,10 @@ pub fn print_events(
     count: Option<u64>,
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", "postback-gateway-events")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
-    let consumer: BaseConsumer = c.create().context("cannot create a consumer")?;
-    let md = consumer
-        .fetch_metadata(Some(&cfg.topic), Duration::from_secs(10))
+    let consumer =
+        reader(cfg, brokers, "postback-gateway-events", &[]).context("cannot create a consumer")?;
+    let partitions = partitions(&consumer, &cfg.topic, Duration::from_secs(10))
         .with_context(|| format!("cannot reach {brokers}"))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == cfg.topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     anyhow::ensure!(
         !partitions.is_empty(),
         "topic {} has no partitions",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tracing::warn;
@@ -32,6 +32,45 @@ pub fn millis_ago(back: Duration) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A consumer that reads partitions it is assigned, without committing
+/// offsets, and reports the end of each partition. The end of a partition is
+/// where a fetch comes back empty: a broker's reported high watermark may lag
+/// what it serves. `extra` settings come before the config's own properties.
+pub(super) fn reader(
+    cfg: &KafkaConfig,
+    brokers: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> KafkaResult<BaseConsumer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c.create()
+}
+
+/// The partition ids of `topic`, as the cluster reports them.
+pub(super) fn partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// Calls `found(dedup_key, event_id, unix_seconds)` for every event in the
 /// topic from `since_ms` on, until it returns false or `limit` passes;
 /// returns how many were read. Blocking.
@@ -42,28 +81,16 @@ pub fn replay_topic(
     limit: Duration,
     mut found: impl FnMut(u128, Uuid, u32) -> bool,
 ) -> anyhow::Result<u64> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", "postback-gateway-warmup")
-        .set("enable.auto.commit", "false")
-        // The end of a partition is where a fetch comes back empty: a broker's
-        // reported high watermark may lag what it serves.
-        .set("enable.partition.eof", "true")
-        .set("fetch.max.bytes", "52428800");
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
-    let consumer: BaseConsumer = c.create().context("cannot create the warm-up consumer")?;
+    let consumer = reader(
+        cfg,
+        brokers,
+        "postback-gateway-warmup",
+        &[("fetch.max.bytes", "52428800")],
+    )
+    .context("cannot create the warm-up consumer")?;
     let timeout = Duration::from_secs(10);
-    let md = consumer
-        .fetch_metadata(Some(&cfg.topic), timeout)
-        .context("cannot read the topic's metadata")?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == cfg.topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions =
+        partitions(&consumer, &cfg.topic, timeout).context("cannot read the topic's metadata")?;
 
     let mut by_time = TopicPartitionList::new();
     let mut lows = Vec::new();

@@ -233,6 +233,14 @@ impl GatewayProcess {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
     }
+
+    /// Waits, off the runtime's threads, for the process to exit by itself.
+    pub async fn exit_status(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    }
 }
 
 impl Drop for GatewayProcess {
