@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::reports::Reports;
+use super::threads;
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
@@ -79,16 +80,19 @@ impl KafkaSink {
     /// Connects to `brokers`, creating the topic when it is missing.
     pub async fn connect(cfg: &KafkaConfig, brokers: &str) -> anyhow::Result<Arc<KafkaSink>> {
         let wait_ms = cfg.delivery_wait.as_millis().to_string();
-        let producer: KafkaProducer = client_config(cfg, brokers)
+        let mut config = client_config(cfg, brokers);
+        config
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
             .set("linger.ms", cfg.linger_ms.to_string())
             .set("message.timeout.ms", &wait_ms)
             .set("request.timeout.ms", &wait_ms)
-            .set("queue.buffering.max.messages", "200000")
-            .create_with_context(Verdicts)
-            .context("cannot create the Kafka producer")?;
+            .set("queue.buffering.max.messages", "200000");
+        let producer: KafkaProducer =
+            threads::start_as_background(move || config.create_with_context(Verdicts))
+                .context("cannot start the Kafka producer's threads")?
+                .context("cannot create the Kafka producer")?;
         let producer = Arc::new(producer);
         let reports =
             Reports::new(producer.clone()).context("cannot watch the producer's reports")?;

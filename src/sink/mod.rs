@@ -7,6 +7,7 @@ pub mod kafka;
 mod reports;
 pub mod spool;
 pub mod tail;
+mod threads;
 pub mod warmup;
 
 use std::future::Future;

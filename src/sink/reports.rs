@@ -1,4 +1,4 @@
-//! Delivery reports served on the runtime. The only unsafe code in the crate:
+//! Delivery reports served on the runtime. One of two modules with unsafe code:
 //! librdkafka's queue wake-up (`rd_kafka_queue_io_event_enable`) has no safe binding.
 #![allow(unsafe_code)]
 

@@ -1,0 +1,82 @@
+//! librdkafka's own threads as background work. The second module with
+//! unsafe code: setting a thread's scheduling policy has no safe binding in std.
+#![allow(unsafe_code)]
+
+/// Runs `f` on a new thread whose scheduling policy is `SCHED_BATCH`, and
+/// returns what it returns. Threads started from there (librdkafka's main
+/// thread, and through it every broker thread, also those added later)
+/// inherit the policy.
+///
+/// A `SCHED_BATCH` thread gets its fair share of the CPU but does not preempt
+/// the thread running on its core when it wakes up. librdkafka wakes its
+/// broker thread for every first message of a batch and every reply; on a
+/// busy core each of those wake-ups used to interrupt a request half-way,
+/// and the broker thread then sent smaller batches more often. Measured on
+/// the load tests: about a fifth more postbacks per second on a saturated
+/// core, with a lower p99. On an idle core nothing changes.
+pub fn start_as_background<T, F>(f: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let handle = std::thread::Builder::new()
+        .name("kafka-start".into())
+        .spawn(move || {
+            set_background_policy();
+            f()
+        })?;
+    match handle.join() {
+        Ok(v) => Ok(v),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_background_policy() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid, live
+    // sched_param for the duration of the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "Cannot set SCHED_BATCH for the Kafka client's threads.");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_background_policy() {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The scheduling policy of a thread, from /proc (field 41 of `stat`).
+    fn policy(tid: &str) -> u32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // The command name is in parentheses and may hold spaces: count after it.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(38).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn threads_started_inside_inherit_the_batch_policy() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let grandchild = start_as_background(move || {
+            // A thread started from inside, as librdkafka starts its own.
+            std::thread::spawn(move || {
+                let tid = std::fs::read_link("/proc/thread-self").unwrap();
+                tx.send(tid.file_name().unwrap().to_string_lossy().into_owned())
+                    .unwrap();
+                let _ = stop_rx.recv();
+            })
+        })
+        .unwrap();
+        let tid = rx.recv().unwrap();
+        assert_eq!(policy(&tid), libc::SCHED_BATCH as u32);
+        // This thread was not touched.
+        let own = std::fs::read_link("/proc/thread-self").unwrap();
+        assert_eq!(policy(&own.file_name().unwrap().to_string_lossy()), 0);
+        stop_tx.send(()).unwrap();
+        grandchild.join().unwrap();
+    }
+}
