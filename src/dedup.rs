@@ -100,8 +100,9 @@ pub struct KeyParts<'a> {
 pub struct Dedup {
     /// Oldest first; the newest takes new commits.
     generations: RwLock<VecDeque<Generation>>,
-    /// Keys whose event is being made durable right now.
-    in_flight: DashMap<Wide, Arc<watch::Sender<Flight>>, Hash>,
+    /// Keys whose event is being made durable right now; the channel exists
+    /// only once a second request for the key waits on the outcome.
+    in_flight: DashMap<Wide, Option<watch::Sender<Flight>>, Hash>,
     /// Seconds of commit time per generation.
     span: u32,
     max_keys: usize,
@@ -181,23 +182,23 @@ impl Dedup {
 
     /// Claims `key` without waiting; `Err` carries the receiver of an in-flight outcome.
     fn try_reserve(self: &Arc<Self>, key: u128) -> Result<Claim, watch::Receiver<Flight>> {
-        if let Some(id) = self.committed(key) {
-            return Ok(Claim::Duplicate(Uuid::from_u128(id)));
-        }
-        let tx = match self.in_flight.entry(wide(key)) {
-            Entry::Occupied(e) => return Err(e.get().subscribe()),
-            Entry::Vacant(e) => {
-                let tx = Arc::new(watch::Sender::new(Flight::Pending));
-                e.insert(tx.clone());
-                tx
+        match self.in_flight.entry(wide(key)) {
+            Entry::Occupied(mut e) => {
+                let tx = e
+                    .get_mut()
+                    .get_or_insert_with(|| watch::Sender::new(Flight::Pending));
+                return Err(tx.subscribe());
             }
-        };
-        // A commit that finished between the first look and the insert above
-        // is visible now (it commits before it leaves the in-flight map).
+            Entry::Vacant(e) => {
+                e.insert(None);
+            }
+        }
+        // Looked up only now that the key is held: a commit leaves the
+        // in-flight map only after the committed key is in place, so an
+        // earlier holder's commit is visible here.
         let reservation = Reservation {
             dedup: self.clone(),
             key,
-            tx,
             done: false,
         };
         if let Some(id) = self.committed(key) {
@@ -308,7 +309,6 @@ impl Dedup {
 pub struct Reservation {
     dedup: Arc<Dedup>,
     key: u128,
-    tx: Arc<watch::Sender<Flight>>,
     done: bool,
 }
 
@@ -319,16 +319,16 @@ impl Reservation {
         // Commit first, then leave the in-flight map: a request that misses
         // the in-flight entry finds the committed key.
         self.dedup.insert_committed(self.key, event_id, at);
-        self.leave();
-        self.tx.send_replace(Flight::Committed(event_id.as_u128()));
+        self.leave(Flight::Committed(event_id.as_u128()));
         self.done = true;
     }
 
-    fn leave(&self) {
-        let tx = &self.tx;
-        self.dedup
-            .in_flight
-            .remove_if(&wide(self.key), |_, t| Arc::ptr_eq(t, tx));
+    /// Leaves the in-flight map (the entry is this reservation's for as long
+    /// as it lives) and tells any waiters how it ended.
+    fn leave(&self, outcome: Flight) {
+        if let Some((_, Some(waiters))) = self.dedup.in_flight.remove(&wide(self.key)) {
+            waiters.send_replace(outcome);
+        }
     }
 }
 
@@ -337,8 +337,7 @@ impl Drop for Reservation {
         if self.done {
             return;
         }
-        self.leave();
-        self.tx.send_replace(Flight::Released);
+        self.leave(Flight::Released);
     }
 }
 
