@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -63,46 +61,10 @@ pub struct Event {
     pub payload: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct Wire<'a> {
-    schema: &'static str,
-    event_id: &'a str,
-    dedup_key: &'a str,
-    source: &'a str,
-    kind: &'static str,
-    token: &'a str,
-    amount: Option<&'a str>,
-    currency: Option<&'a str>,
-    txid: Option<&'a str>,
-    goal: Option<&'a str>,
-    status: &'static str,
-    status_raw: Option<&'a str>,
-    received_at: String,
-    conversion_time: String,
-    click_time: Option<String>,
-    campaign_id: Option<&'a str>,
-    adset_id: Option<&'a str>,
-    ad_id: Option<&'a str>,
-    placement: Option<&'a str>,
-    client_ip: &'a str,
-    user_agent: Option<&'a str>,
-    params: Params<'a>,
-}
-
-/// Pass-through parameters as a JSON object, in arrival order.
-struct Params<'a>(&'a [(String, String)]);
-
-impl Serialize for Params<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-/// Encodes the event for `conv`.
+/// Encodes the event for `conv`: one JSON object, fields in the order of
+/// SPEC §7, written straight into the payload (this runs once per accepted
+/// postback; a serializer with a struct and formatted strings cost about
+/// twice as much).
 pub fn encode(
     conv: &Conversion,
     ctx: &Context<'_>,
@@ -110,45 +72,169 @@ pub fn encode(
     event_id: Uuid,
     dedup_key: u128,
 ) -> Event {
-    let id = event_id.hyphenated().to_string();
-    let dedup_hex = format!("{dedup_key:032x}");
-    let received_at = format_time(ctx.received_at);
-    let conversion_time = match (ctx.conversion_at_click, conv.click_time) {
-        (true, Some(t)) => format_time(t),
-        _ => received_at.clone(),
-    };
-    let wire = Wire {
-        schema: SCHEMA,
-        event_id: &id,
-        dedup_key: &dedup_hex,
-        source: ctx.source,
-        kind: ctx.kind.as_str(),
-        token: &conv.token,
-        amount: conv.amount_text.as_deref(),
-        currency: conv.currency.as_deref(),
-        txid: conv.txid.as_deref(),
-        goal: conv.goal.as_deref(),
-        status: conv.status.as_str(),
-        status_raw: conv.status_raw.as_deref(),
-        received_at,
-        conversion_time,
-        click_time: conv.click_time.map(format_time),
-        campaign_id: conv.campaign_id.as_deref(),
-        adset_id: conv.adset_id.as_deref(),
-        ad_id: conv.ad_id.as_deref(),
-        placement: conv.placement.as_deref(),
-        client_ip: ctx.client_ip,
-        user_agent: ctx.user_agent,
-        params: Params(&conv.params),
-    };
-    // Serializing plain strings and options into a Vec cannot fail.
-    let payload = serde_json::to_vec(&wire).unwrap_or_default();
+    let variable = conv.token.len()
+        + ctx.user_agent.map_or(0, str::len)
+        + conv
+            .params
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>();
+    let mut w = Json(Vec::with_capacity(560 + variable));
+    w.raw("{\"schema\":\"");
+    w.raw(SCHEMA);
+    w.raw("\",\"event_id\":\"");
+    w.raw(
+        event_id
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    );
+    w.raw("\",\"dedup_key\":\"");
+    w.hex128(dedup_key);
+    w.raw("\",\"source\":");
+    w.str(ctx.source);
+    w.raw(",\"kind\":\"");
+    w.raw(ctx.kind.as_str());
+    w.raw("\",\"token\":");
+    w.str(&conv.token);
+    w.raw(",\"amount\":");
+    w.opt(conv.amount_text.as_deref());
+    w.raw(",\"currency\":");
+    w.opt(conv.currency.as_deref());
+    w.raw(",\"txid\":");
+    w.opt(conv.txid.as_deref());
+    w.raw(",\"goal\":");
+    w.opt(conv.goal.as_deref());
+    w.raw(",\"status\":\"");
+    w.raw(conv.status.as_str());
+    w.raw("\",\"status_raw\":");
+    w.opt(conv.status_raw.as_deref());
+    w.raw(",\"received_at\":");
+    w.time(ctx.received_at);
+    w.raw(",\"conversion_time\":");
+    match (ctx.conversion_at_click, conv.click_time) {
+        (true, Some(t)) => w.time(t),
+        _ => w.time(ctx.received_at),
+    }
+    w.raw(",\"click_time\":");
+    match conv.click_time {
+        Some(t) => w.time(t),
+        None => w.raw("null"),
+    }
+    w.raw(",\"campaign_id\":");
+    w.opt(conv.campaign_id.as_deref());
+    w.raw(",\"adset_id\":");
+    w.opt(conv.adset_id.as_deref());
+    w.raw(",\"ad_id\":");
+    w.opt(conv.ad_id.as_deref());
+    w.raw(",\"placement\":");
+    w.opt(conv.placement.as_deref());
+    w.raw(",\"client_ip\":");
+    w.str(ctx.client_ip);
+    w.raw(",\"user_agent\":");
+    w.opt(ctx.user_agent);
+    w.raw(",\"params\":{");
+    for (i, (k, v)) in conv.params.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.str(k);
+        w.raw(":");
+        w.str(v);
+    }
+    w.raw("}}");
     Event {
         event_id,
         dedup_key,
         key: conv.token.clone(),
         source: source.clone(),
-        payload,
+        payload: w.0,
+    }
+}
+
+/// A JSON writer for the few shapes an event has.
+struct Json(Vec<u8>);
+
+impl Json {
+    fn raw(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// A JSON string: `"`, `\\` and control characters escaped (the short
+    /// forms where JSON has them), everything else as it is, UTF-8 included.
+    fn str(&mut self, s: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let out = &mut self.0;
+        out.push(b'"');
+        let bytes = s.as_bytes();
+        let mut from = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let short = match b {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                b'\t' => b't',
+                0x08 => b'b',
+                0x0c => b'f',
+                0..=0x1f => 0,
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[from..i]);
+            from = i + 1;
+            if short == 0 {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            } else {
+                out.push(b'\\');
+                out.push(short);
+            }
+        }
+        out.extend_from_slice(&bytes[from..]);
+        out.push(b'"');
+    }
+
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.str(s),
+            None => self.raw("null"),
+        }
+    }
+
+    /// 32 lowercase hex digits.
+    fn hex128(&mut self, n: u128) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for shift in (0..32).rev() {
+            self.0.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
+        }
+    }
+
+    /// A quoted `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
+    fn time(&mut self, t: OffsetDateTime) {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        let (year, month, day) = t.to_calendar_date();
+        let Ok(year) = u32::try_from(year) else {
+            // Outside the four-digit years: the general formatter.
+            return self.str(&format_time(t));
+        };
+        if year > 9999 {
+            return self.str(&format_time(t));
+        }
+        let mut buf = *b"\"0000-00-00T00:00:00.000Z\"";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(1, 4, year);
+        put(6, 2, u32::from(u8::from(month)));
+        put(9, 2, u32::from(day));
+        put(12, 2, u32::from(t.hour()));
+        put(15, 2, u32::from(t.minute()));
+        put(18, 2, u32::from(t.second()));
+        put(21, 3, u32::from(t.millisecond()));
+        self.0.extend_from_slice(&buf);
     }
 }
 
@@ -156,6 +242,52 @@ pub fn encode(
 mod tests {
     use super::*;
     use crate::postback::Status;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u32..0x80)
+            .chain([0xa0, 0x2028, 0x1f600])
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        cases.extend([
+            "".into(),
+            "\"\\\"".into(),
+            "\u{1}\u{1f}\u{7f}".into(),
+            "ünï ✓".into(),
+        ]);
+        for s in cases {
+            let mut w = Json(Vec::new());
+            w.str(&s);
+            assert_eq!(
+                String::from_utf8(w.0).unwrap(),
+                serde_json::to_string(&s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_are_written_as_the_general_formatter_writes_them() {
+        use time::macros::{datetime, offset};
+        for t in [
+            datetime!(2026-11-21 12:00:00.123 UTC),
+            datetime!(2026-11-21 12:00:00.999_999 UTC),
+            datetime!(1970-01-01 00:00:00 UTC),
+            datetime!(0900-02-03 04:05:06.007 UTC),
+            datetime!(9999-12-31 23:59:59.999 UTC),
+            datetime!(2026-01-01 01:30:00.5 +05:00).to_offset(offset!(+5)),
+            datetime!(-0001-06-15 00:00:00 UTC),
+        ] {
+            let mut w = Json(Vec::new());
+            w.time(t);
+            assert_eq!(
+                String::from_utf8(w.0).unwrap(),
+                format!("\"{}\"", format_time(t)),
+                "{t}"
+            );
+        }
+    }
 
     #[test]
     fn encodes_every_field_of_the_schema() {

@@ -2,7 +2,7 @@
 //! One request flows one way: route → source → params → auth → strict parse →
 //! dedup reserve → sink → commit or release → reply.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -188,10 +188,9 @@ async fn postback(
     if limited {
         return refuse(Reason::RateLimited, &source.name);
     }
-    let user_agent = req
-        .headers()
-        .get(USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // A handle on hyper's buffer, not a copy: the request itself may be
+    // consumed by the body read below.
+    let user_agent = req.headers().get(USER_AGENT).cloned();
 
     let mut params = Params::new();
     if let Some(q) = req.uri().query() {
@@ -231,13 +230,16 @@ async fn postback(
     };
 
     let event_id = Uuid::now_v7();
-    let client_ip = client.to_string();
+    let mut ip_buf = [0u8; 48];
+    let user_agent = user_agent
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
     let ctx = Context {
         source: &source.name,
         kind,
         received_at,
         conversion_at_click: source.conversion_at_click,
-        client_ip: &client_ip,
+        client_ip: ip_text(client, &mut ip_buf),
         user_agent: user_agent.as_deref(),
     };
     let event = event::encode(&conv, &ctx, &source.name, event_id, key);
@@ -276,6 +278,41 @@ async fn postback(
         }
         Err(_) => Outcome::reject(Reason::Unavailable),
     }
+}
+
+/// An address as text in `buf`, without the formatting machinery for IPv4.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut at = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[at] = b'.';
+                    at += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for &d in &digits[skip..] {
+                    buf[at] = b'0' + d;
+                    at += 1;
+                }
+            }
+            at
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // 45 bytes hold the longest IPv6 text.
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+            cursor.position() as usize
+        }
+    };
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
 }
 
 fn refuse(reason: Reason, source: &str) -> Outcome {
@@ -373,5 +410,23 @@ mod tests {
         assert_eq!(status(&Method::GET, "/postback/"), Some(404));
         assert_eq!(status(&Method::GET, "/postback/a/b"), Some(404));
         assert_eq!(status(&Method::GET, "/"), Some(404));
+    }
+
+    #[test]
+    fn addresses_read_as_their_display_form() {
+        let mut buf = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "203.0.113.7",
+            "10.200.9.255",
+            "1.20.100.0",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string());
+        }
     }
 }
