@@ -210,6 +210,46 @@ async fn an_exact_repeat_is_a_duplicate_and_a_new_txid_or_status_is_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_delivery_is_told_duplicate_on_its_retry() {
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    // A first postback connects the producer, so the slow one below is one
+    // produce round trip (not a connection set-up that outlasts the delivery wait).
+    let (status, _) = get(&gw.url(&query("warm-up", "1.00"))).await;
+    assert_eq!(status, 200);
+    // Kafka answers slowly; the client gives up before it does.
+    kafka
+        .broker_round_trip_time(1, Duration::from_millis(600))
+        .unwrap();
+    let q = query("hung-up-click", "4.20");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let gave_up = impatient.get(gw.url(&q)).send().await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    // The event reaches Kafka all the same, acknowledged, not spooled...
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, SETTLE);
+    let hung_up = with_token(&records, "hung-up-click");
+    assert_eq!(hung_up.len(), 1, "{records:?}");
+    assert_eq!(metric(&gw, "postback_spooled_total").await, 0.0);
+    kafka.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    // ...and the retry is a duplicate of it, not a second conversion.
+    let (status, body) = get(&gw.url(&q)).await;
+    let first = hung_up[0].value["event_id"].as_str().unwrap();
+    assert_eq!((status, body), (200, format!("DUPLICATE {first}")));
+    // Reading settles only after nothing new arrived for a while: a second
+    // event would be seen.
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, SETTLE);
+    assert_eq!(
+        with_token(&records, "hung-up-click").len(),
+        1,
+        "{records:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_identical_concurrent_requests_make_one_event() {
     let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;

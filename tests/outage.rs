@@ -19,15 +19,6 @@ async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = metrics_text(gw).await;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_mid_stream_is_answered_from_the_spool_and_nothing_is_lost_or_doubled() {
     let kafka = mock_cluster();

@@ -2,6 +2,7 @@
 //! routes and the admin routes. This is the only module that knows hyper.
 
 pub mod admin;
+mod detach;
 pub mod refusals;
 pub mod reply;
 pub mod routes;

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::detach::Detachable;
 use super::reply::{self, plain, Body, Outcome};
 use super::App;
 use crate::dedup::{Claim, KeyParts};
@@ -245,10 +246,10 @@ async fn postback(
     let event = event::encode(&conv, &ctx, &source.name, event_id, key);
     let campaign = conv.campaign_id;
 
-    // Delivery runs in its own task: a client that hangs up must not cancel
-    // an event Kafka may still acknowledge, or its retry would count it twice.
+    // Delivery runs to its end even if the client hangs up: an event Kafka
+    // may still acknowledge must be committed, or its retry would count it twice.
     let sink = app.sink.clone();
-    let delivered = tokio::spawn(async move {
+    let delivered = Detachable::new(async move {
         match sink.deliver(&event).await {
             Ok(()) => {
                 reservation.commit(event.event_id);
@@ -262,7 +263,7 @@ async fn postback(
     })
     .await;
     match delivered {
-        Ok(Ok(())) => {
+        Ok(()) => {
             source.count_accepted();
             if let Some(campaign) = campaign.as_deref() {
                 app.campaigns
@@ -270,13 +271,12 @@ async fn postback(
             }
             Outcome::Accepted(event_id)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             if log_allowed() {
                 warn!(source = %source.name, error = %e, "Cannot make a postback durable; answering 503.");
             }
             Outcome::reject(Reason::Unavailable)
         }
-        Err(_) => Outcome::reject(Reason::Unavailable),
     }
 }
 

@@ -41,6 +41,16 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .unwrap()
 }
 
+/// The value of an unlabelled series on the gateway's `/metrics` (0 when absent).
+pub async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = metrics_text(gw).await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// One message read back from the topic.
 #[derive(Debug, Clone)]
 pub struct Record {
