@@ -180,6 +180,12 @@ impl Dedup {
         }
     }
 
+    /// Claims `key` unless another request holds it in flight (`None`: then
+    /// [`Dedup::reserve`] waits for that outcome).
+    pub fn try_claim(self: &Arc<Self>, key: u128) -> Option<Claim> {
+        self.try_reserve(key).ok()
+    }
+
     /// Claims `key` without waiting; `Err` carries the receiver of an in-flight outcome.
     fn try_reserve(self: &Arc<Self>, key: u128) -> Result<Claim, watch::Receiver<Flight>> {
         match self.in_flight.entry(wide(key)) {

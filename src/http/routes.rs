@@ -200,7 +200,9 @@ async fn postback(
         }
     }
     if req.method() == Method::POST {
-        if let Err(r) = read_body(app, kind, req, &mut params).await {
+        // Boxed: its state would otherwise make every request's future
+        // (moved whole a few times per request) larger, GETs included.
+        if let Err(r) = Box::pin(read_body(app, kind, req, &mut params)).await {
             return refuse(r, &source.name);
         }
     }
@@ -221,7 +223,13 @@ async fn postback(
         goal: conv.goal.as_deref(),
         status: conv.status.as_str(),
     });
-    let reservation = match app.dedup.reserve(key, app.delivery_wait).await {
+    let claim = match app.dedup.try_claim(key) {
+        Some(claim) => claim,
+        // Another request holds the key in flight: wait for its outcome.
+        // Rare, and boxed for the same reason as the body read.
+        None => Box::pin(app.dedup.reserve(key, app.delivery_wait)).await,
+    };
+    let reservation = match claim {
         Claim::Reserved(r) => r,
         Claim::Duplicate(first) => {
             source.count_duplicate();
