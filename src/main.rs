@@ -124,6 +124,7 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal, not in collected logs.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    postback_gateway::sink::native::keep_c_heap();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

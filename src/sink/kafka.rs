@@ -19,8 +19,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::native;
 use super::reports::Reports;
-use super::threads;
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
@@ -90,7 +90,7 @@ impl KafkaSink {
             .set("request.timeout.ms", &wait_ms)
             .set("queue.buffering.max.messages", "200000");
         let producer: KafkaProducer =
-            threads::start_as_background(move || config.create_with_context(Verdicts))
+            native::start_as_background(move || config.create_with_context(Verdicts))
                 .context("cannot start the Kafka producer's threads")?
                 .context("cannot create the Kafka producer")?;
         let producer = Arc::new(producer);

@@ -4,10 +4,10 @@
 pub mod durable;
 pub mod embedded;
 pub mod kafka;
+pub mod native;
 mod reports;
 pub mod spool;
 pub mod tail;
-mod threads;
 pub mod warmup;
 
 use std::future::Future;

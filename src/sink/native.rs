@@ -1,5 +1,6 @@
-//! librdkafka's own threads as background work. The second module with
-//! unsafe code: setting a thread's scheduling policy has no safe binding in std.
+//! librdkafka's native side: its threads run as background work, and the C
+//! heap it allocates from keeps what it freed for a while. The second module
+//! with unsafe code: neither setting has a safe binding in std.
 #![allow(unsafe_code)]
 
 /// Runs `f` on a new thread whose scheduling policy is `SCHED_BATCH`, and
@@ -44,6 +45,28 @@ fn set_background_policy() {
 
 #[cfg(not(target_os = "linux"))]
 fn set_background_policy() {}
+
+/// Lets the C heap (librdkafka's messages and buffers; Rust code allocates
+/// from mimalloc) keep up to 128 MiB freed at its top instead of returning
+/// it at once, and grow 16 MiB at a time. glibc's defaults trim and regrow
+/// the heap of librdkafka's threads many times a second under load, each
+/// time with page faults and zeroed pages: measured on the load tests, about
+/// 1.5 us of CPU per postback at 20k postbacks/s. The memory stays bounded
+/// by librdkafka's own queue limits. Call once, before the Kafka clients start.
+pub fn keep_c_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; called before
+        // the threads that allocate through it start.
+        let ok = unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20) == 1
+                && libc::mallopt(libc::M_TOP_PAD, 16 << 20) == 1
+        };
+        if !ok {
+            tracing::debug!("Cannot set the C heap's trim threshold.");
+        }
+    }
+}
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
