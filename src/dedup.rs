@@ -30,6 +30,13 @@ use crate::metrics as m;
 /// Generations per window: memory holds at most 1 + 1/GENERATIONS windows of keys.
 const GENERATIONS: u32 = 8;
 
+/// Shards per generation. DashMap's default follows the CPUs the process
+/// may use (4 when pinned to one core), and a shard that outgrows its table
+/// is rehashed whole under its lock: a quarter of a million-key generation
+/// stalled every request that needed that shard for milliseconds. With 128
+/// shards each rehash is a 128th of the generation.
+const SHARDS: usize = 128;
+
 /// The keys are already uniform hashes: hashing them again is wasted work.
 #[derive(Default)]
 struct PassThrough(u64);
@@ -267,7 +274,11 @@ impl Dedup {
                     pos,
                     Generation {
                         index,
-                        keys: DashMap::with_capacity_and_hasher(size, Hash::default()),
+                        keys: DashMap::with_capacity_and_hasher_and_shard_amount(
+                            size,
+                            Hash::default(),
+                            SHARDS,
+                        ),
                     },
                 );
             }

@@ -46,9 +46,16 @@ impl Outcome {
 
     /// The reply text: `OK <id>`, `DUPLICATE <id>`, `ERROR <reason>`.
     pub fn text(&self) -> String {
+        let with_id = |word: &str, id: &Uuid| {
+            let mut text = String::with_capacity(word.len() + 37);
+            text.push_str(word);
+            text.push(' ');
+            text.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+            text
+        };
         match self {
-            Outcome::Accepted(id) => format!("OK {id}"),
-            Outcome::Duplicate(Some(id)) => format!("DUPLICATE {id}"),
+            Outcome::Accepted(id) => with_id("OK", id),
+            Outcome::Duplicate(Some(id)) => with_id("DUPLICATE", id),
             Outcome::Duplicate(None) => "DUPLICATE".to_owned(),
             Outcome::Rejected(r, _) => format!("ERROR {r}"),
         }

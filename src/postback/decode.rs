@@ -17,11 +17,20 @@ use crate::postback::reason::Reason;
 const LINEAR_SCAN_MAX: usize = 16;
 
 /// Decoded key/value pairs of one postback, query and body merged, in arrival order.
+///
+/// All keys and values live back to back in one string, so a postback's
+/// parameters cost two allocations, not two per parameter.
 #[derive(Debug, Default, Clone)]
 pub struct Params {
-    pairs: Vec<(String, String)>,
+    /// Every decoded key and value, back to back.
+    text: String,
+    /// Per pair: where its key starts, where its value starts (the key's
+    /// end) and where its value ends, in `text`.
+    pairs: Vec<(u32, u32, u32)>,
     /// Key → position in `pairs`; built only once `pairs` outgrows [`LINEAR_SCAN_MAX`].
     index: Option<HashMap<String, usize>>,
+    /// Decoding room for escaped input, reused.
+    scratch: Vec<u8>,
 }
 
 impl Params {
@@ -60,7 +69,14 @@ impl Params {
         self.atomically(|p| {
             for (key, value) in entries {
                 if let Some(value) = value {
-                    p.push(key, value)?;
+                    if key.is_empty() {
+                        continue;
+                    }
+                    let start = p.text.len();
+                    p.text.push_str(&key);
+                    let mid = p.text.len();
+                    p.text.push_str(&value);
+                    p.keep(start, mid)?;
                 }
             }
             Ok(())
@@ -70,13 +86,19 @@ impl Params {
     pub fn get(&self, key: &str) -> Option<&str> {
         let at = match &self.index {
             Some(index) => index.get(key).copied(),
-            None => self.pairs.iter().position(|(k, _)| k == key),
+            None => self.position(key),
         };
-        at.and_then(|i| self.pairs.get(i)).map(|(_, v)| v.as_str())
+        at.and_then(|i| self.pairs.get(i))
+            .map(|&(_, v, e)| &self.text[v as usize..e as usize])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.pairs.iter().map(|&(k, v, e)| {
+            (
+                &self.text[k as usize..v as usize],
+                &self.text[v as usize..e as usize],
+            )
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -87,18 +109,33 @@ impl Params {
         self.pairs.is_empty()
     }
 
+    fn key_at(&self, i: usize) -> &str {
+        let (k, v, _) = self.pairs[i];
+        &self.text[k as usize..v as usize]
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        let (text, key) = (self.text.as_bytes(), key.as_bytes());
+        self.pairs
+            .iter()
+            .position(|&(k, v, _)| text.get(k as usize..v as usize) == Some(key))
+    }
+
     /// Runs `add`, and on failure restores the pairs held before, so a caller that
     /// inspects `Params` after an error never sees half of a rejected input.
     fn atomically(
         &mut self,
         add: impl FnOnce(&mut Self) -> Result<(), Reason>,
     ) -> Result<(), Reason> {
-        let before = self.pairs.len();
+        let (pairs, text) = (self.pairs.len(), self.text.len());
         let result = add(self);
-        if result.is_err() && self.pairs.len() > before {
-            self.pairs.truncate(before);
-            if let Some(index) = &mut self.index {
-                index.retain(|_, at| *at < before);
+        if result.is_err() {
+            self.text.truncate(text);
+            if self.pairs.len() > pairs {
+                self.pairs.truncate(pairs);
+                if let Some(index) = &mut self.index {
+                    index.retain(|_, at| *at < pairs);
+                }
             }
         }
         result
@@ -114,56 +151,67 @@ impl Params {
             };
             // Both halves are decoded before the empty-key check, so a broken
             // escape is reported wherever it sits.
-            let key = percent_decode(key, plus_as_space)?;
-            let value = percent_decode(value, plus_as_space)?;
-            if !key.is_empty() {
-                self.push(key, value)?;
+            let start = self.text.len();
+            percent_decode(key, plus_as_space, &mut self.text, &mut self.scratch)?;
+            let mid = self.text.len();
+            percent_decode(value, plus_as_space, &mut self.text, &mut self.scratch)?;
+            if mid == start {
+                self.text.truncate(start);
+                continue;
             }
+            self.keep(start, mid)?;
         }
         Ok(())
     }
 
-    fn push(&mut self, key: String, value: String) -> Result<(), Reason> {
-        if key.is_empty() {
-            return Ok(());
-        }
-        if self.get(&key).is_some() {
+    /// Keeps the pair just written at the end of `text` (key from `start`,
+    /// value from `mid`), unless its key is already there.
+    fn keep(&mut self, start: usize, mid: usize) -> Result<(), Reason> {
+        let key = &self.text[start..mid];
+        let taken = match &self.index {
+            Some(index) => index.contains_key(key),
+            None => self.position(key).is_some(),
+        };
+        if taken {
             return Err(Reason::DuplicateParam);
         }
         let at = self.pairs.len();
         match &mut self.index {
             Some(index) => {
-                index.insert(key.clone(), at);
+                index.insert(key.to_owned(), at);
             }
             None if at >= LINEAR_SCAN_MAX => {
-                let mut index: HashMap<String, usize> = self
-                    .pairs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (k, _))| (k.clone(), i))
-                    .collect();
-                index.insert(key.clone(), at);
+                let mut index: HashMap<String, usize> =
+                    (0..at).map(|i| (self.key_at(i).to_owned(), i)).collect();
+                index.insert(key.to_owned(), at);
                 self.index = Some(index);
             }
             None => {}
         }
-        self.pairs.push((key, value));
+        // Inputs are bounded far below 4 GiB (URI, header and body limits).
+        let end = self.text.len() as u32;
+        self.pairs.push((start as u32, mid as u32, end));
         Ok(())
     }
 }
 
-/// Decodes `%XX` escapes once (and `+` as a space when asked). Anything that is not a
-/// complete two-hex-digit escape, or a result that is not UTF-8, is `bad_encoding`.
-fn percent_decode(raw: &[u8], plus_as_space: bool) -> Result<String, Reason> {
+/// Decodes `%XX` escapes once (and `+` as a space when asked) onto the end of
+/// `out`. Anything that is not a complete two-hex-digit escape, or a result
+/// that is not UTF-8, is `bad_encoding` (and `out` may then hold part of it).
+fn percent_decode(
+    raw: &[u8],
+    plus_as_space: bool,
+    out: &mut String,
+    scratch: &mut Vec<u8>,
+) -> Result<(), Reason> {
     let needs_work = raw
         .iter()
         .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
     if !needs_work {
-        return std::str::from_utf8(raw)
-            .map(str::to_owned)
-            .map_err(|_| Reason::BadEncoding);
+        out.push_str(std::str::from_utf8(raw).map_err(|_| Reason::BadEncoding)?);
+        return Ok(());
     }
-    let mut out = Vec::with_capacity(raw.len());
+    scratch.clear();
     let mut bytes = raw.iter();
     while let Some(&b) = bytes.next() {
         match b {
@@ -171,15 +219,16 @@ fn percent_decode(raw: &[u8], plus_as_space: bool) -> Result<String, Reason> {
                 let hi = bytes.next().and_then(|&h| hex_value(h));
                 let lo = bytes.next().and_then(|&l| hex_value(l));
                 match (hi, lo) {
-                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    (Some(hi), Some(lo)) => scratch.push(hi << 4 | lo),
                     _ => return Err(Reason::BadEncoding),
                 }
             }
-            b'+' if plus_as_space => out.push(b' '),
-            _ => out.push(b),
+            b'+' if plus_as_space => scratch.push(b' '),
+            _ => scratch.push(b),
         }
     }
-    String::from_utf8(out).map_err(|_| Reason::BadEncoding)
+    out.push_str(std::str::from_utf8(scratch).map_err(|_| Reason::BadEncoding)?);
+    Ok(())
 }
 
 fn hex_value(b: u8) -> Option<u8> {
