@@ -243,8 +243,13 @@ impl Dedup {
     /// Records `key` as committed at `at` (unix seconds) under `event_id`.
     /// Keys older than the window are ignored.
     pub fn insert_committed(&self, key: u128, event_id: Uuid, at: u32) {
+        self.insert_committed_at(key, event_id, at, (self.clock)());
+    }
+
+    /// [`Dedup::insert_committed`] with the current time already read.
+    fn insert_committed_at(&self, key: u128, event_id: Uuid, at: u32, now: u32) {
         let index = u64::from(at / self.span);
-        if index < self.oldest_live(self.now_index()) {
+        if index < self.oldest_live(u64::from(now / self.span)) {
             return;
         }
         let mut inserted = false;
@@ -332,10 +337,10 @@ pub struct Reservation {
 impl Reservation {
     /// The event is durable: later requests for this key are duplicates of `event_id`.
     pub fn commit(mut self, event_id: Uuid) {
-        let at = (self.dedup.clock)();
+        let now = (self.dedup.clock)();
         // Commit first, then leave the in-flight map: a request that misses
         // the in-flight entry finds the committed key.
-        self.dedup.insert_committed(self.key, event_id, at);
+        self.dedup.insert_committed_at(self.key, event_id, now, now);
         self.leave(Flight::Committed(event_id.as_u128()));
         self.done = true;
     }

@@ -235,11 +235,13 @@ impl Sink for KafkaSink {
             };
             match &result {
                 Ok(()) => {
+                    let acked = Instant::now();
+                    let since_start = acked.duration_since(self.started).as_millis() as u64;
                     self.last_ack_ms
-                        .store(self.now_ms().max(1), Ordering::Relaxed);
+                        .store(since_start.max(1), Ordering::Relaxed);
                     m::hot()
                         .kafka_delivery_seconds
-                        .record(started.elapsed().as_secs_f64());
+                        .record(acked.duration_since(started).as_secs_f64());
                 }
                 Err(e) => metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1),
             }
