@@ -104,7 +104,9 @@ pub async fn serve<H, F>(
                 };
                 let h = handler.clone();
                 let svc = service_fn(move |req| {
-                    let fut = h(req, peer);
+                    // Boxed: hyper moves the service's future into its
+                    // connection state, and a request's future is a few KiB.
+                    let fut = Box::pin(h(req, peer));
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
