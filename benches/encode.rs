@@ -21,10 +21,12 @@ use uuid::Uuid;
 #[global_allocator]
 static ALLOC: common::Counting = common::Counting;
 
-fn conversion(q: &str) -> Conversion {
+fn conversion(q: &str) -> Conversion<'static> {
     let mut p = Params::new();
     p.add_query(q.as_bytes(), false).unwrap();
-    postback::parse(&p, &ParseRules::reference()).unwrap()
+    postback::parse(&p, &ParseRules::reference())
+        .unwrap()
+        .into_owned()
 }
 
 const PLAIN: &str =

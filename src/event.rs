@@ -145,7 +145,7 @@ pub fn encode(
     Event {
         event_id,
         dedup_key,
-        key: conv.token.clone(),
+        key: conv.token.clone().into_owned(),
         source: source.clone(),
         payload: w.0,
     }

@@ -25,7 +25,9 @@ fn cents() -> ParseRules {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     // Split the rest into a query and a body at the first NUL, if any.
     let (query, body) = match rest.iter().position(|&b| b == 0) {
         Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -49,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     if let Ok(conv) = postback::parse(&p, &rules) {
-        assert_eq!(Some(conv.token.as_str()), p.get("tracking"));
+        assert_eq!(Some(conv.token.as_ref()), p.get("tracking"));
         // An empty value counts as absent.
         if let (AmountFormat::Decimal { .. }, Some(sent)) = (rules.amount.format, p.get("amount")) {
             let expected = (!sent.is_empty()).then_some(sent);

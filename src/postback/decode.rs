@@ -142,6 +142,12 @@ impl Params {
     }
 
     fn add_urlencoded(&mut self, raw: &[u8], plus_as_space: bool) -> Result<(), Reason> {
+        // Decoding never lengthens the input: one reservation holds it all.
+        // The pairs' room is capped: a hostile `&&&&...` must not reserve
+        // twelve bytes per input byte up front.
+        self.text.reserve(raw.len());
+        let pairs = raw.iter().filter(|&&b| b == b'&').count() + 1;
+        self.pairs.reserve(pairs.min(32));
         // Only '&' separates pairs: ';' was once allowed by HTML 4 but is ordinary
         // data in every sender's template today, and tokens may contain it.
         for pair in raw.split(|&b| b == b'&') {

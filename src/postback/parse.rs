@@ -53,31 +53,61 @@ const ISO_4217: &[&str] = &[
     "XPT", "XSU", "XUA", "YER", "ZAR", "ZMW", "ZWG",
 ];
 
-/// One checked conversion, ready to become an event.
+/// One checked conversion, ready to become an event. Its text borrows from
+/// the [`Params`] it was parsed from wherever the value is kept as sent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Conversion {
+pub struct Conversion<'p> {
     /// The click id exactly as sent (after one percent-decoding).
-    pub token: String,
+    pub token: Cow<'p, str>,
     pub amount: Option<Decimal>,
     /// The amount exactly as written by the sender for AmountFormat::Decimal (same digits, e.g. "12.30", "-5.00");
     /// for AmountFormat::Cents the decimal rendering with two decimals ("2995" -> "29.95", "5" -> "0.05").
-    pub amount_text: Option<String>,
+    pub amount_text: Option<Cow<'p, str>>,
     /// Uppercase ISO 4217; the source's fixed currency when the postback names none.
-    pub currency: Option<String>,
-    pub txid: Option<String>,
-    pub goal: Option<String>,
+    pub currency: Option<Cow<'p, str>>,
+    pub txid: Option<Cow<'p, str>>,
+    pub goal: Option<Cow<'p, str>>,
     /// Approved when absent.
     pub status: Status,
     /// The raw value as sent, when a status was sent, so consumers can tell `sale` from `rebill`.
-    pub status_raw: Option<String>,
+    pub status_raw: Option<Cow<'p, str>>,
     /// Normalized to UTC.
     pub click_time: Option<OffsetDateTime>,
-    pub campaign_id: Option<String>,
-    pub adset_id: Option<String>,
-    pub ad_id: Option<String>,
-    pub placement: Option<String>,
+    pub campaign_id: Option<Cow<'p, str>>,
+    pub adset_id: Option<Cow<'p, str>>,
+    pub ad_id: Option<Cow<'p, str>>,
+    pub placement: Option<Cow<'p, str>>,
     /// Pass-through, in arrival order; never a role's parameter, never the api key.
-    pub params: Vec<(String, String)>,
+    pub params: Vec<(Cow<'p, str>, Cow<'p, str>)>,
+}
+
+impl Conversion<'_> {
+    /// The same conversion holding its own text, for keeping it past its [`Params`].
+    pub fn into_owned(self) -> Conversion<'static> {
+        fn own(c: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(c.into_owned())
+        }
+        Conversion {
+            token: own(self.token),
+            amount: self.amount,
+            amount_text: self.amount_text.map(own),
+            currency: self.currency.map(own),
+            txid: self.txid.map(own),
+            goal: self.goal.map(own),
+            status: self.status,
+            status_raw: self.status_raw.map(own),
+            click_time: self.click_time,
+            campaign_id: self.campaign_id.map(own),
+            adset_id: self.adset_id.map(own),
+            ad_id: self.ad_id.map(own),
+            placement: self.placement.map(own),
+            params: self
+                .params
+                .into_iter()
+                .map(|(k, v)| (own(k), own(v)))
+                .collect(),
+        }
+    }
 }
 
 /// The api key value, if any of rules.names.api_key is present and non-empty (the caller authenticates before parse()).
@@ -91,7 +121,7 @@ pub fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p str> {
 }
 
 /// Checks `params` against `rules`; the first failing check decides the [`Reason`].
-pub fn parse(params: &Params, rules: &ParseRules) -> Result<Conversion, Reason> {
+pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p>, Reason> {
     let names = &rules.names;
 
     let token = role(params, &names.tracking)?.ok_or(Reason::MissingTracking)?;
@@ -110,7 +140,7 @@ pub fn parse(params: &Params, rules: &ParseRules) -> Result<Conversion, Reason> 
     let currency = parse_currency(role(params, &names.currency)?, rules)?;
 
     let (status, status_raw) = match role(params, &names.status)? {
-        Some(raw) => (lookup_status(raw, rules)?, Some(raw.to_owned())),
+        Some(raw) => (lookup_status(raw, rules)?, Some(Cow::Borrowed(raw))),
         None => (Status::Approved, None),
     };
 
@@ -129,7 +159,7 @@ pub fn parse(params: &Params, rules: &ParseRules) -> Result<Conversion, Reason> 
     let params = pass_through(params, rules)?;
 
     Ok(Conversion {
-        token: token.to_owned(),
+        token: Cow::Borrowed(token),
         amount,
         amount_text,
         currency,
@@ -196,7 +226,7 @@ fn is_unfilled_macro(value: &str) -> bool {
 }
 
 /// Returns the exact value and its text for the event (see [`Conversion::amount_text`]).
-fn parse_amount(raw: &str, rules: &AmountRules) -> Result<(Decimal, String), Reason> {
+fn parse_amount<'p>(raw: &'p str, rules: &AmountRules) -> Result<(Decimal, Cow<'p, str>), Reason> {
     let (negative, unsigned) = match raw.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, raw),
@@ -218,7 +248,7 @@ fn parse_amount(raw: &str, rules: &AmountRules) -> Result<(Decimal, String), Rea
             }
             // Only reachable with a configured scale beyond what Decimal holds.
             let value = Decimal::from_str_exact(raw).map_err(|_| Reason::AmountOutOfRange)?;
-            (value, raw.to_owned())
+            (value, Cow::Borrowed(raw))
         }
         AmountFormat::Cents => {
             if !is_canonical_integer(unsigned) {
@@ -231,7 +261,7 @@ fn parse_amount(raw: &str, rules: &AmountRules) -> Result<(Decimal, String), Rea
             let cents = if negative { -cents } else { cents };
             let value = Decimal::try_from_i128_with_scale(cents, 2)
                 .map_err(|_| Reason::AmountOutOfRange)?;
-            (value, value.to_string())
+            (value, Cow::Owned(value.to_string()))
         }
     };
     if value.abs() > rules.max {
@@ -251,16 +281,23 @@ fn is_canonical_integer(digits: &str) -> bool {
     }
 }
 
-fn parse_currency(raw: Option<&str>, rules: &ParseRules) -> Result<Option<String>, Reason> {
+fn parse_currency<'p>(
+    raw: Option<&'p str>,
+    rules: &ParseRules,
+) -> Result<Option<Cow<'p, str>>, Reason> {
     let fixed = rules.fixed_currency.as_deref();
     let Some(raw) = raw else {
-        return Ok(fixed.map(str::to_ascii_uppercase));
+        return Ok(fixed.map(|f| Cow::Owned(f.to_ascii_uppercase())));
     };
     if raw.len() != 3 || !raw.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(Reason::BadCurrency);
     }
-    let code = raw.to_ascii_uppercase();
-    if ISO_4217.binary_search(&code.as_str()).is_err() {
+    let code = if raw.bytes().all(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(raw.to_ascii_uppercase())
+    };
+    if ISO_4217.binary_search(&code.as_ref()).is_err() {
         return Err(Reason::BadCurrency);
     }
     match fixed {
@@ -282,10 +319,10 @@ fn lookup_status(raw: &str, rules: &ParseRules) -> Result<Status, Reason> {
         .ok_or(Reason::BadStatus)
 }
 
-fn bounded(value: Option<&str>, max_bytes: usize) -> Result<Option<String>, Reason> {
+fn bounded(value: Option<&str>, max_bytes: usize) -> Result<Option<Cow<'_, str>>, Reason> {
     match value {
         Some(v) if v.len() > max_bytes => Err(Reason::ParamTooLong),
-        v => Ok(v.map(str::to_owned)),
+        v => Ok(v.map(Cow::Borrowed)),
     }
 }
 
@@ -304,7 +341,9 @@ fn parse_click_time(raw: &str) -> Result<OffsetDateTime, Reason> {
     Ok(time.to_offset(UtcOffset::UTC))
 }
 
-fn pass_through(params: &Params, rules: &ParseRules) -> Result<Vec<(String, String)>, Reason> {
+type Pairs<'p> = Vec<(Cow<'p, str>, Cow<'p, str>)>;
+
+fn pass_through<'p>(params: &'p Params, rules: &ParseRules) -> Result<Pairs<'p>, Reason> {
     let mut kept = Vec::new();
     for (key, value) in params.iter() {
         if is_role_name(&rules.names, key) || rules.dropped.iter().any(|d| d == key) {
@@ -316,7 +355,7 @@ fn pass_through(params: &Params, rules: &ParseRules) -> Result<Vec<(String, Stri
         if key.len() > MAX_PASS_THROUGH_KEY_BYTES || value.len() > MAX_PASS_THROUGH_VALUE_BYTES {
             return Err(Reason::ParamTooLong);
         }
-        kept.push((key.to_owned(), value.to_owned()));
+        kept.push((Cow::Borrowed(key), Cow::Borrowed(value)));
     }
     Ok(kept)
 }
@@ -359,7 +398,11 @@ mod tests {
         Json(&'static str),
     }
 
-    fn run_with(query: &str, body: Body, rules: &ParseRules) -> Result<Conversion, Reason> {
+    fn run_with(
+        query: &str,
+        body: Body,
+        rules: &ParseRules,
+    ) -> Result<Conversion<'static>, Reason> {
         let mut params = Params::new();
         params.add_query(query.as_bytes(), rules.plus_as_space)?;
         match body {
@@ -367,10 +410,10 @@ mod tests {
             Body::Form(raw) => params.add_form(raw.as_bytes())?,
             Body::Json(raw) => params.add_json(raw.as_bytes())?,
         }
-        parse(&params, rules)
+        parse(&params, rules).map(Conversion::into_owned)
     }
 
-    fn run(query: &str, rules: &ParseRules) -> Result<Conversion, Reason> {
+    fn run(query: &str, rules: &ParseRules) -> Result<Conversion<'static>, Reason> {
         run_with(query, Body::None, rules)
     }
 
@@ -623,7 +666,7 @@ mod tests {
     #[test]
     fn tracking_tokens() {
         for (what, rules, query, body, want) in token_rows() {
-            let got = run_with(&query, body, &rules()).map(|c| c.token);
+            let got = run_with(&query, body, &rules()).map(|c| c.token.into_owned());
             assert_eq!(got, want, "{what}: {query}");
         }
     }
@@ -759,7 +802,7 @@ mod tests {
                     assert_eq!(c.amount, exact, "{what}");
                 }
                 _ => assert_eq!(
-                    got.map(|c| c.amount_text),
+                    got.map(|c| c.amount_text.map(Cow::into_owned)),
                     want.map(|w| w.map(str::to_owned)),
                     "{what}"
                 ),
@@ -788,19 +831,19 @@ mod tests {
     /// A named optional field of a conversion, rendered as text for table comparison.
     fn field(c: &Conversion, name: &str) -> Option<String> {
         match name {
-            "currency" => c.currency.clone(),
+            "currency" => c.currency.as_deref().map(str::to_owned),
             "status" => Some(format!(
                 "{}/{}",
                 c.status.as_str(),
                 c.status_raw.as_deref().unwrap_or("-")
             )),
-            "txid" => c.txid.clone(),
-            "goal" => c.goal.clone(),
+            "txid" => c.txid.as_deref().map(str::to_owned),
+            "goal" => c.goal.as_deref().map(str::to_owned),
             "click_time" => c.click_time.map(|t| t.format(&Rfc3339).expect("formats")),
-            "campaign_id" => c.campaign_id.clone(),
-            "adset_id" => c.adset_id.clone(),
-            "ad_id" => c.ad_id.clone(),
-            "placement" => c.placement.clone(),
+            "campaign_id" => c.campaign_id.as_deref().map(str::to_owned),
+            "adset_id" => c.adset_id.as_deref().map(str::to_owned),
+            "ad_id" => c.ad_id.as_deref().map(str::to_owned),
+            "placement" => c.placement.as_deref().map(str::to_owned),
             other => panic!("no field {other}"),
         }
     }
@@ -990,7 +1033,12 @@ mod tests {
     #[test]
     fn pass_through_params() {
         for (what, rules, query, body, want) in params_rows() {
-            let got = run_with(&query, body, &rules()).map(|c| c.params);
+            let got = run_with(&query, body, &rules()).map(|c| {
+                c.params
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect::<Vec<_>>()
+            });
             assert_eq!(got, want, "{what}");
         }
     }
@@ -1001,10 +1049,7 @@ mod tests {
         let c = run_with("api_key=k", body, &nats()).expect("parses");
         assert_eq!(c.amount_text.as_deref(), Some("29.95"));
         assert_eq!(c.amount, Some(Decimal::new(2995, 2)));
-        assert_eq!(
-            c.params,
-            vec![("transaction[id]".to_owned(), "9".to_owned())]
-        );
+        assert_eq!(c.params, vec![("transaction[id]".into(), "9".into())]);
     }
 
     /// (what, rules, query, body, expected (token, amount_text))
@@ -1045,7 +1090,12 @@ mod tests {
     fn bodies() {
         for (what, query, body, want) in body_rows() {
             let got = run_with(query, body, &reference());
-            let got = got.map(|c| (c.token, c.amount_text.unwrap_or_default()));
+            let got = got.map(|c| {
+                (
+                    c.token.into_owned(),
+                    c.amount_text.unwrap_or_default().into_owned(),
+                )
+            });
             let want = want.map(|(t, a)| (t.to_owned(), a.to_owned()));
             assert_eq!(got, want, "{what}");
         }
