@@ -80,57 +80,59 @@ pub fn encode(
             .map(|(k, v)| k.len() + v.len() + 6)
             .sum::<usize>();
     let mut w = Json(Vec::with_capacity(560 + variable));
-    w.raw("{\"schema\":\"");
-    w.raw(SCHEMA);
-    w.raw("\",\"event_id\":\"");
-    w.raw(
+    w.raw("{\"schema\":");
+    w.plain(SCHEMA);
+    w.key("event_id");
+    w.plain(
         event_id
             .hyphenated()
             .encode_lower(&mut Uuid::encode_buffer()),
     );
-    w.raw("\",\"dedup_key\":\"");
+    w.key("dedup_key");
     w.hex128(dedup_key);
-    w.raw("\",\"source\":");
+    w.key("source");
     w.str(ctx.source);
-    w.raw(",\"kind\":\"");
-    w.raw(ctx.kind.as_str());
-    w.raw("\",\"token\":");
+    w.key("kind");
+    w.plain(ctx.kind.as_str());
+    w.key("token");
     w.str(&conv.token);
-    w.raw(",\"amount\":");
-    w.opt(conv.amount_text.as_deref());
-    w.raw(",\"currency\":");
-    w.opt(conv.currency.as_deref());
-    w.raw(",\"txid\":");
-    w.opt(conv.txid.as_deref());
-    w.raw(",\"goal\":");
-    w.opt(conv.goal.as_deref());
-    w.raw(",\"status\":\"");
-    w.raw(conv.status.as_str());
-    w.raw("\",\"status_raw\":");
+    for (name, value) in [
+        ("amount", &conv.amount_text),
+        ("currency", &conv.currency),
+        ("txid", &conv.txid),
+        ("goal", &conv.goal),
+    ] {
+        w.key(name);
+        w.opt(value.as_deref());
+    }
+    w.key("status");
+    w.plain(conv.status.as_str());
+    w.key("status_raw");
     w.opt(conv.status_raw.as_deref());
-    w.raw(",\"received_at\":");
+    w.key("received_at");
     w.time(ctx.received_at);
-    w.raw(",\"conversion_time\":");
+    w.key("conversion_time");
     match (ctx.conversion_at_click, conv.click_time) {
         (true, Some(t)) => w.time(t),
         _ => w.time(ctx.received_at),
     }
-    w.raw(",\"click_time\":");
+    w.key("click_time");
     match conv.click_time {
         Some(t) => w.time(t),
         None => w.raw("null"),
     }
-    w.raw(",\"campaign_id\":");
-    w.opt(conv.campaign_id.as_deref());
-    w.raw(",\"adset_id\":");
-    w.opt(conv.adset_id.as_deref());
-    w.raw(",\"ad_id\":");
-    w.opt(conv.ad_id.as_deref());
-    w.raw(",\"placement\":");
-    w.opt(conv.placement.as_deref());
-    w.raw(",\"client_ip\":");
+    for (name, value) in [
+        ("campaign_id", &conv.campaign_id),
+        ("adset_id", &conv.adset_id),
+        ("ad_id", &conv.ad_id),
+        ("placement", &conv.placement),
+    ] {
+        w.key(name);
+        w.opt(value.as_deref());
+    }
+    w.key("client_ip");
     w.str(ctx.client_ip);
-    w.raw(",\"user_agent\":");
+    w.key("user_agent");
     w.opt(ctx.user_agent);
     w.raw(",\"params\":{");
     for (i, (k, v)) in conv.params.iter().enumerate() {
@@ -151,6 +153,8 @@ pub fn encode(
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// A JSON writer for the few shapes an event has.
 struct Json(Vec<u8>);
 
@@ -159,10 +163,24 @@ impl Json {
         self.0.extend_from_slice(s.as_bytes());
     }
 
+    /// A string the gateway made itself (schema, ids, kinds): quoted, with
+    /// nothing to escape.
+    fn plain(&mut self, s: &str) {
+        self.0.push(b'"');
+        self.raw(s);
+        self.0.push(b'"');
+    }
+
+    /// `,"name":` before a member other than the first.
+    fn key(&mut self, name: &str) {
+        self.raw(",\"");
+        self.raw(name);
+        self.raw("\":");
+    }
+
     /// A JSON string: `"`, `\\` and control characters escaped (the short
     /// forms where JSON has them), everything else as it is, UTF-8 included.
     fn str(&mut self, s: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let out = &mut self.0;
         out.push(b'"');
         let bytes = s.as_bytes();
@@ -201,12 +219,13 @@ impl Json {
         }
     }
 
-    /// 32 lowercase hex digits.
+    /// 32 lowercase hex digits, quoted.
     fn hex128(&mut self, n: u128) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.0.push(b'"');
         for shift in (0..32).rev() {
             self.0.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
         }
+        self.0.push(b'"');
     }
 
     /// A quoted `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.

@@ -299,14 +299,12 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
                     at += 1;
                 }
                 let digits = [octet / 100, octet / 10 % 10, octet % 10];
-                let skip = if octet >= 100 {
-                    0
-                } else if octet >= 10 {
-                    1
-                } else {
-                    2
+                let first = match octet {
+                    100.. => 0,
+                    10.. => 1,
+                    _ => 2,
                 };
-                for &d in &digits[skip..] {
+                for &d in &digits[first..] {
                     buf[at] = b'0' + d;
                     at += 1;
                 }

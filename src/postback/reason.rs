@@ -89,12 +89,12 @@ impl Reason {
         Reason::LengthRequired,
     ];
 
-    /// The reason code, as sent in replies and used as a metric label.
     /// Position in [`Reason::ALL`], which lists the variants in declaration order.
     pub fn index(self) -> usize {
         self as usize
     }
 
+    /// The reason code, as sent in replies and used as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadEncoding => "bad_encoding",

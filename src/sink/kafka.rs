@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-
-use rdkafka::client::ClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::oneshot;
@@ -62,8 +60,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Milliseconds from the sink's start to `at`.
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.duration_since(self.started).as_millis() as u64
     }
 }
 
@@ -124,7 +123,7 @@ async fn probe(sink: Arc<KafkaSink>) {
         // Acknowledgements within the last second answer the question; a
         // metadata request, even on its own client, costs the broker work.
         let recent = sink
-            .now_ms()
+            .ms_at(Instant::now())
             .saturating_sub(sink.last_ack_ms.load(Ordering::Relaxed))
             < 1000
             && sink.last_ack_ms.load(Ordering::Relaxed) > 0;
@@ -236,9 +235,8 @@ impl Sink for KafkaSink {
             match &result {
                 Ok(()) => {
                     let acked = Instant::now();
-                    let since_start = acked.duration_since(self.started).as_millis() as u64;
                     self.last_ack_ms
-                        .store(since_start.max(1), Ordering::Relaxed);
+                        .store(self.ms_at(acked).max(1), Ordering::Relaxed);
                     m::hot()
                         .kafka_delivery_seconds
                         .record(acked.duration_since(started).as_secs_f64());
