@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, USER_AGENT};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use time::OffsetDateTime;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -97,9 +97,8 @@ fn key_route(path: &str) -> Option<&str> {
 }
 
 /// Every `X-Forwarded-For` line, joined in order (proxies may add a line each).
-fn forwarded_for(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
-    let mut lines = req
-        .headers()
+fn forwarded_for(headers: &HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let mut lines = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok());
@@ -133,23 +132,27 @@ async fn postback(
     peer: SocketAddr,
 ) -> Outcome {
     let received_at = OffsetDateTime::now_utc();
+    // The head's parts share hyper's read buffer; they are dropped before the
+    // wait for Kafka, so that hyper reads the connection's next bytes into the
+    // same buffer instead of a new one.
+    let (parts, body) = req.into_parts();
 
     // hyper drops a Content-Length that comes with Transfer-Encoding, so the
     // smuggling shape is only visible as Transfer-Encoding: refuse them all.
-    if req.headers().contains_key(TRANSFER_ENCODING) {
+    if parts.headers.contains_key(TRANSFER_ENCODING) {
         return Outcome::reject(Reason::LengthRequired);
     }
     if app.warming.load(Ordering::Relaxed) {
         return Outcome::reject(Reason::Unavailable);
     }
-    let uri_len = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    let uri_len = parts.uri.path().len() + parts.uri.query().map_or(0, |q| q.len() + 1);
     if uri_len > app.limits.max_uri_bytes {
         return Outcome::Rejected(Reason::TooLarge, StatusCode::URI_TOO_LONG);
     }
     // hyper bounds its read buffer, but a head that arrives in one read can
     // exceed it; the header limit is ours to keep.
-    let header_bytes: usize = req
-        .headers()
+    let header_bytes: usize = parts
+        .headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
@@ -160,11 +163,11 @@ async fn postback(
         );
     }
     let sources = app.sources.load();
-    let host = req
-        .headers()
+    let host = parts
+        .headers
         .get(HOST)
         .and_then(|v| v.to_str().ok())
-        .or(req.uri().host());
+        .or(parts.uri.host());
     let (found, key_checked) = match target {
         Target::Named(name) => (sources.select(name.as_deref(), host), false),
         Target::PathKey(key) => (sources.by_path_key(key), true),
@@ -177,7 +180,7 @@ async fn postback(
     if kind == Kind::Pixel && !source.pixels {
         return refuse(Reason::UnknownSource, &source.name);
     }
-    let client = match source.admit(peer.ip(), forwarded_for(&req).as_deref()) {
+    let client = match source.admit(peer.ip(), forwarded_for(&parts.headers).as_deref()) {
         Ok(ip) => ip,
         Err(r) => return refuse(r, &source.name),
     };
@@ -189,20 +192,17 @@ async fn postback(
     if limited {
         return refuse(Reason::RateLimited, &source.name);
     }
-    // A handle on hyper's buffer, not a copy: the request itself may be
-    // consumed by the body read below.
-    let user_agent = req.headers().get(USER_AGENT).cloned();
 
     let mut params = Params::new();
-    if let Some(q) = req.uri().query() {
+    if let Some(q) = parts.uri.query() {
         if let Err(r) = params.add_query(q.as_bytes(), source.rules.plus_as_space) {
             return refuse(r, &source.name);
         }
     }
-    if req.method() == Method::POST {
+    if parts.method == Method::POST {
         // Boxed: its state would otherwise make every request's future
         // (moved whole a few times per request) larger, GETs included.
-        if let Err(r) = Box::pin(read_body(app, kind, req, &mut params)).await {
+        if let Err(r) = Box::pin(read_body(app, kind, &parts.headers, body, &mut params)).await {
             return refuse(r, &source.name);
         }
     }
@@ -240,8 +240,9 @@ async fn postback(
 
     let event_id = Uuid::now_v7();
     let mut ip_buf = [0u8; 48];
-    let user_agent = user_agent
-        .as_ref()
+    let user_agent = parts
+        .headers
+        .get(USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()));
     let ctx = Context {
         source: &source.name,
@@ -253,6 +254,7 @@ async fn postback(
     };
     let event = event::encode(&conv, &ctx, &source.name, event_id, key);
     let campaign = conv.campaign_id;
+    drop(parts);
 
     // Delivery runs to its end even if the client hangs up: an event Kafka
     // may still acknowledge must be committed, or its retry would count it twice.
@@ -340,20 +342,19 @@ fn log_allowed() -> bool {
 async fn read_body(
     app: &App,
     kind: Kind,
-    req: Request<Incoming>,
+    headers: &HeaderMap,
+    body: Incoming,
     params: &mut Params,
 ) -> Result<(), Reason> {
     let limit = app.limits.max_body_bytes;
-    let declared = req
-        .headers()
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Reason::TooLarge);
     }
-    let ctype = req
-        .headers()
+    let ctype = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -363,7 +364,7 @@ async fn read_body(
                 .trim()
                 .to_ascii_lowercase()
         });
-    let body = Limited::new(req.into_body(), limit).collect();
+    let body = Limited::new(body, limit).collect();
     let body: Bytes = match tokio::time::timeout(app.limits.request_timeout, body).await {
         Err(_) => return Err(Reason::RequestTimeout),
         Ok(Err(e))
