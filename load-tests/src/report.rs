@@ -285,12 +285,65 @@ pub fn table(reports: &[Report]) -> String {
             med(rs, &|r| 100.0 * r.other_cpu_secs / r.elapsed_secs.max(1e-9)),
         );
     }
+    let runs: Vec<(&str, &str, f64)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.scenario.name.as_str(),
+                r.label.as_str(),
+                r.requests_per_sec,
+            )
+        })
+        .collect();
+    for (label, ratios) in pair_ratios(&runs) {
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let _ = writeln!(
+            s,
+            "\n{label} / the baseline run just before it, run by run: {} (median {:.2})",
+            shown.join(", "),
+            median(ratios),
+        );
+    }
     s
+}
+
+/// Each non-baseline run's throughput over that of the baseline run that
+/// came just before it in the same scenario, by label, in run order. The
+/// machine drifts between pairs more than within one, so these ratios are
+/// steadier than the ratio of medians.
+fn pair_ratios(runs: &[(&str, &str, f64)]) -> BTreeMap<String, Vec<f64>> {
+    let mut last_base: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for &(scenario, label, rps) in runs {
+        if label == "baseline" {
+            last_base.insert(scenario, rps);
+        } else if let Some(&base) = last_base.get(scenario).filter(|&&b| b > 0.0) {
+            out.entry(format!("{scenario} {label}"))
+                .or_default()
+                .push(rps / base);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_run_is_compared_with_the_baseline_run_before_it() {
+        let runs = [
+            ("ka", "gateway", 50.0), // no baseline yet: left out
+            ("ka", "baseline", 100.0),
+            ("ka", "gateway", 50.0),
+            ("ka", "baseline", 200.0),
+            ("ka", "gateway", 120.0),
+            ("oh", "gateway", 10.0), // another scenario, no baseline of its own
+        ];
+        let pairs = pair_ratios(&runs);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs["ka gateway"], vec![0.5, 0.6]);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
