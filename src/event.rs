@@ -96,19 +96,13 @@ pub fn encode(
     w.plain(ctx.kind.as_str());
     w.key("token");
     w.str(&conv.token);
-    for (name, value) in [
-        ("amount", &conv.amount_text),
-        ("currency", &conv.currency),
-        ("txid", &conv.txid),
-        ("goal", &conv.goal),
-    ] {
-        w.key(name);
-        w.opt(value.as_deref());
-    }
+    w.opt_member("amount", conv.amount_text.as_deref());
+    w.opt_member("currency", conv.currency.as_deref());
+    w.opt_member("txid", conv.txid.as_deref());
+    w.opt_member("goal", conv.goal.as_deref());
     w.key("status");
     w.plain(conv.status.as_str());
-    w.key("status_raw");
-    w.opt(conv.status_raw.as_deref());
+    w.opt_member("status_raw", conv.status_raw.as_deref());
     w.key("received_at");
     w.time(ctx.received_at);
     w.key("conversion_time");
@@ -121,19 +115,13 @@ pub fn encode(
         Some(t) => w.time(t),
         None => w.raw("null"),
     }
-    for (name, value) in [
-        ("campaign_id", &conv.campaign_id),
-        ("adset_id", &conv.adset_id),
-        ("ad_id", &conv.ad_id),
-        ("placement", &conv.placement),
-    ] {
-        w.key(name);
-        w.opt(value.as_deref());
-    }
+    w.opt_member("campaign_id", conv.campaign_id.as_deref());
+    w.opt_member("adset_id", conv.adset_id.as_deref());
+    w.opt_member("ad_id", conv.ad_id.as_deref());
+    w.opt_member("placement", conv.placement.as_deref());
     w.key("client_ip");
     w.str(ctx.client_ip);
-    w.key("user_agent");
-    w.opt(ctx.user_agent);
+    w.opt_member("user_agent", ctx.user_agent);
     w.raw(",\"params\":{");
     for (i, (k, v)) in conv.params.iter().enumerate() {
         if i > 0 {
@@ -212,7 +200,10 @@ impl Json {
         out.push(b'"');
     }
 
-    fn opt(&mut self, s: Option<&str>) {
+    /// `,"name":` and a JSON string, or `null` when there is none.
+    #[inline]
+    fn opt_member(&mut self, name: &str, s: Option<&str>) {
+        self.key(name);
         match s {
             Some(s) => self.str(s),
             None => self.raw("null"),

@@ -82,8 +82,8 @@ pub async fn serve<H, F>(
         .keep_alive(true)
         // Replies are a head and a body of a few dozen bytes: copied into one
         // buffer they go out in one plain write. A vectored write of the two
-        // (hyper's default) queues the body and costs the kernel more: about
-        // a tenth of the CPU per postback at saturation (see README, Performance).
+        // (hyper's default) queues the body and costs more: 5-10% of the CPU
+        // per postback at saturation (see README, Performance).
         .writev(false)
         // The whole head must fit: request line plus header block.
         .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(8192));

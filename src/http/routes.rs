@@ -200,8 +200,8 @@ async fn postback(
         }
     }
     if parts.method == Method::POST {
-        // Boxed: its state would otherwise make every request's future
-        // (moved whole a few times per request) larger, GETs included.
+        // Boxed: its state would otherwise enlarge every request's future
+        // (allocated whole for each request), GETs included.
         if let Err(r) = Box::pin(read_body(app, kind, &parts.headers, body, &mut params)).await {
             return refuse(r, &source.name);
         }
