@@ -73,6 +73,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
     let metrics = metrics::install();
     let brokers = config
         .kafka
@@ -95,7 +96,13 @@ pub async fn run(
         config.spool.segment_bytes,
     )
     .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
-    let kafka = sink::kafka::KafkaSink::connect(&config.kafka, &brokers).await?;
+    let kafka = tokio::select! {
+        k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers) => k?,
+        _ = &mut shutdown => {
+            info!("Stopped before the gateway started serving.");
+            return Ok(());
+        }
+    };
     let durable = sink::durable::Durable::new(kafka, spool, clock.clone());
     let dedup = dedup::Dedup::new(
         config.dedup.window,
@@ -138,7 +145,11 @@ pub async fn run(
         config.shutdown_grace,
     ));
 
-    warm_up(&config, &brokers, &dedup, spooled).await;
+    let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
+    let stopped_early = tokio::select! {
+        _ = warm_up(&config, &brokers, &dedup, spooled) => false,
+        _ = &mut shutdown => true,
+    };
     app.warming.store(false, Ordering::Relaxed);
 
     let (stop_drain, drain_rx) = watch::channel(false);
@@ -146,12 +157,14 @@ pub async fn run(
         kafka: config.kafka.clone(),
         brokers: brokers.clone(),
     };
-    let drainer = tokio::spawn(sink::durable::drain(
-        durable.clone(),
-        clock,
-        lookback,
-        drain_rx,
-    ));
+    let drainer = (!stopped_early).then(|| {
+        tokio::spawn(sink::durable::drain(
+            durable.clone(),
+            clock,
+            lookback,
+            drain_rx,
+        ))
+    });
     let a = app.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -170,19 +183,34 @@ pub async fn run(
     });
     ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
     drop(sources);
-    let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
-    info!("The gateway is serving.");
-
-    shutdown.await;
+    if !stopped_early {
+        info!("The gateway is serving.");
+        shutdown.await;
+    }
+    // Every step below is bounded, all of them together by the grace period:
+    // what was acknowledged is already in Kafka or in the spool, so nothing
+    // here is needed for durability, only to hand over tidily.
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     info!("Shutting down: no longer ready, draining open requests.");
     app.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_public.send(true);
     let _ = public.await;
     let _ = stop_drain.send(true);
-    let _ = drainer.await;
-    app.sink.flush(Duration::from_secs(10)).await;
+    if let Some(drainer) = drainer {
+        if tokio::time::timeout_at(deadline, drainer).await.is_err() {
+            warn!("The spool's drainer did not stop within the grace period.");
+        }
+    }
+    // Messages still queued are either acknowledged in the spool already or
+    // belong to requests that were not answered 200: flushing only saves the
+    // next start some reading back.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let _ = stop_admin.send(true);
-    let _ = admin.await;
+    let flush = app.sink.flush(
+        left.min(Duration::from_secs(5))
+            .max(Duration::from_millis(100)),
+    );
+    let _ = tokio::join!(flush, admin);
     sweeper.abort();
     let left = durable.spool.backlog();
     if left > 0 {

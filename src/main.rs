@@ -137,7 +137,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // A reader of the topic (the warm-up, the drainer's look-back) may still
+    // run on a blocking thread; it holds nothing that needs finishing.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("postback-gateway: {e:#}");
@@ -147,6 +151,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM during the start (the topic's warm-up can
+    // take minutes) then stops the gateway in order instead of killing it.
+    let shutdown = shutdown_signal();
     // Held until the end of serve(): dropping it stops the cluster.
     let mut embedded = None;
     if config.kafka.brokers.is_none() {
@@ -177,7 +184,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let listeners = Listeners::bind(&config).await?;
     info!(public = %listeners.public_addr(), admin = %listeners.admin_addr(), "Listening.");
-    run(config, listeners, shutdown_signal()).await?;
+    run(config, listeners, shutdown).await?;
     drop(embedded);
     Ok(())
 }
@@ -240,36 +247,67 @@ fn random_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once
-/// (what was acknowledged is already in Kafka or in the spool).
-async fn shutdown_signal() {
-    one_signal().await;
-    tokio::spawn(async {
-        one_signal().await;
-        eprintln!("postback-gateway: second signal, exiting now");
-        std::process::exit(130);
-    });
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the
+/// first of them, and a second one exits at once (what was acknowledged is
+/// already in Kafka or in the spool).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let mut signals = Signals::install();
+    async move {
+        signals.next().await;
+        tokio::spawn(async move {
+            signals.next().await;
+            eprintln!("postback-gateway: second signal, exiting now");
+            std::process::exit(130);
+        });
+    }
 }
 
-async fn one_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, each as a stream.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            if let Err(e) = term.as_ref().and(int.as_ref()) {
+                warn!(error = %e, "Cannot install a signal handler.");
+            }
+            Signals {
+                term: term.ok(),
+                int: int.ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn on(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = on(&mut self.term) => {}
+                _ = on(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `events`: prints the topic's events to stdout.

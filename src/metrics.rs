@@ -21,6 +21,7 @@ pub const KAFKA_DELIVERY_SECONDS: &str = "postback_kafka_delivery_duration_secon
 pub const KAFKA_FAILURES: &str = "postback_kafka_delivery_failures_total";
 pub const KAFKA_QUEUE: &str = "postback_kafka_queue_depth";
 pub const KAFKA_UP: &str = "postback_kafka_reachable";
+pub const KAFKA_PRODUCER_RESTARTS: &str = "postback_kafka_producer_restarts_total";
 pub const DEDUP_KEYS: &str = "postback_dedup_keys";
 pub const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
 pub const DEDUP_EXPIRED: &str = "postback_dedup_expired_total";
@@ -127,6 +128,7 @@ pub fn install() -> PrometheusHandle {
                 SPOOL_SKIPPED,
                 SPOOL_SYNCS,
                 CONNECTIONS_REFUSED,
+                KAFKA_PRODUCER_RESTARTS,
             ] {
                 metrics::counter!(c).increment(0);
             }
@@ -156,6 +158,10 @@ fn describe() {
     describe_gauge!(
         KAFKA_QUEUE,
         "Messages in the producer queue, not yet acknowledged."
+    );
+    describe_counter!(
+        KAFKA_PRODUCER_RESTARTS,
+        "Kafka producer instances replaced after a fatal error (such as a broker fencing the idempotent producer)."
     );
     describe_gauge!(
         KAFKA_UP,

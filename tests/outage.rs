@@ -247,3 +247,89 @@ async fn a_spool_with_a_torn_last_record_starts_cleanly_and_drains_the_whole_rec
     assert!(metric(&gw, "postback_dedup_keys").await >= 3.0);
     gw.stop().await;
 }
+
+/// The series' value; a series the gateway does not export fails the test.
+async fn series(gw: &Gateway, name: &str) -> f64 {
+    let text = metrics_text(gw).await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {name} on /metrics"))
+}
+
+/// What a broker that fences the idempotent producer does (Tansu answers
+/// every produce request with `PRODUCER_FENCED` after librdkafka bumped its
+/// epoch because messages timed out in flight): that producer instance never
+/// delivers again, without any fatal error. The gateway replaces it; the
+/// refused postback is answered from the spool and drains, and later ones go
+/// to Kafka directly again, without a restart. (`tests/chaos.rs` shows the
+/// same against Tansu itself, after real stalls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_is_replaced_and_delivery_resumes() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let send = |token: String| {
+        let (c, url) = (client.clone(), gw.url(&query(&token, "3.30")));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            (token, r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let mut accepted = vec![send("before".into()).await];
+    assert_eq!(
+        series(&gw, "postback_kafka_producer_restarts_total").await,
+        0.0
+    );
+
+    kafka.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+    );
+    accepted.push(send("fenced".into()).await);
+    assert_eq!(
+        series(&gw, "postback_spooled_total").await,
+        1.0,
+        "the refused postback went to the spool"
+    );
+    wait_until("the fenced producer is replaced", async || {
+        series(&gw, "postback_kafka_producer_restarts_total").await == 1.0
+    })
+    .await;
+    wait_until("the spool is drained", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+
+    // Delivery goes straight to Kafka again: nothing more is spooled.
+    for i in 0..10 {
+        accepted.push(send(format!("after-{i}")).await);
+    }
+    assert_eq!(series(&gw, "postback_spooled_total").await, 1.0);
+    assert_eq!(
+        series(&gw, "postback_kafka_producer_restarts_total").await,
+        1.0
+    );
+
+    let records = read_topic(
+        &kafka.bootstrap_servers(),
+        TOPIC,
+        accepted.len(),
+        Duration::from_secs(2),
+    );
+    for (token, status, text) in &accepted {
+        assert_eq!(*status, 200, "{token}: {text}");
+        let found = with_token(&records, token);
+        assert_eq!(found.len(), 1, "{token} is in Kafka exactly once");
+        assert_event(found[0], &ok_id(text), token, "3.30", "s2s");
+    }
+    assert_eq!(
+        records.len(),
+        accepted.len(),
+        "nothing else is in the topic"
+    );
+    gw.stop().await;
+}

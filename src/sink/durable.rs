@@ -105,10 +105,11 @@ pub async fn drain(
     sink: Arc<Durable>,
     clock: Clock,
     lookback: Lookback,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let spool = sink.spool.clone();
     let lookback = Arc::new(lookback);
+    let mut stop = stop;
     let mut seq = spool.oldest();
     let mut pos = 0u64;
     let mut need_scan = true;
@@ -171,6 +172,9 @@ pub async fn drain(
             let age = clock().saturating_sub(first.at);
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
             if need_scan {
+                if settled(&sink, &lookback, &mut stop).await.is_err() {
+                    return;
+                }
                 in_kafka = already_in_kafka(&lookback, first.at).await;
                 need_scan = false;
             }
@@ -183,7 +187,14 @@ pub async fn drain(
             if !skip.is_empty() {
                 metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
             }
-            deliver_all(&sink, send.into_iter()).await;
+            if deliver_all(&sink, &lookback, send, &mut stop)
+                .await
+                .is_err()
+            {
+                // Stopped part-way: the chunk stays in the spool, and the next
+                // start reads the topic back before sending it again.
+                return;
+            }
             pos = chunk.last().map_or(pos, |(end, _)| *end);
             spool.acknowledged(chunk.len() as u64);
             metrics::counter!(m::SPOOL_DRAINED).increment(chunk.len() as u64);
@@ -194,38 +205,116 @@ pub async fn drain(
     }
 }
 
-/// Delivers every record, retrying the failed ones until Kafka takes them.
-async fn deliver_all<'a>(sink: &Arc<Durable>, records: impl Iterator<Item = &'a Record>) {
-    let mut todo: Vec<Event> = records
-        .map(|r| Event {
-            event_id: r.event_id,
-            dedup_key: r.dedup_key,
-            key: r.key.clone(),
-            source: Arc::from(r.source.as_str()),
-            payload: r.payload.clone(),
+/// The drainer was told to stop.
+struct Stopped;
+
+/// Delivers every record, until Kafka has taken them all or `stop` turns
+/// true. A failed round is retried with a growing pause (up to 5 s), and
+/// only after reading the topic back: an attempt that failed late may have
+/// been written after all, and must not be written twice. A delivery that
+/// panics counts as failed.
+async fn deliver_all(
+    sink: &Arc<Durable>,
+    lookback: &Arc<Lookback>,
+    records: Vec<&Record>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Stopped> {
+    let Some(oldest_at) = records.iter().map(|r| r.at).min() else {
+        return Ok(());
+    };
+    let mut todo: Vec<Arc<Event>> = records
+        .into_iter()
+        .map(|r| {
+            Arc::new(Event {
+                event_id: r.event_id,
+                dedup_key: r.dedup_key,
+                key: r.key.clone(),
+                source: Arc::from(r.source.as_str()),
+                payload: r.payload.clone(),
+            })
         })
         .collect();
     let mut attempt = 0u32;
     while !todo.is_empty() {
         let mut set = JoinSet::new();
-        for ev in todo.drain(..) {
-            let kafka = sink.kafka.clone();
-            set.spawn(async move {
-                let r = kafka.deliver(&ev).await;
-                (ev, r)
-            });
+        for (i, ev) in todo.iter().enumerate() {
+            let (kafka, ev) = (sink.kafka.clone(), ev.clone());
+            set.spawn(async move { (i, kafka.deliver(&ev).await.is_ok()) });
         }
-        while let Some(done) = set.join_next().await {
-            if let Ok((ev, Err(_))) = done {
-                todo.push(ev);
+        let mut delivered = vec![false; todo.len()];
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped(stop) => return Err(Stopped),
+                done = set.join_next() => match done {
+                    Some(Ok((i, ok))) => delivered[i] = ok,
+                    Some(Err(e)) => warn!(error = %e, "A spooled event's delivery failed unexpectedly; it is retried."),
+                    None => break,
+                },
             }
         }
-        if !todo.is_empty() {
-            attempt += 1;
-            let wait = Duration::from_millis(200 * u64::from(attempt.min(10)));
-            tokio::time::sleep(wait).await;
+        let mut i = 0;
+        todo.retain(|_| {
+            i += 1;
+            !delivered[i - 1]
+        });
+        if todo.is_empty() {
+            break;
+        }
+        attempt += 1;
+        tracing::debug!(
+            failed = todo.len(),
+            attempt,
+            "Spooled events were not delivered; retrying."
+        );
+        let wait = Duration::from_millis(250 * u64::from(attempt.min(20)));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(stop) => return Err(Stopped),
+        }
+        settled(sink, lookback, stop).await?;
+        let in_kafka = tokio::select! {
+            ids = already_in_kafka(lookback, oldest_at) => ids,
+            _ = stopped(stop) => return Err(Stopped),
+        };
+        let before = todo.len();
+        todo.retain(|ev| !in_kafka.contains(&ev.event_id.as_u128()));
+        if todo.len() < before {
+            metrics::counter!(m::SPOOL_SKIPPED).increment((before - todo.len()) as u64);
         }
     }
+    Ok(())
+}
+
+/// Waits until Kafka has been reachable for twice the delivery wait without
+/// a break. A broker that was frozen or cut off may still write what an
+/// earlier attempt (of this process or of one before it) sent it, as it
+/// works through its backlog; reading the topic back before then would miss
+/// those and send them a second time.
+async fn settled(
+    sink: &Durable,
+    lookback: &Lookback,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Stopped> {
+    let settle = lookback.kafka.delivery_wait * 2;
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if !sink.kafka.ready() {
+            since = None;
+        } else if now.duration_since(*since.get_or_insert(now)) >= settle {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stopped(stop) => return Err(Stopped),
+        }
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Event ids in the topic from a minute before `oldest_at` on (bounded).
@@ -233,6 +322,7 @@ async fn already_in_kafka(lookback: &Arc<Lookback>, oldest_at: u32) -> HashSet<u
     const MAX_IDS: usize = 5_000_000;
     let since_ms = (i64::from(oldest_at) - 60) * 1000;
     let lb = lookback.clone();
+    let started = std::time::Instant::now();
     let found = tokio::task::spawn_blocking(move || {
         let mut ids = HashSet::new();
         let r = replay_topic(
@@ -250,7 +340,11 @@ async fn already_in_kafka(lookback: &Arc<Lookback>, oldest_at: u32) -> HashSet<u
     .await;
     match found {
         Ok((Ok(n), ids)) => {
-            info!(read = n, "Read the topic back before draining the spool.");
+            info!(
+                read = n,
+                seconds = started.elapsed().as_secs_f64(),
+                "Read the topic back before draining the spool."
+            );
             ids
         }
         Ok((Err(e), _)) => {

@@ -1,22 +1,32 @@
 //! The Kafka sink: an idempotent rdkafka producer (acks=all, lz4, short linger).
 //! A 2xx waits for the broker's acknowledgement; librdkafka's own
-//! `message.timeout.ms` is set to the delivery wait, so a failed delivery is
-//! final and a later retry cannot produce a second copy of it.
+//! `message.timeout.ms` is set to the delivery wait, so librdkafka gives up on
+//! a message when the request does. A message that failed late (timed out in
+//! flight, purged) may still have been written by the broker: the durable sink
+//! spools it and its drainer reads the topic back before sending it again.
+//!
+//! A fatal producer error, or a broker that stops taking the instance's
+//! producer id (Tansu fences the epoch librdkafka bumps after messages time
+//! out in flight), ends a producer instance for good: the watcher replaces it
+//! with a new one, and what was in flight on the old one fails over to the spool.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use tokio::sync::oneshot;
-use tracing::{info, warn};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
+use tokio::sync::{oneshot, Notify};
+use tracing::{error, info, warn, Level};
 
+use super::logs::{self, Quiet};
 use super::native;
 use super::reports::Reports;
 use super::{BoxFuture, Sink, SinkError};
@@ -24,15 +34,71 @@ use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
 use crate::metrics as m;
 
-/// Hands each delivery verdict to the request waiting for it.
-pub struct Verdicts;
+/// Hands each delivery verdict to the request waiting for it, and tells the
+/// watcher when this producer instance can no longer deliver.
+pub struct Verdicts {
+    /// Woken when the instance breaks.
+    wake: Arc<Notify>,
+    /// Why this instance cannot deliver any more, once it cannot.
+    broken: Mutex<Option<String>>,
+}
 
-impl ClientContext for Verdicts {}
+impl Verdicts {
+    fn broke(&self, why: String) {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if broken.is_none() {
+            *broken = Some(why);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Why this instance cannot deliver any more: a fatal error, or the
+    /// broker no longer taking its producer id (a broker that fences the
+    /// epoch librdkafka bumps after messages time out in flight refuses every
+    /// later message of the instance, without a fatal error).
+    fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Delivery errors after which the broker refuses every message of this
+/// producer id: only a new instance (with a new id) delivers again.
+fn ends_the_producer_id(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+impl ClientContext for Verdicts {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        logs::librdkafka_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.broke(format!("fatal error: {reason}"));
+        }
+        logs::librdkafka_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Verdicts {
     type DeliveryOpaque = Box<oneshot::Sender<Result<(), KafkaError>>>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, waiting: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            if e.rdkafka_error_code().is_some_and(ends_the_producer_id) {
+                self.broke(e.to_string());
+            }
+        }
         // The request may have given up waiting; its verdict is then moot.
         let _ = waiting.send(match result {
             Ok(_) => Ok(()),
@@ -44,7 +110,12 @@ impl ProducerContext for Verdicts {
 type KafkaProducer = BaseProducer<Verdicts>;
 
 pub struct KafkaSink {
-    producer: Arc<KafkaProducer>,
+    /// The producer instance in use; replaced after a fatal error.
+    producer: RwLock<Arc<KafkaProducer>>,
+    /// How to make a new producer instance.
+    producer_config: ClientConfig,
+    /// Woken by a producer instance's context when it breaks.
+    fatal: Arc<Notify>,
     topic: String,
     /// Upper bound on waiting for librdkafka's verdict; its own timeout
     /// normally answers first.
@@ -52,7 +123,7 @@ pub struct KafkaSink {
     reachable: Arc<AtomicBool>,
     /// A client of its own for the reachability probe: a metadata request on
     /// the producer's handle stalls its sends (seen as a p99 spike once a second).
-    prober: AdminClient<DefaultClientContext>,
+    prober: AdminClient<Quiet>,
     /// When the last acknowledgement arrived (ms since `started`): while
     /// acknowledgements flow, the cluster is reachable without asking.
     last_ack_ms: AtomicU64,
@@ -64,6 +135,14 @@ impl KafkaSink {
     fn ms_at(&self, at: Instant) -> u64 {
         at.duration_since(self.started).as_millis() as u64
     }
+
+    /// The producer instance in use.
+    fn producer(&self) -> Arc<KafkaProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
@@ -73,6 +152,26 @@ fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// Starts a producer instance, with its delivery reports served on the runtime.
+fn start_producer(
+    config: &ClientConfig,
+    fatal: &Arc<Notify>,
+) -> anyhow::Result<Arc<KafkaProducer>> {
+    let (config, fatal) = (config.clone(), fatal.clone());
+    let producer: KafkaProducer = native::start_as_background(move || {
+        config.create_with_context(Verdicts {
+            wake: fatal,
+            broken: Mutex::new(None),
+        })
+    })
+    .context("cannot start the Kafka producer's threads")?
+    .context("cannot create the Kafka producer")?;
+    let producer = Arc::new(producer);
+    let reports = Reports::new(producer.clone()).context("cannot watch the producer's reports")?;
+    tokio::spawn(reports.serve());
+    Ok(producer)
 }
 
 impl KafkaSink {
@@ -88,17 +187,13 @@ impl KafkaSink {
             .set("message.timeout.ms", &wait_ms)
             .set("request.timeout.ms", &wait_ms)
             .set("queue.buffering.max.messages", "200000");
-        let producer: KafkaProducer =
-            native::start_as_background(move || config.create_with_context(Verdicts))
-                .context("cannot start the Kafka producer's threads")?
-                .context("cannot create the Kafka producer")?;
-        let producer = Arc::new(producer);
-        let reports =
-            Reports::new(producer.clone()).context("cannot watch the producer's reports")?;
-        tokio::spawn(reports.serve());
+        let fatal = Arc::new(Notify::new());
+        let producer = start_producer(&config, &fatal)?;
         let prober = ensure_topic(cfg, brokers).await?;
         let sink = Arc::new(KafkaSink {
-            producer,
+            producer: RwLock::new(producer),
+            producer_config: config,
+            fatal,
             topic: cfg.topic.clone(),
             verdict_wait: cfg.delivery_wait * 3 + Duration::from_secs(2),
             reachable: Arc::new(AtomicBool::new(true)),
@@ -106,62 +201,123 @@ impl KafkaSink {
             last_ack_ms: AtomicU64::new(0),
             started: Instant::now(),
         });
-        tokio::spawn(probe(sink.clone()));
+        tokio::spawn(watch(sink.clone()));
         Ok(sink)
+    }
+
+    /// Why the producer instance in use cannot deliver any more, if it cannot.
+    fn broken(&self) -> Option<String> {
+        let producer = self.producer();
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Some(format!("fatal error {code:?}: {reason}"));
+        }
+        producer.context().broken()
+    }
+
+    /// Replaces a producer instance that cannot deliver any more with a new
+    /// one. What was queued or in flight on the old one is purged: each of
+    /// those requests gets a failed verdict and goes to the spool.
+    async fn replace_producer(&self, why: &str) {
+        error!(
+            cause = %why.escape_debug(),
+            "The Kafka producer cannot deliver any more; starting a new producer. \
+             Events in flight on the old one go to the spool and drain from there."
+        );
+        metrics::counter!(m::KAFKA_PRODUCER_RESTARTS).increment(1);
+        let new = loop {
+            match start_producer(&self.producer_config, &self.fatal) {
+                Ok(p) => break p,
+                Err(e) => {
+                    warn!(error = %e, "Cannot start a new Kafka producer; trying again in a second.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let old = std::mem::replace(
+            &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
+            new,
+        );
+        old.purge(PurgeConfig::default().queue().inflight());
+        // The old instance's report task holds the last reference and lets go
+        // of it once the purged messages' verdicts are served.
+        drop(old);
     }
 }
 
-/// Checks the cluster once a second: feeds `/readyz` and the queue-depth gauge.
-async fn probe(sink: Arc<KafkaSink>) {
+/// The producer's watcher, once a second and whenever an instance breaks:
+/// replaces a producer instance that cannot deliver any more, checks the cluster (feeds `/readyz` and
+/// the queue-depth gauge), and writes held-back log lines.
+async fn watch(sink: Arc<KafkaSink>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Replacements in a row back off, up to half a minute apart: a broker that
+    // fences every new producer at once must not get a new one each second.
+    let mut backoff = Duration::ZERO;
+    let mut last_restart: Option<Instant> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = sink.fatal.notified() => {}
+        }
         // Only this task and the sink hold it; when the gateway drops the sink, stop.
         if Arc::strong_count(&sink) == 1 {
             return;
         }
-        // Acknowledgements within the last second answer the question; a
-        // metadata request, even on its own client, costs the broker work.
-        let recent = sink
-            .ms_at(Instant::now())
-            .saturating_sub(sink.last_ack_ms.load(Ordering::Relaxed))
-            < 1000
-            && sink.last_ack_ms.load(Ordering::Relaxed) > 0;
-        let s = sink.clone();
-        let ok = recent
-            || tokio::task::spawn_blocking(move || {
-                s.prober
-                    .inner()
-                    .fetch_metadata(Some(&s.topic), Duration::from_millis(800))
-                    .map(|md| {
-                        md.topics()
-                            .iter()
-                            .any(|t| t.error().is_none() && !t.partitions().is_empty())
-                    })
-                    .unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false);
-        if ok != sink.reachable.swap(ok, Ordering::Relaxed) {
-            if ok {
-                info!(topic = %sink.topic, "Kafka is reachable again.");
-            } else {
-                warn!(topic = %sink.topic, "Kafka is not reachable; postbacks go to the spool until it is.");
-            }
+        logs::LOG.flush();
+        if let Some(why) = sink.broken() {
+            backoff = match last_restart {
+                Some(at) if at.elapsed() < Duration::from_secs(60) => {
+                    (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+                }
+                _ => Duration::ZERO,
+            };
+            tokio::time::sleep(backoff).await;
+            sink.replace_producer(&why).await;
+            last_restart = Some(Instant::now());
         }
-        metrics::gauge!(m::KAFKA_UP).set(if ok { 1.0 } else { 0.0 });
-        metrics::gauge!(m::KAFKA_QUEUE).set(f64::from(sink.producer.in_flight_count()));
+        probe(&sink).await;
     }
+}
+
+/// Checks whether the cluster is reachable.
+async fn probe(sink: &Arc<KafkaSink>) {
+    // Acknowledgements within the last second answer the question; a
+    // metadata request, even on its own client, costs the broker work.
+    let recent = sink
+        .ms_at(Instant::now())
+        .saturating_sub(sink.last_ack_ms.load(Ordering::Relaxed))
+        < 1000
+        && sink.last_ack_ms.load(Ordering::Relaxed) > 0;
+    let s = sink.clone();
+    let ok = recent
+        || tokio::task::spawn_blocking(move || {
+            s.prober
+                .inner()
+                .fetch_metadata(Some(&s.topic), Duration::from_millis(800))
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .any(|t| t.error().is_none() && !t.partitions().is_empty())
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+    if ok != sink.reachable.swap(ok, Ordering::Relaxed) {
+        if ok {
+            info!(topic = %sink.topic, "Kafka is reachable again.");
+        } else {
+            warn!(topic = %sink.topic, "Kafka is not reachable; postbacks go to the spool until it is.");
+        }
+    }
+    metrics::gauge!(m::KAFKA_UP).set(if ok { 1.0 } else { 0.0 });
+    metrics::gauge!(m::KAFKA_QUEUE).set(f64::from(sink.producer().in_flight_count()));
 }
 
 /// Creates the topic unless the cluster already has it; returns the admin
 /// client, which goes on as the reachability probe.
-async fn ensure_topic(
-    cfg: &KafkaConfig,
-    brokers: &str,
-) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, brokers)
-        .create()
+async fn ensure_topic(cfg: &KafkaConfig, brokers: &str) -> anyhow::Result<AdminClient<Quiet>> {
+    let admin: AdminClient<Quiet> = client_config(cfg, brokers)
+        .create_with_context(Quiet)
         .context("cannot create the Kafka admin client")?;
     let topic = cfg.topic.clone();
     let (admin, exists) = tokio::task::spawn_blocking(move || {
@@ -217,7 +373,7 @@ impl Sink for KafkaSink {
                 .payload(&event.payload)
                 .headers(headers);
             let started = Instant::now();
-            let result = match self.producer.send(record) {
+            let result = match self.producer().send(record) {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     Err(SinkError::QueueFull)
                 }
@@ -228,7 +384,11 @@ impl Sink for KafkaSink {
                         RDKafkaErrorCode::MessageTimedOut,
                     )))) => Err(SinkError::Timeout),
                     Ok(Ok(Err(e))) => Err(SinkError::Kafka(e.to_string())),
-                    Ok(Err(_dropped)) => Err(SinkError::Closed),
+                    // The producer instance went away without a verdict (replaced):
+                    // whether the broker wrote it is unknown.
+                    Ok(Err(_dropped)) => Err(SinkError::Kafka(
+                        "no verdict from a replaced producer".into(),
+                    )),
                     Err(_) => Err(SinkError::Timeout),
                 },
             };
@@ -241,7 +401,12 @@ impl Sink for KafkaSink {
                         .kafka_delivery_seconds
                         .record(acked.duration_since(started).as_secs_f64());
                 }
-                Err(e) => metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1),
+                Err(e) => {
+                    metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
+                    logs::LOG.say(e.cause(), Level::WARN, || {
+                        format!("A Kafka delivery failed ({e}); the event is kept in the spool until Kafka takes it.")
+                    });
+                }
             }
             result
         })
@@ -253,11 +418,11 @@ impl Sink for KafkaSink {
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let producer = self.producer.clone();
+            let producer = self.producer();
             let done = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
             if !matches!(done, Ok(Ok(()))) {
                 warn!(
-                    in_flight = self.producer.in_flight_count(),
+                    in_flight = self.producer().in_flight_count(),
                     "The producer did not flush before the timeout."
                 );
             }

@@ -4,6 +4,7 @@
 pub mod durable;
 pub mod embedded;
 pub mod kafka;
+pub mod logs;
 pub mod native;
 mod reports;
 pub mod spool;

@@ -29,7 +29,7 @@ pub struct Reports<C: ProducerContext> {
 unsafe impl<C: ProducerContext> Send for Reports<C> {}
 unsafe impl<C: ProducerContext> Sync for Reports<C> {}
 
-impl<C: ProducerContext> Reports<C> {
+impl<C: ProducerContext + 'static> Reports<C> {
     pub fn new(producer: Arc<BaseProducer<C>>) -> std::io::Result<Reports<C>> {
         let (read, write) = std::os::unix::net::UnixStream::pair()?;
         read.set_nonblocking(true)?;
@@ -63,7 +63,7 @@ impl<C: ProducerContext> Reports<C> {
         unsafe { rd::rd_kafka_queue_length(self.queue) }
     }
 
-    /// Runs until the sink lets go of the producer.
+    /// Runs until the sink lets go of the producer, then destroys it.
     pub async fn serve(self) {
         let mut buf = [0u8; 64];
         loop {
@@ -80,8 +80,10 @@ impl<C: ProducerContext> Reports<C> {
                 tokio::task::yield_now().await;
                 continue;
             }
-            // Only this task holds the producer: the sink is gone.
+            // Only this task holds the producer: the sink is gone, or replaced
+            // it. Destroying a producer waits for its threads: off the runtime.
             if Arc::strong_count(&self.producer) == 1 {
+                tokio::task::spawn_blocking(move || drop(self));
                 return;
             }
             // The timeout is a safety net; the socket normally answers first.

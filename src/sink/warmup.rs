@@ -2,7 +2,8 @@
 //! window (from now minus the window), and before draining the spool to skip
 //! events that a timed-out attempt delivered after all. Reading starts at the
 //! broker's time index where it answers, else at the earliest retained
-//! offset, and goes to the end of each partition.
+//! offset, and goes to the end each partition had when reading began (or to
+//! an empty fetch, if that comes first).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::logs::Quiet;
 use crate::config::KafkaConfig;
 
 #[derive(Deserialize)]
@@ -41,7 +43,7 @@ pub(super) fn reader(
     brokers: &str,
     group: &str,
     extra: &[(&str, &str)],
-) -> KafkaResult<BaseConsumer> {
+) -> KafkaResult<BaseConsumer<Quiet>> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -53,12 +55,12 @@ pub(super) fn reader(
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
-    c.create()
+    c.create_with_context(Quiet)
 }
 
 /// The partition ids of `topic`, as the cluster reports them.
 pub(super) fn partitions(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Quiet>,
     topic: &str,
     timeout: Duration,
 ) -> KafkaResult<Vec<i32>> {
@@ -93,28 +95,34 @@ pub fn replay_topic(
         partitions(&consumer, &cfg.topic, timeout).context("cannot read the topic's metadata")?;
 
     let mut by_time = TopicPartitionList::new();
-    let mut lows = Vec::new();
+    let mut marks = Vec::new();
     for &p in &partitions {
-        let (low, _) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
-        lows.push((p, low));
+        marks.push((p, consumer.fetch_watermarks(&cfg.topic, p, timeout)?));
         by_time.add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))?;
     }
     let starts = consumer.offsets_for_times(by_time, timeout).ok();
     let mut assign = TopicPartitionList::new();
-    let mut remaining = Vec::new();
-    for &(p, low) in &lows {
+    // Partitions not read to their end yet, each with the end it had when
+    // reading began: what is written after that is not needed (it was
+    // written after everything this read looks for), and a topic that is
+    // written as fast as it is read back has no other end to reach.
+    let mut remaining: Vec<(i32, i64)> = Vec::new();
+    for &(p, (low, high)) in &marks {
         let start = match starts
             .as_ref()
             .and_then(|s| s.find_partition(&cfg.topic, p))
             .map(|e| e.offset())
         {
-            Some(Offset::Offset(o)) => Offset::Offset(o.max(low)),
+            Some(Offset::Offset(o)) => o.max(low),
             // No event after the window's start, by the time index.
             Some(Offset::End) => continue,
-            _ => Offset::Beginning,
+            _ => low,
         };
-        assign.add_partition_offset(&cfg.topic, p, start)?;
-        remaining.push(p);
+        if start >= high {
+            continue;
+        }
+        assign.add_partition_offset(&cfg.topic, p, Offset::Offset(start))?;
+        remaining.push((p, high));
     }
     if remaining.is_empty() {
         return Ok(0);
@@ -139,7 +147,7 @@ pub fn replay_topic(
         let msg = match msg {
             Ok(m) => m,
             Err(KafkaError::PartitionEOF(p)) => {
-                remaining.retain(|&rp| rp != p);
+                remaining.retain(|&(rp, _)| rp != p);
                 continue;
             }
             Err(e) => {
@@ -147,6 +155,13 @@ pub fn replay_topic(
                 continue;
             }
         };
+        let (p, offset) = (msg.partition(), msg.offset());
+        if remaining
+            .iter()
+            .any(|&(rp, end)| rp == p && offset + 1 >= end)
+        {
+            remaining.retain(|&(rp, _)| rp != p);
+        }
         // A message without a usable timestamp counts as new: keeping a key
         // too long is safe, dropping it early is not.
         let at = match msg.timestamp().to_millis() {
