@@ -6,7 +6,8 @@
 //! `200 OK` is in the topic exactly once, re-sends of them are `DUPLICATE`,
 //! every SIGTERM ended with exit 0 within the grace period, and the spool is empty.
 //!
-//! `load-tests/chaos.sh` runs the same cycle for longer, sampling memory.
+//! `load-tests/chaos.sh` runs the same cycle many times (`CHAOS_CYCLES`),
+//! printing the gateway's memory after each.
 
 mod common;
 
@@ -162,6 +163,25 @@ async fn sigterm_exits_cleanly(gw: GatewayProcess, when: &str) -> Arc<tempfile::
     spool
 }
 
+/// How many times the fault cycle runs: `CHAOS_CYCLES`, else once (about a
+/// minute). `load-tests/chaos.sh` runs many.
+fn cycles() -> u32 {
+    std::env::var("CHAOS_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
 async fn start(tansu: &Tansu, config: &str, spool: Arc<tempfile::TempDir>) -> GatewayProcess {
     GatewayProcess::start_with_spool(
         Some(&tansu.brokers),
@@ -186,43 +206,50 @@ async fn a_minute_of_faults_loses_nothing_doubles_nothing_and_every_sigterm_ends
     let senders = Senders::start(gw.public);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // The broker stalls while the same gateway keeps running.
-    for stall in [3, 12] {
-        tansu.pause();
-        tokio::time::sleep(Duration::from_secs(stall)).await;
-        tansu.resume();
-        let when = format!("after a {stall} s stall");
-        spool_drains_within(&gw, Duration::from_secs(15), &when).await;
-        assert_eq!(
-            gauge(&gw, "postback_kafka_reachable").await,
-            1.0,
-            "{when}: Kafka is reachable"
+    for cycle in 1..=cycles() {
+        // The broker stalls while the same gateway keeps running.
+        for stall in [3, 12] {
+            tansu.pause();
+            tokio::time::sleep(Duration::from_secs(stall)).await;
+            tansu.resume();
+            let when = format!("cycle {cycle}, after a {stall} s stall");
+            spool_drains_within(&gw, Duration::from_secs(30), &when).await;
+            assert_eq!(
+                gauge(&gw, "postback_kafka_reachable").await,
+                1.0,
+                "{when}: Kafka is reachable"
+            );
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        eprintln!(
+            "cycle {cycle}: gateway RSS {} MiB after two stalls, {} producer restart(s)",
+            rss_mib(gw.child.id()),
+            gauge(&gw, "postback_kafka_producer_restarts_total").await
         );
+
+        // SIGKILL mid-stream, then a start on the same spool.
+        signal(gw.child.id(), "KILL");
+        let spool = gw.spool.clone();
+        let _ = gw.exit_status().await;
+        gw = start(&tansu, config, spool).await;
+        senders.aim(&gw);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+
+        // SIGTERM with the broker up.
+        let spool = sigterm_exits_cleanly(gw, "broker up").await;
+        gw = start(&tansu, config, spool).await;
+        senders.aim(&gw);
         tokio::time::sleep(Duration::from_secs(3)).await;
+
+        // SIGTERM while the broker is frozen and postbacks wait in the spool.
+        tansu.pause();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let spool = sigterm_exits_cleanly(gw, "broker frozen").await;
+        tansu.resume();
+        gw = start(&tansu, config, spool).await;
+        senders.aim(&gw);
+        tokio::time::sleep(Duration::from_secs(4)).await;
     }
-
-    // SIGKILL mid-stream, then a start on the same spool.
-    signal(gw.child.id(), "KILL");
-    let spool = gw.spool.clone();
-    let _ = gw.exit_status().await;
-    gw = start(&tansu, config, spool).await;
-    senders.aim(&gw);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-
-    // SIGTERM with the broker up.
-    let spool = sigterm_exits_cleanly(gw, "broker up").await;
-    gw = start(&tansu, config, spool).await;
-    senders.aim(&gw);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // SIGTERM while the broker is frozen and postbacks wait in the spool.
-    tansu.pause();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let spool = sigterm_exits_cleanly(gw, "broker frozen").await;
-    tansu.resume();
-    gw = start(&tansu, config, spool).await;
-    senders.aim(&gw);
-    tokio::time::sleep(Duration::from_secs(4)).await;
 
     let replies = senders.finish().await;
     spool_drains_within(&gw, Duration::from_secs(15), "at the end").await;

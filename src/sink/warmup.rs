@@ -2,8 +2,8 @@
 //! window (from now minus the window), and before draining the spool to skip
 //! events that a timed-out attempt delivered after all. Reading starts at the
 //! broker's time index where it answers, else at the earliest retained
-//! offset, and goes to the end each partition had when reading began (or to
-//! an empty fetch, if that comes first).
+//! offset, and goes to the end of each partition: to an empty fetch, or to an
+//! event written after reading began, whichever comes first.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,10 @@ struct Keys<'a> {
     #[serde(borrow)]
     event_id: &'a str,
 }
+
+/// How much later than the start of a read an event must be stamped to count
+/// as written after it began (clocks of several hosts are a little apart).
+const WRITTEN_AFTER_MS: i64 = 2_000;
 
 /// Milliseconds since the unix epoch of `now - back`.
 pub fn millis_ago(back: Duration) -> i64 {
@@ -95,43 +99,38 @@ pub fn replay_topic(
         partitions(&consumer, &cfg.topic, timeout).context("cannot read the topic's metadata")?;
 
     let mut by_time = TopicPartitionList::new();
-    let mut marks = Vec::new();
+    let mut lows = Vec::new();
     for &p in &partitions {
-        marks.push((p, consumer.fetch_watermarks(&cfg.topic, p, timeout)?));
+        let (low, _) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
+        lows.push((p, low));
         by_time.add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))?;
     }
     let starts = consumer.offsets_for_times(by_time, timeout).ok();
     let mut assign = TopicPartitionList::new();
-    // Partitions not read to their end yet, each with the end it had when
-    // reading began: what is written after that is not needed (it was
-    // written after everything this read looks for), and a topic that is
-    // written as fast as it is read back has no other end to reach.
-    let mut remaining: Vec<(i32, i64)> = Vec::new();
-    for &(p, (low, high)) in &marks {
+    let mut remaining = Vec::new();
+    for &(p, low) in &lows {
         let start = match starts
             .as_ref()
             .and_then(|s| s.find_partition(&cfg.topic, p))
             .map(|e| e.offset())
         {
-            Some(Offset::Offset(o)) => o.max(low),
+            Some(Offset::Offset(o)) => Offset::Offset(o.max(low)),
             // No event after the window's start, by the time index.
             Some(Offset::End) => continue,
-            _ => low,
+            _ => Offset::Beginning,
         };
-        if start >= high {
-            continue;
-        }
-        assign.add_partition_offset(&cfg.topic, p, Offset::Offset(start))?;
-        remaining.push((p, high));
+        assign.add_partition_offset(&cfg.topic, p, start)?;
+        remaining.push(p);
     }
     if remaining.is_empty() {
         return Ok(0);
     }
     consumer.assign(&assign)?;
     let deadline = Instant::now() + limit;
-    let now = SystemTime::now()
+    let began = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32);
+        .map_or(0, |d| d.as_millis() as i64);
+    let now = (began / 1000) as u32;
     let mut n = 0u64;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
@@ -147,7 +146,7 @@ pub fn replay_topic(
         let msg = match msg {
             Ok(m) => m,
             Err(KafkaError::PartitionEOF(p)) => {
-                remaining.retain(|&(rp, _)| rp != p);
+                remaining.retain(|&rp| rp != p);
                 continue;
             }
             Err(e) => {
@@ -155,12 +154,12 @@ pub fn replay_topic(
                 continue;
             }
         };
-        let (p, offset) = (msg.partition(), msg.offset());
-        if remaining
-            .iter()
-            .any(|&(rp, end)| rp == p && offset + 1 >= end)
-        {
-            remaining.retain(|&(rp, _)| rp != p);
+        // A partition's end is where a fetch comes back empty; while events
+        // are written as fast as they are read back there is none. An event
+        // stamped after reading began (with room for clocks a little apart)
+        // was appended after it, so everything appended before is read.
+        if msg.timestamp().to_millis().unwrap_or(0) > began + WRITTEN_AFTER_MS {
+            remaining.retain(|&rp| rp != msg.partition());
         }
         // A message without a usable timestamp counts as new: keeping a key
         // too long is safe, dropping it early is not.
