@@ -25,19 +25,9 @@ const GRACE: Duration = Duration::from_secs(5);
 /// What a process may take beyond the grace period to exit (runtime teardown).
 const EXIT_MARGIN: Duration = Duration::from_millis(1500);
 
-/// The value of an unlabelled series on `/metrics`; a missing series fails.
+/// The value of a series on the gateway process's `/metrics`; a missing series fails.
 async fn gauge(gw: &GatewayProcess, name: &str) -> f64 {
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {name} on /metrics"))
+    series_at(&gw.admin_url("/metrics"), name).await
 }
 
 /// Waits until the spool holds nothing; panics after `limit`.

@@ -248,16 +248,6 @@ async fn a_spool_with_a_torn_last_record_starts_cleanly_and_drains_the_whole_rec
     gw.stop().await;
 }
 
-/// The series' value; a series the gateway does not export fails the test.
-async fn series(gw: &Gateway, name: &str) -> f64 {
-    let text = metrics_text(gw).await;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {name} on /metrics"))
-}
-
 /// What a broker that fences the idempotent producer does (Tansu answers
 /// every produce request with `PRODUCER_FENCED` after librdkafka bumped its
 /// epoch because messages timed out in flight): that producer instance never

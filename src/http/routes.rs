@@ -27,13 +27,14 @@ use crate::postback::{self, Params, Reason};
 /// Handles one public request.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
-    let (kind, target) = match route(req.method(), req.uri().path()) {
+    let path = without_trailing_slash(req.uri().path());
+    let (kind, target) = match route(req.method(), path) {
         Ok((kind, name)) => (kind, Target::Named(name.map(str::to_owned))),
-        Err(StatusCode::NOT_FOUND) if key_route(req.uri().path()).is_some() => {
+        Err(StatusCode::NOT_FOUND) if key_route(path).is_some() => {
             if *req.method() != Method::GET && *req.method() != Method::POST {
                 return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             }
-            let key = key_route(req.uri().path()).unwrap_or_default().to_owned();
+            let key = key_route(path).unwrap_or_default().to_owned();
             (Kind::S2s, Target::PathKey(key))
         }
         Err(StatusCode::METHOD_NOT_ALLOWED) => {
@@ -79,6 +80,15 @@ fn route<'p>(method: &Method, path: &'p str) -> Result<(Kind, Option<&'p str>), 
         Ok((kind, source))
     } else {
         Err(StatusCode::METHOD_NOT_ALLOWED)
+    }
+}
+
+/// `path` without one trailing slash: a URL pasted into a sender's form often
+/// gains one (`/postback/?...`), and it names the same endpoint.
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
     }
 }
 
@@ -414,9 +424,30 @@ mod tests {
         let status = |m: &Method, p: &str| route(m, p).err().map(|s| s.as_u16());
         assert_eq!(status(&Method::POST, "/pixel.gif"), Some(405));
         assert_eq!(status(&Method::PUT, "/postback"), Some(405));
-        assert_eq!(status(&Method::GET, "/postback/"), Some(404));
         assert_eq!(status(&Method::GET, "/postback/a/b"), Some(404));
         assert_eq!(status(&Method::GET, "/"), Some(404));
+        // A trailing slash names the same endpoint; two do not.
+        fn slash<'p>(m: &Method, p: &'p str) -> Result<(Kind, Option<&'p str>), StatusCode> {
+            route(m, without_trailing_slash(p))
+        }
+        assert!(matches!(
+            slash(&Method::GET, "/postback/"),
+            Ok((Kind::S2s, None))
+        ));
+        assert!(matches!(
+            slash(&Method::GET, "/pixel/"),
+            Ok((Kind::Pixel, None))
+        ));
+        assert!(matches!(
+            slash(&Method::GET, "/postback/acme/"),
+            Ok((Kind::S2s, Some("acme")))
+        ));
+        assert!(slash(&Method::GET, "/postback//").is_err());
+        assert!(slash(&Method::GET, "/").is_err());
+        assert_eq!(
+            key_route(without_trailing_slash("/k3y/postback/")),
+            Some("k3y")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod parse;
+pub mod placeholders;
 pub mod reason;
 pub mod rules;
 

@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::postback::decode::Params;
+use crate::postback::placeholders;
 use crate::postback::reason::Reason;
 use crate::postback::rules::{AmountFormat, AmountRules, Names, ParseRules, Status};
 
@@ -29,9 +30,6 @@ const MAX_AMOUNT_INTEGER_DIGITS: usize = 20;
 /// 9999-12-31T23:59:59Z: anything later is not a plausible click time, and a
 /// millisecond timestamp (13 digits today) lands above it instead of in year 55000.
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
-
-/// Macro words senders leave in templates when they fill nothing in.
-const MACRO_WORDS: [&str; 4] = ["OPTIONAL", "REPLACE", "NULL", "undefined"];
 
 /// Active ISO 4217 alphabetic codes (list one as of 2025), sorted for binary search.
 /// Left out on purpose: withdrawn codes (HRK, ANG, SLL, ZWL, CUC, ...), `XTS` (reserved
@@ -125,7 +123,7 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     let names = &rules.names;
 
     let token = role(params, &names.tracking)?.ok_or(Reason::MissingTracking)?;
-    check_tracking(token)?;
+    check_tracking(token, &rules.extra_placeholders)?;
 
     let amount = match role(params, &names.amount)? {
         Some(raw) => Some(parse_amount(raw, &rules.amount)?),
@@ -196,33 +194,17 @@ fn role<'p>(params: &'p Params, aliases: &[String]) -> Result<Option<&'p str>, R
     Ok(found.filter(|value| !value.is_empty()))
 }
 
-fn check_tracking(token: &str) -> Result<(), Reason> {
+fn check_tracking(token: &str, extra_placeholders: &[String]) -> Result<(), Reason> {
     if token.len() > MAX_TRACKING_BYTES {
         return Err(Reason::ParamTooLong);
     }
-    if token.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') {
+    if token.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') || placeholders::is_blank(token) {
         return Err(Reason::BadTracking);
     }
-    if is_unfilled_macro(token) {
+    if placeholders::is_placeholder(token, extra_placeholders) {
         return Err(Reason::UnfilledMacro);
     }
     Ok(())
-}
-
-/// A template placeholder nobody replaced: `{clickid}`, `[subid]`, `%TID%`, `#s2#`
-/// (CAKE), or a bare placeholder word. Accepting one would file every such
-/// conversion under the same fake click id.
-fn is_unfilled_macro(value: &str) -> bool {
-    if MACRO_WORDS
-        .iter()
-        .any(|word| value.eq_ignore_ascii_case(word))
-    {
-        return true;
-    }
-    matches!(
-        value.as_bytes(),
-        [b'{', _, .., b'}'] | [b'[', _, .., b']'] | [b'%', _, .., b'%'] | [b'#', _, .., b'#']
-    )
 }
 
 /// Returns the exact value and its text for the event (see [`Conversion::amount_text`]).
@@ -669,6 +651,95 @@ mod tests {
             let got = run_with(&query, body, &rules()).map(|c| c.token.into_owned());
             assert_eq!(got, want, "{what}: {query}");
         }
+    }
+
+    /// Every placeholder shape of `placeholders`, as a sender's template
+    /// leaves it, in every place a token arrives: raw in the query (where the
+    /// shape survives a URL), percent-encoded in the query, in a form body and
+    /// in a JSON body.
+    #[test]
+    fn placeholders_are_refused_wherever_they_arrive() {
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let refused: &[(&str, Reason)] = &[
+            ("{clickid}", Reason::UnfilledMacro),
+            ("{{ click_id }}", Reason::UnfilledMacro),
+            ("${SUBID}", Reason::UnfilledMacro),
+            ("${click_id}", Reason::UnfilledMacro),
+            ("#{clickid}", Reason::UnfilledMacro),
+            ("[subid]", Reason::UnfilledMacro),
+            ("[object Object]", Reason::UnfilledMacro),
+            ("%s%", Reason::UnfilledMacro),
+            ("#s2#", Reason::UnfilledMacro),
+            ("REPLACE", Reason::UnfilledMacro),
+            ("OPTIONAL", Reason::UnfilledMacro),
+            ("null", Reason::UnfilledMacro),
+            ("undefined", Reason::UnfilledMacro),
+            ("None", Reason::UnfilledMacro),
+            ("none", Reason::UnfilledMacro),
+            ("(null)", Reason::UnfilledMacro),
+            ("nil", Reason::UnfilledMacro),
+            ("NIL", Reason::UnfilledMacro),
+            ("NaN", Reason::UnfilledMacro),
+            (" ", Reason::BadTracking),
+            ("   ", Reason::BadTracking),
+        ];
+        for (value, want) in refused {
+            let encoded = encode_all(value);
+            let json = serde_json::json!({ "tracking": value, "amount": "1.00" }).to_string();
+            let mut ways = vec![
+                (
+                    "encoded query",
+                    format!("tracking={encoded}&amount=1.00"),
+                    Body::None,
+                ),
+                (
+                    "form",
+                    "api_key=k".into(),
+                    Body::Form(leak(format!("tracking={encoded}&amount=1.00"))),
+                ),
+                ("json", "api_key=k".into(), Body::Json(leak(json))),
+            ];
+            // '#' starts a fragment and a space ends a request line: those
+            // shapes reach a server only encoded.
+            if !value.contains(['#', ' ', '%']) {
+                ways.push((
+                    "raw query",
+                    format!("tracking={value}&amount=1.00"),
+                    Body::None,
+                ));
+            }
+            for (how, query, body) in ways {
+                let got = run_with(&query, body, &reference()).map(|c| c.token.into_owned());
+                assert_eq!(got, Err(*want), "{value:?} in the {how}");
+            }
+        }
+        // The same shapes as parts of a real token are a token, kept byte for byte.
+        for value in [
+            "abc${x}", "${x}abc", "a{b}c", "abc#{x}", "x[1]", "None1", "nil-7", " abc ", "NaN0",
+        ] {
+            let got = run_with(
+                &format!("tracking={}&amount=1.00", encode_all(value)),
+                Body::None,
+                &reference(),
+            )
+            .map(|c| c.token.into_owned());
+            assert_eq!(got, Ok(value.to_owned()), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_source_refuses_placeholders_of_its_own() {
+        let mut rules = ParseRules::reference();
+        rules.extra_placeholders = vec!["-".into(), "no_click".into()];
+        assert_eq!(
+            run("tracking=-&amount=1.00", &rules).map(|_| ()),
+            Err(Reason::UnfilledMacro)
+        );
+        assert_eq!(
+            run("tracking=NO_CLICK&amount=1.00", &rules).map(|_| ()),
+            Err(Reason::UnfilledMacro)
+        );
+        assert!(run("tracking=-&amount=1.00", &reference()).is_ok());
     }
 
     #[test]

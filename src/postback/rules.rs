@@ -114,6 +114,9 @@ pub struct ParseRules {
     pub fixed_currency: Option<String>,
     /// Parameters dropped before pass-through (the cache-buster `_`).
     pub dropped: Vec<String>,
+    /// The source's own placeholder words, refused as tracking tokens like
+    /// the built-in ones (see [`super::placeholders`]), in any case.
+    pub extra_placeholders: Vec<String>,
 }
 
 impl ParseRules {
@@ -136,6 +139,7 @@ impl ParseRules {
             status_case_insensitive: true,
             fixed_currency: None,
             dropped: vec!["_".to_owned()],
+            extra_placeholders: Vec::new(),
         }
     }
 }

@@ -48,6 +48,8 @@ struct SourceFile {
     trusted_proxies: Vec<String>,
     conversion_time: Option<ConversionTime>,
     plus_as_space: Option<bool>,
+    #[serde(default)]
+    extra_placeholders: Vec<String>,
     currency: Option<String>,
     #[serde(default)]
     tracking_template: bool,
@@ -206,6 +208,13 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
     }
     if let Some(b) = f.plus_as_space {
         rules.plus_as_space = b;
+    }
+    for word in f.extra_placeholders {
+        if word.is_empty() || word.len() > 1024 {
+            err("extra_placeholders entries must be 1 to 1024 bytes".into());
+        } else {
+            rules.extra_placeholders.push(word);
+        }
     }
     amount_rules(&mut rules.amount, f.amount, &mut err);
     if rules.amount.required && rules.names.amount.is_empty() {

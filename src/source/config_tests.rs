@@ -200,3 +200,21 @@ fn a_source_named_default_serves_plain_requests() {
     let c = load(&format!("[sources.x]\napi_keys = [\"{KEY}\"]\n")).unwrap();
     assert!(c.sources.unwrap().select(None, None).is_err());
 }
+
+#[test]
+fn a_source_lists_placeholders_of_its_own() {
+    let s = source(
+        &format!(
+            "[sources.acme]\napi_keys = [\"{KEY}\"]\nextra_placeholders = [\"-\", \"no_click\"]\n"
+        ),
+        "acme",
+    );
+    assert_eq!(s.rules.extra_placeholders, vec!["-", "no_click"]);
+    let bad = problems(&format!(
+        "[sources.acme]\napi_keys = [\"{KEY}\"]\nextra_placeholders = [\"\"]\n"
+    ));
+    assert!(
+        bad.iter().any(|p| p.contains("extra_placeholders")),
+        "{bad:?}"
+    );
+}

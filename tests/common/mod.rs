@@ -51,6 +51,27 @@ pub async fn metric(gw: &Gateway, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The value of one series (`name`, or `name{labels}` exactly as exported)
+/// on the `/metrics` at `metrics_url`; a series that is not there fails the test.
+pub async fn series_at(metrics_url: &str, name: &str) -> f64 {
+    let text = reqwest::get(metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {name} on /metrics"))
+}
+
+/// [`series_at`] of an in-process gateway.
+pub async fn series(gw: &Gateway, name: &str) -> f64 {
+    series_at(&gw.admin_url("/metrics"), name).await
+}
+
 /// One message read back from the topic.
 #[derive(Debug, Clone)]
 pub struct Record {

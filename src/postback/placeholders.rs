@@ -1,0 +1,149 @@
+//! Placeholders: what a sender's template leaves in a URL when it fills
+//! nothing in. A tracking token that is one of them is refused
+//! (`unfilled_macro`): accepting it would file the conversion under a click
+//! that does not exist, and every later one with the same junk would become a
+//! `DUPLICATE` of the first, losing the real conversions behind them.
+//!
+//! The rule: the whole value is the placeholder. `abc${x}` or `a{b}c` is a
+//! token (a template that filled part of a value is still a value); `${x}` is not.
+
+/// Bracketed shapes: the whole value is `open`, at least one character, then
+/// `close`. Each with where senders leave it.
+const SHAPES: &[(&str, &str)] = &[
+    // Most trackers' and networks' macros: {clickid}, {sub1}, and Twig, Jinja
+    // or Liquid templates: {{ click_id }}.
+    ("{", "}"),
+    // PropellerAds and other ad networks write macros as ${SUBID}; so do
+    // JavaScript template literals and shell-style templates.
+    ("${", "}"),
+    // Ruby string interpolation left in a template: #{clickid}.
+    ("#{", "}"),
+    // [subid]-style templates, and JavaScript's String(object): [object Object].
+    ("[", "]"),
+    // %TID%-style tokens of older trackers, and printf leftovers such as %s%.
+    ("%", "%"),
+    // CAKE's tokens: #s2#, #oid#.
+    ("#", "#"),
+];
+
+/// Whole values, in any case, that mean nothing was filled in.
+const WORDS: &[&str] = &[
+    // Voluum's template placeholders for required and optional parameters.
+    "REPLACE",
+    "OPTIONAL",
+    // SQL, PHP and JSON empties (`null`, `NULL`).
+    "NULL",
+    // JavaScript: an unset variable or property formatted into the URL.
+    "undefined",
+    // Python: str(None).
+    "None",
+    // C: printf("%s", NULL) in glibc.
+    "(null)",
+    // Ruby's and Go's nil formatted into a string.
+    "nil",
+    // JavaScript arithmetic on a missing number.
+    "NaN",
+];
+
+/// Whether `value` is a placeholder: one of the shapes, one of the words, or
+/// one of the source's own `extra` words (any case).
+pub fn is_placeholder(value: &str, extra: &[String]) -> bool {
+    WORDS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .any(|word| value.eq_ignore_ascii_case(word))
+        || SHAPES.iter().any(|(open, close)| {
+            value.len() > open.len() + close.len()
+                && value.starts_with(open)
+                && value.ends_with(close)
+        })
+}
+
+/// Whether `value` holds nothing but ASCII white space (a macro filled with
+/// a blank). Such a token is `bad_tracking`; any other token is kept byte for
+/// byte, spaces included.
+pub fn is_blank(value: &str) -> bool {
+    value.bytes().all(|b| b.is_ascii_whitespace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_values_of_each_shape_and_word_are_placeholders() {
+        for v in [
+            "{clickid}",
+            "{{ click_id }}",
+            "${SUBID}",
+            "${click_id}",
+            "#{clickid}",
+            "[subid]",
+            "[object Object]",
+            "%s%",
+            "%TRANSACTION_ID%",
+            "#s2#",
+            "REPLACE",
+            "optional",
+            "null",
+            "NULL",
+            "undefined",
+            "None",
+            "NONE",
+            "(null)",
+            "(NULL)",
+            "nil",
+            "Nil",
+            "NaN",
+            "nan",
+        ] {
+            assert!(is_placeholder(v, &[]), "{v}");
+        }
+    }
+
+    #[test]
+    fn parts_of_a_token_and_near_misses_are_not() {
+        for v in [
+            "abc${x}",
+            "a{b}c",
+            "abc#{x}",
+            "x[1]",
+            "{}",
+            "${}",
+            "#{}",
+            "[]",
+            "%%",
+            "##",
+            "{clickid",
+            "${x",
+            "$x}",
+            "{b]",
+            "nullable",
+            "nonexistent",
+            "nile",
+            "banana",
+            "REPLACE_ME",
+            "(null",
+        ] {
+            assert!(!is_placeholder(v, &[]), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_source_adds_words_of_its_own() {
+        let extra = vec!["-".to_owned(), "no_click".to_owned()];
+        assert!(is_placeholder("-", &extra));
+        assert!(is_placeholder("NO_CLICK", &extra));
+        assert!(!is_placeholder("no_clicks", &extra));
+        assert!(!is_placeholder("-", &[]));
+    }
+
+    #[test]
+    fn blank_means_ascii_white_space_only() {
+        assert!(is_blank(" "));
+        assert!(is_blank(" \t  "));
+        assert!(!is_blank(" a "));
+        assert!(!is_blank("\u{a0}"));
+    }
+}
