@@ -86,7 +86,7 @@ impl Pipeline {
             token: &conv.token,
             txid: conv.txid.as_deref(),
             goal: conv.goal.as_deref(),
-            status: conv.status.as_str(),
+            status: conv.dedup_status(),
         });
         let reservation = match common::ready(self.dedup.reserve(key, WAIT)) {
             Claim::Reserved(r) => r,

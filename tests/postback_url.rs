@@ -20,7 +20,7 @@ fn golden(preset: &str) -> &'static str {
     match preset {
         "reference" => "BASE/postback?api_key=KEY&tracking={tracking}&amount={amount}&txid={txid}\n\
                         BASE/pixel?api_key=KEY&tracking={tracking}&amount={amount}&txid={txid}\n",
-        "cake" => "BASE/postback/s?api_key=KEY&r=#s1#&p=#price#&t=#tid#&o=#offer_id#&e=#event_id#\n",
+        "cake" => "BASE/postback/s?api_key=KEY&r=#s2#&p=#price#&t=#leadid#&o=#oid#\n",
         "tune" => "BASE/postback/s?security_token=KEY&transaction_id={aff_sub}&amount={payout}&offer_id={offer_id}&goal_id={goal_id}\n",
         "nats" => "BASE/postback/s?api_key=KEY\n",
         "everflow" => "BASE/postback/s?verification_token=KEY&transaction_id={sub1}&amount={payout_amount}&order_id={order_id}&event_id={event_id}&currency={currency}\n",
@@ -30,7 +30,7 @@ fn golden(preset: &str) -> &'static str {
         "keitaro" => "BASE/KEY/postback?subid={subid}&status={status}&payout={payout}\n",
         "kintura" => "BASE/postback/s?api_key=KEY&cid={cid}&payout={payout}&txid={txid}\n",
         "redtrack" => "BASE/postback/s?api_key=KEY&clickid={clickid}&sum={sum}&type={type}&status={status}\n",
-        "affise" => "BASE/postback/s?secure=KEY&clickid={clickid}&sum={sum}&action_id={action_id}&goal={goal}&status={status}\n",
+        "affise" => "BASE/postback/s?secure=KEY&clickid={sub1}&sum={sum}&action_id={transactionid}&goal={goal}&status={status}\n",
         other => panic!("no golden URL for {other}"),
     }
 }

@@ -190,10 +190,10 @@ preset_test!(
         preset: "nats",
         url: |_, k| format!("/postback/s?api_key={k}"),
         body: Some(|t| {
-            format!("transaction%5Bpassthrough1%5D={t}&transaction%5Bamount%5D=2995&transaction%5Btransaction_id%5D=9001&transaction%5Bevent%5D=rebill&natscode=MC4wLjEuMS4wLjAuMC4wLjA")
+            format!("passthrough1={t}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Btransaction_id%5D=9001&post_type=rebillpost&natscode=MC4wLjEuMS4wLjAuMC4wLjA")
         }),
         tokens: ["nats-click-1", "nats-click-2"],
-        expect: json!({"amount": "29.95", "txid": "9001", "status": "approved", "status_raw": "rebill", "params": {"natscode": "MC4wLjEuMS4wLjAuMC4wLjA"}}),
+        expect: json!({"amount": "29.95", "currency": "USD", "txid": "9001", "status": "approved", "status_raw": "rebillpost", "params": {"natscode": "MC4wLjEuMS4wLjAuMC4wLjA", "transaction[amount]": "2995"}}),
     }
 );
 

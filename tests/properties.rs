@@ -15,7 +15,10 @@ use common::enc;
 /// A lenient source: six decimals, negatives, cents elsewhere, a fixed currency, more statuses.
 fn lenient() -> ParseRules {
     let mut r = ParseRules::reference();
-    r.amount.format = AmountFormat::Decimal { max_decimals: 6 };
+    r.amount.format = AmountFormat::Decimal {
+        min_decimals: 2,
+        max_decimals: 6,
+    };
     r.amount.allow_negative = true;
     r.amount.required = false;
     r.plus_as_space = true;

@@ -231,7 +231,7 @@ async fn postback(
         token: &conv.token,
         txid: conv.txid.as_deref(),
         goal: conv.goal.as_deref(),
-        status: conv.status.as_str(),
+        status: conv.dedup_status(),
     });
     let claim = match app.dedup.try_claim(key) {
         Some(claim) => claim,

@@ -58,7 +58,8 @@ pub struct Conversion<'p> {
     /// The click id exactly as sent (after one percent-decoding).
     pub token: Cow<'p, str>,
     pub amount: Option<Decimal>,
-    /// The amount exactly as written by the sender for AmountFormat::Decimal (same digits, e.g. "12.30", "-5.00");
+    /// The amount as written by the sender for AmountFormat::Decimal (same digits, e.g. "12.30", "-5.00"),
+    /// with at least two decimals ("100" -> "100.00", "2.5" -> "2.50");
     /// for AmountFormat::Cents the decimal rendering with two decimals ("2995" -> "29.95", "5" -> "0.05").
     pub amount_text: Option<Cow<'p, str>>,
     /// Uppercase ISO 4217; the source's fixed currency when the postback names none.
@@ -80,6 +81,16 @@ pub struct Conversion<'p> {
 }
 
 impl Conversion<'_> {
+    /// The status as the dedup key sees it: the normalized status, or for a
+    /// word outside the vocabulary ([`Status::Other`]) the word itself, so two
+    /// different unknown words are two conversions.
+    pub fn dedup_status(&self) -> &str {
+        match (self.status, self.status_raw.as_deref()) {
+            (Status::Other, Some(raw)) => raw,
+            (status, _) => status.as_str(),
+        }
+    }
+
     /// The same conversion holding its own text, for keeping it past its [`Params`].
     pub fn into_owned(self) -> Conversion<'static> {
         fn own(c: Cow<'_, str>) -> Cow<'static, str> {
@@ -217,11 +228,18 @@ fn parse_amount<'p>(raw: &'p str, rules: &AmountRules) -> Result<(Decimal, Cow<'
         return Err(Reason::BadAmount);
     }
     let (value, text) = match rules.format {
-        AmountFormat::Decimal { max_decimals } => {
-            let (int, frac) = unsigned.split_once('.').ok_or(Reason::BadAmount)?;
-            let max_decimals = usize::from(max_decimals.max(2));
-            let frac_ok = (2..=max_decimals).contains(&frac.len())
-                && frac.bytes().all(|b| b.is_ascii_digit());
+        AmountFormat::Decimal {
+            min_decimals,
+            max_decimals,
+        } => {
+            let (int, frac) = match unsigned.split_once('.') {
+                Some((_, "")) => return Err(Reason::BadAmount),
+                Some(parts) => parts,
+                None => (unsigned, ""),
+            };
+            let decimals = usize::from(min_decimals.min(2))..=usize::from(max_decimals.max(2));
+            let frac_ok =
+                decimals.contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit());
             if !is_canonical_integer(int) || !frac_ok {
                 return Err(Reason::BadAmount);
             }
@@ -230,7 +248,7 @@ fn parse_amount<'p>(raw: &'p str, rules: &AmountRules) -> Result<(Decimal, Cow<'
             }
             // Only reachable with a configured scale beyond what Decimal holds.
             let value = Decimal::from_str_exact(raw).map_err(|_| Reason::AmountOutOfRange)?;
-            (value, Cow::Borrowed(raw))
+            (value, canonical_amount_text(raw, frac.len()))
         }
         AmountFormat::Cents => {
             if !is_canonical_integer(unsigned) {
@@ -250,6 +268,17 @@ fn parse_amount<'p>(raw: &'p str, rules: &AmountRules) -> Result<(Decimal, Cow<'
         return Err(Reason::AmountOutOfRange);
     }
     Ok((value, text))
+}
+
+/// The amount's text in the event: the digits sent, with at least two
+/// decimals (`100` is `100.00`, `2.5` is `2.50`, `12.3456` stays), so
+/// consumers always parse one shape.
+fn canonical_amount_text(raw: &str, decimals: usize) -> Cow<'_, str> {
+    match decimals {
+        0 => Cow::Owned(format!("{raw}.00")),
+        1 => Cow::Owned(format!("{raw}0")),
+        _ => Cow::Borrowed(raw),
+    }
 }
 
 /// `0` or ASCII digits without a leading zero: `012` is more likely a mangled value
@@ -294,11 +323,11 @@ fn lookup_status(raw: &str, rules: &ParseRules) -> Result<Status, Reason> {
     } else {
         Cow::Borrowed(raw)
     };
-    rules
-        .statuses
-        .get(key.as_ref())
-        .copied()
-        .ok_or(Reason::BadStatus)
+    match rules.statuses.get(key.as_ref()) {
+        Some(status) => Ok(*status),
+        None if rules.accept_unknown_status => Ok(Status::Other),
+        None => Err(Reason::BadStatus),
+    }
 }
 
 fn bounded(value: Option<&str>, max_bytes: usize) -> Result<Option<Cow<'_, str>>, Reason> {
@@ -422,11 +451,25 @@ mod tests {
     }
 
     fn six_decimals() -> ParseRules {
-        with_amount(AmountFormat::Decimal { max_decimals: 6 }, false, true)
+        with_amount(
+            AmountFormat::Decimal {
+                min_decimals: 2,
+                max_decimals: 6,
+            },
+            false,
+            true,
+        )
     }
 
     fn negatives() -> ParseRules {
-        with_amount(AmountFormat::Decimal { max_decimals: 2 }, true, true)
+        with_amount(
+            AmountFormat::Decimal {
+                min_decimals: 2,
+                max_decimals: 2,
+            },
+            true,
+            true,
+        )
     }
 
     fn cents() -> ParseRules {
@@ -437,8 +480,38 @@ mod tests {
         with_amount(AmountFormat::Cents, true, true)
     }
 
+    /// A preset's documented shapes: integers and one decimal too, up to four.
+    fn loose() -> ParseRules {
+        with_amount(
+            AmountFormat::Decimal {
+                min_decimals: 0,
+                max_decimals: 4,
+            },
+            false,
+            true,
+        )
+    }
+
+    fn loose_negative() -> ParseRules {
+        with_amount(
+            AmountFormat::Decimal {
+                min_decimals: 0,
+                max_decimals: 4,
+            },
+            true,
+            true,
+        )
+    }
+
     fn amount_optional() -> ParseRules {
-        with_amount(AmountFormat::Decimal { max_decimals: 2 }, false, false)
+        with_amount(
+            AmountFormat::Decimal {
+                min_decimals: 2,
+                max_decimals: 2,
+            },
+            false,
+            false,
+        )
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -743,6 +816,29 @@ mod tests {
     }
 
     #[test]
+    fn a_source_may_accept_status_words_outside_its_vocabulary() {
+        let mut rules = ParseRules::reference();
+        rules.accept_unknown_status = true;
+        let hold = run("tracking=t&amount=1.00&status=Hold", &rules).unwrap();
+        assert_eq!(hold.status, Status::Other);
+        assert_eq!(hold.status.as_str(), "other");
+        assert_eq!(hold.status_raw.as_deref(), Some("Hold"));
+        // Two different words are two conversions; a known word keeps its
+        // normalized place in the dedup key.
+        let review = run("tracking=t&amount=1.00&status=review", &rules).unwrap();
+        assert_eq!(hold.dedup_status(), "Hold");
+        assert_eq!(review.dedup_status(), "review");
+        let approved = run("tracking=t&amount=1.00&status=APPROVED", &rules).unwrap();
+        assert_eq!(approved.status, Status::Approved);
+        assert_eq!(approved.dedup_status(), "approved");
+        // The reference refuses them.
+        assert_eq!(
+            run("tracking=t&amount=1.00&status=Hold", &reference()).map(|_| ()),
+            Err(Reason::BadStatus)
+        );
+    }
+
+    #[test]
     fn cyrillic_token_is_not_its_latin_lookalike() {
         let c = run("tracking=p%D0%B0ypal77&amount=1.00", &reference()).expect("parses");
         assert_ne!(c.token, "paypal77");
@@ -771,8 +867,34 @@ mod tests {
             ("12.30 keeps its zero", r, a("12.30"), Ok(Some("12.30"))),
             ("10.00", r, a("10.00"), Ok(Some("10.00"))),
             ("the maximum", r, a("1000000.00"), Ok(Some("1000000.00"))),
+            // A source that takes integers and one decimal: one canonical text.
+            ("loose 100", loose, a("100"), Ok(Some("100.00"))),
+            ("loose 5", loose, a("5"), Ok(Some("5.00"))),
+            ("loose 0", loose, a("0"), Ok(Some("0.00"))),
+            ("loose 2.5", loose, a("2.5"), Ok(Some("2.50"))),
+            ("loose 21.0", loose, a("21.0"), Ok(Some("21.00"))),
+            ("loose 12.34", loose, a("12.34"), Ok(Some("12.34"))),
+            ("loose 12.3456", loose, a("12.3456"), Ok(Some("12.3456"))),
+            ("loose 12.34567", loose, a("12.34567"), bad),
+            ("loose 012", loose, a("012"), bad),
+            ("loose 00", loose, a("00"), bad),
+            ("loose 100.", loose, a("100."), bad),
+            ("loose .5", loose, a(".5"), bad),
+            ("loose 12,34", loose, a("12,34"), bad),
+            ("loose 1,234", loose, a("1,234"), bad),
+            ("loose 1e3", loose, a("1e3"), bad),
+            ("loose +5", loose, a("+5"), bad),
+            ("loose space 5", loose, a(" 5"), bad),
+            ("loose 5USD", loose, a("5USD"), bad),
+            ("loose -5 without negatives", loose, a("-5"), bad),
+            ("loose -5", loose_negative, a("-5"), Ok(Some("-5.00"))),
+            ("loose -2.5", loose_negative, a("-2.5"), Ok(Some("-2.50"))),
+            ("loose too large", loose, a("1000001"), out),
             // SPEC §4 failures.
             ("000", r, a("000"), bad),
+            ("100 in the reference format", r, a("100"), bad),
+            ("1.5 in the reference format", r, a("1.5"), bad),
+            ("012.00 in the reference format", r, a("012.00"), bad),
             ("12", r, a("12"), bad),
             ("0,00", r, a("0,00"), bad),
             ("12,34", r, a("12,34"), bad),

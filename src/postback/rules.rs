@@ -12,6 +12,9 @@ pub enum Status {
     Approved,
     Pending,
     Declined,
+    /// A word outside the source's vocabulary, accepted because the source
+    /// says so (`unknown_status = "accept"`); `status_raw` says which.
+    Other,
 }
 
 impl Status {
@@ -20,6 +23,7 @@ impl Status {
             Status::Approved => "approved",
             Status::Pending => "pending",
             Status::Declined => "declined",
+            Status::Other => "other",
         }
     }
 }
@@ -68,9 +72,11 @@ impl Default for Names {
 /// How the amount is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AmountFormat {
-    /// `digits.dd`: one or more digits without a leading zero (except `0`
-    /// itself), a dot, then between 2 and `max_decimals` digits.
-    Decimal { max_decimals: u8 },
+    /// One or more digits without a leading zero (except `0` itself), then
+    /// between `min_decimals` (0..=2) and `max_decimals` (2..=6) decimals after
+    /// a dot; with no decimals, no dot either (`100`, never `100.`). The
+    /// reference format is 2..=2: exactly `0.00`.
+    Decimal { min_decimals: u8, max_decimals: u8 },
     /// Integer minor units (`2995` = `29.95`), as NATS sends.
     Cents,
 }
@@ -90,7 +96,10 @@ pub struct AmountRules {
 impl Default for AmountRules {
     fn default() -> Self {
         AmountRules {
-            format: AmountFormat::Decimal { max_decimals: 2 },
+            format: AmountFormat::Decimal {
+                min_decimals: 2,
+                max_decimals: 2,
+            },
             allow_negative: false,
             max: Decimal::new(100_000_000, 2),
             required: true,
@@ -109,6 +118,9 @@ pub struct ParseRules {
     /// the keys are stored lowercase and looked up lowercase.
     pub statuses: HashMap<String, Status>,
     pub status_case_insensitive: bool,
+    /// Whether a status word outside `statuses` is accepted as
+    /// [`Status::Other`] instead of refused (`bad_status`).
+    pub accept_unknown_status: bool,
     /// A currency the source fixes (uppercase ISO 4217); a postback naming
     /// another is `currency_mismatch`.
     pub fixed_currency: Option<String>,
@@ -137,6 +149,7 @@ impl ParseRules {
             amount: AmountRules::default(),
             statuses,
             status_case_insensitive: true,
+            accept_unknown_status: false,
             fixed_currency: None,
             dropped: vec!["_".to_owned()],
             extra_placeholders: Vec::new(),

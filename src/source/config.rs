@@ -57,6 +57,8 @@ struct SourceFile {
     params: BTreeMap<String, OneOrMany>,
     statuses: Option<BTreeMap<String, String>>,
     status_case_insensitive: Option<bool>,
+    /// `"refuse"` (`bad_status`) or `"accept"` (as `other`) a word outside `statuses`.
+    unknown_status: Option<String>,
     #[serde(default)]
     amount: AmountFile,
     #[serde(default)]
@@ -77,6 +79,8 @@ struct RateFile {
 struct AmountFile {
     format: Option<String>,
     max_decimals: Option<u8>,
+    /// Fewer decimals than two that the sender may write (`100`, `2.5`).
+    min_decimals: Option<u8>,
     allow_negative: Option<bool>,
     /// A string, so `"5000.00"` stays exact.
     max: Option<String>,
@@ -172,6 +176,14 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
     if let Some(ci) = f.status_case_insensitive {
         rules.status_case_insensitive = ci;
     }
+    match f.unknown_status.as_deref() {
+        None => {}
+        Some("refuse") => rules.accept_unknown_status = false,
+        Some("accept") => rules.accept_unknown_status = true,
+        Some(other) => err(format!(
+            "unknown_status = {other:?}: it is \"refuse\" (bad_status) or \"accept\" (status \"other\")"
+        )),
+    }
     if let Some(map) = f.statuses {
         rules.statuses.clear();
         for (raw, word) in map {
@@ -179,9 +191,10 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
                 "approved" => Status::Approved,
                 "pending" => Status::Pending,
                 "declined" => Status::Declined,
+                "other" => Status::Other,
                 _ => {
                     err(format!(
-                        "statuses.{raw:?} = {word:?}: a status maps to approved, pending or declined"
+                        "statuses.{raw:?} = {word:?}: a status maps to approved, pending, declined or other"
                     ));
                     continue;
                 }
@@ -327,21 +340,33 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
 fn amount_rules(a: &mut crate::postback::AmountRules, f: AmountFile, err: &mut impl FnMut(String)) {
     match f.format.as_deref() {
         None => {}
-        Some("decimal") => a.format = AmountFormat::Decimal { max_decimals: 2 },
+        Some("decimal") => {
+            a.format = AmountFormat::Decimal {
+                min_decimals: 2,
+                max_decimals: 2,
+            }
+        }
         Some("cents") => a.format = AmountFormat::Cents,
         Some(other) => err(format!(
             "amount.format = {other:?}: the formats are \"decimal\" (12.34) and \"cents\" (1234)"
         )),
     }
     if let Some(d) = f.max_decimals {
-        match a.format {
-            AmountFormat::Decimal { .. } if (2..=6).contains(&d) => {
-                a.format = AmountFormat::Decimal { max_decimals: d }
-            }
+        match &mut a.format {
+            AmountFormat::Decimal { max_decimals, .. } if (2..=6).contains(&d) => *max_decimals = d,
             AmountFormat::Decimal { .. } => {
                 err(format!("amount.max_decimals = {d} must be within 2..=6"))
             }
             AmountFormat::Cents => err("amount.max_decimals does not apply to cents".into()),
+        }
+    }
+    if let Some(d) = f.min_decimals {
+        match &mut a.format {
+            AmountFormat::Decimal { min_decimals, .. } if d <= 2 => *min_decimals = d,
+            AmountFormat::Decimal { .. } => {
+                err(format!("amount.min_decimals = {d} must be within 0..=2"))
+            }
+            AmountFormat::Cents => err("amount.min_decimals does not apply to cents".into()),
         }
     }
     if let Some(n) = f.allow_negative {

@@ -93,7 +93,10 @@ tracking = "{{sub2}}"
     assert_eq!(s.rules.statuses.get("1"), None, "the map is replaced");
     assert_eq!(
         s.rules.amount.format,
-        AmountFormat::Decimal { max_decimals: 4 }
+        AmountFormat::Decimal {
+            min_decimals: 2,
+            max_decimals: 4
+        }
     );
     assert!(s.rules.amount.allow_negative);
     assert_eq!(s.rules.amount.max.to_string(), "500.00");
@@ -217,4 +220,33 @@ fn a_source_lists_placeholders_of_its_own() {
         bad.iter().any(|p| p.contains("extra_placeholders")),
         "{bad:?}"
     );
+}
+
+#[test]
+fn amount_shapes_and_unknown_statuses_are_set_per_source() {
+    let s = source(
+        &format!(
+            "[sources.acme]\napi_keys = [\"{KEY}\"]\nunknown_status = \"accept\"\n             [sources.acme.amount]\nmin_decimals = 0\nmax_decimals = 3\nrequired = false\n"
+        ),
+        "acme",
+    );
+    assert_eq!(
+        s.rules.amount.format,
+        AmountFormat::Decimal {
+            min_decimals: 0,
+            max_decimals: 3
+        }
+    );
+    assert!(s.rules.accept_unknown_status);
+    assert!(!s.rules.amount.required);
+    for (toml, problem) in [
+        ("unknown_status = \"maybe\"", "unknown_status"),
+        (
+            "[sources.acme.amount]\nmin_decimals = 3",
+            "min_decimals = 3",
+        ),
+    ] {
+        let bad = problems(&format!("[sources.acme]\napi_keys = [\"{KEY}\"]\n{toml}\n"));
+        assert!(bad.iter().any(|p| p.contains(problem)), "{toml}: {bad:?}");
+    }
 }

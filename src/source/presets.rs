@@ -1,7 +1,8 @@
-//! Platform presets: the parameter names, status vocabulary, amount format and
-//! secret parameter each platform uses (from `postback-conventions.md`), and the
-//! macros it fills in, for the postback URL generator. A source starts from its
-//! preset and may override any field.
+//! Platform presets: the parameter names, status vocabulary, amount shapes and
+//! secret parameter each platform uses, and the macros it fills in, for the
+//! postback URL generator. A source starts from its preset and may override
+//! any field. Each preset cites the public page its facts come from; what the
+//! pages do not say is marked "not documented" and keeps the reference rule.
 
 use std::collections::HashMap;
 
@@ -172,6 +173,15 @@ fn bare(api_key: &[&str], tracking: &[&str]) -> Names {
     }
 }
 
+/// Integers and one decimal as well as two or more (`5`, `2.5`, `12.34`), up
+/// to `max` decimals; the event still carries at least two.
+fn loose_amounts(max: u8) -> AmountFormat {
+    AmountFormat::Decimal {
+        min_decimals: 0,
+        max_decimals: max,
+    }
+}
+
 fn macros(list: &[(Role, &str)]) -> Vec<(Role, String)> {
     list.iter().map(|(r, m)| (*r, (*m).to_owned())).collect()
 }
@@ -179,7 +189,7 @@ fn macros(list: &[(Role, &str)]) -> Vec<(Role, String)> {
 /// The preset called `name` (lowercase; `hasoffers` is `tune`).
 pub fn preset(name: &str) -> Option<Preset> {
     use Role::{Amount, CampaignId, Currency, Goal, Tracking, Txid};
-    use Status::{Approved, Declined, Pending};
+    use Status::{Approved, Declined, Other, Pending};
     let status = Role::Status;
     let mut p = Preset {
         name: "reference",
@@ -201,6 +211,11 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "cake" => {
+            // https://support.getcake.com/en/support/solutions/articles/5000546096
+            // ("#s2# is the most common parameter and token to pass a click
+            // ID"), https://support.getcake.com/support/solutions/articles/5000545788
+            // (#s1# "is reserved for passing sub affiliate IDs"; #leadid# the
+            // conversion id CAKE assigns; #oid# the offer; #price#; #tid#).
             p.name = "cake";
             r.names = bare(&["api_key"], &["r"]);
             r.names.amount = v(&["p"]);
@@ -209,14 +224,20 @@ pub fn preset(name: &str) -> Option<Preset> {
             r.names.campaign_id = v(&["o"]);
             p.style = MacroStyle::Hashes;
             p.macros = macros(&[
-                (Tracking, "#s1#"),
+                (Tracking, "#s2#"),
                 (Amount, "#price#"),
-                (Txid, "#tid#"),
-                (CampaignId, "#offer_id#"),
-                (Goal, "#event_id#"),
+                (Txid, "#leadid#"),
+                (CampaignId, "#oid#"),
             ]);
         }
         "tune" | "hasoffers" => {
+            // https://support.tune.com/hc/en-us/articles/1500008231622-Transaction-IDs
+            // ("Transaction IDs are identifiers that TUNE uses to identify which
+            // conversions are connected to which clicks": TUNE's own click id,
+            // NOT a conversion or order id), https://support.tune.com/hc/en-us/
+            // articles/1500005137081 (`aff_lsr?offer_id=..&transaction_id=..&amount=..`).
+            // This format is TUNE's conversion endpoint: `transaction_id` is
+            // the tracking token. {payout}/{goal_id} macros: not on the pages read.
             p.name = "tune";
             r.names = bare(&["security_token"], &["transaction_id"]);
             r.names.amount = v(&["amount"]);
@@ -230,26 +251,61 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "nats" => {
+            // https://tmmwiki.com/index.php/NATS4_Post_URLs (the example post:
+            // passthrough1..5, transaction[amount] = 2995, biller_amount,
+            // biller_currency, post_type = approvalpost),
+            // https://tmmwiki.com/index.php?diff=11614&oldid=11577&title=NATS4_Post_URLs
+            // (post_type per post URL), https://docs.toomuchmedia.com/nats-admin/
+            // sites/further-reading/postbacks-and-post-urls/affiliate-postback
+            // (affiliate postbacks: the same events, POSTed).
             p.name = "nats";
-            r.names = bare(&["api_key"], &["transaction[passthrough1]", "passthrough1"]);
-            r.names.amount = v(&["transaction[amount]", "amount"]);
-            r.names.txid = v(&["transaction[transaction_id]", "transaction_id"]);
-            r.names.status = v(&["transaction[event]", "event"]);
-            r.names.currency = v(&["transaction[currency]", "currency"]);
+            r.names = bare(&["api_key"], &["passthrough1", "transaction[passthrough1]"]);
+            // The amount and the currency that belong together: what the biller
+            // charged, in the biller's currency. transaction[amount] is NATS's
+            // conversion of it (exchange_rate) and passes through in params.
+            // Integer cents: inferred from the example (2995 for a $29.95
+            // join); the pages do not say so in words.
+            r.names.amount = v(&["transaction[biller_amount]"]);
+            r.names.txid = v(&["transaction[transaction_id]"]);
+            // post_type is the event; `status` is the member's status, not the event's.
+            r.names.status = v(&["post_type"]);
+            r.names.currency = v(&["transaction[biller_currency]"]);
             r.amount.format = AmountFormat::Cents;
             r.amount.allow_negative = true;
+            // Site posts end in `post`; affiliate postbacks name the same
+            // events without it (the plain forms are not documented word for
+            // word). Chargebacks, voids and credits take money back; an expiry
+            // or a failed rebill (insufficient funds) brings none: never approved.
             r.statuses = statuses(&[
+                ("approvalpost", Approved),
                 ("approval", Approved),
+                ("upgradepost", Approved),
+                ("upgrade", Approved),
+                ("rebillpost", Approved),
                 ("rebill", Approved),
+                ("pending_rebillpost", Pending),
+                ("chargebackpost", Declined),
                 ("chargeback", Declined),
+                ("voidpost", Declined),
                 ("void", Declined),
+                ("creditpost", Declined),
                 ("credit", Declined),
+                ("expirepost", Declined),
+                ("expire", Declined),
+                ("insufficient_fundpost", Declined),
+                ("insufficient_fund", Declined),
             ]);
             p.body_fields = true;
         }
         "everflow" => {
+            // https://helpdesk.everflow.io/en/articles/3673712-offer-revenue-payout
+            // (`transaction_id=TRANSACTION_ID&amount=AMOUNT`: Everflow's
+            // transaction_id is its click id), https://helpdesk.everflow.io/en/
+            // articles/3597723-getting-started-advertiser-postbacks (a $100
+            // sale). Integer amounts: the example amounts are whole dollars.
             p.name = "everflow";
             r.names = bare(&["verification_token"], &["transaction_id"]);
+            r.amount.format = loose_amounts(2);
             r.names.amount = v(&["amount"]);
             r.names.txid = v(&["order_id"]);
             r.names.goal = v(&["event_id"]);
@@ -263,9 +319,17 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "voluum" => {
+            // https://doc.voluum.com/en/submitting_postback_url.html ("cid: This
+            // is a mandatory parameter"; "payout: This is an optional
+            // parameter"; txid optional), https://doc.voluum.com/en/
+            // custom_conversions.html (`et`), https://doc.voluum.com/en/upselling.html
+            // (cid + txid counted once). Integer payouts (`payout=5`): as
+            // trackers forward them; Voluum's own examples have two decimals.
             p.name = "voluum";
             r.names = bare(&["api_key"], &["cid"]);
             r.names.amount = v(&["payout"]);
+            r.amount.format = loose_amounts(4);
+            r.amount.required = false;
             r.names.txid = v(&["txid"]);
             r.names.goal = v(&["et"]);
             r.names.currency = v(&["currency"]);
@@ -277,19 +341,30 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "binom" => {
+            // https://docs.binom.org/postback-url.php (cnv_id, payout,
+            // cnv_status "signup, checkout, approve, reject etc", cnv_currency;
+            // the conversion pixel sends payout=OPTIONAL),
+            // https://docs.binom.org/payout-tracking-v2.php (`payout=5`,
+            // `cnv_status=Hold`). cnv_status is free text in Binom: words
+            // outside the map are accepted as `other`, raw word kept.
             p.name = "binom";
             r.names = bare(&["api_key"], &["cnv_id"]);
             r.names.amount = v(&["payout"]);
             r.names.status = v(&["cnv_status"]);
             r.names.currency = v(&["cnv_currency"]);
+            r.amount.format = loose_amounts(4);
+            r.amount.required = false;
+            r.accept_unknown_status = true;
             r.statuses = statuses(&[
+                ("approve", Approved),
                 ("approved", Approved),
                 ("sale", Approved),
                 ("pending", Pending),
                 ("lead", Pending),
                 ("hold", Pending),
-                ("declined", Declined),
+                ("reject", Declined),
                 ("rejected", Declined),
+                ("declined", Declined),
             ]);
             p.macros = macros(&[
                 (Tracking, "{clickid}"),
@@ -298,9 +373,17 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "keitaro" => {
+            // https://docs.keitaro.io/en/conversions/postback.html (subid
+            // required; payout or revenue; tid; "status (default is sale)":
+            // lead, sale, rejected, rebill; currency; example
+            // `/key/postback?status=lead&payout=10&currency=EUR`),
+            // https://v9.help.keitaro.io/en/conversions-and-postback/postback.html
+            // (tid numbers the target actions: tid=2 is a second deposit).
             p.name = "keitaro";
             r.names = bare(&[], &["subid"]);
             r.names.amount = v(&["payout", "revenue"]);
+            r.amount.format = loose_amounts(4);
+            r.amount.required = false;
             r.names.txid = v(&["tid"]);
             r.names.status = v(&["status"]);
             r.names.currency = v(&["currency"]);
@@ -318,23 +401,49 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "kintura" => {
+            // https://kintura.com/docs/presets/pairings/clickadu/clickbooth
+            // (`/conversion?cid={subid2}&payout={payout}&txid={transid}`),
+            // https://kintura.com/docs/offers ("If you pass payout= or amount=
+            // ... it will always be recorded": optional). A status parameter
+            // is not documented.
             p.name = "kintura";
             r.names = bare(&["api_key"], &["cid"]);
             r.names.amount = v(&["payout", "amount"]);
+            r.amount.format = loose_amounts(4);
+            r.amount.required = false;
+            // Not on the pages read; senders pass `status=lead`, which must
+            // never become an approved sale. Other words: `other`, raw kept.
+            r.names.status = v(&["status"]);
+            r.accept_unknown_status = true;
+            r.statuses = statuses(&[
+                ("approved", Approved),
+                ("sale", Approved),
+                ("lead", Pending),
+                ("pending", Pending),
+                ("declined", Declined),
+                ("rejected", Declined),
+            ]);
             r.names.txid = v(&["txid"]);
             p.macros = macros(&[(Tracking, "{cid}"), (Amount, "{payout}"), (Txid, "{txid}")]);
         }
         "redtrack" => {
+            // https://docs.redtrack.io/knowledgebase/tracking-event-types/ ("4:
+            // Other, Approved, Pending, Declined"; without a status RedTrack
+            // records "other"; `type` is case-sensitive), https://redtrack.zendesk.com/
+            // hc/en-us/articles/207082019 (`sum={replace_or_remove}`: optional).
+            // Other is kept as RedTrack's own bucket, pending until it is decided.
             p.name = "redtrack";
             r.names = bare(&["api_key"], &["clickid"]);
             r.names.amount = v(&["sum"]);
+            r.amount.format = loose_amounts(4);
+            r.amount.required = false;
             r.names.txid = v(&["rdtk_event_id"]);
             r.names.goal = v(&["type"]);
             r.names.status = v(&["status"]);
             r.statuses = statuses(&[
                 ("approved", Approved),
                 ("pending", Pending),
-                ("other", Pending),
+                ("other", Other),
                 ("declined", Declined),
             ]);
             p.macros = macros(&[
@@ -345,12 +454,17 @@ pub fn preset(name: &str) -> Option<Preset> {
             ]);
         }
         "affise" => {
+            // https://help-center.affise.com/en/articles/6483741-affiliate-postback-url-macros
+            // ("1 - Approved; 2 - Pending; 3 - Declined; 5 - approved and put
+            // on Hold"; {sum} the payout; no {clickid} in affiliate postbacks:
+            // {sub1}..{sub8}; {transactionid} the advertiser's conversion id).
             p.name = "affise";
             r.names = bare(&["secure"], &["clickid", "click_id"]);
             r.names.amount = v(&["sum"]);
             r.names.txid = v(&["action_id"]);
             r.names.goal = v(&["goal"]);
             r.names.status = v(&["status"]);
+            // 5 is approved but held: not paid yet, so pending.
             r.statuses = statuses(&[
                 ("1", Approved),
                 ("2", Pending),
@@ -358,9 +472,9 @@ pub fn preset(name: &str) -> Option<Preset> {
                 ("5", Pending),
             ]);
             p.macros = macros(&[
-                (Tracking, "{clickid}"),
+                (Tracking, "{sub1}"),
                 (Amount, "{sum}"),
-                (Txid, "{action_id}"),
+                (Txid, "{transactionid}"),
                 (Goal, "{goal}"),
                 (status, "{status}"),
             ]);

@@ -1,0 +1,302 @@
+//! Real senders, exactly: a corpus of postbacks as each platform's public
+//! documentation shows them (the page is named with every case), sent to the
+//! gateway binary with one source per preset, against a real Tansu broker;
+//! each reply is checked, and each accepted postback's event is read back from
+//! the topic and checked field by field.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::process::{GatewayProcess, Tansu};
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "platform-key-0123456789";
+
+/// One source per preset, named after it.
+const CONFIG: &str = r#"
+[sources.reference]
+api_keys = ["platform-key-0123456789"]
+[sources.cake]
+preset = "cake"
+api_keys = ["platform-key-0123456789"]
+[sources.tune]
+preset = "tune"
+api_keys = ["platform-key-0123456789"]
+[sources.nats]
+preset = "nats"
+api_keys = ["platform-key-0123456789"]
+[sources.everflow]
+preset = "everflow"
+api_keys = ["platform-key-0123456789"]
+[sources.voluum]
+preset = "voluum"
+api_keys = ["platform-key-0123456789"]
+[sources.binom]
+preset = "binom"
+api_keys = ["platform-key-0123456789"]
+[sources.keitaro]
+preset = "keitaro"
+api_keys = ["platform-key-0123456789"]
+[sources.kintura]
+preset = "kintura"
+api_keys = ["platform-key-0123456789"]
+[sources.redtrack]
+preset = "redtrack"
+api_keys = ["platform-key-0123456789"]
+[sources.affise]
+preset = "affise"
+api_keys = ["platform-key-0123456789"]
+"#;
+
+/// What a case expects.
+enum Want {
+    /// 200 OK, and an event with these fields (token, source and kind are
+    /// always checked; every field named here must match, `null` included).
+    Event(Value),
+    /// This status and `ERROR <reason>`.
+    Refused(u16, &'static str),
+}
+
+struct Case {
+    /// The page the postback is copied from.
+    doc: &'static str,
+    source: &'static str,
+    /// Path and query; `{T}` is the token, `{K}` the key.
+    url: &'static str,
+    /// A form body (NATS posts its fields), with the same placeholders.
+    form: Option<&'static str>,
+    want: Want,
+}
+
+fn cases() -> Vec<Case> {
+    use Want::{Event, Refused};
+    let c = |doc, source, url, want| Case {
+        doc,
+        source,
+        url,
+        form: None,
+        want,
+    };
+    let nats = |doc, body, want| Case {
+        doc,
+        source: "nats",
+        url: "/postback/nats?api_key={K}",
+        form: Some(body),
+        want,
+    };
+    const SPEC: &str = "SPEC §3-§4 (the reference format)";
+    const CAKE: &str = "https://support.getcake.com/en/support/solutions/articles/5000546096";
+    const TUNE: &str =
+        "https://support.tune.com/hc/en-us/articles/1500005137081-Basics-of-Parameters-and-Macros";
+    const NATS: &str = "https://tmmwiki.com/index.php/NATS4_Post_URLs";
+    const NATS_TYPES: &str =
+        "https://tmmwiki.com/index.php?diff=11614&oldid=11577&title=NATS4_Post_URLs";
+    const EVERFLOW: &str = "https://helpdesk.everflow.io/en/articles/3673712-offer-revenue-payout";
+    const VOLUUM: &str = "https://doc.voluum.com/en/submitting_postback_url.html";
+    const VOLUUM_UPSELL: &str = "https://doc.voluum.com/en/upselling.html";
+    const VOLUUM_ET: &str = "https://doc.voluum.com/en/custom_conversions.html";
+    const BINOM: &str = "https://docs.binom.org/postback-url.php";
+    const BINOM_PAYOUT: &str = "https://docs.binom.org/payout-tracking-v2.php";
+    const KEITARO: &str = "https://docs.keitaro.io/en/conversions/postback.html";
+    const KINTURA: &str = "https://kintura.com/docs/presets/pairings/clickadu/clickbooth";
+    const KINTURA_OFFERS: &str = "https://kintura.com/docs/offers";
+    const REDTRACK: &str = "https://docs.redtrack.io/knowledgebase/tracking-event-types/";
+    const AFFISE: &str =
+        "https://help-center.affise.com/en/articles/6483741-affiliate-postback-url-macros";
+    let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
+    vec![
+        // The reference format keeps the strict 0.00 grammar.
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=12.34",
+          Event(json!({"amount": "12.34", "status": "approved", "status_raw": null, "currency": null}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=100", Refused(400, "bad_amount")),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=12,34", Refused(400, "bad_amount")),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.5", Refused(400, "bad_amount")),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=012.00", Refused(400, "bad_amount")),
+        // CAKE fills #s2# with the click id, #price#, #leadid#, #oid#.
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&p=12.50&t=LEAD-1&o=231",
+          Event(json!({"amount": "12.50", "txid": "LEAD-1", "campaign_id": "231", "status": "approved"}))),
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&p=0.75", Event(json!({"amount": "0.75", "txid": null}))),
+        // #s2# left unfilled and encoded, or cut off as a fragment by a browser.
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r=%23s2%23&p=1.00", Refused(400, "unfilled_macro")),
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r=&p=1.00", Refused(400, "missing_tracking")),
+        // TUNE's conversion endpoint: transaction_id is TUNE's click id.
+        c(TUNE, "tune", "/postback/tune?offer_id=1001&transaction_id={T}&amount=10.00&security_token={K}",
+          Event(json!({"amount": "10.00", "campaign_id": "1001", "txid": null, "goal": null}))),
+        c(TUNE, "tune", "/postback/tune?offer_id=1001&transaction_id={T}&amount=2.40&goal_id=3&security_token={K}",
+          Event(json!({"amount": "2.40", "goal": "3"}))),
+        c(TUNE, "tune", "/postback/tune?offer_id=1001&transaction_id={T}&amount=10.00", Refused(401, "missing_api_key")),
+        c(TUNE, "tune", "/postback/tune?offer_id=1001&transaction_id={T}&amount=10.00&security_token=wrong-key-000000000", Refused(403, "bad_api_key")),
+        // NATS posts a form; post_type is the event; amounts in cents.
+        nats(NATS, "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&transaction%5Btotal_transaction_payout%5D=1497&post_type=approvalpost",
+          Event(json!({"amount": "29.95", "currency": "USD", "status": "approved", "status_raw": "approvalpost"}))),
+        nats(NATS_TYPES, leak(format!("{nats_form}chargebackpost")),
+          Event(json!({"amount": "29.95", "status": "declined", "status_raw": "chargebackpost"}))),
+        nats(NATS_TYPES, leak(format!("{nats_form}creditpost")),
+          Event(json!({"status": "declined", "status_raw": "creditpost"}))),
+        nats(NATS_TYPES, leak(format!("{nats_form}rebillpost")),
+          Event(json!({"status": "approved", "status_raw": "rebillpost"}))),
+        nats(NATS_TYPES, leak(format!("{nats_form}expirepost")),
+          Event(json!({"status": "declined", "status_raw": "expirepost"}))),
+        nats(NATS_TYPES, leak(format!("{nats_form}somethingnew")), Refused(400, "bad_status")),
+        // Everflow: transaction_id is its click id; whole-dollar amounts.
+        c(EVERFLOW, "everflow", "/postback/everflow?nid=23452&transaction_id={T}&amount=100&verification_token={K}",
+          Event(json!({"amount": "100.00", "params": {"nid": "23452"}}))),
+        c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=75&order_id=ORD-9&currency=usd&verification_token={K}",
+          Event(json!({"amount": "75.00", "txid": "ORD-9", "currency": "USD"}))),
+        c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=12.34&event_id=5&verification_token={K}",
+          Event(json!({"amount": "12.34", "goal": "5"}))),
+        // Everflow's page says "12,34" is read as 12.34; a comma is never
+        // taken here (it is also a thousands separator elsewhere).
+        c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=12,34&verification_token={K}", Refused(400, "bad_amount")),
+        // Voluum: cid required, payout and txid optional.
+        c(VOLUUM_UPSELL, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=10.00&txid=120",
+          Event(json!({"amount": "10.00", "txid": "120"}))),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}", Event(json!({"amount": null, "txid": null}))),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=5", Event(json!({"amount": "5.00"}))),
+        c(VOLUUM_ET, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=1.00&txid=SIGNUP&et=install",
+          Event(json!({"amount": "1.00", "txid": "SIGNUP", "goal": "install"}))),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid=REPLACE&payout=OPTIONAL", Refused(400, "unfilled_macro")),
+        // Binom: payout=5, cnv_status free text (Hold, approve, reject, ...).
+        c(BINOM_PAYOUT, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=5", Event(json!({"amount": "5.00", "status": "approved"}))),
+        c(BINOM_PAYOUT, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=5&cnv_status=Hold",
+          Event(json!({"status": "pending", "status_raw": "Hold"}))),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=2.5&cnv_status=approve",
+          Event(json!({"amount": "2.50", "status": "approved", "status_raw": "approve"}))),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=reject",
+          Event(json!({"amount": null, "status": "declined", "status_raw": "reject"}))),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=signup&cnv_currency=EUR",
+          Event(json!({"status": "other", "status_raw": "signup", "currency": "EUR"}))),
+        // Keitaro: the key in the path; status defaults to sale.
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=lead&payout=10&currency=EUR",
+          Event(json!({"amount": "10.00", "currency": "EUR", "status": "pending", "status_raw": "lead"}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=sale&payout=21.0",
+          Event(json!({"amount": "21.00", "status": "approved", "status_raw": "sale"}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&payout=3", Event(json!({"amount": "3.00", "status": "approved", "status_raw": null}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=rejected", Event(json!({"amount": null, "status": "declined"}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=rebill&tid=2&revenue=9.99&currency=eur",
+          Event(json!({"amount": "9.99", "txid": "2", "status": "approved", "currency": "EUR"}))),
+        // Kintura: payout or amount, optional.
+        c(KINTURA, "kintura", "/postback/kintura?api_key={K}&cid={T}&payout=2.5&txid=T-1",
+          Event(json!({"amount": "2.50", "txid": "T-1"}))),
+        c(KINTURA_OFFERS, "kintura", "/postback/kintura?api_key={K}&cid={T}&amount=3", Event(json!({"amount": "3.00"}))),
+        c(KINTURA_OFFERS, "kintura", "/postback/kintura?api_key={K}&cid={T}", Event(json!({"amount": null}))),
+        c(KINTURA, "kintura", "/postback/kintura?api_key={K}&cid={T}&status=lead",
+          Event(json!({"status": "pending", "status_raw": "lead"}))),
+        // RedTrack: sum optional; statuses Other, Approved, Pending, Declined.
+        c(REDTRACK, "redtrack", "/postback/redtrack?api_key={K}&clickid={T}&sum=12.5&type=Deposit",
+          Event(json!({"amount": "12.50", "goal": "Deposit"}))),
+        c(REDTRACK, "redtrack", "/postback/redtrack?api_key={K}&clickid={T}&status=Other",
+          Event(json!({"amount": null, "status": "other", "status_raw": "Other"}))),
+        c(REDTRACK, "redtrack", "/postback/redtrack?api_key={K}&clickid={T}&sum=4&status=Declined",
+          Event(json!({"amount": "4.00", "status": "declined"}))),
+        c(REDTRACK, "redtrack", "/postback/redtrack?api_key={K}&clickid={T}&sum=4&status=Approved&type=Upsell",
+          Event(json!({"status": "approved", "goal": "Upsell"}))),
+        // Affise: status 1/2/3/5, {sum}, {transactionid}.
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&action_id=A-1&goal=2&status=1",
+          Event(json!({"amount": "1.50", "txid": "A-1", "goal": "2", "status": "approved", "status_raw": "1"}))),
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=2", Event(json!({"status": "pending"}))),
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=3", Event(json!({"status": "declined"}))),
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=5", Event(json!({"status": "pending", "status_raw": "5"}))),
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=4", Refused(400, "bad_status")),
+    ]
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_platform_postback_as_documented_becomes_the_right_event() {
+    let tansu = Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let gw = GatewayProcess::start(
+        Some(&tansu.brokers),
+        &[("POSTBACK_CONFIG", config.to_str().unwrap())],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut accepted: HashMap<String, (String, &Case)> = HashMap::new();
+    let cases = cases();
+    for (i, case) in cases.iter().enumerate() {
+        // Affise's click ids are exactly 24 characters.
+        let token = format!("{}-{i:03}-{}", case.source, "x".repeat(20))[..24].to_owned();
+        let token = if case.source == "affise" {
+            token
+        } else {
+            format!("{}-case-{i}", case.source)
+        };
+        let fill = |s: &str| s.replace("{T}", &token).replace("{K}", KEY);
+        let url = gw.url(&fill(case.url));
+        let req = match case.form {
+            Some(body) => client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(fill(body)),
+            None => client.get(url),
+        };
+        let (status, body) = reply(req.send().await.unwrap()).await;
+        let what = format!("{} ({}): {}", case.source, case.doc, case.url);
+        match &case.want {
+            Want::Event(_) => {
+                assert_eq!(status, 200, "{what}: {body}");
+                accepted.insert(token, (ok_id(&body), case));
+            }
+            Want::Refused(code, reason) => {
+                assert_eq!(
+                    (status, body.as_str()),
+                    (*code, &*format!("ERROR {reason}")),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    let records = read_topic(
+        &tansu.brokers,
+        TOPIC,
+        accepted.len(),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        records.len(),
+        accepted.len(),
+        "one event per accepted postback, nothing else"
+    );
+    for r in &records {
+        let token = r.value["token"].as_str().unwrap();
+        let (id, case) = accepted
+            .get(token)
+            .unwrap_or_else(|| panic!("an event nobody sent: {}", r.value));
+        let what = format!("{} ({}): {}", case.source, case.doc, case.url);
+        assert_eq!(r.value["event_id"], id.as_str(), "{what}");
+        assert_eq!(r.value["source"], case.source, "{what}");
+        assert_eq!(r.value["kind"], "s2s", "{what}");
+        assert_eq!(r.key, token, "{what}");
+        let Want::Event(fields) = &case.want else {
+            unreachable!()
+        };
+        for (field, want) in fields.as_object().unwrap() {
+            if field == "params" {
+                for (k, v) in want.as_object().unwrap() {
+                    assert_eq!(
+                        &r.value["params"][k], v,
+                        "{what}: params.{k} in {}",
+                        r.value
+                    );
+                }
+            } else {
+                assert_eq!(&r.value[field], want, "{what}: {field} in {}", r.value);
+            }
+        }
+        // An amount is one canonical shape: digits, a dot, at least two decimals.
+        if let Some(a) = r.value["amount"].as_str() {
+            let (int, frac) = a.trim_start_matches('-').split_once('.').unwrap();
+            assert!(!int.is_empty() && frac.len() >= 2, "{what}: amount {a}");
+        }
+    }
+}
