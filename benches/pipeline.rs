@@ -124,7 +124,7 @@ fn query(buf: &mut String, i: u64) {
                 i % 5000,
                 i % 100
             );
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 let _ = write!(buf, "&txid=tx{i}");
             }
         }

@@ -16,5 +16,5 @@ cd "$(dirname "$0")/.."
 if ! command -v tansu >/dev/null 2>&1; then
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
-CHAOS_CYCLES=${1:-10} exec cargo nextest run --release --locked \
-  --test chaos --no-capture --retries 0 --slow-timeout 60s
+CHAOS_CYCLES=${1:-10} exec cargo nextest run --profile chaos --release --locked \
+  --test chaos --no-capture

@@ -22,8 +22,10 @@ pub trait Env {
 pub struct ProcessEnv;
 
 impl Env for ProcessEnv {
+    /// A variable set to the empty string is `Some("")`: the config decides
+    /// what that means (unset for most; an error for `KAFKA_BROKERS`).
     fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
+        std::env::var(name).ok()
     }
 }
 
@@ -239,6 +241,7 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
         let mut errors = Vec::new();
         let mut c = Config::default();
+        let var = |name: &str| env.var(name).filter(|v| !v.is_empty());
 
         let mut addr = |what: &str, v: Option<String>, into: &mut SocketAddr| {
             if let Some(v) = v {
@@ -252,17 +255,33 @@ impl Config {
         };
         addr(
             "LISTEN_ADDR",
-            env.var("LISTEN_ADDR").or(file.listen_addr),
+            var("LISTEN_ADDR").or(file.listen_addr),
             &mut c.listen_addr,
         );
         addr(
             "ADMIN_ADDR",
-            env.var("ADMIN_ADDR").or(file.admin_addr),
+            var("ADMIN_ADDR").or(file.admin_addr),
             &mut c.admin_addr,
         );
 
-        c.kafka.brokers = env.var("KAFKA_BROKERS").or(file.kafka.brokers);
-        if let Some(t) = env.var("KAFKA_TOPIC").or(file.kafka.topic) {
+        // Set but empty is a templating mistake, not a wish for the embedded,
+        // memory-only cluster that an unset variable starts.
+        c.kafka.brokers = match env.var("KAFKA_BROKERS") {
+            Some(b) if b.trim().is_empty() => {
+                errors.push(
+                    "KAFKA_BROKERS is set but empty: name the brokers (host:port,...), or unset \
+                     it to run on the embedded in-memory cluster (events are lost at exit)"
+                        .into(),
+                );
+                None
+            }
+            Some(b) => Some(b),
+            None => file.kafka.brokers,
+        };
+        if matches!(&c.kafka.brokers, Some(b) if b.trim().is_empty()) {
+            errors.push("kafka.brokers is empty: name the brokers (host:port,...)".into());
+        }
+        if let Some(t) = var("KAFKA_TOPIC").or(file.kafka.topic) {
             c.kafka.topic = t;
         }
         if c.kafka.topic.is_empty() || c.kafka.topic.len() > 249 {
@@ -294,15 +313,12 @@ impl Config {
                     .into(),
             );
         }
-        c.api_key = env.var("POSTBACK_API_KEY").or(file.api_key);
+        c.api_key = var("POSTBACK_API_KEY").or(file.api_key);
         c.sources = crate::source::config::build(file.sources, &mut errors);
-        if let Some(p) = env
-            .var("SPOOL_DIR")
-            .or(file.spool_dir.map(|p| p.display().to_string()))
-        {
+        if let Some(p) = var("SPOOL_DIR").or(file.spool_dir.map(|p| p.display().to_string())) {
             c.spool_dir = PathBuf::from(p);
         }
-        if let Some(l) = env.var("RUST_LOG").or(file.log) {
+        if let Some(l) = var("RUST_LOG").or(file.log) {
             c.log_filter = l;
         }
         if let Some(ms) = file.shutdown_grace_ms {

@@ -147,7 +147,12 @@ pub async fn run(
 
     let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
     let stopped_early = tokio::select! {
-        _ = warm_up(&config, &brokers, &dedup, spooled) => false,
+        warm = warm_up(&config, &brokers, &dedup, spooled, sink::Sink::ready(&*durable.kafka)) => {
+            if !warm {
+                durable.topic_not_warm();
+            }
+            false
+        }
         _ = &mut shutdown => true,
     };
     app.warming.store(false, Ordering::Relaxed);
@@ -156,6 +161,9 @@ pub async fn run(
     let lookback = sink::durable::Lookback {
         kafka: config.kafka.clone(),
         brokers: brokers.clone(),
+        dedup: dedup.clone(),
+        window: config.dedup.window,
+        warmup_limit: config.dedup.warmup_limit,
     };
     let drainer = (!stopped_early).then(|| {
         tokio::spawn(sink::durable::drain(
@@ -172,7 +180,7 @@ pub async fn run(
         loop {
             tick.tick().await;
             seconds += 1;
-            if seconds % 60 == 0 {
+            if seconds.is_multiple_of(60) {
                 http::refusals::log_summary();
             }
             dedup.sweep();
@@ -224,17 +232,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Rebuilds the dedup window from the spool and the topic, so that a retry
-/// arriving after a restart is still a duplicate.
+/// Rebuilds the dedup window from the spool and, when Kafka is reachable,
+/// from the topic, so that a retry arriving after a restart is still a
+/// duplicate. Returns whether the topic's keys are in; if not (a start during
+/// an outage) the drainer reads them back once Kafka is reachable.
 async fn warm_up(
     config: &Config,
     brokers: &str,
     dedup: &Arc<dedup::Dedup>,
     spooled: Vec<sink::spool::Record>,
-) {
+    kafka_reachable: bool,
+) -> bool {
     let started = std::time::Instant::now();
     for r in &spooled {
         dedup.insert_committed(r.dedup_key, r.event_id, r.at);
+    }
+    if !kafka_reachable {
+        warn!(
+            from_spool = spooled.len(),
+            "Started without Kafka: the dedup window holds the spool's keys only. Postbacks \
+             go to the spool; the topic's keys are read back when Kafka is reachable, and \
+             spooled repeats of events already in the topic are dropped then."
+        );
+        return false;
     }
     let (cfg, brokers, d) = (config.kafka.clone(), brokers.to_owned(), dedup.clone());
     let (window, limit) = (config.dedup.window, config.dedup.warmup_limit);
@@ -254,17 +274,24 @@ async fn warm_up(
     let took = started.elapsed();
     ::metrics::gauge!(metrics::WARMUP_SECONDS).set(took.as_secs_f64());
     match replayed {
-        Ok(Ok(n)) => info!(
-            from_kafka = n,
-            from_spool = spooled.len(),
-            keys = dedup.len(),
-            seconds = took.as_secs_f64(),
-            "Rebuilt the dedup window."
-        ),
-        Ok(Err(e)) => {
-            warn!(error = %e, "Cannot rebuild the dedup window from Kafka; repeats of earlier events may pass as new.")
+        Ok(Ok(n)) => {
+            info!(
+                from_kafka = n,
+                from_spool = spooled.len(),
+                keys = dedup.len(),
+                seconds = took.as_secs_f64(),
+                "Rebuilt the dedup window."
+            );
+            true
         }
-        Err(e) => warn!(error = %e, "The dedup warm-up failed."),
+        Ok(Err(e)) => {
+            warn!(error = %e, "Cannot rebuild the dedup window from Kafka now; postbacks go to the spool until the drainer has read the topic back.");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "The dedup warm-up failed; postbacks go to the spool until the drainer has read the topic back.");
+            false
+        }
     }
 }
 

@@ -101,3 +101,30 @@ fn unknown_top_level_keys_are_errors() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8(out.stderr).unwrap().contains("source"));
 }
+
+/// `KAFKA_BROKERS=""` (a templating mistake) would otherwise start the
+/// embedded, memory-only cluster and lose every event at the next restart.
+#[test]
+fn kafka_brokers_set_but_empty_is_refused() {
+    let (_dir, path) = config("");
+    for args in [&["check-config"][..], &[][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+            .args(args)
+            .env_clear()
+            .env("POSTBACK_CONFIG", &path)
+            .env("KAFKA_BROKERS", "")
+            .env("LISTEN_ADDR", "127.0.0.1:1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("KAFKA_BROKERS is set but empty"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("EMBEDDED"),
+            "no embedded cluster: {stderr}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! acknowledge in time, and a drainer that moves spooled events to Kafka,
 //! oldest first, once it is back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use super::spool::{Record, Spool, SpoolError};
 use super::warmup::replay_topic;
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
-use crate::dedup::Clock;
+use crate::dedup::{Clock, Dedup};
 use crate::event::Event;
 use crate::metrics as m;
 
@@ -30,6 +30,11 @@ pub struct Durable {
     /// Set when an event was spooled after a Kafka attempt that failed late:
     /// the broker may still have written it, so the drainer looks first.
     ambiguous: AtomicBool,
+    /// Whether the dedup window holds the topic's keys. After a start during a
+    /// Kafka outage it does not, until the drainer has read the topic back;
+    /// until then every event goes through the spool, so the drainer can drop
+    /// the repeats of events already in the topic before they are sent.
+    topic_warm: AtomicBool,
 }
 
 impl Durable {
@@ -39,7 +44,15 @@ impl Durable {
             spool,
             clock,
             ambiguous: AtomicBool::new(false),
+            topic_warm: AtomicBool::new(true),
         })
+    }
+
+    /// Says that the dedup window lacks the topic's keys (a start during an
+    /// outage): events go through the spool until the drainer has read the
+    /// topic back.
+    pub fn topic_not_warm(&self) {
+        self.topic_warm.store(false, Ordering::Release);
     }
 
     async fn spool(&self, event: &Event) -> Result<(), SinkError> {
@@ -67,7 +80,7 @@ impl Sink for Durable {
         Box::pin(async move {
             // While Kafka is known to be unreachable, waiting for its timeout
             // would only slow every sender down: go to disk at once.
-            if self.kafka.ready() {
+            if self.kafka.ready() && self.topic_warm.load(Ordering::Acquire) {
                 match self.kafka.deliver(event).await {
                     Ok(()) => return Ok(()),
                     Err(SinkError::Closed) => return Err(SinkError::Closed),
@@ -92,6 +105,33 @@ impl Sink for Durable {
 pub struct Lookback {
     pub kafka: KafkaConfig,
     pub brokers: String,
+    /// Filled from the topic when the start could not read it.
+    pub dedup: Arc<Dedup>,
+    pub window: Duration,
+    pub warmup_limit: Duration,
+}
+
+/// What the topic already holds, as far as the drainer read it back.
+#[derive(Default)]
+struct InKafka {
+    event_ids: HashSet<u128>,
+    /// Dedup key -> the event id the topic has for it.
+    keys: HashMap<u128, u128>,
+}
+
+impl InKafka {
+    /// Whether `r` need not be sent: the topic has it (an attempt written
+    /// after all), or has another event of the same conversion (a repeat
+    /// accepted while the dedup window lacked the topic's keys).
+    fn has(&self, event_id: u128, dedup_key: u128) -> bool {
+        self.event_ids.contains(&event_id)
+            || self.keys.get(&dedup_key).is_some_and(|id| *id != event_id)
+    }
+
+    fn clear(&mut self) {
+        self.event_ids.clear();
+        self.keys.clear();
+    }
 }
 
 /// Moves spooled events to Kafka until `stop` turns true. A segment is
@@ -113,10 +153,29 @@ pub async fn drain(
     let mut seq = spool.oldest();
     let mut pos = 0u64;
     let mut need_scan = true;
-    let mut in_kafka: HashSet<u128> = HashSet::new();
+    let mut in_kafka = InKafka::default();
     loop {
         if *stop.borrow() {
             return;
+        }
+        if !sink.topic_warm.load(Ordering::Acquire) {
+            // A start during an outage: read the whole window back first,
+            // into the dedup map too, then deliver directly again.
+            if settled(&sink, &lookback, &mut stop).await.is_err() {
+                return;
+            }
+            let since = (i64::from(clock()) - lookback.window.as_secs() as i64) * 1000;
+            let Some(read) = already_in_kafka(&lookback, since, true).await else {
+                pause(&mut stop, Duration::from_secs(1)).await;
+                continue;
+            };
+            in_kafka = read;
+            need_scan = false;
+            sink.topic_warm.store(true, Ordering::Release);
+            info!(
+                keys = in_kafka.keys.len(),
+                "Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again."
+            );
         }
         if spool.backlog() == 0 {
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(0.0);
@@ -175,7 +234,10 @@ pub async fn drain(
                 if settled(&sink, &lookback, &mut stop).await.is_err() {
                     return;
                 }
-                in_kafka = already_in_kafka(&lookback, first.at).await;
+                let since = (i64::from(first.at) - 60) * 1000;
+                in_kafka = already_in_kafka(&lookback, since, false)
+                    .await
+                    .unwrap_or_default();
                 need_scan = false;
             }
         }
@@ -183,7 +245,7 @@ pub async fn drain(
             let (skip, send): (Vec<&Record>, Vec<&Record>) = chunk
                 .iter()
                 .map(|(_, r)| r)
-                .partition(|r| in_kafka.contains(&r.event_id.as_u128()));
+                .partition(|r| in_kafka.has(r.event_id.as_u128(), r.dedup_key));
             if !skip.is_empty() {
                 metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
             }
@@ -273,12 +335,13 @@ async fn deliver_all(
             _ = stopped(stop) => return Err(Stopped),
         }
         settled(sink, lookback, stop).await?;
+        let since = (i64::from(oldest_at) - 60) * 1000;
         let in_kafka = tokio::select! {
-            ids = already_in_kafka(lookback, oldest_at) => ids,
+            read = already_in_kafka(lookback, since, false) => read.unwrap_or_default(),
             _ = stopped(stop) => return Err(Stopped),
         };
         let before = todo.len();
-        todo.retain(|ev| !in_kafka.contains(&ev.event_id.as_u128()));
+        todo.retain(|ev| !in_kafka.has(ev.event_id.as_u128(), ev.dedup_key));
         if todo.len() < before {
             metrics::counter!(m::SPOOL_SKIPPED).increment((before - todo.len()) as u64);
         }
@@ -317,41 +380,45 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Event ids in the topic from a minute before `oldest_at` on (bounded).
-async fn already_in_kafka(lookback: &Arc<Lookback>, oldest_at: u32) -> HashSet<u128> {
+/// Event ids and dedup keys in the topic from `since_ms` on (bounded);
+/// `warm` also puts the keys into the dedup window. `None` when the topic
+/// could not be read.
+async fn already_in_kafka(lookback: &Arc<Lookback>, since_ms: i64, warm: bool) -> Option<InKafka> {
     const MAX_IDS: usize = 5_000_000;
-    let since_ms = (i64::from(oldest_at) - 60) * 1000;
     let lb = lookback.clone();
     let started = std::time::Instant::now();
+    let limit = if warm {
+        lookback.warmup_limit
+    } else {
+        Duration::from_secs(120)
+    };
     let found = tokio::task::spawn_blocking(move || {
-        let mut ids = HashSet::new();
-        let r = replay_topic(
-            &lb.kafka,
-            &lb.brokers,
-            since_ms,
-            Duration::from_secs(120),
-            |_, id, _| {
-                ids.insert(id.as_u128());
-                ids.len() < MAX_IDS
-            },
-        );
-        (r, ids)
+        let mut read = InKafka::default();
+        let r = replay_topic(&lb.kafka, &lb.brokers, since_ms, limit, |key, id, at| {
+            if warm {
+                lb.dedup.insert_committed(key, id, at);
+            }
+            read.event_ids.insert(id.as_u128());
+            read.keys.insert(key, id.as_u128());
+            read.event_ids.len() < MAX_IDS
+        });
+        (r, read)
     })
     .await;
     match found {
-        Ok((Ok(n), ids)) => {
+        Ok((Ok(n), read)) => {
             info!(
                 read = n,
                 seconds = started.elapsed().as_secs_f64(),
                 "Read the topic back before draining the spool."
             );
-            ids
+            Some(read)
         }
         Ok((Err(e), _)) => {
-            warn!(error = %e, "Cannot read the topic back; spooled events are sent without that check.");
-            HashSet::new()
+            warn!(error = %e, "Cannot read the topic back; trying again before sending spooled events.");
+            None
         }
-        Err(_) => HashSet::new(),
+        Err(_) => None,
     }
 }
 

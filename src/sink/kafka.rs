@@ -121,9 +121,12 @@ pub struct KafkaSink {
     /// normally answers first.
     verdict_wait: Duration,
     reachable: Arc<AtomicBool>,
+    /// Whether the topic is known to exist (made at start or later by the watcher).
+    topic_ready: AtomicBool,
+    topic_config: KafkaConfig,
     /// A client of its own for the reachability probe: a metadata request on
     /// the producer's handle stalls its sends (seen as a p99 spike once a second).
-    prober: AdminClient<Quiet>,
+    prober: Arc<AdminClient<Quiet>>,
     /// When the last acknowledgement arrived (ms since `started`): while
     /// acknowledgements flow, the cluster is reachable without asking.
     last_ack_ms: AtomicU64,
@@ -189,14 +192,29 @@ impl KafkaSink {
             .set("queue.buffering.max.messages", "200000");
         let fatal = Arc::new(Notify::new());
         let producer = start_producer(&config, &fatal)?;
-        let prober = ensure_topic(cfg, brokers).await?;
+        let prober: Arc<AdminClient<Quiet>> = Arc::new(
+            client_config(cfg, brokers)
+                .create_with_context(Quiet)
+                .context("cannot create the Kafka admin client")?,
+        );
+        // The topic is made now when the cluster answers; otherwise the
+        // watcher makes it once it does (events go to the spool until then).
+        let topic_ready = ensure_topic(&prober, cfg, Duration::from_secs(5)).await?;
+        if !topic_ready {
+            warn!(
+                brokers = %brokers.escape_debug(),
+                "Kafka is not reachable at start; postbacks go to the spool until it is."
+            );
+        }
         let sink = Arc::new(KafkaSink {
             producer: RwLock::new(producer),
             producer_config: config,
             fatal,
             topic: cfg.topic.clone(),
             verdict_wait: cfg.delivery_wait * 3 + Duration::from_secs(2),
-            reachable: Arc::new(AtomicBool::new(true)),
+            reachable: Arc::new(AtomicBool::new(topic_ready)),
+            topic_ready: AtomicBool::new(topic_ready),
+            topic_config: cfg.clone(),
             prober,
             last_ack_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -263,6 +281,16 @@ async fn watch(sink: Arc<KafkaSink>) {
             return;
         }
         logs::LOG.flush();
+        if !sink.topic_ready.load(Ordering::Relaxed) {
+            match ensure_topic(&sink.prober, &sink.topic_config, Duration::from_millis(800)).await {
+                Ok(ready) => sink.topic_ready.store(ready, Ordering::Relaxed),
+                Err(e) => {
+                    logs::LOG.say("ensure-topic", Level::ERROR, || {
+                        format!("Cannot create the topic; postbacks stay in the spool: {e:#}")
+                    });
+                }
+            }
+        }
         if let Some(why) = sink.broken() {
             backoff = match last_restart {
                 Some(at) if at.elapsed() < Duration::from_secs(60) => {
@@ -289,19 +317,20 @@ async fn probe(sink: &Arc<KafkaSink>) {
         && sink.last_ack_ms.load(Ordering::Relaxed) > 0;
     let s = sink.clone();
     let ok = recent
-        || tokio::task::spawn_blocking(move || {
-            s.prober
-                .inner()
-                .fetch_metadata(Some(&s.topic), Duration::from_millis(800))
-                .map(|md| {
-                    md.topics()
-                        .iter()
-                        .any(|t| t.error().is_none() && !t.partitions().is_empty())
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        || sink.topic_ready.load(Ordering::Relaxed)
+            && tokio::task::spawn_blocking(move || {
+                s.prober
+                    .inner()
+                    .fetch_metadata(Some(&s.topic), Duration::from_millis(800))
+                    .map(|md| {
+                        md.topics()
+                            .iter()
+                            .any(|t| t.error().is_none() && !t.partitions().is_empty())
+                    })
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
     if ok != sink.reachable.swap(ok, Ordering::Relaxed) {
         if ok {
             info!(topic = %sink.topic, "Kafka is reachable again.");
@@ -313,46 +342,52 @@ async fn probe(sink: &Arc<KafkaSink>) {
     metrics::gauge!(m::KAFKA_QUEUE).set(f64::from(sink.producer().in_flight_count()));
 }
 
-/// Creates the topic unless the cluster already has it; returns the admin
-/// client, which goes on as the reachability probe.
-async fn ensure_topic(cfg: &KafkaConfig, brokers: &str) -> anyhow::Result<AdminClient<Quiet>> {
-    let admin: AdminClient<Quiet> = client_config(cfg, brokers)
-        .create_with_context(Quiet)
-        .context("cannot create the Kafka admin client")?;
-    let topic = cfg.topic.clone();
-    let (admin, exists) = tokio::task::spawn_blocking(move || {
-        let md = admin
+/// Creates the topic unless the cluster already has it. `Ok(false)` when the
+/// cluster cannot be asked now; an error only for a refusal that will not go
+/// away by itself (such as no right to create topics).
+async fn ensure_topic(
+    admin: &Arc<AdminClient<Quiet>>,
+    cfg: &KafkaConfig,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let (asker, topic) = (admin.clone(), cfg.topic.clone());
+    let exists = tokio::task::spawn_blocking(move || {
+        asker
             .inner()
-            .fetch_metadata(Some(&topic), Duration::from_secs(10));
-        let exists = md.map(|md| {
-            md.topics()
-                .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        });
-        (admin, exists)
+            .fetch_metadata(Some(&topic), timeout)
+            .map(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            })
     })
-    .await?;
-    if exists.context("cannot read the cluster's metadata")? {
-        return Ok(admin);
+    .await;
+    match exists {
+        Ok(Ok(true)) => return Ok(true),
+        Ok(Ok(false)) => {}
+        _ => return Ok(false),
     }
     let new = NewTopic::new(
         &cfg.topic,
         cfg.topic_partitions,
         TopicReplication::Fixed(cfg.topic_replication),
     );
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics([&new], &opts)
-        .await
-        .context("cannot create the topic")?;
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let Ok(results) = admin.create_topics([&new], &opts).await else {
+        return Ok(false);
+    };
     for r in results {
         match r {
             Ok(t) => info!(topic = %t, partitions = cfg.topic_partitions, "Created the topic."),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((
+                _,
+                RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::BrokerTransportFailure,
+            )) => return Ok(false),
             Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
         }
     }
-    Ok(admin)
+    Ok(true)
 }
 
 impl Sink for KafkaSink {

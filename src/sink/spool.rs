@@ -29,6 +29,67 @@ const MAX_RECORD: usize = 4 << 20;
 /// The drainer reads at most this much at a time (more than one record's worth).
 const READ_CHUNK: u64 = 8 << 20;
 
+/// The lock file in a spool directory.
+const LOCK_FILE: &str = "LOCK";
+
+/// Makes `dir` (private to this user: it holds client addresses and tokens)
+/// and takes its lock, so that a second process cannot drain and delete the
+/// segments the first is writing. The lock is the OS's (flock), so it goes
+/// with the process however it ends; the file names the holder's pid.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the spool directory {} is in use by another gateway process{}; \
+                     each process needs a SPOOL_DIR of its own",
+                    dir.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    }
+                ),
+            ));
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    file.set_len(0)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(file)
+}
+
+/// Creates a segment file readable by this user only.
+fn create_segment(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 /// One spooled event, with what is needed to rebuild the dedup window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -142,6 +203,8 @@ enum Msg {
 }
 
 pub struct Spool {
+    /// The directory's lock, held for as long as the spool is open.
+    _lock: File,
     dir: PathBuf,
     tx: Mutex<mpsc::Sender<Msg>>,
     segments: Arc<Mutex<VecDeque<Segment>>>,
@@ -162,7 +225,7 @@ impl Spool {
         max_bytes: u64,
         segment_bytes: u64,
     ) -> io::Result<(Arc<Spool>, Vec<Record>)> {
-        fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
         let mut seqs: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -179,6 +242,11 @@ impl Spool {
         let mut total = 0u64;
         for seq in &seqs {
             let path = segment_path(dir, *seq);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+            }
             let bytes = fs::read(&path)?;
             let (records, valid) = read_records(&bytes);
             if valid < bytes.len() as u64 {
@@ -199,7 +267,7 @@ impl Spool {
         }
         let next_seq = seqs.last().map_or(0, |s| s + 1);
         let active = segment_path(dir, next_seq);
-        let file = OpenOptions::new().create(true).append(true).open(&active)?;
+        let file = create_segment(&active)?;
         sync_dir(dir)?;
         segments.push_back(Segment {
             seq: next_seq,
@@ -217,6 +285,7 @@ impl Spool {
 
         let (tx, rx) = mpsc::channel();
         let spool = Arc::new(Spool {
+            _lock: lock,
             dir: dir.to_owned(),
             tx: Mutex::new(tx),
             segments: Arc::new(Mutex::new(segments)),
@@ -459,7 +528,7 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         let seq = self.seq + 1;
         let path = segment_path(&self.dir, seq);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = create_segment(&path)?;
         sync_dir(&self.dir)?;
         let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = segs.iter_mut().find(|s| s.seq == self.seq) {

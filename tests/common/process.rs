@@ -80,7 +80,15 @@ impl Tansu {
     }
 
     fn try_start() -> Result<Tansu, String> {
-        let port = free_port();
+        Tansu::try_start_on(free_port())
+    }
+
+    /// A broker on `port` (for a gateway that was pointed at it before it ran).
+    pub fn start_on(port: u16) -> Tansu {
+        Tansu::try_start_on(port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_on(port: u16) -> Result<Tansu, String> {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(tansu_bin())
             .args([

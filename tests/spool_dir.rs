@@ -1,0 +1,65 @@
+//! The spool directory belongs to one process: a second gateway on the same
+//! `SPOOL_DIR` refuses to start and says why, and what the spool holds
+//! (client addresses, user agents, tokens) is readable by its owner only.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::GatewayProcess;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_spool_refuses_to_start_and_files_are_private() {
+    let first = GatewayProcess::start(None, &[]).await;
+    let dir = first.spool.path().to_owned();
+
+    let second = Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+        .env_clear()
+        .env("SPOOL_DIR", &dir)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("ADMIN_ADDR", "127.0.0.1:0")
+        .env("POSTBACK_API_KEY", common::API_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second process must not run: {stderr}"
+    );
+    assert!(
+        stderr.contains("is in use by another gateway process")
+            && stderr.contains(&format!("pid {}", first.child.id())),
+        "{stderr}"
+    );
+
+    // The first one is untouched and still takes postbacks.
+    let r = reqwest::get(first.url(&common::query("spool-dir-1", "1.00")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the spool directory");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert!(files >= 2, "a segment and the lock file");
+
+    // Once the first is gone, the directory can be taken again.
+    let spool = first.spool.clone();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = GatewayProcess::start_with_spool(None, &[], spool).await;
+    assert_eq!(
+        reqwest::get(again.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
