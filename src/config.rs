@@ -92,6 +92,9 @@ pub struct SpoolConfig {
     /// Bound on the spool's size; past it postbacks get 503 and `/readyz` says not ready.
     pub max_bytes: u64,
     pub segment_bytes: u64,
+    /// How long a postback waits for the spool's sync before it is answered
+    /// 503 (a stalled disk must not hold requests and their dedup keys).
+    pub append_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +130,7 @@ impl Default for Config {
             spool: SpoolConfig {
                 max_bytes: 1 << 30,
                 segment_bytes: 64 << 20,
+                append_timeout: Duration::from_secs(5),
             },
             log_filter: "info".into(),
             limits: Limits {
@@ -180,6 +184,7 @@ struct FileConfig {
 struct FileSpool {
     max_bytes: Option<u64>,
     segment_bytes: Option<u64>,
+    append_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +387,14 @@ impl Config {
                 errors.push("spool.segment_bytes must be at least 4096".into());
             }
             c.spool.segment_bytes = b;
+        }
+        if let Some(ms) = file.spool.append_timeout_ms {
+            if !(100..=60_000).contains(&ms) {
+                errors.push(format!(
+                    "spool.append_timeout_ms = {ms} must be within 100..=60000"
+                ));
+            }
+            c.spool.append_timeout = Duration::from_millis(ms);
         }
         if let Some(h) = file.dedup.hash_key {
             match parse_hex16(&h) {

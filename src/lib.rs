@@ -90,12 +90,17 @@ pub async fn run(
         )),
     };
     let clock = dedup::system_clock();
-    let (spool, spooled) = sink::spool::Spool::open(
-        &config.spool_dir,
+    // Recovery reads every segment: off the runtime's threads.
+    let (dir, max, seg) = (
+        config.spool_dir.clone(),
         config.spool.max_bytes,
         config.spool.segment_bytes,
-    )
-    .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
+    );
+    let (spool, spooled) =
+        tokio::task::spawn_blocking(move || sink::spool::Spool::open(&dir, max, seg))
+            .await
+            .context("the spool recovery stopped")?
+            .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
     let kafka = tokio::select! {
         k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers) => k?,
         _ = &mut shutdown => {
@@ -103,7 +108,8 @@ pub async fn run(
             return Ok(());
         }
     };
-    let durable = sink::durable::Durable::new(kafka, spool, clock.clone());
+    let durable =
+        sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
     let dedup = dedup::Dedup::new(
         config.dedup.window,
         config.dedup.max_keys,
@@ -228,6 +234,7 @@ pub async fn run(
         );
     }
     hangups.abort();
+    durable.spool.close();
     info!("Stopped.");
     Ok(())
 }
@@ -240,7 +247,7 @@ async fn warm_up(
     config: &Config,
     brokers: &str,
     dedup: &Arc<dedup::Dedup>,
-    spooled: Vec<sink::spool::Record>,
+    spooled: Vec<sink::spool::Spooled>,
     kafka_reachable: bool,
 ) -> bool {
     let started = std::time::Instant::now();

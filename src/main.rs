@@ -277,6 +277,13 @@ impl Signals {
             use tokio::signal::unix::{signal, SignalKind};
             let term = signal(SignalKind::terminate());
             let int = signal(SignalKind::interrupt());
+            // SIGHUP's default is to end the process: installed now, a reload
+            // signal sent while the gateway starts is ignored instead (the
+            // reload listener takes over once the gateway serves). Tokio keeps
+            // a handler installed for the life of the process.
+            if let Err(e) = signal(SignalKind::hangup()) {
+                warn!(error = %e, "Cannot install the SIGHUP handler.");
+            }
             if let Err(e) = term.as_ref().and(int.as_ref()) {
                 warn!(error = %e, "Cannot install a signal handler.");
             }

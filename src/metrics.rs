@@ -34,6 +34,9 @@ pub const SPOOLED: &str = "postback_spooled_total";
 pub const SPOOL_DRAINED: &str = "postback_spool_drained_total";
 pub const SPOOL_SYNCS: &str = "postback_spool_syncs_total";
 pub const SPOOL_SKIPPED: &str = "postback_spool_skipped_total";
+pub const SPOOL_TIMEOUTS: &str = "postback_spool_timeouts_total";
+pub const SPOOL_CORRUPT: &str = "postback_spool_corrupt_ranges_total";
+pub const SPOOL_DEAD_LETTERS: &str = "postback_spool_dead_letters_total";
 pub const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub const BUILD_INFO: &str = "postback_build_info";
 pub const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
@@ -126,6 +129,9 @@ pub fn install() -> PrometheusHandle {
                 SPOOLED,
                 SPOOL_DRAINED,
                 SPOOL_SKIPPED,
+                SPOOL_CORRUPT,
+                SPOOL_TIMEOUTS,
+                SPOOL_DEAD_LETTERS,
                 SPOOL_SYNCS,
                 CONNECTIONS_REFUSED,
                 KAFKA_PRODUCER_RESTARTS,
@@ -204,6 +210,18 @@ fn describe() {
     describe_counter!(
         SPOOL_SKIPPED,
         "Spooled events not sent because the topic already had them."
+    );
+    describe_counter!(
+        SPOOL_TIMEOUTS,
+        "Postbacks answered 503 because the spool did not confirm their write in time (a stalled disk)."
+    );
+    describe_counter!(
+        SPOOL_CORRUPT,
+        "Corrupt byte ranges skipped in spool segments at start (the events in them are lost)."
+    );
+    describe_counter!(
+        SPOOL_DEAD_LETTERS,
+        "Spooled events Kafka refused for good, moved to the spool's dead-letter file."
     );
     describe_counter!(SPOOL_SYNCS, "Group commits (fdatasync calls) of the spool.");
     describe_gauge!(

@@ -215,6 +215,7 @@ async fn a_spool_with_a_torn_last_record_starts_cleanly_and_drains_the_whole_rec
     let seg = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .find(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false));
     let seg = seg.expect("a segment with records");
     let len = std::fs::metadata(&seg).unwrap().len();
@@ -321,5 +322,70 @@ async fn a_fenced_producer_is_replaced_and_delivery_resumes() {
         accepted.len(),
         "nothing else is in the topic"
     );
+    gw.stop().await;
+}
+
+/// A record Kafka refuses for good (here: larger than the producer may send)
+/// must not hold up the spool: it goes to the dead-letter file, is counted,
+/// and the records behind it drain. Renamed to a segment name, the
+/// dead-letter file drains at the next start (the README's replay step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_drains() {
+    let kafka = mock_cluster();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let dir = spool_dir.path().to_owned();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.spool_dir = dir.clone();
+        c.kafka
+            .properties
+            .insert("message.max.bytes".into(), "3000".into());
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let c = client.clone();
+        async move { reply(c.get(url).send().await.unwrap()).await }
+    };
+    let padding: String = (1..=5)
+        .map(|i| format!("&sub{i}={}", "x".repeat(900)))
+        .collect();
+    let (status, small1) = get(gw.url(&query("dl-small-1", "1.00"))).await;
+    assert_eq!(status, 200, "{small1}");
+    let (status, big) = get(gw.url(&format!("{}{padding}", query("dl-big", "1.00")))).await;
+    assert_eq!(status, 200, "the big one is answered from the spool: {big}");
+    let (status, small2) = get(gw.url(&query("dl-small-2", "1.00"))).await;
+    assert_eq!(status, 200, "{small2}");
+
+    wait_until("the refused record is dead-lettered", async || {
+        series(&gw, "postback_spool_dead_letters_total").await == 1.0
+    })
+    .await;
+    wait_until("the spool is drained", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    let dead = std::fs::read(dir.join("dead-letter.log")).unwrap();
+    assert!(
+        dead.windows(6).any(|w| w == b"dl-big"),
+        "the dead-letter file holds the refused event"
+    );
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, Duration::from_secs(1));
+    assert_eq!(records.len(), 2, "only the two small ones reached Kafka");
+    assert_eq!(with_token(&records, "dl-small-1").len(), 1);
+    assert_eq!(with_token(&records, "dl-small-2").len(), 1);
+    gw.stop().await;
+
+    // Replay: the dead-letter file renamed to a segment name drains at the
+    // next start, here with a producer allowed to send it.
+    std::fs::rename(dir.join("dead-letter.log"), dir.join("seg-999999.log")).unwrap();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool_dir = dir.clone()).await;
+    wait_until("the replayed record drains", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 3, Duration::from_secs(1));
+    let found = with_token(&records, "dl-big");
+    assert_eq!(found.len(), 1, "replayed once");
+    assert_eq!(found[0].value["event_id"], ok_id(&big).as_str());
     gw.stop().await;
 }

@@ -138,3 +138,34 @@ async fn repeats_accepted_during_a_start_without_kafka_are_not_sent_twice_and_si
     assert_eq!(records.len(), 20);
     assert!(series_at(&gw.admin_url("/metrics"), "postback_spool_skipped_total").await >= 3.0);
 }
+
+/// Signal handlers are in place before anything slow: a SIGHUP (a config
+/// reload sent by a deploy tool) while the gateway waits for Kafka at start
+/// does not kill it, and a SIGTERM then stops it in order (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_the_start_are_handled() {
+    let spool = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+        .env_clear()
+        .env("KAFKA_BROKERS", format!("127.0.0.1:{}", free_port()))
+        .env("SPOOL_DIR", spool.path())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("ADMIN_ADDR", &admin)
+        .env("POSTBACK_API_KEY", API_KEY)
+        .spawn()
+        .unwrap();
+    // Within the start's wait for Kafka (up to 5 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(child.id(), "HUP");
+    wait_for("ready after the SIGHUP", Duration::from_secs(20), async || {
+        matches!(reqwest::get(format!("http://{admin}/readyz")).await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    signal(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

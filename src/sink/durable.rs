@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::kafka::KafkaSink;
-use super::spool::{Record, Spool, SpoolError};
+use super::spool::{self, Record, Spool, SpoolError};
 use super::warmup::replay_topic;
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
@@ -35,17 +35,35 @@ pub struct Durable {
     /// until then every event goes through the spool, so the drainer can drop
     /// the repeats of events already in the topic before they are sent.
     topic_warm: AtomicBool,
+    /// How long an append may wait for its sync.
+    append_timeout: Duration,
+    /// Events whose spool write was not confirmed in time and whose senders
+    /// were answered 503: if the write lands after all, the drainer drops it.
+    withdrawn: Mutex<HashSet<u128>>,
 }
 
 impl Durable {
-    pub fn new(kafka: Arc<KafkaSink>, spool: Arc<Spool>, clock: Clock) -> Arc<Durable> {
+    pub fn new(
+        kafka: Arc<KafkaSink>,
+        spool: Arc<Spool>,
+        clock: Clock,
+        append_timeout: Duration,
+    ) -> Arc<Durable> {
         Arc::new(Durable {
             kafka,
             spool,
             clock,
             ambiguous: AtomicBool::new(false),
             topic_warm: AtomicBool::new(true),
+            append_timeout,
+            withdrawn: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether the event was withdrawn (its sender answered 503); forgets it.
+    fn take_withdrawn(&self, event_id: u128) -> bool {
+        let mut w = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+        !w.is_empty() && w.remove(&event_id)
     }
 
     /// Says that the dedup window lacks the topic's keys (a start during an
@@ -64,13 +82,23 @@ impl Durable {
             key: event.key.clone(),
             payload: event.payload.clone(),
         };
-        match self.spool.append(&record).await {
-            Ok(()) => {
+        match tokio::time::timeout(self.append_timeout, self.spool.append(&record)).await {
+            Ok(Ok(())) => {
                 metrics::counter!(m::SPOOLED).increment(1);
                 Ok(())
             }
-            Err(SpoolError::Full) => Err(SinkError::SpoolFull),
-            Err(e) => Err(SinkError::Spool(e.to_string())),
+            Ok(Err(SpoolError::Full)) => Err(SinkError::SpoolFull),
+            Ok(Err(e)) => Err(SinkError::Spool(e.to_string())),
+            Err(_) => {
+                // The write may still land: the drainer must then drop it, as
+                // the sender was told it failed and will send it again.
+                self.withdrawn
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(event.event_id.as_u128());
+                metrics::counter!(m::SPOOL_TIMEOUTS).increment(1);
+                Err(SinkError::SpoolTimeout)
+            }
         }
     }
 }
@@ -242,10 +270,11 @@ pub async fn drain(
             }
         }
         for chunk in batch.records.chunks(DRAIN_CHUNK) {
-            let (skip, send): (Vec<&Record>, Vec<&Record>) = chunk
-                .iter()
-                .map(|(_, r)| r)
-                .partition(|r| in_kafka.has(r.event_id.as_u128(), r.dedup_key));
+            let (skip, send): (Vec<&Record>, Vec<&Record>) =
+                chunk.iter().map(|(_, r)| r).partition(|r| {
+                    sink.take_withdrawn(r.event_id.as_u128())
+                        || in_kafka.has(r.event_id.as_u128(), r.dedup_key)
+                });
             if !skip.is_empty() {
                 metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
             }
@@ -274,7 +303,9 @@ struct Stopped;
 /// true. A failed round is retried with a growing pause (up to 5 s), and
 /// only after reading the topic back: an attempt that failed late may have
 /// been written after all, and must not be written twice. A delivery that
-/// panics counts as failed.
+/// panics counts as failed. A record Kafka refuses for good (too large for
+/// the topic, not authorized, invalid) goes to the dead-letter file instead
+/// of holding up everything behind it.
 async fn deliver_all(
     sink: &Arc<Durable>,
     lookback: &Arc<Lookback>,
@@ -284,41 +315,72 @@ async fn deliver_all(
     let Some(oldest_at) = records.iter().map(|r| r.at).min() else {
         return Ok(());
     };
-    let mut todo: Vec<Arc<Event>> = records
+    let mut todo: Vec<(Arc<Event>, &Record)> = records
         .into_iter()
         .map(|r| {
-            Arc::new(Event {
+            let ev = Event {
                 event_id: r.event_id,
                 dedup_key: r.dedup_key,
                 key: r.key.clone(),
                 source: Arc::from(r.source.as_str()),
                 payload: r.payload.clone(),
-            })
+            };
+            (Arc::new(ev), r)
         })
         .collect();
     let mut attempt = 0u32;
     while !todo.is_empty() {
         let mut set = JoinSet::new();
-        for (i, ev) in todo.iter().enumerate() {
+        for (i, (ev, _)) in todo.iter().enumerate() {
             let (kafka, ev) = (sink.kafka.clone(), ev.clone());
-            set.spawn(async move { (i, kafka.deliver(&ev).await.is_ok()) });
+            set.spawn(async move {
+                if super::faults::drain_delivery_panics() {
+                    panic!("a delivery panic injected by a test");
+                }
+                (i, kafka.deliver(&ev).await)
+            });
         }
-        let mut delivered = vec![false; todo.len()];
+        // Per record: delivered (or dead-lettered), or still to do.
+        let mut done = vec![false; todo.len()];
+        let mut refused = Vec::new();
         loop {
             tokio::select! {
                 biased;
                 _ = stopped(stop) => return Err(Stopped),
-                done = set.join_next() => match done {
-                    Some(Ok((i, ok))) => delivered[i] = ok,
+                joined = set.join_next() => match joined {
+                    Some(Ok((i, Ok(())))) => done[i] = true,
+                    Some(Ok((i, Err(SinkError::Refused(why))))) => refused.push((i, why)),
+                    Some(Ok((_, Err(_)))) => {}
                     Some(Err(e)) => warn!(error = %e, "A spooled event's delivery failed unexpectedly; it is retried."),
                     None => break,
                 },
             }
         }
+        for (i, why) in refused {
+            let (spool, record) = (sink.spool.clone(), todo[i].1.clone());
+            let id = record.event_id;
+            match tokio::task::spawn_blocking(move || spool.dead_letter(&record)).await {
+                Ok(Ok(())) => {
+                    done[i] = true;
+                    metrics::counter!(m::SPOOL_DEAD_LETTERS).increment(1);
+                    tracing::error!(
+                        event_id = %id,
+                        reason = %why.escape_debug(),
+                        file = spool::DEAD_LETTER_FILE,
+                        "Kafka refused a spooled event for good; it was moved to the spool's \
+                         dead-letter file, and the events behind it drain."
+                    );
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Cannot write the dead-letter file; the event is retried.")
+                }
+                Err(_) => {}
+            }
+        }
         let mut i = 0;
         todo.retain(|_| {
             i += 1;
-            !delivered[i - 1]
+            !done[i - 1]
         });
         if todo.is_empty() {
             break;
@@ -341,7 +403,7 @@ async fn deliver_all(
             _ = stopped(stop) => return Err(Stopped),
         };
         let before = todo.len();
-        todo.retain(|ev| !in_kafka.has(ev.event_id.as_u128(), ev.dedup_key));
+        todo.retain(|(ev, _)| !in_kafka.has(ev.event_id.as_u128(), ev.dedup_key));
         if todo.len() < before {
             metrics::counter!(m::SPOOL_SKIPPED).increment((before - todo.len()) as u64);
         }

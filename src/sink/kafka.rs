@@ -77,6 +77,31 @@ fn ends_the_producer_id(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Errors after which sending the same message again cannot succeed: it is
+/// too large or invalid for the topic, or the gateway may not write there.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+    )
+}
+
+/// The sink's error for a librdkafka error.
+fn sink_error(e: &KafkaError) -> SinkError {
+    match e.rdkafka_error_code() {
+        Some(code) if refused_for_good(code) => SinkError::Refused(e.to_string()),
+        _ => SinkError::Kafka(e.to_string()),
+    }
+}
+
 impl ClientContext for Verdicts {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         logs::librdkafka_log(level, fac, log_message);
@@ -412,13 +437,13 @@ impl Sink for KafkaSink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     Err(SinkError::QueueFull)
                 }
-                Err((e, _)) => Err(SinkError::Kafka(e.to_string())),
+                Err((e, _)) => Err(sink_error(&e)),
                 Ok(()) => match tokio::time::timeout(self.verdict_wait, waiting).await {
                     Ok(Ok(Ok(()))) => Ok(()),
                     Ok(Ok(Err(KafkaError::MessageProduction(
                         RDKafkaErrorCode::MessageTimedOut,
                     )))) => Err(SinkError::Timeout),
-                    Ok(Ok(Err(e))) => Err(SinkError::Kafka(e.to_string())),
+                    Ok(Ok(Err(e))) => Err(sink_error(&e)),
                     // The producer instance went away without a verdict (replaced):
                     // whether the broker wrote it is unknown.
                     Ok(Err(_dropped)) => Err(SinkError::Kafka(

@@ -3,6 +3,7 @@
 
 pub mod durable;
 pub mod embedded;
+pub mod faults;
 pub mod kafka;
 pub mod logs;
 pub mod native;
@@ -30,6 +31,10 @@ pub enum SinkError {
     /// The broker refused the message or the producer failed.
     #[error("kafka refused the event: {0}")]
     Kafka(String),
+    /// The broker refused the message for good (too large for the topic, not
+    /// authorized, invalid): sending it again cannot succeed.
+    #[error("kafka refused the event for good: {0}")]
+    Refused(String),
     /// The sink is shutting down.
     #[error("the sink is closed")]
     Closed,
@@ -39,6 +44,9 @@ pub enum SinkError {
     /// Kafka could not take the event and the spool could not be written.
     #[error("{0}")]
     Spool(String),
+    /// The spool did not confirm the write in time (a stalled disk).
+    #[error("the spool did not confirm the write in time")]
+    SpoolTimeout,
 }
 
 impl SinkError {
@@ -47,9 +55,11 @@ impl SinkError {
             SinkError::QueueFull => "queue_full",
             SinkError::Timeout => "timeout",
             SinkError::Kafka(_) => "kafka_error",
+            SinkError::Refused(_) => "refused",
             SinkError::Closed => "closed",
             SinkError::SpoolFull => "spool_full",
             SinkError::Spool(_) => "spool_error",
+            SinkError::SpoolTimeout => "spool_timeout",
         }
     }
 }

@@ -31,6 +31,10 @@ const READ_CHUNK: u64 = 8 << 20;
 
 /// The lock file in a spool directory.
 const LOCK_FILE: &str = "LOCK";
+/// Records Kafka refused for good, in the segment format; never deleted by
+/// the gateway. Renamed to a segment name (`seg-<n>.log`, above every
+/// segment's number) it is drained at the next start.
+pub const DEAD_LETTER_FILE: &str = "dead-letter.log";
 
 /// Makes `dir` (private to this user: it holds client addresses and tokens)
 /// and takes its lock, so that a second process cannot drain and delete the
@@ -151,6 +155,97 @@ impl Record {
     }
 }
 
+/// What recovery keeps of a spooled record: enough to rebuild the dedup
+/// window (the payload stays on disk for the drainer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spooled {
+    pub event_id: Uuid,
+    pub dedup_key: u128,
+    pub at: u32,
+}
+
+/// A whole, checksummed record at `pos` of `bytes`, and its length with the header.
+fn record_at(bytes: &[u8], pos: usize) -> Option<(usize, Record)> {
+    let header = bytes.get(pos..pos + HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len > MAX_RECORD {
+        return None;
+    }
+    let body = bytes.get(pos + HEADER..pos + HEADER + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    Some((HEADER + len, Record::decode(body)?))
+}
+
+/// Reads one segment at start. A record that fails its checksum in the
+/// middle (a flipped byte, a bad sector) is skipped by resynchronising on the
+/// next whole record after it: every record around it is kept, the skipped
+/// byte range is logged and counted, and the segment is rewritten without
+/// it. Only a damaged tail with no whole record after it (a crash in
+/// mid-write, never acknowledged) is cut. Returns the records' keys and the
+/// segment's length after recovery.
+fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
+    let bytes = fs::read(path)?;
+    let mut found = Vec::new();
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let mut skipped: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        if let Some((len, r)) = record_at(&bytes, pos) {
+            found.push(Spooled {
+                event_id: r.event_id,
+                dedup_key: r.dedup_key,
+                at: r.at,
+            });
+            kept.push((pos, pos + len));
+            pos += len;
+            continue;
+        }
+        match (pos + 1..bytes.len()).find(|&p| record_at(&bytes, p).is_some()) {
+            Some(next) => {
+                skipped.push((pos, next));
+                pos = next;
+            }
+            None => break,
+        }
+    }
+    let valid: u64 = kept.iter().map(|(a, b)| (b - a) as u64).sum();
+    for (from, to) in &skipped {
+        metrics::counter!(m::SPOOL_CORRUPT).increment(1);
+        tracing::error!(
+            segment = %path.display(),
+            from,
+            to,
+            "Skipped a corrupt range in a spool segment: the acknowledged events in it \
+             are lost; every whole record around it is kept."
+        );
+    }
+    if pos < bytes.len() {
+        warn!(segment = %path.display(), cut = bytes.len() - pos,
+              "Cut a torn tail off a spool segment; those bytes were never acknowledged.");
+    }
+    if !skipped.is_empty() {
+        // Rewrite the segment with the whole records only, so that readers
+        // never meet the damage again; the old file goes only once the new
+        // one is on disk.
+        let tmp = path.with_extension("rewrite");
+        let mut out = create_segment(&tmp)?;
+        for (a, b) in &kept {
+            out.write_all(&bytes[*a..*b])?;
+        }
+        out.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)?;
+    } else if pos < bytes.len() {
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.set_len(valid)?;
+        f.sync_all()?;
+    }
+    Ok((found, valid))
+}
+
 /// Reads whole, checksummed records from `bytes`; returns them with the
 /// length of the valid prefix (a torn or corrupt tail is not part of it).
 fn read_records(bytes: &[u8]) -> (Vec<(u64, Record)>, u64) {
@@ -203,8 +298,8 @@ enum Msg {
 }
 
 pub struct Spool {
-    /// The directory's lock, held for as long as the spool is open.
-    _lock: File,
+    /// The directory's lock, held until the spool is closed.
+    lock: Mutex<Option<File>>,
     dir: PathBuf,
     tx: Mutex<mpsc::Sender<Msg>>,
     segments: Arc<Mutex<VecDeque<Segment>>>,
@@ -224,42 +319,38 @@ impl Spool {
         dir: &Path,
         max_bytes: u64,
         segment_bytes: u64,
-    ) -> io::Result<(Arc<Spool>, Vec<Record>)> {
+    ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
         let lock = lock_dir(dir)?;
-        let mut seqs: Vec<u64> = fs::read_dir(dir)?
+        // Segments by number, each under the name it has on disk (a replayed
+        // dead-letter file may be named without the zero padding).
+        let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("seg-")?
+                let seq = name
+                    .strip_prefix("seg-")?
                     .strip_suffix(".log")?
                     .parse()
-                    .ok()
+                    .ok()?;
+                Some((seq, e.path()))
             })
             .collect();
-        seqs.sort_unstable();
+        found.sort_unstable();
+        let seqs: Vec<u64> = found.iter().map(|(seq, _)| *seq).collect();
         let mut segments = VecDeque::new();
         let mut pending = Vec::new();
         let mut total = 0u64;
-        for seq in &seqs {
-            let path = segment_path(dir, *seq);
+        for (seq, path) in found {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
             }
-            let bytes = fs::read(&path)?;
-            let (records, valid) = read_records(&bytes);
-            if valid < bytes.len() as u64 {
-                warn!(segment = %path.display(), cut = bytes.len() as u64 - valid,
-                      "Cut a torn or corrupt tail off a spool segment; those bytes were never acknowledged.");
-                let f = OpenOptions::new().write(true).open(&path)?;
-                f.set_len(valid)?;
-                f.sync_all()?;
-            }
+            let (found, valid) = recover_segment(dir, &path)?;
             total += valid;
-            pending.extend(records.into_iter().map(|(_, r)| r));
+            pending.extend(found);
             segments.push_back(Segment {
-                seq: *seq,
+                seq,
                 path,
                 synced: valid,
                 sealed: true,
@@ -285,7 +376,7 @@ impl Spool {
 
         let (tx, rx) = mpsc::channel();
         let spool = Arc::new(Spool {
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             dir: dir.to_owned(),
             tx: Mutex::new(tx),
             segments: Arc::new(Mutex::new(segments)),
@@ -400,16 +491,48 @@ impl Spool {
 
     /// Called by the drainer once every record of a sealed segment is in Kafka.
     pub(crate) fn remove(&self, seq: u64) -> io::Result<()> {
+        let path = {
+            let segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(seg) = segs.iter().find(|s| s.seq == seq && s.sealed) else {
+                return Ok(());
+            };
+            seg.path.clone()
+        };
+        // The file goes first: if that fails the segment stays listed (and
+        // counted against the bound), and the drainer tries again.
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let seg = {
             let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(i) = segs.iter().position(|s| s.seq == seq && s.sealed) else {
+            let Some(i) = segs.iter().position(|s| s.seq == seq) else {
                 return Ok(());
             };
             segs.remove(i).expect("index from position")
         };
-        fs::remove_file(&seg.path)?;
         self.bytes.fetch_sub(seg.synced, Ordering::AcqRel);
         self.publish();
+        Ok(())
+    }
+
+    /// Lets go of the directory's lock once nothing appends any more (at the
+    /// end of a run; the process exiting does the same).
+    pub fn close(&self) {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Appends `record` to the dead-letter file and syncs it. Blocking.
+    pub(crate) fn dead_letter(&self, record: &Record) -> io::Result<()> {
+        let path = self.dir.join(DEAD_LETTER_FILE);
+        let new = !path.exists();
+        let mut file = create_segment(&path)?;
+        file.write_all(&record.encode())?;
+        file.sync_data()?;
+        if new {
+            sync_dir(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -485,6 +608,7 @@ impl Writer {
                 }
             }
             if !buf.is_empty() {
+                super::faults::spool_write();
                 let result = self
                     .file
                     .write_all(&buf)
@@ -564,6 +688,20 @@ mod tests {
         }
     }
 
+    fn keys(range: impl IntoIterator<Item = u32>) -> Vec<Spooled> {
+        range
+            .into_iter()
+            .map(|i| {
+                let r = record(i);
+                Spooled {
+                    event_id: r.event_id,
+                    dedup_key: r.dedup_key,
+                    at: r.at,
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn records_round_trip() {
         let r = record(5);
@@ -585,7 +723,7 @@ mod tests {
             assert_eq!(spool.backlog(), 10);
         }
         let (_, pending) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-        assert_eq!(pending, (0..10).map(record).collect::<Vec<_>>());
+        assert_eq!(pending, keys(0..10));
     }
 
     #[tokio::test]
@@ -605,7 +743,7 @@ mod tests {
         f.write_all(&torn[..torn.len() / 2]).unwrap();
         drop(f);
         let (spool, pending) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-        assert_eq!(pending, (0..3).map(record).collect::<Vec<_>>());
+        assert_eq!(pending, keys(0..3));
         assert_eq!(
             fs::metadata(&seg).unwrap().len(),
             whole,
@@ -616,25 +754,53 @@ mod tests {
         drop(spool);
         let (_, pending) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
         assert_eq!(pending.len(), 4);
-        assert_eq!(pending[3], record(9));
+        assert_eq!(pending[3], keys(9..10)[0]);
     }
 
     #[tokio::test]
-    async fn a_corrupt_byte_ends_the_segment_there() {
+    async fn a_corrupt_record_in_the_middle_costs_that_record_only() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-            for i in 0..3 {
+            for i in 0..5 {
                 spool.append(&record(i)).await.unwrap();
             }
         }
         let seg = segment_path(dir.path(), 0);
-        let mut bytes = fs::read(&seg).unwrap();
-        let second = record(0).encode().len();
-        bytes[second + 20] ^= 0xff;
+        let one = record(0).encode().len();
+        for (what, offset) in [("a body byte", one + 20), ("a length byte", 3 * one + 1)] {
+            let mut bytes = fs::read(&seg).unwrap();
+            bytes[offset] ^= 0xff;
+            fs::write(&seg, &bytes).unwrap();
+            let (spool, pending) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+            drop(spool);
+            match what {
+                "a body byte" => assert_eq!(pending, keys([0, 2, 3, 4]), "{what}"),
+                // After the first rewrite the fourth record in the file is record 4.
+                _ => assert_eq!(pending, keys([0, 2, 3]), "{what}"),
+            }
+            // The segment was rewritten without the damage: reading it again
+            // finds exactly the same records and nothing to skip.
+            let (whole, valid) = read_records(&fs::read(&seg).unwrap());
+            assert_eq!(valid, fs::metadata(&seg).unwrap().len(), "{what}");
+            assert_eq!(whole.len(), pending.len(), "{what}");
+        }
+    }
+
+    #[test]
+    fn damage_at_the_end_is_a_torn_tail_and_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join("seg-0.log");
+        let mut bytes: Vec<u8> = (0..3).flat_map(|i| record(i).encode()).collect();
+        let whole = bytes.len();
+        let mut last = record(3).encode();
+        last[30] ^= 0xff;
+        bytes.extend_from_slice(&last);
         fs::write(&seg, &bytes).unwrap();
-        let (_, pending) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-        assert_eq!(pending, vec![record(0)]);
+        let (found, valid) = recover_segment(dir.path(), &seg).unwrap();
+        assert_eq!(found, keys(0..3));
+        assert_eq!(valid, whole as u64);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), whole as u64);
     }
 
     #[tokio::test]
@@ -683,6 +849,6 @@ mod tests {
         assert!(segs >= 3, "{segs} segments");
         drop(spool);
         let (_, pending) = Spool::open(dir.path(), 1 << 20, one * 3).unwrap();
-        assert_eq!(pending, (0..10).map(record).collect::<Vec<_>>());
+        assert_eq!(pending, keys(0..10));
     }
 }

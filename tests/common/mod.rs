@@ -112,7 +112,7 @@ impl Gateway {
         let task = tokio::spawn(run(config, listeners, async {
             let _ = rx.await;
         }));
-        let gw = Gateway {
+        let mut gw = Gateway {
             spool,
             public,
             admin,
@@ -131,10 +131,14 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = reqwest::Client::new();
         while Instant::now() < deadline {
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = self.task.take().expect("checked").await;
+                panic!("the gateway stopped before it was ready: {result:?}");
+            }
             if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
                 if r.status() == 200 {
                     return;

@@ -1,0 +1,26 @@
+//! Faults a test injects into a gateway running in its own process, to show
+//! what the gateway does when the disk stalls or a delivery panics. Each is
+//! one relaxed atomic read on its path, and nothing sets them outside tests.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The spool writer sleeps this long before each write (a stalled disk).
+pub static SPOOL_WRITE_STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The drainer's next this-many deliveries panic.
+pub static DRAIN_DELIVERY_PANICS: AtomicU32 = AtomicU32::new(0);
+
+/// Sleeps while the disk is told to stall.
+pub(crate) fn spool_write() {
+    let ms = SPOOL_WRITE_STALL_MS.load(Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Whether this drain delivery is to panic (and counts it).
+pub(crate) fn drain_delivery_panics() -> bool {
+    DRAIN_DELIVERY_PANICS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}

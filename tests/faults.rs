@@ -1,0 +1,103 @@
+//! Faults inside the gateway, injected through `sink::faults` (a test binary
+//! of its own, since the switches are process-wide): a stalled disk under the
+//! spool, and a delivery that panics while the spool drains.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use postback_gateway::sink::faults;
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A spool write the disk does not confirm in time is answered 503 with
+/// `Retry-After`, counted, and its dedup key released: the sender's retry is
+/// accepted, and the late write is not sent to Kafka beside the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_disk_is_answered_503_and_the_retry_is_the_only_event() {
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.spool.append_timeout = Duration::from_millis(300)
+    })
+    .await;
+    kafka.broker_down(1).unwrap();
+    wait_until("Kafka is known to be down", async || {
+        series(&gw, "postback_kafka_reachable").await == 0.0
+    })
+    .await;
+
+    faults::SPOOL_WRITE_STALL_MS.store(1500, Ordering::Relaxed);
+    let r = reqwest::get(gw.url(&query("stalled", "3.00")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(r.text().await.unwrap(), "ERROR unavailable");
+    assert_eq!(series(&gw, "postback_spool_timeouts_total").await, 1.0);
+
+    // The disk recovers (the late write lands); the sender retries.
+    faults::SPOOL_WRITE_STALL_MS.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = reqwest::get(gw.url(&query("stalled", "3.00")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the key was released");
+    let id = ok_id(&r.text().await.unwrap());
+
+    kafka.broker_up(1).unwrap();
+    wait_until("the spool drains", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 1, Duration::from_secs(2));
+    let found = with_token(&records, "stalled");
+    assert_eq!(found.len(), 1, "only the retry: {records:?}");
+    assert_eq!(found[0].value["event_id"], id.as_str());
+    gw.stop().await;
+}
+
+/// A delivery that panics while the spool drains leaves its record to be
+/// sent again: nothing acknowledged is lost to a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_delivery_leaves_its_record_in_the_spool() {
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    kafka.broker_down(1).unwrap();
+    let mut ok = Vec::new();
+    for i in 0..3 {
+        let token = format!("panic-{i}");
+        let r = reqwest::get(gw.url(&query(&token, "1.00"))).await.unwrap();
+        assert_eq!(r.status(), 200);
+        ok.push((token, ok_id(&r.text().await.unwrap())));
+    }
+    faults::DRAIN_DELIVERY_PANICS.store(2, Ordering::Relaxed);
+    kafka.broker_up(1).unwrap();
+    wait_until("the spool drains", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    assert_eq!(
+        faults::DRAIN_DELIVERY_PANICS.load(Ordering::Relaxed),
+        0,
+        "the panics happened"
+    );
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 3, Duration::from_secs(2));
+    assert_eq!(records.len(), 3);
+    for (token, id) in &ok {
+        let found = with_token(&records, token);
+        assert_eq!(found.len(), 1, "{token}");
+        assert_eq!(found[0].value["event_id"], id.as_str());
+    }
+    gw.stop().await;
+}
