@@ -49,7 +49,7 @@ enum Outcome {
 impl Pipeline {
     fn new() -> Pipeline {
         Pipeline {
-            sources: Sources::single_default("bench-key".into()),
+            sources: Sources::single_default("bench-key".into(), None),
             dedup: Dedup::new(
                 Duration::from_secs(86_400),
                 1_000_000,

@@ -69,7 +69,7 @@ tansu_pid=$!
 pids+=("$tansu_pid")
 wait_port "$kport"
 
-taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=$key RUST_LOG=warn \
+taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=$key POSTBACK_PIXEL_KEY=bench-pixel-key RUST_LOG=warn \
   LISTEN_ADDR="127.0.0.1:$gport" ADMIN_ADDR="127.0.0.1:$aport" SPOOL_DIR="$spool" \
   "$bin/postback-gateway" >"$out/gateway.log" 2>&1 &
 gw_pid=$!

@@ -43,6 +43,11 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Key of the `default` source; `None` means a random one is made at start.
     pub api_key: Option<String>,
+    /// Allowed but risky settings, said by `check-config` and logged at start.
+    pub warnings: Vec<String>,
+    /// Pixel key of the `default` source (`POSTBACK_PIXEL_KEY`); without one
+    /// it takes no pixels, as its api key must never sit in a public page.
+    pub pixel_key: Option<String>,
     pub spool_dir: PathBuf,
     pub spool: SpoolConfig,
     pub log_filter: String,
@@ -126,6 +131,8 @@ impl Default for Config {
                 properties: BTreeMap::new(),
             },
             api_key: None,
+            pixel_key: None,
+            warnings: Vec::new(),
             spool_dir: PathBuf::from("./spool"),
             spool: SpoolConfig {
                 max_bytes: 1 << 30,
@@ -163,6 +170,7 @@ struct FileConfig {
     listen_addr: Option<String>,
     admin_addr: Option<String>,
     api_key: Option<String>,
+    pixel_key: Option<String>,
     spool_dir: Option<PathBuf>,
     log: Option<String>,
     shutdown_grace_ms: Option<u64>,
@@ -227,6 +235,47 @@ struct FileDedup {
 #[error("{}", .0.join("\n"))]
 pub struct ConfigErrors(pub Vec<String>);
 
+/// A TOML error without the values it quotes: toml's own text shows the
+/// offending line, and serde's quotes a wrong value, either of which can be
+/// an api key, the hash key or a password in `[kafka.properties]`. Says
+/// where (line and column) and what, never the value.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = redact_values(e.message().trim());
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
+    }
+}
+
+/// `invalid type: string "s3cr3t", expected ...` -> `invalid type: a string,
+/// expected ...`; likewise integers and floats (`integer \`5\``). Field names
+/// (`unknown field \`x\``) stay: they are not secrets, and they say what to fix.
+pub(crate) fn redact_values(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (opener, close, plain) in [
+        ("string \"", '"', "a string"),
+        ("integer `", '`', "an integer"),
+        ("floating point `", '`', "a number"),
+    ] {
+        let mut redacted = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(opener) {
+            redacted.push_str(&rest[..i]);
+            redacted.push_str(plain);
+            let after = &rest[i + opener.len()..];
+            rest = after.find(close).map_or("", |end| &after[end + 1..]);
+        }
+        redacted.push_str(rest);
+        out = redacted;
+    }
+    out
+}
+
 impl Config {
     /// Loads the file at `path` (if any), then applies `env` on top.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigErrors> {
@@ -243,7 +292,7 @@ impl Config {
     /// Parses TOML text, then applies `env` on top, and validates the result.
     pub fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
         let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(text, &e)]))?;
         let mut errors = Vec::new();
         let mut c = Config::default();
         let var = |name: &str| env.var(name).filter(|v| !v.is_empty());
@@ -319,7 +368,14 @@ impl Config {
             );
         }
         c.api_key = var("POSTBACK_API_KEY").or(file.api_key);
-        c.sources = crate::source::config::build(file.sources, &mut errors);
+        c.pixel_key = var("POSTBACK_PIXEL_KEY").or(file.pixel_key);
+        if c.pixel_key.is_some() && c.pixel_key == c.api_key {
+            errors.push(
+                "POSTBACK_PIXEL_KEY must differ from POSTBACK_API_KEY: a pixel key is public"
+                    .into(),
+            );
+        }
+        c.sources = crate::source::config::build(file.sources, &mut errors, &mut c.warnings);
         if let Some(p) = var("SPOOL_DIR").or(file.spool_dir.map(|p| p.display().to_string())) {
             c.spool_dir = PathBuf::from(p);
         }
@@ -347,18 +403,13 @@ impl Config {
         }
         match (f.client_rate_per_second, f.client_burst) {
             (None, None) => {}
-            (Some(r), b) if r > 0.0 && b.is_none_or(|b| b >= 1.0) => {
-                l.client_rate = Some(crate::ratelimit::Rate {
-                    per_second: r,
-                    burst: b.unwrap_or(r.max(1.0)),
-                });
-            }
+            (Some(r), b) => match crate::ratelimit::Rate::checked(r, b) {
+                Ok(rate) => l.client_rate = Some(rate),
+                Err(e) => errors.push(format!("limits.client_rate: {e}")),
+            },
             (None, Some(_)) => {
                 errors.push("limits.client_burst needs limits.client_rate_per_second".into())
             }
-            _ => errors.push(
-                "limits.client_rate_per_second must be above 0 and client_burst at least 1".into(),
-            ),
         }
         if l.max_uri_bytes < 256 || l.max_header_bytes < 1024 {
             errors.push(

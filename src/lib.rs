@@ -87,6 +87,7 @@ pub async fn run(
                 .api_key
                 .clone()
                 .context("no api key for the default source")?,
+            config.pixel_key.clone(),
         )),
     };
     let clock = dedup::system_clock();
@@ -338,7 +339,10 @@ pub fn reload(
     let next = Config::load(Some(path), env).and_then(|c| {
         match (c.sources, c.api_key.or_else(|| running.api_key.clone())) {
             (Some(s), _) => Ok(s),
-            (None, Some(key)) => Ok(Arc::new(source::Sources::single_default(key))),
+            (None, Some(key)) => Ok(Arc::new(source::Sources::single_default(
+                key,
+                c.pixel_key.or_else(|| running.pixel_key.clone()),
+            ))),
             (None, None) => Err(config::ConfigErrors(vec![
                 "no sources configured and no api key for the default source".into(),
             ])),

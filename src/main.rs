@@ -100,6 +100,9 @@ fn main() -> ExitCode {
     };
     match command {
         Command::CheckConfig => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
             match &config.sources {
                 Some(s) => {
                     let mut names: Vec<&str> = s.names().collect();
@@ -173,6 +176,9 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         config.kafka.brokers = Some(bootstrap);
         embedded = Some(e);
     }
+    for w in &config.warnings {
+        warn!("{}", w.escape_debug());
+    }
     if config.sources.is_some() {
         if config.api_key.is_some() {
             warn!("POSTBACK_API_KEY is ignored: the config file names sources, each with its own keys.");
@@ -198,7 +204,10 @@ fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
     };
     let sources = match (&config.sources, &config.api_key) {
         (Some(s), _) => s.clone(),
-        (None, Some(key)) => std::sync::Arc::new(Sources::single_default(key.clone())),
+        (None, Some(key)) => std::sync::Arc::new(Sources::single_default(
+            key.clone(),
+            config.pixel_key.clone(),
+        )),
         (None, None) => {
             eprintln!(
                 "No sources are configured and POSTBACK_API_KEY is not set, so the default \

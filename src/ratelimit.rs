@@ -15,6 +15,30 @@ pub struct Rate {
     pub burst: f64,
 }
 
+impl Rate {
+    /// The slowest rate a limit may have: one request in about three hours.
+    pub const MIN_PER_SECOND: f64 = 0.0001;
+    /// Beyond any one process's reach: a larger figure is a typo.
+    pub const MAX: f64 = 1e9;
+
+    /// A rate from config, checked: both figures finite, `per_second` within
+    /// MIN_PER_SECOND..=MAX, `burst` within 1..=MAX (`None`: `per_second`, at least 1).
+    pub fn checked(per_second: f64, burst: Option<f64>) -> Result<Rate, String> {
+        let burst = burst.unwrap_or(per_second.max(1.0));
+        if !(Rate::MIN_PER_SECOND..=Rate::MAX).contains(&per_second) {
+            return Err(format!(
+                "per_second must be a number from {} to {}",
+                Rate::MIN_PER_SECOND,
+                Rate::MAX
+            ));
+        }
+        if !(1.0..=Rate::MAX).contains(&burst) {
+            return Err(format!("burst must be a number from 1 to {}", Rate::MAX));
+        }
+        Ok(Rate { per_second, burst })
+    }
+}
+
 /// One token bucket.
 #[derive(Debug)]
 struct Bucket {
@@ -39,9 +63,10 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / rate.per_second,
-            ))
+            Err(
+                Duration::try_from_secs_f64((1.0 - self.tokens) / rate.per_second)
+                    .unwrap_or(Duration::MAX),
+            )
         }
     }
 }

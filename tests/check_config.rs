@@ -128,3 +128,64 @@ fn kafka_brokers_set_but_empty_is_refused() {
         );
     }
 }
+
+/// No problem report ever quotes a secret: an api key of the wrong type, a
+/// password in `[kafka.properties]`, a broken line holding a key, a hash key
+/// that is not hex. (Errors say where and what, never the value.)
+#[test]
+fn problems_never_quote_a_secret() {
+    let secrets = [
+        "SeCrEt-api-key-0123456789",
+        "98765432109876",
+        "HaShKeY-not-hex-0123456789abcdef",
+        "PaSsWoRd-unterminated-0123",
+    ];
+    let cases = [
+        format!("[sources.a]\napi_keys = \"{}\"\n", secrets[0]),
+        format!("[kafka.properties]\n\"sasl.password\" = {}\n", secrets[1]),
+        format!("[dedup]\nhash_key = \"{}\"\n", secrets[2]),
+        format!(
+            "[kafka.properties]\n\"ssl.key.password\" = \"{}\n",
+            secrets[3]
+        ),
+        format!(
+            "[sources.b]\napi_keys = [\"{}\"]\nrate_limit = {{ per_second = inf }}\n",
+            secrets[0]
+        ),
+    ];
+    for text in &cases {
+        let (_dir, path) = config(text);
+        let out = gateway(&["check-config"], &path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{text}\n{stderr}");
+        for s in secrets {
+            assert!(!stderr.contains(s), "{text}\nprinted a secret: {stderr}");
+        }
+    }
+}
+
+/// Rates that would break the limiter (infinite, zero, not a number, tiny)
+/// are refused by check-config.
+#[test]
+fn rates_must_be_finite_and_sane() {
+    for rate in ["inf", "0", "nan", "-5", "1e-30", "1e300"] {
+        for text in [
+            format!("[limits]\nclient_rate_per_second = {rate}\n"),
+            format!(
+                "[sources.a]\napi_keys = [\"{KEY}\"]\nrate_limit = {{ per_second = {rate} }}\n"
+            ),
+        ] {
+            let (_dir, path) = config(&text);
+            let out = gateway(&["check-config"], &path);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{text}\n{stderr}");
+            assert!(
+                stderr.contains("per_second must be a number"),
+                "{text}\n{stderr}"
+            );
+        }
+    }
+    let (_dir, path) = config("[limits]\nclient_rate_per_second = 50\nclient_burst = 0.5\n");
+    let stderr = String::from_utf8_lossy(&gateway(&["check-config"], &path).stderr).into_owned();
+    assert!(stderr.contains("burst must be a number from 1"), "{stderr}");
+}

@@ -215,7 +215,7 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
         assert_eq!(status, 200, "{body}");
     }
     let (_, pixel) = get(format!(
-        "/pixel?api_key={API_KEY}&tracking=metrics-px&amount=1.00"
+        "/pixel?api_key={PIXEL_KEY}&tracking=metrics-px&amount=1.00"
     ))
     .await;
     assert!(pixel.starts_with("OK "), "{pixel}");

@@ -153,7 +153,7 @@ async fn each_client_address_has_its_own_rate_limit() {
     // A limited pixel is still the GIF.
     let r = a
         .get(gw.url(&format!(
-            "/pixel.gif?api_key={API_KEY}&tracking=rl-px&amount=1.00"
+            "/pixel.gif?api_key={PIXEL_KEY}&tracking=rl-px&amount=1.00"
         )))
         .send()
         .await

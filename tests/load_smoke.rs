@@ -20,6 +20,7 @@ async fn a_short_load_run_delivers_every_accepted_postback_exactly_once() {
         scenario: Scenario::from_file(&path).unwrap(),
         target: gw.public,
         api_key: API_KEY.to_owned(),
+        pixel_key: common::PIXEL_KEY.to_owned(),
         label: "gateway".to_owned(),
         check_replies: true,
         kafka: Some(Kafka {

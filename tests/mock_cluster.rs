@@ -67,7 +67,7 @@ async fn form_and_json_posts_and_pixels_make_events() {
     // Image pixel.
     let r = client
         .get(gw.url(&format!(
-            "/pixel.gif?api_key={API_KEY}&tracking=pixel-token&amount=1.00&_=1699999999999"
+            "/pixel.gif?api_key={PIXEL_KEY}&tracking=pixel-token&amount=1.00&_=1699999999999"
         )))
         .send()
         .await
@@ -88,7 +88,7 @@ async fn form_and_json_posts_and_pixels_make_events() {
         .post(gw.url("/pixel"))
         .header("content-type", "text/plain;charset=UTF-8")
         .body(format!(
-            "api_key={API_KEY}&tracking=beacon-token&amount=2.00"
+            "api_key={PIXEL_KEY}&tracking=beacon-token&amount=2.00"
         ))
         .send()
         .await
@@ -195,7 +195,7 @@ async fn an_exact_repeat_is_a_duplicate_and_a_new_txid_or_status_is_not() {
     );
     // A pixel repeat says so in its header.
     let r = reqwest::get(gw.url(&format!(
-        "/pixel?api_key={API_KEY}&tracking=click-1&amount=3.00"
+        "/pixel?api_key={PIXEL_KEY}&tracking=click-1&amount=3.00"
     )))
     .await
     .unwrap();
@@ -308,7 +308,7 @@ async fn broker_down_with_no_spool_room_is_503_and_the_retry_after_recovery_is_a
     );
     // The pixel still answers the GIF, with the outcome in its header.
     let r = reqwest::get(gw.url(&format!(
-        "/pixel?api_key={API_KEY}&tracking=outage-pixel&amount=1.00"
+        "/pixel?api_key={PIXEL_KEY}&tracking=outage-pixel&amount=1.00"
     )))
     .await
     .unwrap();

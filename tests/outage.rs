@@ -29,7 +29,7 @@ async fn an_outage_mid_stream_is_answered_from_the_spool_and_nothing_is_lost_or_
         let c = client.clone();
         let url = if pixel {
             gw.url(&format!(
-                "/pixel.gif?api_key={API_KEY}&tracking={token}&amount=2.50"
+                "/pixel.gif?api_key={PIXEL_KEY}&tracking={token}&amount=2.50"
             ))
         } else {
             gw.url(&query(&token, "2.50"))

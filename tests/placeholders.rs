@@ -79,7 +79,7 @@ async fn placeholders_are_refused_everywhere_and_never_reach_kafka() {
         }
         let r = client
             .get(gw.url(&format!(
-                "/pixel.gif?api_key={API_KEY}&tracking={encoded}&amount=1.00"
+                "/pixel.gif?api_key={PIXEL_KEY}&tracking={encoded}&amount=1.00"
             )))
             .send()
             .await
@@ -127,7 +127,7 @@ async fn placeholders_are_refused_everywhere_and_never_reach_kafka() {
     }
     let r = client
         .get(gw.url(&format!(
-            "/pixel/?api_key={API_KEY}&tracking=slash-pixel&amount=1.00"
+            "/pixel/?api_key={PIXEL_KEY}&tracking=slash-pixel&amount=1.00"
         )))
         .send()
         .await

@@ -34,12 +34,15 @@ api_keys = []
 [sources.t1]
 preset = "tune"
 api_keys = []
+s2s_without_key = true
 [sources.t2]
 preset = "tune"
 api_keys = []
+s2s_without_key = true
 [sources.c]
 preset = "cake"
 api_keys = []
+s2s_without_key = true
 "#;
 
 async fn start() -> (

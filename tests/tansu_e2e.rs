@@ -31,7 +31,7 @@ async fn postbacks_reach_tansu_exactly_once() {
     let special_id = ok_id(&body);
 
     let r = reqwest::get(gw.url(&format!(
-        "/pixel.gif?api_key={API_KEY}&tracking=pixel-1&amount=0.00"
+        "/pixel.gif?api_key={PIXEL_KEY}&tracking=pixel-1&amount=0.00"
     )))
     .await
     .unwrap();

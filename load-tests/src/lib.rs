@@ -46,6 +46,8 @@ pub struct Settings {
     pub scenario: Scenario,
     pub target: SocketAddr,
     pub api_key: String,
+    /// The key image pixels carry (a source's pixel key is never its api key).
+    pub pixel_key: String,
     /// `baseline`, `gateway`, ...: the name in reports and tables.
     pub label: String,
     /// Whether replies are checked against what each postback must get; off
@@ -83,7 +85,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         .map(|w| {
             Generator::new(
                 &run_id,
-                &settings.api_key,
+                (&settings.api_key, &settings.pixel_key),
                 &host,
                 w,
                 s.new_connection_per_request(w),

@@ -79,6 +79,7 @@ const MALFORMED: usize = 8;
 pub struct Generator {
     run_id: String,
     api_key: String,
+    pixel_key: String,
     host: String,
     worker: usize,
     close: bool,
@@ -96,7 +97,7 @@ impl Generator {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         run_id: &str,
-        api_key: &str,
+        (api_key, pixel_key): (&str, &str),
         host: &str,
         worker: usize,
         close: bool,
@@ -107,6 +108,7 @@ impl Generator {
         Generator {
             run_id: run_id.to_owned(),
             api_key: api_key.to_owned(),
+            pixel_key: pixel_key.to_owned(),
             host: host.to_owned(),
             worker,
             close,
@@ -196,7 +198,12 @@ impl Generator {
         let amount = format!("{}.{:02}", seq % 5000, (seq * 7) % 100);
         let mut p = std::mem::take(&mut self.params);
         p.clear();
-        let _ = write!(p, "api_key={}&tracking=", self.api_key);
+        let key = if method == Method::Pixel {
+            &self.pixel_key
+        } else {
+            &self.api_key
+        };
+        let _ = write!(p, "api_key={key}&tracking=");
         encode_into(&mut p, &token);
         let _ = write!(p, "&amount={amount}");
         if seq.is_multiple_of(3) {
@@ -220,7 +227,11 @@ impl Generator {
             &mut tok,
             &format!("{}-{}-{}-bad", self.run_id, self.worker, seq),
         );
-        let key = &self.api_key;
+        let key = if method == Method::Pixel {
+            &self.pixel_key
+        } else {
+            &self.api_key
+        };
         let (p, reason, status) = match (seq as usize) % MALFORMED {
             0 => (
                 format!("api_key={key}&tracking={tok}&amount=12,34"),
@@ -316,7 +327,7 @@ mod tests {
             form_post: 30,
             pixel: 30,
         };
-        Generator::new("lt1", "k", "h", 3, false, &mix, &methods, 42)
+        Generator::new("lt1", ("k", "pk"), "h", 3, false, &mix, &methods, 42)
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Outcome {
 pub fn status_of(reason: Reason) -> StatusCode {
     match reason {
         Reason::MissingApiKey => StatusCode::UNAUTHORIZED,
-        Reason::BadApiKey | Reason::IpNotAllowed => StatusCode::FORBIDDEN,
+        Reason::BadApiKey | Reason::IpNotAllowed | Reason::PixelOnly => StatusCode::FORBIDDEN,
         Reason::UnknownSource => StatusCode::NOT_FOUND,
         Reason::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Reason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -194,12 +194,14 @@ async fn postback(
         Ok(ip) => ip,
         Err(r) => return refuse(r, &source.name),
     };
-    let limited = app
+    // The order of the gates: the client's network, the client's own rate,
+    // the key, and only then the source's rate, so that a request that fails
+    // authentication never spends what belongs to the source.
+    if app
         .per_client
         .as_ref()
         .is_some_and(|pc| pc.check(client).is_err())
-        || source.rate.as_ref().is_some_and(|r| r.check().is_err());
-    if limited {
+    {
         return refuse(Reason::RateLimited, &source.name);
     }
 
@@ -217,9 +219,17 @@ async fn postback(
         }
     }
     if !key_checked {
-        if let Err(r) = source.authenticate(postback::parse::api_key(&params, &source.rules)) {
+        let presented = postback::parse::api_key(&params, &source.rules);
+        let checked = match kind {
+            Kind::S2s => source.authenticate(presented),
+            Kind::Pixel => source.authenticate_pixel(presented),
+        };
+        if let Err(r) = checked {
             return refuse(r, &source.name);
         }
+    }
+    if source.rate.as_ref().is_some_and(|r| r.check().is_err()) {
+        return refuse(Reason::RateLimited, &source.name);
     }
     let conv = match postback::parse(&params, &source.rules) {
         Ok(c) => c,

@@ -43,6 +43,8 @@ pub enum Reason {
     BadApiKey,
     /// A client address outside the source's allowed networks.
     IpNotAllowed,
+    /// An S2S postback to a source without keys, which takes pixels only.
+    PixelOnly,
     /// A source name (path or host) that no configured source has.
     UnknownSource,
     /// A request line, header block or body over its limit.
@@ -61,7 +63,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metric pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -81,6 +83,7 @@ impl Reason {
         Reason::MissingApiKey,
         Reason::BadApiKey,
         Reason::IpNotAllowed,
+        Reason::PixelOnly,
         Reason::UnknownSource,
         Reason::TooLarge,
         Reason::RateLimited,
@@ -116,6 +119,7 @@ impl Reason {
             Reason::MissingApiKey => "missing_api_key",
             Reason::BadApiKey => "bad_api_key",
             Reason::IpNotAllowed => "ip_not_allowed",
+            Reason::PixelOnly => "pixel_only",
             Reason::UnknownSource => "unknown_source",
             Reason::TooLarge => "too_large",
             Reason::RateLimited => "rate_limited",

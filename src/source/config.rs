@@ -38,6 +38,12 @@ struct SourceFile {
     preset: Option<String>,
     platform: Option<String>,
     api_keys: Option<Vec<String>>,
+    /// Keys for pixels only (public by nature, never valid for S2S).
+    #[serde(default)]
+    pixel_keys: Vec<String>,
+    /// Lets a source without api keys take S2S postbacks (anyone could send them).
+    #[serde(default)]
+    s2s_without_key: bool,
     key_in_path: Option<bool>,
     pixels: Option<bool>,
     #[serde(default)]
@@ -88,10 +94,12 @@ struct AmountFile {
 }
 
 /// Builds every source of `tables`; `None` when there are none (the binary
-/// then runs the single `default` source). Problems go to `errors`.
+/// then runs the single `default` source). Problems go to `errors`; what is
+/// allowed but risky goes to `warnings`.
 pub fn build(
     tables: BTreeMap<String, toml::Value>,
     errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> Option<Arc<Sources>> {
     if tables.is_empty() {
         return None;
@@ -106,19 +114,27 @@ pub fn build(
         }
         match value.try_into::<SourceFile>() {
             Ok(file) => {
-                let source = build_one(&name, file, errors);
+                let source = build_one(&name, file, errors, warnings);
                 if errors.len() == before {
                     list.push(source);
                 }
             }
-            Err(e) => errors.push(format!("source {name}: {}", e.message().trim())),
+            Err(e) => errors.push(format!(
+                "source {name}: {}",
+                crate::config::redact_values(e.message().trim())
+            )),
         }
     }
     check_across(&list, errors);
     Some(Arc::new(Sources::from_list(list)))
 }
 
-fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
+fn build_one(
+    name: &str,
+    f: SourceFile,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Source {
     let mut err = |msg: String| errors.push(format!("source {name}: {msg}"));
     let preset_name = f.preset.as_deref().unwrap_or("reference");
     let p = preset(&preset_name.to_ascii_lowercase()).unwrap_or_else(|| {
@@ -284,6 +300,46 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
             err(format!("api key #{} is listed twice", i + 1));
         }
     }
+    let pixel_keys = f.pixel_keys;
+    for (i, k) in pixel_keys.iter().enumerate() {
+        if !valid_key(k) {
+            err(format!(
+                "pixel key #{} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'",
+                i + 1
+            ));
+        } else if keys.contains(k) {
+            err(format!(
+                "pixel key #{} is also an api key: a pixel key sits in public pages, so it must \
+                 never open the S2S endpoint",
+                i + 1
+            ));
+        }
+    }
+    if !pixel_keys.is_empty() && rules.names.api_key.is_empty() {
+        err("has pixel keys but no parameter to carry them (params.api_key)".into());
+    }
+    let keyed = !keys.is_empty();
+    let pixels = match f.pixels {
+        Some(true) if keyed && pixel_keys.is_empty() => {
+            err(
+                "pixels = true on a source with api keys needs pixel_keys of its own: a pixel URL \
+                 sits in a public page, and an api key in it would let anyone send S2S postbacks"
+                    .into(),
+            );
+            false
+        }
+        Some(b) => b,
+        None => p.pixels && (!keyed || !pixel_keys.is_empty()),
+    };
+    if keyed && f.s2s_without_key {
+        err("s2s_without_key is for sources without api keys".into());
+    }
+    if !keyed && f.s2s_without_key {
+        warnings.push(format!(
+            "source {name} takes S2S postbacks without a key (s2s_without_key = true): anyone who \
+             knows its URL can create conversions; give it api_keys unless that is intended"
+        ));
+    }
     let key_in_path = f.key_in_path.unwrap_or(p.key_in_path);
     if key_in_path && keys.is_empty() {
         err("key_in_path needs at least one api key".into());
@@ -318,20 +374,17 @@ fn build_one(name: &str, f: SourceFile, errors: &mut Vec<String>) -> Source {
     s.platform = Arc::from(f.platform.unwrap_or_else(|| p.name.to_owned()));
     s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
     s.key_in_path = key_in_path;
-    s.pixels = f.pixels.unwrap_or(p.pixels);
+    s.pixels = pixels;
+    s.set_pixel_keys(pixel_keys);
+    s.s2s_without_key = f.s2s_without_key;
     s.hosts = hosts;
     s.allow = allow;
     s.trusted_proxies = trusted_proxies;
     s.url = url;
     if let Some(r) = f.rate_limit {
-        let burst = r.burst.unwrap_or(r.per_second.max(1.0));
-        if r.per_second > 0.0 && burst >= 1.0 {
-            s.rate = Some(crate::ratelimit::Limiter::new(crate::ratelimit::Rate {
-                per_second: r.per_second,
-                burst,
-            }));
-        } else {
-            err("rate_limit: per_second must be above 0 and burst at least 1".into());
+        match crate::ratelimit::Rate::checked(r.per_second, r.burst) {
+            Ok(rate) => s.rate = Some(crate::ratelimit::Limiter::new(rate)),
+            Err(e) => err(format!("rate_limit: {e}")),
         }
     }
     s

@@ -62,6 +62,7 @@ conversion_time = "click"
 plus_as_space = true
 currency = "eur"
 pixels = true
+pixel_keys = ["{KEY}-pixel"]
 tracking_template = true
 statuses = {{ Approved = "approved", Hold = "pending", "3" = "declined" }}
 [sources.acme.params]
@@ -249,4 +250,49 @@ fn amount_shapes_and_unknown_statuses_are_set_per_source() {
         let bad = problems(&format!("[sources.acme]\napi_keys = [\"{KEY}\"]\n{toml}\n"));
         assert!(bad.iter().any(|p| p.contains(problem)), "{toml}: {bad:?}");
     }
+}
+
+#[test]
+fn keyed_sources_take_pixels_only_with_pixel_keys_and_keyless_ones_no_s2s() {
+    // The reference and Voluum presets fire pixels, but a keyed source
+    // takes none unless it has pixel keys.
+    for preset in ["reference", "voluum"] {
+        let s = source(
+            &format!("[sources.a]\npreset = \"{preset}\"\napi_keys = [\"{KEY}\"]\n"),
+            "a",
+        );
+        assert!(!s.pixels, "{preset}");
+        let s = source(
+            &format!(
+                "[sources.a]\npreset = \"{preset}\"\napi_keys = [\"{KEY}\"]\npixel_keys = [\"{KEY}-px\"]\n"
+            ),
+            "a",
+        );
+        assert!(s.pixels, "{preset}");
+    }
+    for (toml, problem) in [
+        (
+            format!("api_keys = [\"{KEY}\"]\npixels = true"),
+            "needs pixel_keys",
+        ),
+        (
+            format!("api_keys = [\"{KEY}\"]\npixel_keys = [\"{KEY}\"]"),
+            "is also an api key",
+        ),
+        (
+            format!("api_keys = [\"{KEY}\"]\ns2s_without_key = true"),
+            "for sources without api keys",
+        ),
+    ] {
+        let bad = problems(&format!("[sources.a]\n{toml}\n"));
+        assert!(bad.iter().any(|p| p.contains(problem)), "{toml}: {bad:?}");
+    }
+    let c = load("[sources.a]\napi_keys = []\npixels = true\ns2s_without_key = true\n").unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("without a key")),
+        "{:?}",
+        c.warnings
+    );
+    let c = load("[sources.a]\napi_keys = []\npixels = true\n").unwrap();
+    assert!(c.warnings.is_empty());
 }

@@ -26,6 +26,11 @@ pub struct Source {
     pub name: Arc<str>,
     /// Accepted api keys (several, for rotation); empty means no key is asked for.
     keys: Vec<Vec<u8>>,
+    /// Keys for pixels only: a pixel URL sits in a public page, so its key
+    /// is public and must never open the S2S endpoint.
+    pixel_keys: Vec<Vec<u8>>,
+    /// A keyless source takes pixels only, unless this says otherwise.
+    pub s2s_without_key: bool,
     pub rules: ParseRules,
     /// Whether `conversion_time` is the click time the postback carries.
     pub conversion_at_click: bool,
@@ -66,12 +71,14 @@ impl Source {
     pub fn new(name: &str, keys: Vec<String>, rules: ParseRules) -> Source {
         Source {
             name: Arc::from(name),
+            pixels: keys.is_empty(),
             keys: keys.into_iter().map(String::into_bytes).collect(),
+            pixel_keys: Vec::new(),
+            s2s_without_key: false,
             rules,
             conversion_at_click: false,
             platform: Arc::from("reference"),
             key_in_path: false,
-            pixels: true,
             hosts: Vec::new(),
             allow: Networks::default(),
             trusted_proxies: Networks::default(),
@@ -98,22 +105,45 @@ impl Source {
         self.counters().duplicates.increment(1);
     }
 
-    /// Checks `presented` against every key in constant time per key, so the
-    /// reply time does not tell how much of a key was right.
+    /// Checks an S2S postback's `presented` key against the api keys in
+    /// constant time per key, so the reply time does not tell how much of a
+    /// key was right. A source without keys takes no S2S postbacks (anyone
+    /// could send them) unless `s2s_without_key` says so.
     pub fn authenticate(&self, presented: Option<&str>) -> Result<(), Reason> {
         if self.keys.is_empty() {
+            return if self.s2s_without_key {
+                Ok(())
+            } else {
+                Err(Reason::PixelOnly)
+            };
+        }
+        check_key(&self.keys, presented)
+    }
+
+    /// Checks a pixel's key: none for a keyless source; for a keyed one, one
+    /// of its `pixel_keys`, never an api key.
+    pub fn authenticate_pixel(&self, presented: Option<&str>) -> Result<(), Reason> {
+        if self.keys.is_empty() && self.pixel_keys.is_empty() {
             return Ok(());
         }
-        let presented = presented.ok_or(Reason::MissingApiKey)?.as_bytes();
-        let mut ok = subtle::Choice::from(0);
-        for k in &self.keys {
-            ok |= k.as_slice().ct_eq(presented);
-        }
-        if bool::from(ok) {
-            Ok(())
-        } else {
-            Err(Reason::BadApiKey)
-        }
+        check_key(&self.pixel_keys, presented)
+    }
+
+    /// Gives the source its pixel keys; a keyed source takes pixels with them.
+    pub fn set_pixel_keys(&mut self, keys: Vec<String>) {
+        self.pixel_keys = keys.into_iter().map(String::into_bytes).collect();
+    }
+
+    /// The key handed out in pixel URLs: the first pixel key.
+    pub fn first_pixel_key(&self) -> Option<&str> {
+        self.pixel_keys
+            .first()
+            .and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// Whether the source asks S2S postbacks for a key.
+    pub fn is_keyed(&self) -> bool {
+        !self.keys.is_empty()
     }
 
     /// The key handed out in postback URLs: the first one listed.
@@ -132,6 +162,20 @@ impl Source {
     }
 }
 
+/// `presented` against `keys`, in constant time per key.
+fn check_key(keys: &[Vec<u8>], presented: Option<&str>) -> Result<(), Reason> {
+    let presented = presented.ok_or(Reason::MissingApiKey)?.as_bytes();
+    let mut ok = subtle::Choice::from(0);
+    for k in keys {
+        ok |= k.as_slice().ct_eq(presented);
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(Reason::BadApiKey)
+    }
+}
+
 /// Every configured source, by name, host and path key.
 #[derive(Debug, Default)]
 pub struct Sources {
@@ -146,12 +190,15 @@ pub struct Sources {
 
 impl Sources {
     /// The single `default` source with the reference format and one key.
-    pub fn single_default(api_key: String) -> Sources {
-        Sources::from_list(vec![Source::new(
-            "default",
-            vec![api_key],
-            ParseRules::reference(),
-        )])
+    /// The `default` source of a gateway without a config file: S2S with
+    /// `api_key`, and pixels only with a `pixel_key` of their own.
+    pub fn single_default(api_key: String, pixel_key: Option<String>) -> Sources {
+        let mut s = Source::new("default", vec![api_key], ParseRules::reference());
+        if let Some(p) = pixel_key {
+            s.set_pixel_keys(vec![p]);
+            s.pixels = true;
+        }
+        Sources::from_list(vec![s])
     }
 
     /// Indexes `list`; the config has checked that names and hosts are unique.
@@ -271,13 +318,27 @@ mod tests {
         assert_eq!(s.authenticate(Some("ne")), Err(Reason::BadApiKey));
         assert_eq!(s.authenticate(Some("newer")), Err(Reason::BadApiKey));
         assert_eq!(s.authenticate(None), Err(Reason::MissingApiKey));
-        let open = Source::new("n", vec![], ParseRules::reference());
+        // A keyless source takes pixels without a key, and S2S only when told.
+        let mut open = Source::new("n", vec![], ParseRules::reference());
+        assert_eq!(open.authenticate_pixel(None), Ok(()));
+        assert_eq!(open.authenticate(None), Err(Reason::PixelOnly));
+        open.s2s_without_key = true;
         assert_eq!(open.authenticate(None), Ok(()));
+        // Pixel keys open pixels only; api keys never open pixels.
+        let mut keyed = Source::new("k", vec!["api".into()], ParseRules::reference());
+        assert!(!keyed.pixels, "a keyed source takes no pixels by default");
+        keyed.set_pixel_keys(vec!["pix".into()]);
+        assert_eq!(keyed.authenticate_pixel(Some("pix")), Ok(()));
+        assert_eq!(
+            keyed.authenticate_pixel(Some("api")),
+            Err(Reason::BadApiKey)
+        );
+        assert_eq!(keyed.authenticate(Some("pix")), Err(Reason::BadApiKey));
     }
 
     #[test]
     fn resolves_by_path_name_or_default() {
-        let s = Sources::single_default("k".into());
+        let s = Sources::single_default("k".into(), None);
         assert_eq!(&*s.resolve(None).unwrap().name, "default");
         assert_eq!(&*s.resolve(Some("default")).unwrap().name, "default");
         assert_eq!(s.resolve(Some("nope")).unwrap_err(), Reason::UnknownSource);

@@ -50,9 +50,17 @@ pub fn source_urls(source: &Source, base: &str) -> Result<SourceUrls, String> {
     }
     let names = &source.rules.names;
     let key = source.first_key();
+    // The S2S URL carries the api key; the pixel URL, which sits in a public
+    // page, carries the pixel key or none, never the api key.
     let mut query: Vec<String> = Vec::new();
-    if let (Some(k), false, Some(param)) = (key, source.key_in_path, names.api_key.first()) {
-        query.push(format!("{}={k}", encode(param)));
+    let mut pixel_query: Vec<String> = Vec::new();
+    if let Some(param) = names.api_key.first() {
+        if let (Some(k), false) = (key, source.key_in_path) {
+            query.push(format!("{}={k}", encode(param)));
+        }
+        if let Some(k) = source.first_pixel_key() {
+            pixel_query.push(format!("{}={k}", encode(param)));
+        }
     }
     let mut listed = Vec::new();
     if !source.url.body_fields {
@@ -64,22 +72,26 @@ pub fn source_urls(source: &Source, base: &str) -> Result<SourceUrls, String> {
         for (role, macro_text) in all {
             if let Some(param) = role.names(names).first() {
                 query.push(format!("{}={macro_text}", encode(param)));
+                pixel_query.push(format!("{}={macro_text}", encode(param)));
                 listed.push(role);
             }
         }
     }
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", query.join("&"))
+    let joined = |q: Vec<String>| {
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
     };
+    let (query, pixel_query) = (joined(query), joined(pixel_query));
     let (postback_path, pixel_path) = match (&*source.name, source.key_in_path, key) {
         (_, true, Some(k)) => (format!("/{k}/postback"), None),
         ("default", _, _) => ("/postback".to_owned(), Some("/pixel".to_owned())),
         (n, _, _) => (format!("/postback/{n}"), Some(format!("/pixel/{n}"))),
     };
     let pixel = match pixel_path {
-        Some(p) if source.pixels => Some(format!("{base}{p}{query}")),
+        Some(p) if source.pixels => Some(format!("{base}{p}{pixel_query}")),
         _ => None,
     };
     let note = if source.url.body_fields {
@@ -136,9 +148,22 @@ mod tests {
             format!("https://pb.example.com/postback?api_key={k}&tracking={{tracking}}&amount={{amount}}&txid={{txid}}")
         );
         assert_eq!(
-            u.pixel.as_deref(),
-            Some(&*u.postback.replace("/postback?", "/pixel?"))
+            u.pixel, None,
+            "a keyed source takes no pixels without pixel keys"
         );
+        // With a pixel key the pixel URL carries that key, never the api key.
+        let mut s = s;
+        s.set_pixel_keys(vec!["p".repeat(16)]);
+        s.pixels = true;
+        let u = source_urls(&s, "https://pb.example.com/").unwrap();
+        let pixel = u.pixel.unwrap();
+        assert_eq!(
+            pixel,
+            u.postback
+                .replace("/postback?", "/pixel?")
+                .replace(&k, &"p".repeat(16))
+        );
+        assert!(!pixel.contains(&k));
         assert!(source_urls(&s, "pb.example.com").is_err());
         assert!(source_urls(&s, "https://pb.example.com/?x=1").is_err());
     }

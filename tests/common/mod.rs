@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 pub mod process;
 
 pub const API_KEY: &str = "test-key-0123456789";
+/// The default source's pixel key: public by nature, never valid for S2S.
+pub const PIXEL_KEY: &str = "test-pixel-key-0123456789";
 pub const TOPIC: &str = "conversions";
 
 /// An in-process one-broker Kafka cluster holding the topic (3 partitions).
@@ -104,6 +106,7 @@ impl Gateway {
         config.kafka.brokers = Some(brokers.to_owned());
         config.kafka.delivery_wait = Duration::from_millis(1500);
         config.api_key = Some(API_KEY.to_owned());
+        config.pixel_key = Some(PIXEL_KEY.to_owned());
         config.shutdown_grace = Duration::from_secs(5);
         tweak(&mut config);
         let listeners = Listeners::bind(&config).await.unwrap();

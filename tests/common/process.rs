@@ -199,6 +199,7 @@ impl GatewayProcess {
                 .env("LISTEN_ADDR", public.to_string())
                 .env("ADMIN_ADDR", admin.to_string())
                 .env("POSTBACK_API_KEY", super::API_KEY)
+                .env("POSTBACK_PIXEL_KEY", super::PIXEL_KEY)
                 .env("RUST_LOG", "warn")
                 .env("SPOOL_DIR", spool.path())
                 .stdout(stdout)

@@ -88,6 +88,7 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
     let mut scenario = None;
     let mut target = None;
     let mut api_key = std::env::var("API_KEY").unwrap_or_else(|_| "bench-key".into());
+    let mut pixel_key = std::env::var("PIXEL_KEY").unwrap_or_else(|_| "bench-pixel-key".into());
     let mut label = "gateway".to_owned();
     let mut baseline = false;
     let mut brokers = None;
@@ -103,6 +104,7 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
             "--scenario" => scenario = Some(Scenario::from_file(&PathBuf::from(value()?))?),
             "--target" => target = Some(value()?.parse().context("--target is HOST:PORT")?),
             "--api-key" => api_key = value()?,
+            "--pixel-key" => pixel_key = value()?,
             "--label" => label = value()?,
             "--baseline" => baseline = true,
             "--brokers" => brokers = Some(value()?),
@@ -148,6 +150,7 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
         scenario,
         target: target.context("--target is required")?,
         api_key,
+        pixel_key,
         label,
         check_replies: !baseline,
         kafka: if baseline {
