@@ -88,6 +88,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Open connections at most (public listener); past it new ones get a 503 and are closed.
     pub max_connections: usize,
+    /// Open connections one client address may hold (behind a balancer every
+    /// connection comes from the balancer: raise it to `max_connections`).
+    pub max_connections_per_client: usize,
     /// Postbacks per second per client address (after trusted proxies); `None` is unlimited.
     pub client_rate: Option<crate::ratelimit::Rate>,
 }
@@ -114,7 +117,8 @@ pub struct DedupConfig {
 }
 
 /// The built-in dedup hash key; deployments should set their own.
-const DEFAULT_HASH_KEY: [u8; 16] = *b"postback-gateway";
+/// The built-in `[dedup] hash_key`: public, so a deployment should set its own.
+pub const DEFAULT_HASH_KEY: [u8; 16] = *b"postback-gateway";
 
 impl Default for Config {
     fn default() -> Self {
@@ -147,6 +151,7 @@ impl Default for Config {
                 header_read_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(10),
                 max_connections: 10_000,
+                max_connections_per_client: 2_000,
                 client_rate: None,
             },
             dedup: DedupConfig {
@@ -217,6 +222,7 @@ struct FileLimits {
     header_read_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     client_rate_per_second: Option<f64>,
     client_burst: Option<f64>,
 }
@@ -398,6 +404,12 @@ impl Config {
             l.request_timeout = Duration::from_millis(ms);
         }
         l.max_connections = f.max_connections.unwrap_or(l.max_connections);
+        l.max_connections_per_client = f
+            .max_connections_per_client
+            .unwrap_or(l.max_connections_per_client.min(l.max_connections));
+        if l.max_connections_per_client == 0 {
+            errors.push("limits.max_connections_per_client must be above 0".into());
+        }
         if l.max_connections == 0 {
             errors.push("limits.max_connections must be above 0".into());
         }

@@ -15,7 +15,7 @@
 //! slack.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,21 +37,51 @@ const GENERATIONS: u32 = 8;
 /// shards each rehash is a 128th of the generation.
 const SHARDS: usize = 128;
 
-/// The keys are already uniform hashes: hashing them again is wasted work.
-#[derive(Default)]
-struct PassThrough(u64);
+/// The map's hasher. The keys are already uniform hashes, so a full hash
+/// of them again would be wasted work; but they are SipHashes under
+/// `hash_key`, which may be the public default, so anyone could compute keys
+/// that land in one shard and bucket. Each process therefore mixes the key's
+/// words with a secret seed of its own (splitmix64's finalizer: a few
+/// multiplies), which `dedup_key` in events does not depend on.
+struct Mixed(u64);
 
-impl Hasher for PassThrough {
+/// This process's seed for [`Mixed`].
+static SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Hasher for Mixed {
     fn finish(&self) -> u64 {
-        self.0
+        mix(self.0)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            self.0 = mix(self.0 ^ u64::from(b));
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
+        self.0 = mix(self.0 ^ n);
+    }
+}
+
+/// Builds [`Mixed`] hashers seeded with this process's secret.
+#[derive(Clone, Copy)]
+struct Seeded;
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = Mixed;
+    fn build_hasher(&self) -> Mixed {
+        Mixed(*SEED)
+    }
+}
+
+impl Default for Seeded {
+    fn default() -> Self {
+        Seeded
     }
 }
 
@@ -66,7 +96,7 @@ fn narrow(w: Wide) -> u128 {
     (u128::from(w.0) << 64) | u128::from(w.1)
 }
 
-type Hash = BuildHasherDefault<PassThrough>;
+type Hash = Seeded;
 
 /// The keys committed during one span of time, mapped to their event ids.
 struct Generation {
@@ -368,6 +398,17 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    #[test]
+    fn keys_that_share_a_simple_combination_of_their_words_spread_out() {
+        use std::hash::BuildHasher;
+        // Keys an attacker could line up if the words were only xored: all
+        // with the same hi ^ lo. Mixed, their hashes all differ.
+        let hashes: std::collections::HashSet<u64> = (0..1000u64)
+            .map(|i| Seeded.hash_one::<Wide>((i, i ^ 0xdead_beef)))
+            .collect();
+        assert_eq!(hashes.len(), 1000);
+    }
 
     fn fixed_clock() -> (Arc<AtomicU32>, Clock) {
         let now = Arc::new(AtomicU32::new(1_000_000));

@@ -130,6 +130,16 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     postback_gateway::sink::native::keep_c_heap();
+    match postback_gateway::sink::native::raise_open_files() {
+        Ok((before, after)) => info!(before, after, "Open-file limit."),
+        Err(e) => warn!(error = %e, "Cannot raise the open-file limit."),
+    }
+    if config.dedup.hash_key == postback_gateway::config::DEFAULT_HASH_KEY {
+        warn!(
+            "[dedup] hash_key is the built-in default: set a secret one, the same on every \
+             instance, so that nobody can compute dedup keys (and aim at them) from outside."
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

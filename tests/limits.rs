@@ -279,3 +279,49 @@ async fn request_smuggling_shapes_cannot_slip_a_second_request_through() {
     );
     gw.stop().await;
 }
+
+/// One client address cannot hold every connection slot: past
+/// `max_connections_per_client` its new connections get 503 and close, while
+/// other addresses are served and its open connections keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.limits.max_connections_per_client = 2
+    })
+    .await;
+    let from = |last: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+            .unwrap();
+        socket.connect(gw.public).await.unwrap()
+    };
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut s = from(5).await;
+        let r = exchange(&mut s, &get(&query(&format!("per-client-{i}"), "1.00"))).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        open.push(s);
+    }
+    let mut third = from(5).await;
+    let r = exchange(&mut third, &get(&query("per-client-third", "1.00"))).await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    let mut other = from(6).await;
+    let r = exchange(&mut other, &get(&query("per-client-other", "1.00"))).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "another address is served: {r}"
+    );
+    let r = exchange(&mut open[1], &get(&query("per-client-again", "1.00"))).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = from(5).await;
+    let r = exchange(&mut next, &get(&query("per-client-next", "1.00"))).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "a closed connection frees its count: {r}"
+    );
+    gw.stop().await;
+}

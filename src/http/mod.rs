@@ -89,6 +89,7 @@ pub async fn serve<H, F>(
         .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(8192));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(ConnectionsPerClient::default());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -102,6 +103,18 @@ pub async fn serve<H, F>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // A peer that vanished (a cable pulled, a NAT that forgot the
+                // flow) is found and its slot freed instead of held for ever.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(60))
+                    .with_interval(Duration::from_secs(10))
+                    .with_retries(3);
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+                let Some(held) = per_client.take(peer.ip(), limits.max_connections_per_client) else {
+                    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+                    tokio::spawn(refuse_connection(stream));
+                    continue;
+                };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
                     tokio::spawn(refuse_connection(stream));
@@ -120,6 +133,7 @@ pub async fn serve<H, F>(
                         debug!(%peer, error = %e, "Connection ended with an error.");
                     }
                     drop(slot);
+                    drop(held);
                 });
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
@@ -130,6 +144,45 @@ pub async fn serve<H, F>(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
             warn!(grace_secs = grace.as_secs_f64(), "Open connections did not finish within the grace period.");
+        }
+    }
+}
+
+/// Open connections per client address, so that one address cannot hold
+/// every slot of the connection cap.
+#[derive(Default)]
+struct ConnectionsPerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its address; uncounted when dropped.
+struct Held {
+    counts: Arc<ConnectionsPerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnectionsPerClient {
+    /// Counts a connection from `ip`, unless the address already has `cap`.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<Held> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
         }
     }
 }

@@ -70,6 +70,36 @@ pub fn keep_c_heap() {
     }
 }
 
+/// Raises this process's open-file limit to its hard limit (every connection
+/// and every spool segment is a file descriptor; distributions often start
+/// services at 1,024). Returns the soft limit before and after.
+pub fn raise_open_files() -> std::io::Result<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid rlimit for getrlimit to fill and for
+        // setrlimit to read; both only touch this process's limits.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let before = lim.rlim_cur;
+            if lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok((before, lim.rlim_cur))
+        }
+    }
+    #[cfg(not(unix))]
+    Ok((0, 0))
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
