@@ -109,6 +109,8 @@ pub struct SpoolConfig {
 pub struct DedupConfig {
     pub window: Duration,
     pub max_keys: usize,
+    /// The share of `max_keys` for keyless (pixel) sources.
+    pub public_max_keys: usize,
     /// Key of the 128-bit dedup hash. Every instance behind one balancer and
     /// every restart must share it, so that `dedup_key` means the same everywhere.
     pub hash_key: [u8; 16],
@@ -157,6 +159,7 @@ impl Default for Config {
             dedup: DedupConfig {
                 window: Duration::from_secs(24 * 3600),
                 max_keys: 20_000_000,
+                public_max_keys: 2_000_000,
                 hash_key: DEFAULT_HASH_KEY,
                 warmup_limit: Duration::from_secs(300),
             },
@@ -232,6 +235,7 @@ struct FileLimits {
 struct FileDedup {
     window_secs: Option<u64>,
     max_keys: Option<usize>,
+    public_max_keys: Option<usize>,
     hash_key: Option<String>,
     warmup_limit_secs: Option<u64>,
 }
@@ -434,11 +438,21 @@ impl Config {
             c.dedup.window = Duration::from_secs(s);
         }
         if let Some(n) = file.dedup.max_keys {
-            if n == 0 {
-                errors.push("dedup.max_keys must be above 0".into());
+            if n < 2 {
+                errors.push("dedup.max_keys must be at least 2".into());
             }
             c.dedup.max_keys = n;
         }
+        c.dedup.public_max_keys = match file.dedup.public_max_keys {
+            Some(n) if n == 0 || n >= c.dedup.max_keys => {
+                errors
+                    .push("dedup.public_max_keys must be above 0 and below dedup.max_keys".into());
+                n
+            }
+            Some(n) => n,
+            // A tenth of the bound, the keyed sources' room the rest.
+            None => (c.dedup.max_keys / 10).max(1),
+        };
         if let Some(s) = file.dedup.warmup_limit_secs {
             c.dedup.warmup_limit = Duration::from_secs(s);
         }

@@ -143,6 +143,9 @@ pub struct Dedup {
     /// Seconds of commit time per generation.
     span: u32,
     max_keys: usize,
+    /// Committed keys held, kept with every insert and drop, so the bound
+    /// holds at every moment, not only at the next sweep.
+    held: std::sync::atomic::AtomicUsize,
     hash_key: [u8; 16],
     clock: Clock,
 }
@@ -165,6 +168,7 @@ impl Dedup {
             in_flight: DashMap::default(),
             span: window.div_ceil(GENERATIONS),
             max_keys,
+            held: std::sync::atomic::AtomicUsize::new(0),
             hash_key,
             clock,
         })
@@ -276,79 +280,168 @@ impl Dedup {
         self.insert_committed_at(key, event_id, at, (self.clock)());
     }
 
+    /// Keys one generation holds at most: when the newest generation of a
+    /// span is full, another one for the same span follows it, so that the
+    /// oldest keys can go an eighth of the bound at a time.
+    fn generation_cap(&self) -> usize {
+        (self.max_keys / GENERATIONS as usize).max(1)
+    }
+
     /// [`Dedup::insert_committed`] with the current time already read.
     fn insert_committed_at(&self, key: u128, event_id: Uuid, at: u32, now: u32) {
         let index = u64::from(at / self.span);
         if index < self.oldest_live(u64::from(now / self.span)) {
             return;
         }
-        let mut inserted = false;
+        let cap = self.generation_cap();
+        let mut added = None;
         {
             let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(g) = gens.iter().find(|g| g.index == index) {
-                g.keys.insert(wide(key), wide(event_id.as_u128()));
-                inserted = true;
+            if let Some(g) = gens.iter().rev().find(|g| g.index == index) {
+                if g.keys.len() < cap {
+                    added = Some(g.keys.insert(wide(key), wide(event_id.as_u128())).is_none());
+                }
             }
         }
-        if !inserted {
-            let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
-            // Generations stay sorted by index; one for `index` may have appeared meanwhile.
-            let pos = gens
-                .iter()
-                .position(|g| g.index >= index)
-                .unwrap_or(gens.len());
-            if gens.get(pos).is_none_or(|g| g.index != index) {
-                // A new newest generation starts at the size the last one
-                // reached: growing by doubling would rehash a shard of
-                // hundreds of thousands of keys under its lock, mid-request.
-                let size = match gens.back() {
-                    Some(last) if pos == gens.len() => last.keys.len().min(self.max_keys),
-                    _ => 0,
+        let added = match added {
+            Some(a) => a,
+            None => {
+                let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
+                // Generations stay sorted by index, those of one span in the
+                // order they filled; one may have appeared meanwhile.
+                let last_of_span = gens.iter().rposition(|g| g.index == index);
+                let pos = match last_of_span {
+                    Some(i) if gens[i].keys.len() < cap => i,
+                    Some(i) => {
+                        gens.insert(i + 1, self.new_generation(index, cap));
+                        i + 1
+                    }
+                    None => {
+                        let pos = gens
+                            .iter()
+                            .position(|g| g.index > index)
+                            .unwrap_or(gens.len());
+                        // A new newest generation starts at the size the last
+                        // one reached: growing by doubling would rehash a
+                        // shard of hundreds of thousands of keys under its
+                        // lock, mid-request.
+                        let size = match gens.back() {
+                            Some(last) if pos == gens.len() => last.keys.len().min(cap),
+                            _ => 0,
+                        };
+                        gens.insert(pos, self.new_generation(index, size));
+                        pos
+                    }
                 };
-                gens.insert(
-                    pos,
-                    Generation {
-                        index,
-                        keys: DashMap::with_capacity_and_hasher_and_shard_amount(
-                            size,
-                            Hash::default(),
-                            SHARDS,
-                        ),
-                    },
-                );
+                gens[pos]
+                    .keys
+                    .insert(wide(key), wide(event_id.as_u128()))
+                    .is_none()
             }
-            gens[pos].keys.insert(wide(key), wide(event_id.as_u128()));
+        };
+        if added && self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 > self.max_keys
+        {
+            self.evict_over_bound();
         }
     }
 
-    /// Drops generations past the window, then the oldest ones past the
-    /// bound; called every second so that memory is returned even when no
-    /// new keys arrive.
-    pub fn sweep(&self) {
+    fn new_generation(&self, index: u64, capacity: usize) -> Generation {
+        Generation {
+            index,
+            keys: DashMap::with_capacity_and_hasher_and_shard_amount(
+                capacity,
+                Hash::default(),
+                SHARDS,
+            ),
+        }
+    }
+
+    /// Drops the oldest generations while more keys than the bound are held.
+    fn evict_over_bound(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
+        while self.held.load(Relaxed) > self.max_keys && gens.len() > 1 {
+            if let Some(g) = gens.pop_front() {
+                self.held.fetch_sub(g.keys.len(), Relaxed);
+                metrics::counter!(m::DEDUP_EVICTIONS).increment(g.keys.len() as u64);
+            }
+        }
+    }
+
+    /// Drops generations past the window; called every second so that
+    /// memory is returned even when no new keys arrive. Returns the keys held.
+    pub fn sweep(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
         let oldest = self.oldest_live(self.now_index());
         let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
         while gens.front().is_some_and(|g| g.index < oldest) {
             if let Some(g) = gens.pop_front() {
+                self.held.fetch_sub(g.keys.len(), Relaxed);
                 metrics::counter!(m::DEDUP_EXPIRED).increment(g.keys.len() as u64);
             }
         }
-        let mut total: usize = gens.iter().map(|g| g.keys.len()).sum();
-        // The newest generation is kept even past the bound: it holds the keys
-        // being committed now.
-        while total > self.max_keys && gens.len() > 1 {
-            if let Some(g) = gens.pop_front() {
-                total -= g.keys.len();
-                metrics::counter!(m::DEDUP_EVICTIONS).increment(g.keys.len() as u64);
-            }
-        }
         drop(gens);
-        metrics::gauge!(m::DEDUP_KEYS).set((total + self.in_flight.len()) as f64);
+        self.len()
     }
 
     /// Keys held, committed and in flight.
     pub fn len(&self) -> usize {
-        let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
-        gens.iter().map(|g| g.keys.len()).sum::<usize>() + self.in_flight.len()
+        self.held.load(std::sync::atomic::Ordering::Relaxed) + self.in_flight.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The dedup window in two pools with bounds of their own: keys of sources
+/// with api keys, and keys of keyless (pixel) sources, which anyone can send.
+/// A flood of unique pixels then pushes out old pixel keys only; the keyed
+/// sources' keys stay. Both bounds together are `max_keys`.
+pub struct Pools {
+    pub keyed: Arc<Dedup>,
+    pub public: Arc<Dedup>,
+}
+
+impl Pools {
+    /// `public_max_keys` of `max_keys` go to keyless sources.
+    pub fn new(
+        window: Duration,
+        max_keys: usize,
+        public_max_keys: usize,
+        hash_key: [u8; 16],
+        clock: Clock,
+    ) -> Arc<Pools> {
+        let public_max_keys = public_max_keys.min(max_keys.saturating_sub(1)).max(1);
+        Arc::new(Pools {
+            keyed: Dedup::new(window, max_keys - public_max_keys, hash_key, clock.clone()),
+            public: Dedup::new(window, public_max_keys, hash_key, clock),
+        })
+    }
+
+    /// The pool of a source: keyed or not.
+    pub fn of(&self, keyed: bool) -> &Arc<Dedup> {
+        if keyed {
+            &self.keyed
+        } else {
+            &self.public
+        }
+    }
+
+    /// The keyed hash of a conversion (the same in both pools).
+    pub fn key(&self, parts: &KeyParts<'_>) -> u128 {
+        self.keyed.key(parts)
+    }
+
+    /// Expires both pools; sets the keys-held gauge; returns the keys held.
+    pub fn sweep(&self) -> usize {
+        let held = self.keyed.sweep() + self.public.sweep();
+        metrics::gauge!(m::DEDUP_KEYS).set(held as f64);
+        held
+    }
+
+    pub fn len(&self) -> usize {
+        self.keyed.len() + self.public.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -580,6 +673,35 @@ mod tests {
         );
         assert!(matches!(d.reserve(3, WAIT).await, Claim::Duplicate(_)));
         assert!(matches!(d.reserve(6, WAIT).await, Claim::Duplicate(_)));
+    }
+
+    #[tokio::test]
+    async fn the_bound_holds_at_every_moment_even_within_one_generation() {
+        let (_now, d) = dedup(80);
+        // All at the same second: one span of time, many keys.
+        for k in 1..=1000u128 {
+            let Claim::Reserved(r) = d.reserve(k, WAIT).await else {
+                panic!()
+            };
+            r.commit(Uuid::now_v7());
+            assert!(d.len() <= 80, "{} keys held after {k}", d.len());
+        }
+        assert!(d.len() > 60, "the bound is used, not emptied: {}", d.len());
+        // The newest keys are the ones kept.
+        assert!(matches!(d.reserve(1000, WAIT).await, Claim::Duplicate(_)));
+        assert!(matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)));
+    }
+
+    #[tokio::test]
+    async fn a_warm_up_larger_than_the_bound_keeps_within_it() {
+        let (now, d) = dedup(100);
+        let start = now.load(Ordering::SeqCst);
+        // Keys from the whole window, oldest first, as a topic is read back.
+        for k in 0..5000u32 {
+            d.insert_committed(u128::from(k) + 1, Uuid::now_v7(), start - 100 + k / 100);
+            assert!(d.len() <= 100);
+        }
+        assert!(d.len() >= 80, "{}", d.len());
     }
 
     #[tokio::test]

@@ -111,9 +111,10 @@ pub async fn run(
     };
     let durable =
         sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
-    let dedup = dedup::Dedup::new(
+    let dedup = dedup::Pools::new(
         config.dedup.window,
         config.dedup.max_keys,
+        config.dedup.public_max_keys,
         config.dedup.hash_key,
         clock.clone(),
     );
@@ -154,7 +155,7 @@ pub async fn run(
 
     let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
     let stopped_early = tokio::select! {
-        warm = warm_up(&config, &brokers, &dedup, spooled, sink::Sink::ready(&*durable.kafka)) => {
+        warm = warm_up(&config, &brokers, &dedup, &app, spooled, sink::Sink::ready(&*durable.kafka)) => {
             if !warm {
                 durable.topic_not_warm();
             }
@@ -169,6 +170,10 @@ pub async fn run(
         kafka: config.kafka.clone(),
         brokers: brokers.clone(),
         dedup: dedup.clone(),
+        keyed: {
+            let a = app.clone();
+            Arc::new(move |name: &str| keyed(&a.sources.load(), name))
+        },
         window: config.dedup.window,
         warmup_limit: config.dedup.warmup_limit,
     };
@@ -240,6 +245,12 @@ pub async fn run(
     Ok(())
 }
 
+/// Whether the source called `name` has api keys, for the dedup pool its keys
+/// belong in; a source no longer configured counts as keyed.
+fn keyed(sources: &source::Sources, name: &str) -> bool {
+    sources.get(name).is_none_or(|s| s.is_keyed())
+}
+
 /// Rebuilds the dedup window from the spool and, when Kafka is reachable,
 /// from the topic, so that a retry arriving after a restart is still a
 /// duplicate. Returns whether the topic's keys are in; if not (a start during
@@ -247,13 +258,17 @@ pub async fn run(
 async fn warm_up(
     config: &Config,
     brokers: &str,
-    dedup: &Arc<dedup::Dedup>,
+    dedup: &Arc<dedup::Pools>,
+    app: &Arc<http::App>,
     spooled: Vec<sink::spool::Spooled>,
     kafka_reachable: bool,
 ) -> bool {
     let started = std::time::Instant::now();
+    let current = app.sources.load();
     for r in &spooled {
-        dedup.insert_committed(r.dedup_key, r.event_id, r.at);
+        dedup
+            .of(keyed(&current, &r.source))
+            .insert_committed(r.dedup_key, r.event_id, r.at);
     }
     if !kafka_reachable {
         warn!(
@@ -264,7 +279,12 @@ async fn warm_up(
         );
         return false;
     }
-    let (cfg, brokers, d) = (config.kafka.clone(), brokers.to_owned(), dedup.clone());
+    let (cfg, brokers, d, sources) = (
+        config.kafka.clone(),
+        brokers.to_owned(),
+        dedup.clone(),
+        app.sources.load(),
+    );
     let (window, limit) = (config.dedup.window, config.dedup.warmup_limit);
     let replayed = tokio::task::spawn_blocking(move || {
         sink::warmup::replay_topic(
@@ -272,8 +292,8 @@ async fn warm_up(
             &brokers,
             sink::warmup::millis_ago(window),
             limit,
-            |k, id, at| {
-                d.insert_committed(k, id, at);
+            |k, id, at, source| {
+                d.of(keyed(&sources, source)).insert_committed(k, id, at);
                 true
             },
         )

@@ -133,3 +133,89 @@ async fn a_hostile_sender_cannot_spend_forge_or_open_what_belongs_to_a_source() 
         shop_id.as_str()
     );
 }
+
+const FLOOD_CONFIG: &str = r#"
+[dedup]
+max_keys = 1000
+
+[sources.acme]
+preset = "tune"
+api_keys = ["hostile-acme-key-0123456789"]
+
+[sources.lp]
+api_keys = []
+pixels = true
+"#;
+
+/// A flood of unique anonymous pixels through a keyless source pushes out old
+/// pixel keys only: a keyed source's repeat stays a `DUPLICATE`, and the keys
+/// held never exceed `max_keys`, during the flood or after a restart that
+/// reads more keys back than the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pixel_flood_cannot_empty_the_dedup_window_of_a_keyed_source() {
+    let tansu = Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, FLOOD_CONFIG).unwrap();
+    let env = [("POSTBACK_CONFIG", config.to_str().unwrap())];
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &env).await;
+    let client = reqwest::Client::new();
+    let keyed = gw.url(&format!(
+        "/postback/acme?transaction_id=the-real-click&amount=5.00&security_token={KEY}"
+    ));
+    let (status, body) = reply(client.get(&keyed).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let id = ok_id(&body);
+
+    async fn held(gw: &GatewayProcess) -> f64 {
+        series_at(&gw.admin_url("/metrics"), "postback_dedup_keys").await
+    }
+    let mut flood = Vec::new();
+    for w in 0..16 {
+        let (c, base) = (client.clone(), gw.url("/pixel/lp"));
+        flood.push(tokio::spawn(async move {
+            for i in 0..190 {
+                let url = format!("{base}?tracking=flood-{w}-{i}&amount=0.01");
+                let r = c.get(url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    let mut most = 0.0f64;
+    while !flood.iter().all(|t| t.is_finished()) {
+        most = most.max(held(&gw).await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for t in flood {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    most = most.max(held(&gw).await);
+    assert!(most <= 1000.0, "{most} keys held, over max_keys");
+    assert!(series_at(&gw.admin_url("/metrics"), "postback_dedup_evictions_total").await > 0.0);
+    let (_, again) = reply(client.get(&keyed).send().await.unwrap()).await;
+    assert_eq!(
+        again,
+        format!("DUPLICATE {id}"),
+        "the keyed key survived the flood"
+    );
+
+    // A restart reads ~3,000 keys back into a bound of 1,000.
+    let spool = gw.spool.clone();
+    common::process::signal(gw.child.id(), "TERM");
+    assert!(gw.exit_status().await.success());
+    let gw = GatewayProcess::start_with_spool(Some(&tansu.brokers), &env, spool).await;
+    let after = held(&gw).await;
+    assert!(after <= 1000.0, "{after} keys after the warm-up");
+    let (_, again) = reply(
+        client
+            .get(gw.url(&format!(
+                "/postback/acme?transaction_id=the-real-click&amount=5.00&security_token={KEY}"
+            )))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again, format!("DUPLICATE {id}"), "and the restart");
+}

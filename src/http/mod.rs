@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
-use crate::dedup::Dedup;
+use crate::dedup::Pools;
 use crate::ratelimit::PerClient;
 use crate::sink::Sink;
 use crate::source::claims::CampaignClaims;
@@ -40,7 +40,7 @@ pub struct App {
     pub sources: SharedSources,
     /// Which source first sent each campaign, per platform.
     pub campaigns: CampaignClaims,
-    pub dedup: Arc<Dedup>,
+    pub dedup: Arc<Pools>,
     pub sink: Arc<dyn Sink>,
     pub limits: Limits,
     /// Longest wait for a key held in flight by another request.

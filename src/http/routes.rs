@@ -243,11 +243,12 @@ async fn postback(
         goal: conv.goal.as_deref(),
         status: conv.dedup_status(),
     });
-    let claim = match app.dedup.try_claim(key) {
+    let pool = app.dedup.of(source.is_keyed());
+    let claim = match pool.try_claim(key) {
         Some(claim) => claim,
         // Another request holds the key in flight: wait for its outcome.
         // Rare, and boxed for the same reason as the body read.
-        None => Box::pin(app.dedup.reserve(key, app.delivery_wait)).await,
+        None => Box::pin(pool.reserve(key, app.delivery_wait)).await,
     };
     let reservation = match claim {
         Claim::Reserved(r) => r,

@@ -16,7 +16,7 @@ use super::spool::{self, Record, Spool, SpoolError};
 use super::warmup::replay_topic;
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
-use crate::dedup::{Clock, Dedup};
+use crate::dedup::{Clock, Pools};
 use crate::event::Event;
 use crate::metrics as m;
 
@@ -134,7 +134,9 @@ pub struct Lookback {
     pub kafka: KafkaConfig,
     pub brokers: String,
     /// Filled from the topic when the start could not read it.
-    pub dedup: Arc<Dedup>,
+    pub dedup: Arc<Pools>,
+    /// Whether the named source has api keys (its keys' pool).
+    pub keyed: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     pub window: Duration,
     pub warmup_limit: Duration,
 }
@@ -456,14 +458,22 @@ async fn already_in_kafka(lookback: &Arc<Lookback>, since_ms: i64, warm: bool) -
     };
     let found = tokio::task::spawn_blocking(move || {
         let mut read = InKafka::default();
-        let r = replay_topic(&lb.kafka, &lb.brokers, since_ms, limit, |key, id, at| {
-            if warm {
-                lb.dedup.insert_committed(key, id, at);
-            }
-            read.event_ids.insert(id.as_u128());
-            read.keys.insert(key, id.as_u128());
-            read.event_ids.len() < MAX_IDS
-        });
+        let r = replay_topic(
+            &lb.kafka,
+            &lb.brokers,
+            since_ms,
+            limit,
+            |key, id, at, source| {
+                if warm {
+                    lb.dedup
+                        .of((lb.keyed)(source))
+                        .insert_committed(key, id, at);
+                }
+                read.event_ids.insert(id.as_u128());
+                read.keys.insert(key, id.as_u128());
+                read.event_ids.len() < MAX_IDS
+            },
+        );
         (r, read)
     })
     .await;

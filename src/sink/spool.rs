@@ -157,11 +157,12 @@ impl Record {
 
 /// What recovery keeps of a spooled record: enough to rebuild the dedup
 /// window (the payload stays on disk for the drainer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spooled {
     pub event_id: Uuid,
     pub dedup_key: u128,
     pub at: u32,
+    pub source: String,
 }
 
 /// A whole, checksummed record at `pos` of `bytes`, and its length with the header.
@@ -198,6 +199,7 @@ fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
                 event_id: r.event_id,
                 dedup_key: r.dedup_key,
                 at: r.at,
+                source: r.source,
             });
             kept.push((pos, pos + len));
             pos += len;
@@ -697,6 +699,7 @@ mod tests {
                     event_id: r.event_id,
                     dedup_key: r.dedup_key,
                     at: r.at,
+                    source: r.source,
                 }
             })
             .collect()

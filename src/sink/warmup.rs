@@ -24,6 +24,8 @@ struct Keys<'a> {
     dedup_key: &'a str,
     #[serde(borrow)]
     event_id: &'a str,
+    #[serde(borrow, default)]
+    source: &'a str,
 }
 
 /// How much later than the start of a read an event must be stamped to count
@@ -77,7 +79,7 @@ pub(super) fn partitions(
         .collect())
 }
 
-/// Calls `found(dedup_key, event_id, unix_seconds)` for every event in the
+/// Calls `found(dedup_key, event_id, unix_seconds, source)` for every event in the
 /// topic from `since_ms` on, until it returns false or `limit` passes;
 /// returns how many were read. Blocking.
 pub fn replay_topic(
@@ -85,7 +87,7 @@ pub fn replay_topic(
     brokers: &str,
     since_ms: i64,
     limit: Duration,
-    mut found: impl FnMut(u128, Uuid, u32) -> bool,
+    mut found: impl FnMut(u128, Uuid, u32, &str) -> bool,
 ) -> anyhow::Result<u64> {
     let consumer = reader(
         cfg,
@@ -176,7 +178,7 @@ pub fn replay_topic(
                 Uuid::parse_str(keys.event_id),
             ) {
                 n += 1;
-                if !found(k, id, at) {
+                if !found(k, id, at, keys.source) {
                     break;
                 }
             }
