@@ -103,6 +103,26 @@ struct Generation {
     /// `commit time / span`.
     index: u64,
     keys: DashMap<Wide, Wide, Hash>,
+    /// Keys in `keys`, kept on insert: `DashMap::len` locks every shard.
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl Generation {
+    fn len(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Inserts; true when the key is new to this generation.
+    fn insert(&self, key: u128, event_id: Uuid) -> bool {
+        let new = self
+            .keys
+            .insert(wide(key), wide(event_id.as_u128()))
+            .is_none();
+        if new {
+            self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        new
+    }
 }
 
 /// The outcome of an in-flight event, as seen by requests waiting on it.
@@ -298,8 +318,8 @@ impl Dedup {
         {
             let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
             if let Some(g) = gens.iter().rev().find(|g| g.index == index) {
-                if g.keys.len() < cap {
-                    added = Some(g.keys.insert(wide(key), wide(event_id.as_u128())).is_none());
+                if g.len() < cap {
+                    added = Some(g.insert(key, event_id));
                 }
             }
         }
@@ -311,7 +331,7 @@ impl Dedup {
                 // order they filled; one may have appeared meanwhile.
                 let last_of_span = gens.iter().rposition(|g| g.index == index);
                 let pos = match last_of_span {
-                    Some(i) if gens[i].keys.len() < cap => i,
+                    Some(i) if gens[i].len() < cap => i,
                     Some(i) => {
                         gens.insert(i + 1, self.new_generation(index, cap));
                         i + 1
@@ -326,17 +346,14 @@ impl Dedup {
                         // shard of hundreds of thousands of keys under its
                         // lock, mid-request.
                         let size = match gens.back() {
-                            Some(last) if pos == gens.len() => last.keys.len().min(cap),
+                            Some(last) if pos == gens.len() => last.len().min(cap),
                             _ => 0,
                         };
                         gens.insert(pos, self.new_generation(index, size));
                         pos
                     }
                 };
-                gens[pos]
-                    .keys
-                    .insert(wide(key), wide(event_id.as_u128()))
-                    .is_none()
+                gens[pos].insert(key, event_id)
             }
         };
         if added && self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 > self.max_keys
@@ -353,6 +370,7 @@ impl Dedup {
                 Hash::default(),
                 SHARDS,
             ),
+            held: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -362,8 +380,8 @@ impl Dedup {
         let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
         while self.held.load(Relaxed) > self.max_keys && gens.len() > 1 {
             if let Some(g) = gens.pop_front() {
-                self.held.fetch_sub(g.keys.len(), Relaxed);
-                metrics::counter!(m::DEDUP_EVICTIONS).increment(g.keys.len() as u64);
+                self.held.fetch_sub(g.len(), Relaxed);
+                metrics::counter!(m::DEDUP_EVICTIONS).increment(g.len() as u64);
             }
         }
     }
@@ -376,8 +394,8 @@ impl Dedup {
         let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
         while gens.front().is_some_and(|g| g.index < oldest) {
             if let Some(g) = gens.pop_front() {
-                self.held.fetch_sub(g.keys.len(), Relaxed);
-                metrics::counter!(m::DEDUP_EXPIRED).increment(g.keys.len() as u64);
+                self.held.fetch_sub(g.len(), Relaxed);
+                metrics::counter!(m::DEDUP_EXPIRED).increment(g.len() as u64);
             }
         }
         drop(gens);
