@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine with only the Rust toolchain:
 # installs what the tests need (a C toolchain for librdkafka, the Tansu broker,
-# cargo-nextest, promtool, nginx), checks formatting and lints, then runs every test.
+# cargo-nextest, promtool, nginx, chromium), checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,8 @@ command -v perl >/dev/null 2>&1 || missing+=(perl)
 # gateways in tests/scale_out.rs. Debian's `prometheus` package ships promtool.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# tests/browser.rs loads a landing page in headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 
 if [ ${#missing[@]} -gt 0 ]; then
