@@ -480,6 +480,16 @@ impl Config {
             }
         }
 
+        if let Some(sources) = &c.sources {
+            let own: usize = sources.all().filter_map(|s| s.dedup_max_keys).sum();
+            if own > 0 && own + c.dedup.public_max_keys >= c.dedup.max_keys {
+                errors.push(format!(
+                    "the sources' dedup_max_keys ({own}) and dedup.public_max_keys ({}) leave \
+                     nothing of dedup.max_keys ({}) for the other keyed sources",
+                    c.dedup.public_max_keys, c.dedup.max_keys
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(c)
         } else {

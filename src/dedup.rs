@@ -412,37 +412,55 @@ impl Dedup {
     }
 }
 
-/// The dedup window in two pools with bounds of their own: keys of sources
-/// with api keys, and keys of keyless (pixel) sources, which anyone can send.
-/// A flood of unique pixels then pushes out old pixel keys only; the keyed
-/// sources' keys stay. Both bounds together are `max_keys`.
+/// The dedup window in pools with bounds of their own: keys of sources with
+/// api keys, keys of keyless (pixel) sources, which anyone can send, and one
+/// pool for each source that asks for its own share (`dedup_max_keys`). A
+/// flood through one pool pushes out that pool's old keys only. All bounds
+/// together are `max_keys`.
 pub struct Pools {
     pub keyed: Arc<Dedup>,
     pub public: Arc<Dedup>,
+    /// Sources with a share of their own, by name.
+    own: std::collections::HashMap<String, Arc<Dedup>>,
 }
 
 impl Pools {
-    /// `public_max_keys` of `max_keys` go to keyless sources.
+    /// `public_max_keys` of `max_keys` go to keyless sources, each of `own`
+    /// (source name, keys) to that source, the rest to keyed sources.
     pub fn new(
         window: Duration,
         max_keys: usize,
         public_max_keys: usize,
+        own: &[(String, usize)],
         hash_key: [u8; 16],
         clock: Clock,
     ) -> Arc<Pools> {
         let public_max_keys = public_max_keys.min(max_keys.saturating_sub(1)).max(1);
+        let own_total: usize = own.iter().map(|(_, n)| n).sum();
+        let keyed_max = max_keys
+            .saturating_sub(public_max_keys)
+            .saturating_sub(own_total)
+            .max(1);
         Arc::new(Pools {
-            keyed: Dedup::new(window, max_keys - public_max_keys, hash_key, clock.clone()),
-            public: Dedup::new(window, public_max_keys, hash_key, clock),
+            keyed: Dedup::new(window, keyed_max, hash_key, clock.clone()),
+            public: Dedup::new(window, public_max_keys, hash_key, clock.clone()),
+            own: own
+                .iter()
+                .map(|(name, n)| {
+                    let pool = Dedup::new(window, (*n).max(1), hash_key, clock.clone());
+                    (name.clone(), pool)
+                })
+                .collect(),
         })
     }
 
-    /// The pool of a source: keyed or not.
-    pub fn of(&self, keyed: bool) -> &Arc<Dedup> {
-        if keyed {
-            &self.keyed
-        } else {
-            &self.public
+    /// The pool of the source called `name`: its own, else the keyed or the
+    /// keyless sources' pool.
+    pub fn of(&self, name: &str, keyed: bool) -> &Arc<Dedup> {
+        match self.own.get(name) {
+            Some(pool) => pool,
+            None if keyed => &self.keyed,
+            None => &self.public,
         }
     }
 
@@ -453,13 +471,15 @@ impl Pools {
 
     /// Expires both pools; sets the keys-held gauge; returns the keys held.
     pub fn sweep(&self) -> usize {
-        let held = self.keyed.sweep() + self.public.sweep();
+        let held = self.keyed.sweep()
+            + self.public.sweep()
+            + self.own.values().map(|p| p.sweep()).sum::<usize>();
         metrics::gauge!(m::DEDUP_KEYS).set(held as f64);
         held
     }
 
     pub fn len(&self) -> usize {
-        self.keyed.len() + self.public.len()
+        self.keyed.len() + self.public.len() + self.own.values().map(|p| p.len()).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -708,6 +728,37 @@ mod tests {
         // The newest keys are the ones kept.
         assert!(matches!(d.reserve(1000, WAIT).await, Claim::Duplicate(_)));
         assert!(matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)));
+    }
+
+    #[tokio::test]
+    async fn a_source_with_a_share_of_its_own_keeps_it_through_another_sources_flood() {
+        let (_now, clock) = fixed_clock();
+        let pools = Pools::new(
+            Duration::from_secs(100),
+            1000,
+            100,
+            &[("big-network".to_owned(), 300)],
+            [7; 16],
+            clock,
+        );
+        let mine = pools.of("big-network", true);
+        let Claim::Reserved(r) = mine.reserve(1, WAIT).await else {
+            panic!()
+        };
+        r.commit(Uuid::now_v7());
+        // Another keyed source, and the keyless ones, flood their pools.
+        for k in 2..5000u128 {
+            for pool in [pools.of("other", true), pools.of("landing", false)] {
+                let Claim::Reserved(r) = pool.reserve(k, WAIT).await else {
+                    panic!()
+                };
+                r.commit(Uuid::now_v7());
+            }
+        }
+        assert!(matches!(mine.reserve(1, WAIT).await, Claim::Duplicate(_)));
+        assert!(pools.len() <= 1000, "{}", pools.len());
+        assert!(pools.of("other", true).len() <= 600);
+        assert!(pools.of("landing", false).len() <= 100);
     }
 
     #[tokio::test]

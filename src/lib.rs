@@ -111,10 +111,16 @@ pub async fn run(
     };
     let durable =
         sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
+    // Shares of their own are fixed at start (a reload does not move keys).
+    let own_shares: Vec<(String, usize)> = sources
+        .all()
+        .filter_map(|s| s.dedup_max_keys.map(|n| (s.name.to_string(), n)))
+        .collect();
     let dedup = dedup::Pools::new(
         config.dedup.window,
         config.dedup.max_keys,
         config.dedup.public_max_keys,
+        &own_shares,
         config.dedup.hash_key,
         clock.clone(),
     );
@@ -267,7 +273,7 @@ async fn warm_up(
     let current = app.sources.load();
     for r in &spooled {
         dedup
-            .of(keyed(&current, &r.source))
+            .of(&r.source, keyed(&current, &r.source))
             .insert_committed(r.dedup_key, r.event_id, r.at);
     }
     if !kafka_reachable {
@@ -293,7 +299,8 @@ async fn warm_up(
             sink::warmup::millis_ago(window),
             limit,
             |k, id, at, source| {
-                d.of(keyed(&sources, source)).insert_committed(k, id, at);
+                d.of(source, keyed(&sources, source))
+                    .insert_committed(k, id, at);
                 true
             },
         )

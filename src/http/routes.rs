@@ -243,7 +243,7 @@ async fn postback(
         goal: conv.goal.as_deref(),
         status: conv.dedup_status(),
     });
-    let pool = app.dedup.of(source.is_keyed());
+    let pool = app.dedup.of(&source.name, source.is_keyed());
     let claim = match pool.try_claim(key) {
         Some(claim) => claim,
         // Another request holds the key in flight: wait for its outcome.

@@ -466,7 +466,7 @@ async fn already_in_kafka(lookback: &Arc<Lookback>, since_ms: i64, warm: bool) -
             |key, id, at, source| {
                 if warm {
                     lb.dedup
-                        .of((lb.keyed)(source))
+                        .of(source, (lb.keyed)(source))
                         .insert_committed(key, id, at);
                 }
                 read.event_ids.insert(id.as_u128());

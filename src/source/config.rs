@@ -44,6 +44,8 @@ struct SourceFile {
     /// Lets a source without api keys take S2S postbacks (anyone could send them).
     #[serde(default)]
     s2s_without_key: bool,
+    /// Dedup keys held for this source in a pool of its own.
+    dedup_max_keys: Option<usize>,
     key_in_path: Option<bool>,
     pixels: Option<bool>,
     #[serde(default)]
@@ -377,6 +379,10 @@ fn build_one(
     s.pixels = pixels;
     s.set_pixel_keys(pixel_keys);
     s.s2s_without_key = f.s2s_without_key;
+    if f.dedup_max_keys == Some(0) {
+        err("dedup_max_keys must be above 0".into());
+    }
+    s.dedup_max_keys = f.dedup_max_keys;
     s.hosts = hosts;
     s.allow = allow;
     s.trusted_proxies = trusted_proxies;

@@ -296,3 +296,16 @@ fn keyed_sources_take_pixels_only_with_pixel_keys_and_keyless_ones_no_s2s() {
     let c = load("[sources.a]\napi_keys = []\npixels = true\n").unwrap();
     assert!(c.warnings.is_empty());
 }
+
+#[test]
+fn a_source_may_have_a_dedup_share_of_its_own_within_the_bound() {
+    let s = source(
+        &format!("[sources.a]\napi_keys = [\"{KEY}\"]\ndedup_max_keys = 5000\n"),
+        "a",
+    );
+    assert_eq!(s.dedup_max_keys, Some(5000));
+    let bad = problems(&format!(
+        "[dedup]\nmax_keys = 10000\n[sources.a]\napi_keys = [\"{KEY}\"]\ndedup_max_keys = 9500\n"
+    ));
+    assert!(bad.iter().any(|p| p.contains("leave nothing")), "{bad:?}");
+}

@@ -31,6 +31,8 @@ pub struct Source {
     pixel_keys: Vec<Vec<u8>>,
     /// A keyless source takes pixels only, unless this says otherwise.
     pub s2s_without_key: bool,
+    /// Dedup keys this source may hold in a pool of its own (fixed at start).
+    pub dedup_max_keys: Option<usize>,
     pub rules: ParseRules,
     /// Whether `conversion_time` is the click time the postback carries.
     pub conversion_at_click: bool,
@@ -75,6 +77,7 @@ impl Source {
             keys: keys.into_iter().map(String::into_bytes).collect(),
             pixel_keys: Vec::new(),
             s2s_without_key: false,
+            dedup_max_keys: None,
             rules,
             conversion_at_click: false,
             platform: Arc::from("reference"),
@@ -253,6 +256,11 @@ impl Sources {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
         self.by_name.get(name)
+    }
+
+    /// Every source.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Source>> {
+        self.by_name.values()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
