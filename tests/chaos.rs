@@ -184,14 +184,9 @@ async fn start(tansu: &Tansu, config: &str, spool: Arc<tempfile::TempDir>) -> Ga
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_of_faults_loses_nothing_doubles_nothing_and_every_sigterm_ends_in_time() {
     let tansu = Tansu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!("shutdown_grace_ms = {}\n", GRACE.as_millis()),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
+    let (_dir, config) =
+        common::process::config_file(&format!("shutdown_grace_ms = {}\n", GRACE.as_millis()));
+    let config = config.as_str();
     let mut gw = start(&tansu, config, Arc::new(tempfile::tempdir().unwrap())).await;
     let senders = Senders::start(gw.public);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -29,14 +29,8 @@ pixels = true
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_sender_cannot_spend_forge_or_open_what_belongs_to_a_source() {
     let tansu = Tansu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let gw = GatewayProcess::start(
-        Some(&tansu.brokers),
-        &[("POSTBACK_CONFIG", config.to_str().unwrap())],
-    )
-    .await;
+    let (_dir, config) = common::process::config_file(CONFIG);
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
     let client = reqwest::Client::new();
     let get = |path: String| {
         let (c, url) = (client.clone(), gw.url(&path));
@@ -154,10 +148,8 @@ pixels = true
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pixel_flood_cannot_empty_the_dedup_window_of_a_keyed_source() {
     let tansu = Tansu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(&config, FLOOD_CONFIG).unwrap();
-    let env = [("POSTBACK_CONFIG", config.to_str().unwrap())];
+    let (_dir, config) = common::process::config_file(FLOOD_CONFIG);
+    let env = [("POSTBACK_CONFIG", config.as_str())];
     let gw = GatewayProcess::start(Some(&tansu.brokers), &env).await;
     let client = reqwest::Client::new();
     let keyed = gw.url(&format!(

@@ -16,17 +16,6 @@ async fn send(gw: &GatewayProcess, token: &str) -> (u16, String) {
     reply(reqwest::get(gw.url(&query(token, "7.00"))).await.unwrap()).await
 }
 
-async fn wait_for(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out after {limit:?} waiting until {what}");
-}
-
 async fn spool_events(gw: &GatewayProcess) -> f64 {
     series_at(&gw.admin_url("/metrics"), "postback_spool_events").await
 }
@@ -54,7 +43,7 @@ async fn a_gateway_started_without_kafka_serves_from_the_spool_and_delivers_once
 
     // The broker comes; the gateway makes the topic and drains.
     let tansu = Tansu::start_on(port);
-    wait_for("the spool drains", Duration::from_secs(40), async || {
+    wait_within("the spool drains", Duration::from_secs(40), async || {
         spool_events(&gw).await == 0.0
     })
     .await;
@@ -120,7 +109,7 @@ async fn repeats_accepted_during_a_start_without_kafka_are_not_sent_twice_and_si
     tansu.resume();
     let gw = GatewayProcess::start_with_spool(Some(&tansu.brokers), &[("RUST_LOG", "info")], spool)
         .await;
-    wait_for("the spool drains", Duration::from_secs(40), async || {
+    wait_within("the spool drains", Duration::from_secs(40), async || {
         spool_events(&gw).await == 0.0
     })
     .await;
@@ -158,7 +147,7 @@ async fn signals_during_the_start_are_handled() {
     // Within the start's wait for Kafka (up to 5 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     signal(child.id(), "HUP");
-    wait_for("ready after the SIGHUP", Duration::from_secs(20), async || {
+    wait_within("ready after the SIGHUP", Duration::from_secs(20), async || {
         matches!(reqwest::get(format!("http://{admin}/readyz")).await, Ok(r) if r.status() == 200)
     })
     .await;

@@ -211,14 +211,8 @@ fn leak(s: String) -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_platform_postback_as_documented_becomes_the_right_event() {
     let tansu = Tansu::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let gw = GatewayProcess::start(
-        Some(&tansu.brokers),
-        &[("POSTBACK_CONFIG", config.to_str().unwrap())],
-    )
-    .await;
+    let (_dir, config) = common::process::config_file(CONFIG);
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
     let client = reqwest::Client::new();
     let mut accepted: HashMap<String, (String, &Case)> = HashMap::new();
     let cases = cases();

@@ -74,6 +74,23 @@ pub async fn series(gw: &Gateway, name: &str) -> f64 {
     series_at(&gw.admin_url("/metrics"), name).await
 }
 
+/// Polls `f` every 100 ms until it is true; fails the test after 30 s.
+pub async fn wait_until(what: &str, f: impl AsyncFnMut() -> bool) {
+    wait_within(what, Duration::from_secs(30), f).await
+}
+
+/// Polls `f` every 100 ms until it is true; fails the test after `limit`.
+pub async fn wait_within(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?} waiting until {what}");
+}
+
 /// One message read back from the topic.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -61,6 +61,16 @@ fn tansu_bin() -> PathBuf {
         })
 }
 
+/// Writes `toml` to a config file in a new temporary directory; returns the
+/// directory (which removes the file when dropped) and the file's path.
+pub fn config_file(toml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
 /// A Tansu broker with in-memory storage on a free loopback port.
 pub struct Tansu {
     child: Child,
