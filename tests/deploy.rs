@@ -559,8 +559,8 @@ fn the_compose_file_agrees_with_the_binary() {
 }
 
 #[test]
-fn the_readme_lists_every_metric_and_every_alert() {
-    let readme = read("README.md");
+fn the_operations_doc_lists_every_metric_and_every_alert() {
+    let readme = read("docs/operations.md");
     let declared = read("src/metrics.rs");
     let names: Vec<&str> = declared
         .lines()
@@ -571,13 +571,13 @@ fn the_readme_lists_every_metric_and_every_alert() {
     for n in names {
         assert!(
             readme.contains(&format!("| `{n}")),
-            "README's metrics table lacks {n}"
+            "docs/operations.md's metrics table lacks {n}"
         );
     }
     for (alert, _) in rule_exprs() {
         assert!(
             readme.contains(&format!("`{alert}`")),
-            "README lacks {alert}"
+            "docs/operations.md lacks {alert}"
         );
     }
 }

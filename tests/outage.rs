@@ -334,7 +334,7 @@ async fn a_fenced_producer_is_replaced_and_delivery_resumes() {
 /// A record Kafka refuses for good (here: larger than the producer may send)
 /// must not hold up the spool: it goes to the dead-letter file, is counted,
 /// and the records behind it drain. Renamed to a segment name, the
-/// dead-letter file drains at the next start (the README's replay step).
+/// dead-letter file drains at the next start (the replay step of docs/durability.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_drains() {
     let kafka = mock_cluster();

@@ -33,7 +33,7 @@ fn nginx_bin() -> PathBuf {
         })
 }
 
-/// The balancer config of the README's "Scaling out" section, with every
+/// The balancer config of the "Scaling out" section of docs/operations.md, with every
 /// path inside `dir` so the test runs without touching the system's nginx.
 fn nginx_conf(dir: &Path, listen: u16, upstreams: &[std::net::SocketAddr]) -> String {
     let d = dir.display();

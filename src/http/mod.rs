@@ -83,7 +83,7 @@ pub async fn serve<H, F>(
         // Replies are a head and a body of a few dozen bytes: copied into one
         // buffer they go out in one plain write. A vectored write of the two
         // (hyper's default) queues the body and costs more: 5-10% of the CPU
-        // per postback at saturation (see README, Performance).
+        // per postback at saturation (see docs/performance.md).
         .writev(false)
         // The whole head must fit: request line plus header block.
         .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(8192));
