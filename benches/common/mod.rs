@@ -1,6 +1,8 @@
 //! Shared by the benches: a global allocator that counts, so each bench can
 //! print allocations per postback next to criterion's time per postback.
 #![allow(dead_code)]
+// A counting GlobalAlloc is unsafe to implement: it only forwards to System.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
