@@ -150,10 +150,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(serve(config));
+    let mut embedded = None;
+    let result = runtime.block_on(serve(config, &mut embedded));
     // A reader of the topic (the warm-up, the drainer's look-back) may still
     // run on a blocking thread; it holds nothing that needs finishing.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    // The embedded cluster goes last: its clients are gone by now, so none
+    // of them reports the brokers down on the way out.
+    drop(embedded);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -163,12 +167,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(mut config: Config) -> anyhow::Result<()> {
+/// Runs the gateway; the embedded cluster, when one is started, is left in
+/// `embedded` for the caller to stop after the runtime.
+async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during the start (the topic's warm-up can
     // take minutes) then stops the gateway in order instead of killing it.
     let shutdown = shutdown_signal();
-    // Held until the end of serve(): dropping it stops the cluster.
-    let mut embedded = None;
     if config.kafka.brokers.is_none() {
         let e = Embedded::start(&config.kafka.topic, config.kafka.topic_partitions)
             .context("cannot start the embedded Kafka cluster")?;
@@ -184,7 +188,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
             config.kafka.topic
         );
         config.kafka.brokers = Some(bootstrap);
-        embedded = Some(e);
+        *embedded = Some(e);
     }
     for w in &config.warnings {
         warn!("{}", w.escape_debug());
@@ -200,9 +204,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     let listeners = Listeners::bind(&config).await?;
     info!(public = %listeners.public_addr(), admin = %listeners.admin_addr(), "Listening.");
-    run(config, listeners, shutdown).await?;
-    drop(embedded);
-    Ok(())
+    run(config, listeners, shutdown).await
 }
 
 /// Prints the URLs to hand to one sender: the postback URL on stdout's first
