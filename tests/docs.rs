@@ -97,3 +97,30 @@ fn every_relative_link_in_the_docs_resolves() {
     }
     assert!(checked >= 10, "only {checked} links");
 }
+
+/// The presets table of docs/sources.md names, for every preset, the
+/// parameters the preset really reads: its token, amount and secret names.
+#[test]
+fn the_presets_table_matches_the_presets() {
+    use postback_gateway::source::presets::{preset, Role, NAMES};
+    let doc = std::fs::read_to_string(root().join("docs/sources.md")).unwrap();
+    for name in NAMES {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}`")))
+            .unwrap_or_else(|| panic!("docs/sources.md has no row for the preset {name}"));
+        let p = preset(name).unwrap();
+        for role in [Role::Tracking, Role::Amount, Role::Txid, Role::ApiKey] {
+            for param in role.names(&p.rules.names) {
+                assert!(
+                    row.contains(&format!("`{param}`")),
+                    "the {name} row does not name its {} parameter `{param}`: {row}",
+                    role.as_str()
+                );
+            }
+        }
+        if p.key_in_path {
+            assert!(row.contains("key in the path"), "{row}");
+        }
+    }
+}
