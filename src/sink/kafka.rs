@@ -140,7 +140,7 @@ pub struct KafkaSink {
     /// How to make a new producer instance.
     producer_config: ClientConfig,
     /// Woken by a producer instance's context when it breaks.
-    fatal: Arc<Notify>,
+    broken: Arc<Notify>,
     topic: String,
     /// Upper bound on waiting for librdkafka's verdict; its own timeout
     /// normally answers first.
@@ -185,12 +185,12 @@ fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
 /// Starts a producer instance, with its delivery reports served on the runtime.
 fn start_producer(
     config: &ClientConfig,
-    fatal: &Arc<Notify>,
+    broken: &Arc<Notify>,
 ) -> anyhow::Result<Arc<KafkaProducer>> {
-    let (config, fatal) = (config.clone(), fatal.clone());
+    let (config, broken) = (config.clone(), broken.clone());
     let producer: KafkaProducer = native::start_as_background(move || {
         config.create_with_context(Verdicts {
-            wake: fatal,
+            wake: broken,
             broken: Mutex::new(None),
         })
     })
@@ -215,8 +215,8 @@ impl KafkaSink {
             .set("message.timeout.ms", &wait_ms)
             .set("request.timeout.ms", &wait_ms)
             .set("queue.buffering.max.messages", "200000");
-        let fatal = Arc::new(Notify::new());
-        let producer = start_producer(&config, &fatal)?;
+        let broken = Arc::new(Notify::new());
+        let producer = start_producer(&config, &broken)?;
         let prober: Arc<AdminClient<Quiet>> = Arc::new(
             client_config(cfg, brokers)
                 .create_with_context(Quiet)
@@ -234,7 +234,7 @@ impl KafkaSink {
         let sink = Arc::new(KafkaSink {
             producer: RwLock::new(producer),
             producer_config: config,
-            fatal,
+            broken,
             topic: cfg.topic.clone(),
             verdict_wait: cfg.delivery_wait * 3 + Duration::from_secs(2),
             reachable: Arc::new(AtomicBool::new(topic_ready)),
@@ -268,7 +268,7 @@ impl KafkaSink {
         );
         metrics::counter!(m::KAFKA_PRODUCER_RESTARTS).increment(1);
         let new = loop {
-            match start_producer(&self.producer_config, &self.fatal) {
+            match start_producer(&self.producer_config, &self.broken) {
                 Ok(p) => break p,
                 Err(e) => {
                     warn!(error = %e, "Cannot start a new Kafka producer; trying again in a second.");
@@ -299,7 +299,7 @@ async fn watch(sink: Arc<KafkaSink>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = sink.fatal.notified() => {}
+            _ = sink.broken.notified() => {}
         }
         // Only this task and the sink hold it; when the gateway drops the sink, stop.
         if Arc::strong_count(&sink) == 1 {
