@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use postback_gateway::config::{Config, ProcessEnv};
 use postback_gateway::sink::embedded::Embedded;
-use postback_gateway::source::url::source_urls;
+use postback_gateway::source::url::{source_urls, UrlError};
 use postback_gateway::source::Sources;
 use postback_gateway::{run, Listeners};
 use tracing::{info, warn};
@@ -22,8 +22,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage:
   postback-gateway [--config PATH]               run the gateway
   postback-gateway check-config [--config PATH]  validate a config and print every problem (exit 64 on any)
-  postback-gateway postback-url --source NAME --base-url URL [--config PATH]
-                                                 print the postback URL to hand to that sender
+  postback-gateway postback-url --source NAME --base-url URL [--network NET] [--config PATH]
+                                                 print the postback URL to hand to that sender,
+                                                 with the macros of the network NET fills in
   postback-gateway events [--brokers HOST:PORT] [--follow] [--count N] [--config PATH]
                                                  print the topic's events, one `key value` line each
 
@@ -31,6 +32,8 @@ SIGHUP reloads the sources from the config file; a config with problems is refus
 
 /// Exit code for a bad config or usage (sysexits' EX_USAGE).
 const EX_USAGE: u8 = 64;
+/// Exit code for a network whose values the source would refuse (EX_DATAERR).
+const EX_DATAERR: u8 = 65;
 
 enum Command {
     Run,
@@ -43,6 +46,7 @@ enum Command {
 struct UrlArgs {
     source: Option<String>,
     base_url: Option<String>,
+    network: Option<String>,
     brokers: Option<String>,
     follow: bool,
     count: Option<u64>,
@@ -69,6 +73,7 @@ fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
             }
             "--source" => url.source = Some(args.next().ok_or("--source needs a name")?),
             "--base-url" => url.base_url = Some(args.next().ok_or("--base-url needs a URL")?),
+            "--network" => url.network = Some(args.next().ok_or("--network needs a name")?),
             "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -234,31 +239,45 @@ fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
         eprintln!("No source {name:?}; the sources are: {}.", names.join(", "));
         return ExitCode::from(EX_USAGE);
     };
-    match source_urls(source, &base) {
+    match source_urls(source, &base, args.network.as_deref()) {
         Ok(urls) => {
             println!("{}", urls.postback);
             let has_pixel = urls.pixel.is_some();
             if let Some(p) = urls.pixel {
                 println!("{p}");
             }
+            let network = args.network.as_deref().or(source.url.network.as_deref());
             eprintln!(
-                "Line 1 is the postback URL for source {name} (platform {}){}. Values in macros \
-                 ({{...}}, #...#, REPLACE, OPTIONAL) are filled in by the platform.",
+                "Line 1 is the postback URL for source {name} (format {}{}){}.",
                 source.platform,
+                network.map_or(String::new(), |n| format!(", macros of {n}")),
                 if has_pixel {
                     "; line 2 is its pixel URL"
                 } else {
                     ""
                 }
             );
-            if let Some(note) = urls.note {
+            if !urls.placeholders.is_empty() {
+                eprintln!(
+                    "Replace {} with the macros of the network that fires into this source \
+                     (drop a parameter it has no macro for, unless it is the click id), or name \
+                     the network with --network ({}). Left as they are, the gateway refuses them.",
+                    urls.placeholders.join(", "),
+                    postback_gateway::source::presets::network_names().join(", ")
+                );
+            }
+            for note in urls.notes {
                 eprintln!("{note}");
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(UrlError::Usage(e)) => {
             eprintln!("{e}");
             ExitCode::from(EX_USAGE)
+        }
+        Err(UrlError::Mismatch(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(EX_DATAERR)
         }
     }
 }

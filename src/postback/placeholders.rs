@@ -45,12 +45,31 @@ const WORDS: &[&str] = &[
     "NaN",
 ];
 
-/// Whether `value` is a placeholder: one of the shapes, one of the words, or
-/// one of the source's own `extra` words (any case).
+/// The gateway's own: what `postback-url` writes where no network fills a
+/// role (one per role of SPEC §3; `source::url::placeholder`).
+pub const OWN: &[&str] = &[
+    "REPLACE_CLICK_ID",
+    "REPLACE_AMOUNT",
+    "REPLACE_CONVERSION_ID",
+    "REPLACE_GOAL",
+    "REPLACE_STATUS",
+    "REPLACE_CURRENCY",
+    "REPLACE_CLICK_TIME",
+    "REPLACE_CAMPAIGN_ID",
+    "REPLACE_ADSET_ID",
+    "REPLACE_AD_ID",
+    "REPLACE_PLACEMENT",
+    "REPLACE_API_KEY",
+];
+
+/// Whether `value` is a placeholder: one of the shapes, one of the words
+/// (the gateway's own among them), or one of the source's own `extra` words
+/// (any case).
 pub fn is_placeholder(value: &str, extra: &[String]) -> bool {
     WORDS
         .iter()
         .copied()
+        .chain(OWN.iter().copied())
         .chain(extra.iter().map(String::as_str))
         .any(|word| value.eq_ignore_ascii_case(word))
         || SHAPES.iter().any(|(open, close)| {
@@ -85,6 +104,7 @@ mod tests {
             "%TRANSACTION_ID%",
             "#s2#",
             "REPLACE",
+            "REPLACE_CLICK_ID",
             "optional",
             "null",
             "NULL",

@@ -26,6 +26,18 @@ impl Status {
             Status::Other => "other",
         }
     }
+
+    /// The status named `word` as [`Status::as_str`] writes it.
+    pub fn parse(word: &str) -> Option<Status> {
+        [
+            Status::Approved,
+            Status::Pending,
+            Status::Declined,
+            Status::Other,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == word)
+    }
 }
 
 /// Parameter names for each role. Each role may have several aliases; the

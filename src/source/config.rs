@@ -11,10 +11,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::net::{Cidr, Networks};
-use super::presets::{self, preset, Role};
+use super::presets::{self, Preset, Role};
 use super::url::UrlTemplate;
 use super::{Source, Sources};
-use crate::postback::{AmountFormat, Status};
+use crate::postback::{AmountFormat, ParseRules, Status};
 
 /// A role's parameter name, or several aliases.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +71,8 @@ struct SourceFile {
     amount: AmountFile,
     #[serde(default)]
     macros: BTreeMap<String, String>,
+    /// The network that fires into this source: whose macros `postback-url` writes.
+    network: Option<String>,
     rate_limit: Option<RateFile>,
 }
 
@@ -131,29 +133,238 @@ pub fn build(
     Some(Arc::new(Sources::from_list(list)))
 }
 
+/// The part of a source that says what it accepts, built first from its
+/// preset's table and then from its own, by the same steps.
+struct Format {
+    rules: ParseRules,
+    key_in_path: bool,
+    pixels: bool,
+    url: UrlTemplate,
+}
+
+impl Format {
+    /// What a preset's table starts from: the reference rules with no
+    /// parameter names.
+    fn empty() -> Format {
+        let mut rules = ParseRules::reference();
+        for role in Role::ALL {
+            role.names_mut(&mut rules.names).clear();
+        }
+        Format {
+            rules,
+            key_in_path: false,
+            pixels: false,
+            url: UrlTemplate::default(),
+        }
+    }
+
+    fn of(p: &Preset) -> Format {
+        Format {
+            rules: p.rules.clone(),
+            key_in_path: p.key_in_path,
+            pixels: p.pixels,
+            url: p.url.clone(),
+        }
+    }
+}
+
+/// Builds the preset `name` from its `[presets.NAME]` table of presets.toml,
+/// read and checked exactly as a `[sources.NAME]` table is.
+pub(super) fn build_preset(
+    name: &str,
+    table: toml::Value,
+    errors: &mut Vec<String>,
+) -> Option<Preset> {
+    let before = errors.len();
+    let mut err = |msg: String| errors.push(format!("preset {name}: {msg}"));
+    let mut f = match table.try_into::<SourceFile>() {
+        Ok(f) => f,
+        Err(e) => {
+            err(e.message().trim().to_owned());
+            return None;
+        }
+    };
+    let owned_by_sources = [
+        ("preset", f.preset.is_some()),
+        ("platform", f.platform.is_some()),
+        ("api_keys", f.api_keys.is_some()),
+        ("pixel_keys", !f.pixel_keys.is_empty()),
+        ("s2s_without_key", f.s2s_without_key),
+        ("dedup_max_keys", f.dedup_max_keys.is_some()),
+        ("hosts", !f.hosts.is_empty()),
+        ("allow_networks", !f.allow_networks.is_empty()),
+        ("trusted_proxies", !f.trusted_proxies.is_empty()),
+        ("rate_limit", f.rate_limit.is_some()),
+        ("tracking_template", f.tracking_template),
+    ];
+    for (field, set) in owned_by_sources {
+        if set {
+            err(format!("{field} belongs to a source, not to a preset"));
+        }
+    }
+    let mut fmt = Format::empty();
+    fmt.pixels = f.pixels.take().unwrap_or(false);
+    apply_format(&mut fmt, &mut f, &mut err);
+    check_format(&fmt, false, &mut err);
+    (errors.len() == before).then(|| Preset {
+        name: name.to_owned(),
+        rules: fmt.rules,
+        key_in_path: fmt.key_in_path,
+        pixels: fmt.pixels,
+        url: fmt.url,
+    })
+}
+
 fn build_one(
     name: &str,
-    f: SourceFile,
+    mut f: SourceFile,
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Source {
     let mut err = |msg: String| errors.push(format!("source {name}: {msg}"));
-    let preset_name = f.preset.as_deref().unwrap_or("reference");
-    let p = preset(&preset_name.to_ascii_lowercase()).unwrap_or_else(|| {
+    let preset_name = f.preset.take().unwrap_or_else(|| "reference".to_owned());
+    let p = presets::preset(&preset_name).unwrap_or_else(|| {
         err(format!(
             "unknown preset {preset_name:?}; the presets are {}",
-            presets::NAMES.join(", ")
+            presets::names().join(", ")
         ));
-        preset("reference").expect("the reference preset exists")
+        presets::preset("reference").expect("the reference preset exists")
     });
-    let mut rules = p.rules;
-    let mut url = UrlTemplate {
-        macros: p.macros,
-        style: p.style,
-        body_fields: p.body_fields,
-    };
+    let mut fmt = Format::of(p);
+    apply_format(&mut fmt, &mut f, &mut err);
+    if let Some(n) = &fmt.url.network {
+        if presets::network_named(n).is_none() {
+            err(format!(
+                "unknown network {n:?}; the networks are {}",
+                presets::network_names().join(", ")
+            ));
+        }
+    }
+    check_format(&fmt, f.tracking_template, &mut err);
 
-    for (role_name, value) in f.params {
+    let keys = api_keys(f.api_keys.take(), &mut err);
+    let pixel_keys = std::mem::take(&mut f.pixel_keys);
+    check_pixel_keys(&keys, &pixel_keys, &fmt.rules, &mut err);
+    let keyed = !keys.is_empty();
+    let pixels = match f.pixels {
+        Some(true) if keyed && pixel_keys.is_empty() => {
+            err(
+                "pixels = true on a source with api keys needs pixel_keys of its own: a pixel URL \
+                 sits in a public page, and an api key in it would let anyone send S2S postbacks"
+                    .into(),
+            );
+            false
+        }
+        Some(b) => b,
+        None => fmt.pixels && (!keyed || !pixel_keys.is_empty()),
+    };
+    if keyed && f.s2s_without_key {
+        err("s2s_without_key is for sources without api keys".into());
+    }
+    if !keyed && f.s2s_without_key {
+        warnings.push(format!(
+            "source {name} takes S2S postbacks without a key (s2s_without_key = true): anyone who \
+             knows its URL can create conversions; give it api_keys unless that is intended"
+        ));
+    }
+    if fmt.key_in_path && keys.is_empty() {
+        err("key_in_path needs at least one api key".into());
+    }
+    if !keys.is_empty() && !fmt.key_in_path && fmt.rules.names.api_key.is_empty() {
+        err(
+            "has api keys but no parameter to carry them (params.api_key) and key_in_path is off"
+                .into(),
+        );
+    }
+    if f.dedup_max_keys == Some(0) {
+        err("dedup_max_keys must be above 0".into());
+    }
+
+    let mut s = Source::new(name, keys, fmt.rules);
+    s.platform = Arc::from(f.platform.take().unwrap_or_else(|| p.name.clone()));
+    s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
+    s.key_in_path = fmt.key_in_path;
+    s.pixels = pixels;
+    s.set_pixel_keys(pixel_keys);
+    s.s2s_without_key = f.s2s_without_key;
+    s.dedup_max_keys = f.dedup_max_keys;
+    s.hosts = host_names(&f.hosts, &mut err);
+    s.allow = networks("allow_networks", &f.allow_networks, &mut err);
+    s.trusted_proxies = networks("trusted_proxies", &f.trusted_proxies, &mut err);
+    s.url = fmt.url;
+    if let Some(r) = f.rate_limit.take() {
+        match crate::ratelimit::Rate::checked(r.per_second, r.burst) {
+            Ok(rate) => s.rate = Some(crate::ratelimit::Limiter::new(rate)),
+            Err(e) => err(format!("rate_limit: {e}")),
+        }
+    }
+    s
+}
+
+/// Applies what one table says about the format (names, statuses, amounts,
+/// the URL) on top of `fmt`: a preset's table over the empty base, then a
+/// source's over its preset.
+fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(String)) {
+    let rules = &mut fmt.rules;
+    apply_params(rules, std::mem::take(&mut f.params), err);
+    if let Some(ci) = f.status_case_insensitive {
+        rules.status_case_insensitive = ci;
+    }
+    match f.unknown_status.as_deref() {
+        None => {}
+        Some("refuse") => rules.accept_unknown_status = false,
+        Some("accept") => rules.accept_unknown_status = true,
+        Some(other) => err(format!(
+            "unknown_status = {other:?}: it is \"refuse\" (bad_status) or \"accept\" (status \"other\")"
+        )),
+    }
+    if let Some(map) = f.statuses.take() {
+        apply_statuses(rules, map, err);
+    }
+    if let Some(c) = f.currency.take() {
+        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
+            rules.fixed_currency = Some(c.to_ascii_uppercase());
+        } else {
+            err(format!(
+                "currency = {c:?} is not a three-letter ISO 4217 code"
+            ));
+        }
+    }
+    if let Some(b) = f.plus_as_space {
+        rules.plus_as_space = b;
+    }
+    for word in std::mem::take(&mut f.extra_placeholders) {
+        if word.is_empty() || word.len() > 1024 {
+            err("extra_placeholders entries must be 1 to 1024 bytes".into());
+        } else {
+            rules.extra_placeholders.push(word);
+        }
+    }
+    amount_rules(&mut rules.amount, std::mem::take(&mut f.amount), err);
+    if let Some(k) = f.key_in_path {
+        fmt.key_in_path = k;
+    }
+    if let Some(n) = f.network.take() {
+        fmt.url.network = Some(n.to_ascii_lowercase());
+    }
+    for (role_name, text) in std::mem::take(&mut f.macros) {
+        match Role::parse(&role_name) {
+            Some(role) if !text.is_empty() => {
+                fmt.url.macros.retain(|(r, _)| *r != role);
+                fmt.url.macros.push((role, text));
+            }
+            Some(_) => err(format!("macros.{role_name} is empty")),
+            None => err(format!("macros.{role_name} is not a role")),
+        }
+    }
+}
+
+fn apply_params(
+    rules: &mut ParseRules,
+    params: BTreeMap<String, OneOrMany>,
+    err: &mut impl FnMut(String),
+) {
+    for (role_name, value) in params {
         let Some(role) = Role::parse(&role_name) else {
             err(format!(
                 "params.{role_name} is not a role; the roles are {}",
@@ -172,9 +383,39 @@ fn build_one(
         }
         *role.names_mut(&mut rules.names) = list;
     }
+}
+
+/// `statuses` replaces the whole map.
+fn apply_statuses(
+    rules: &mut ParseRules,
+    map: BTreeMap<String, String>,
+    err: &mut impl FnMut(String),
+) {
+    rules.statuses.clear();
+    for (raw, word) in map {
+        let Some(status) = Status::parse(&word) else {
+            err(format!(
+                "statuses.{raw:?} = {word:?}: a status maps to approved, pending, declined or other"
+            ));
+            continue;
+        };
+        let key = if rules.status_case_insensitive {
+            raw.to_lowercase()
+        } else {
+            raw.clone()
+        };
+        if key.is_empty() || rules.statuses.insert(key, status).is_some() {
+            err(format!("statuses.{raw:?} is empty or listed twice"));
+        }
+    }
+}
+
+/// What must hold of the format once every table is applied.
+fn check_format(fmt: &Format, tracking_template: bool, err: &mut impl FnMut(String)) {
+    let names = &fmt.rules.names;
     let mut seen: HashMap<&str, Role> = HashMap::new();
     for role in Role::ALL {
-        for n in role.names(&rules.names) {
+        for n in role.names(names) {
             match seen.get(n.as_str()) {
                 Some(other) if *other != role => err(format!(
                     "parameter {n:?} is both {} and {}; a name can have one role only",
@@ -187,90 +428,15 @@ fn build_one(
             }
         }
     }
-    if rules.names.tracking.is_empty() {
+    if names.tracking.is_empty() {
         err("no parameter names the tracking token (params.tracking)".into());
     }
-
-    if let Some(ci) = f.status_case_insensitive {
-        rules.status_case_insensitive = ci;
-    }
-    match f.unknown_status.as_deref() {
-        None => {}
-        Some("refuse") => rules.accept_unknown_status = false,
-        Some("accept") => rules.accept_unknown_status = true,
-        Some(other) => err(format!(
-            "unknown_status = {other:?}: it is \"refuse\" (bad_status) or \"accept\" (status \"other\")"
-        )),
-    }
-    if let Some(map) = f.statuses {
-        rules.statuses.clear();
-        for (raw, word) in map {
-            let status = match word.as_str() {
-                "approved" => Status::Approved,
-                "pending" => Status::Pending,
-                "declined" => Status::Declined,
-                "other" => Status::Other,
-                _ => {
-                    err(format!(
-                        "statuses.{raw:?} = {word:?}: a status maps to approved, pending, declined or other"
-                    ));
-                    continue;
-                }
-            };
-            let key = if rules.status_case_insensitive {
-                raw.to_lowercase()
-            } else {
-                raw.clone()
-            };
-            if key.is_empty() || rules.statuses.insert(key, status).is_some() {
-                err(format!("statuses.{raw:?} is empty or listed twice"));
-            }
-        }
-    }
-
-    if let Some(c) = f.currency {
-        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
-            rules.fixed_currency = Some(c.to_ascii_uppercase());
-        } else {
-            err(format!(
-                "currency = {c:?} is not a three-letter ISO 4217 code"
-            ));
-        }
-    }
-    if let Some(b) = f.plus_as_space {
-        rules.plus_as_space = b;
-    }
-    for word in f.extra_placeholders {
-        if word.is_empty() || word.len() > 1024 {
-            err("extra_placeholders entries must be 1 to 1024 bytes".into());
-        } else {
-            rules.extra_placeholders.push(word);
-        }
-    }
-    amount_rules(&mut rules.amount, f.amount, &mut err);
-    if rules.amount.required && rules.names.amount.is_empty() {
+    if fmt.rules.amount.required && names.amount.is_empty() {
         err("the amount is required but no parameter names it (params.amount)".into());
     }
-
-    let mut added = Vec::new();
-    for (role_name, text) in f.macros {
-        match Role::parse(&role_name) {
-            Some(role) if !text.is_empty() => match url.macros.iter_mut().find(|(r, _)| *r == role)
-            {
-                Some(entry) => entry.1 = text,
-                None => added.push((role, text)),
-            },
-            Some(_) => err(format!("macros.{role_name} is empty")),
-            None => err(format!("macros.{role_name} is not a role")),
-        }
-    }
-    // Roles the preset does not list follow in the order of SPEC §3.
-    added.sort_by_key(|(r, _)| Role::ALL.iter().position(|x| x == r));
-    url.macros.extend(added);
-
-    if f.tracking_template {
+    if tracking_template {
         for role in Role::TEMPLATE_IDS {
-            if role.names(&rules.names).is_empty() {
+            if role.names(names).is_empty() {
                 err(format!(
                     "declares a tracking template but maps no parameter for {} \
                      (add params.{} = \"...\")",
@@ -280,17 +446,16 @@ fn build_one(
             }
         }
     }
+}
 
-    let keys = match f.api_keys {
-        Some(k) => k,
-        None => {
-            err(
-                "api_keys is missing; list the keys, or write api_keys = [] for a source \
-                 that takes no key"
-                    .into(),
-            );
-            Vec::new()
-        }
+fn api_keys(keys: Option<Vec<String>>, err: &mut impl FnMut(String)) -> Vec<String> {
+    let Some(keys) = keys else {
+        err(
+            "api_keys is missing; list the keys, or write api_keys = [] for a source \
+             that takes no key"
+                .into(),
+        );
+        return Vec::new();
     };
     for (i, k) in keys.iter().enumerate() {
         if !valid_key(k) {
@@ -302,7 +467,15 @@ fn build_one(
             err(format!("api key #{} is listed twice", i + 1));
         }
     }
-    let pixel_keys = f.pixel_keys;
+    keys
+}
+
+fn check_pixel_keys(
+    keys: &[String],
+    pixel_keys: &[String],
+    rules: &ParseRules,
+    err: &mut impl FnMut(String),
+) {
     for (i, k) in pixel_keys.iter().enumerate() {
         if !valid_key(k) {
             err(format!(
@@ -320,43 +493,11 @@ fn build_one(
     if !pixel_keys.is_empty() && rules.names.api_key.is_empty() {
         err("has pixel keys but no parameter to carry them (params.api_key)".into());
     }
-    let keyed = !keys.is_empty();
-    let pixels = match f.pixels {
-        Some(true) if keyed && pixel_keys.is_empty() => {
-            err(
-                "pixels = true on a source with api keys needs pixel_keys of its own: a pixel URL \
-                 sits in a public page, and an api key in it would let anyone send S2S postbacks"
-                    .into(),
-            );
-            false
-        }
-        Some(b) => b,
-        None => p.pixels && (!keyed || !pixel_keys.is_empty()),
-    };
-    if keyed && f.s2s_without_key {
-        err("s2s_without_key is for sources without api keys".into());
-    }
-    if !keyed && f.s2s_without_key {
-        warnings.push(format!(
-            "source {name} takes S2S postbacks without a key (s2s_without_key = true): anyone who \
-             knows its URL can create conversions; give it api_keys unless that is intended"
-        ));
-    }
-    let key_in_path = f.key_in_path.unwrap_or(p.key_in_path);
-    if key_in_path && keys.is_empty() {
-        err("key_in_path needs at least one api key".into());
-    }
-    if !keys.is_empty() && !key_in_path && rules.names.api_key.is_empty() {
-        err(
-            "has api keys but no parameter to carry them (params.api_key) and key_in_path is off"
-                .into(),
-        );
-    }
+}
 
-    let allow = networks("allow_networks", &f.allow_networks, &mut err);
-    let trusted_proxies = networks("trusted_proxies", &f.trusted_proxies, &mut err);
+fn host_names(list: &[String], err: &mut impl FnMut(String)) -> Vec<String> {
     let mut hosts = Vec::new();
-    for h in f.hosts {
+    for h in list {
         let lower = h.to_ascii_lowercase();
         let ok = !lower.is_empty()
             && lower.len() <= 253
@@ -371,29 +512,7 @@ fn build_one(
             ));
         }
     }
-
-    let mut s = Source::new(name, keys, rules);
-    s.platform = Arc::from(f.platform.unwrap_or_else(|| p.name.to_owned()));
-    s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
-    s.key_in_path = key_in_path;
-    s.pixels = pixels;
-    s.set_pixel_keys(pixel_keys);
-    s.s2s_without_key = f.s2s_without_key;
-    if f.dedup_max_keys == Some(0) {
-        err("dedup_max_keys must be above 0".into());
-    }
-    s.dedup_max_keys = f.dedup_max_keys;
-    s.hosts = hosts;
-    s.allow = allow;
-    s.trusted_proxies = trusted_proxies;
-    s.url = url;
-    if let Some(r) = f.rate_limit {
-        match crate::ratelimit::Rate::checked(r.per_second, r.burst) {
-            Ok(rate) => s.rate = Some(crate::ratelimit::Limiter::new(rate)),
-            Err(e) => err(format!("rate_limit: {e}")),
-        }
-    }
-    s
+    hosts
 }
 
 fn amount_rules(a: &mut crate::postback::AmountRules, f: AmountFile, err: &mut impl FnMut(String)) {

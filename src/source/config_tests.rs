@@ -36,13 +36,13 @@ fn the_sample_config_is_valid() {
 
 #[test]
 fn every_preset_builds_from_two_lines() {
-    for name in presets::NAMES {
+    for name in presets::names() {
         let s = source(
             &format!("[sources.s]\npreset = \"{name}\"\napi_keys = [\"{KEY}\"]\n"),
             "s",
         );
         assert_eq!(&*s.platform, name);
-        assert_eq!(s.rules, preset(name).unwrap().rules, "{name}");
+        assert_eq!(s.rules, presets::preset(name).unwrap().rules, "{name}");
     }
 }
 
@@ -136,6 +136,7 @@ fn every_validation_reports_its_problem() {
         (format!("[sources.s]\n{k}\nhosts = [\"https://x.example\"]"), "is not a host name"),
         (format!("[sources.s]\n{k}\nconversion_time = \"visit\""), "unknown variant `visit`"),
         (format!("[sources.s]\n{k}\n[sources.s.macros]\nsubid = \"{{x}}\""), "macros.subid is not a role"),
+        (format!("[sources.s]\n{k}\nnetwork = \"cakes\""), "unknown network \"cakes\""),
         ("[sources.s]\napi_keys = []\nkey_in_path = true".into(), "key_in_path needs"),
         (format!("[sources.s]\n{k}\n[sources.s.params]\napi_key = []"), "no parameter to carry them"),
         (format!("api_key = \"x\"\n[sources.s]\n{k}"), "with sources, give each one its api_keys"),

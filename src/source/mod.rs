@@ -85,7 +85,7 @@ impl Source {
             hosts: Vec::new(),
             allow: Networks::default(),
             trusted_proxies: Networks::default(),
-            url: UrlTemplate::reference(),
+            url: UrlTemplate::default(),
             rate: None,
             counters: std::sync::OnceLock::new(),
         }

@@ -4,9 +4,13 @@
 //! any field. Each preset cites the public page its facts come from; what the
 //! pages do not say is marked "not documented" and keeps the reference rule.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
-use crate::postback::{AmountFormat, Names, ParseRules, Status};
+use serde::Deserialize;
+
+use super::url::UrlTemplate;
+use crate::postback::{Names, ParseRules, Status};
 
 /// A parameter role of SPEC §3, as named in config (`[sources.x.params]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,369 +123,224 @@ impl MacroStyle {
     }
 }
 
-/// What a platform preset fills in.
+/// The platform presets and networks, as data: `presets.toml`, embedded.
+const DATA: &str = include_str!("presets.toml");
+
+/// `presets.toml`, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataFile {
+    aliases: BTreeMap<String, String>,
+    presets: BTreeMap<String, toml::Value>,
+    samples: BTreeMap<String, Vec<String>>,
+    networks: BTreeMap<String, NetworkFile>,
+}
+
+/// One `[networks.NAME]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    style: Option<String>,
+    #[serde(default)]
+    macros: Vec<(String, String)>,
+    #[serde(default)]
+    samples: BTreeMap<String, Vec<String>>,
+    /// The status words the network sends and what each means.
+    #[serde(default)]
+    statuses: BTreeMap<String, String>,
+    posts_fields_of: Option<String>,
+    /// What the operator must know about this network's macros.
+    note: Option<String>,
+}
+
+/// A platform preset: the format a source of that platform accepts, built
+/// from its `[presets.NAME]` table exactly as a `[sources.NAME]` table is.
 #[derive(Debug, Clone)]
 pub struct Preset {
-    pub name: &'static str,
+    pub name: String,
     pub rules: ParseRules,
     /// The secret travels as the first path segment (`/{key}/postback`).
     pub key_in_path: bool,
     /// Whether sources of this platform take browser pixels.
     pub pixels: bool,
-    /// The platform posts its fields as a form body instead of filling a URL.
-    pub body_fields: bool,
-    /// Roles in the order the postback URL lists them, with the platform's macro.
-    pub macros: Vec<(Role, String)>,
+    /// How postback URLs for this format are written, and for which network.
+    pub url: UrlTemplate,
+}
+
+/// A sender: the macros it fills into a postback URL and what it fills in.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    /// How its macros are written, for the record; the URL uses `macros`.
     pub style: MacroStyle,
+    /// Roles in the order its URLs list them, with its macro for each.
+    pub macros: Vec<(Role, String)>,
+    /// What it fills in per role, in the shapes its documentation shows.
+    pub samples: HashMap<Role, Vec<String>>,
+    /// The status words it sends, with what each means.
+    pub statuses: Vec<(String, Status)>,
+    /// It fills no URL but posts the fields of this preset as a form body.
+    pub posts_fields_of: Option<String>,
+    /// What the operator must know about its macros (one that is not on the
+    /// network's own pages, say), printed with every URL for it.
+    pub note: Option<String>,
 }
 
-/// Every preset name, for errors and docs.
-pub const NAMES: [&str; 11] = [
-    "reference",
-    "cake",
-    "tune",
-    "nats",
-    "everflow",
-    "voluum",
-    "binom",
-    "keitaro",
-    "kintura",
-    "redtrack",
-    "affise",
-];
-
-fn v(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn statuses(pairs: &[(&str, Status)]) -> HashMap<String, Status> {
-    pairs.iter().map(|(k, s)| ((*k).to_owned(), *s)).collect()
-}
-
-/// Names with only the api key and the tracking token set; presets add the rest.
-fn bare(api_key: &[&str], tracking: &[&str]) -> Names {
-    Names {
-        api_key: v(api_key),
-        tracking: v(tracking),
-        amount: Vec::new(),
-        txid: Vec::new(),
-        goal: Vec::new(),
-        status: Vec::new(),
-        currency: Vec::new(),
-        click_time: Vec::new(),
-        ..Names::default()
+impl Network {
+    /// The values this network puts in place of `role`'s macro.
+    pub fn samples(&self, role: Role) -> &[String] {
+        self.samples.get(&role).map_or(&[], Vec::as_slice)
     }
 }
 
-/// Integers and one decimal as well as two or more (`5`, `2.5`, `12.34`), up
-/// to `max` decimals; the event still carries at least two.
-fn loose_amounts(max: u8) -> AmountFormat {
-    AmountFormat::Decimal {
-        min_decimals: 0,
-        max_decimals: max,
+/// Every preset and network, read once from the embedded data.
+struct Catalog {
+    presets: BTreeMap<String, Preset>,
+    aliases: BTreeMap<String, String>,
+    networks: BTreeMap<String, Network>,
+}
+
+fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        load(DATA)
+            .unwrap_or_else(|problems| panic!("presets.toml is invalid:\n{}", problems.join("\n")))
+    })
+}
+
+/// Reads `presets.toml`; every problem of every table is reported.
+fn load(text: &str) -> Result<Catalog, Vec<String>> {
+    let file: DataFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+    let mut errors = Vec::new();
+    let mut presets = BTreeMap::new();
+    for (name, table) in file.presets {
+        if let Some(p) = super::config::build_preset(&name, table, &mut errors) {
+            presets.insert(name, p);
+        }
+    }
+    let mut networks = BTreeMap::new();
+    for (name, n) in file.networks {
+        networks.insert(name.clone(), network(&name, n, &file.samples, &mut errors));
+    }
+    for (alias, target) in &file.aliases {
+        if !presets.contains_key(target) || presets.contains_key(alias) {
+            errors.push(format!(
+                "alias {alias} = {target:?}: no such preset, or a preset of its own"
+            ));
+        }
+    }
+    for p in presets.values() {
+        if let Some(n) = &p.url.network {
+            if !networks.contains_key(n) {
+                errors.push(format!("preset {}: no network {n:?}", p.name));
+            }
+        }
+    }
+    for n in networks.values() {
+        if let Some(p) = &n.posts_fields_of {
+            if !presets.contains_key(p) {
+                errors.push(format!("network {}: no preset {p:?}", n.name));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Catalog {
+            presets,
+            aliases: file.aliases,
+            networks,
+        })
+    } else {
+        Err(errors)
     }
 }
 
-fn macros(list: &[(Role, &str)]) -> Vec<(Role, String)> {
-    list.iter().map(|(r, m)| (*r, (*m).to_owned())).collect()
-}
-
-/// The preset called `name` (lowercase; `hasoffers` is `tune`).
-pub fn preset(name: &str) -> Option<Preset> {
-    use Role::{Amount, CampaignId, Currency, Goal, Tracking, Txid};
-    use Status::{Approved, Declined, Other, Pending};
-    let status = Role::Status;
-    let mut p = Preset {
-        name: "reference",
-        rules: ParseRules::reference(),
-        key_in_path: false,
-        pixels: false,
-        body_fields: false,
-        macros: Vec::new(),
-        style: MacroStyle::Braces,
+fn network(
+    name: &str,
+    n: NetworkFile,
+    defaults: &BTreeMap<String, Vec<String>>,
+    errors: &mut Vec<String>,
+) -> Network {
+    let mut err = |msg: String| errors.push(format!("network {name}: {msg}"));
+    let style = match n.style.as_deref() {
+        None | Some("braces") => MacroStyle::Braces,
+        Some("hashes") => MacroStyle::Hashes,
+        Some(other) => {
+            err(format!("style {other:?} is \"braces\" or \"hashes\""));
+            MacroStyle::Braces
+        }
     };
-    let r = &mut p.rules;
-    match name {
-        "reference" => {
-            p.pixels = true;
-            p.macros = macros(&[
-                (Tracking, "{tracking}"),
-                (Amount, "{amount}"),
-                (Txid, "{txid}"),
-            ]);
+    let role = |r: &str, err: &mut dyn FnMut(String)| {
+        let role = Role::parse(r);
+        if role.is_none() {
+            err(format!("{r} is not a role"));
         }
-        "cake" => {
-            // https://support.getcake.com/en/support/solutions/articles/5000546096
-            // ("#s2# is the most common parameter and token to pass a click
-            // ID"), https://support.getcake.com/support/solutions/articles/5000545788
-            // (#s1# "is reserved for passing sub affiliate IDs"; #leadid# the
-            // conversion id CAKE assigns; #oid# the offer; #price#; #tid#).
-            p.name = "cake";
-            r.names = bare(&["api_key"], &["r"]);
-            r.names.amount = v(&["p"]);
-            r.names.txid = v(&["t"]);
-            r.names.goal = v(&["e"]);
-            r.names.campaign_id = v(&["o"]);
-            p.style = MacroStyle::Hashes;
-            p.macros = macros(&[
-                (Tracking, "#s2#"),
-                (Amount, "#price#"),
-                (Txid, "#leadid#"),
-                (CampaignId, "#oid#"),
-            ]);
+        role
+    };
+    let mut macros = Vec::new();
+    for (r, m) in n.macros {
+        if let Some(r) = role(&r, &mut err) {
+            macros.push((r, m));
         }
-        "tune" | "hasoffers" => {
-            // https://support.tune.com/hc/en-us/articles/1500008231622-Transaction-IDs
-            // ("Transaction IDs are identifiers that TUNE uses to identify which
-            // conversions are connected to which clicks": TUNE's own click id,
-            // NOT a conversion or order id), https://support.tune.com/hc/en-us/
-            // articles/1500005137081 (`aff_lsr?offer_id=..&transaction_id=..&amount=..`).
-            // This format is TUNE's conversion endpoint: `transaction_id` is
-            // the tracking token. {payout}/{goal_id} macros: not on the pages read.
-            p.name = "tune";
-            r.names = bare(&["security_token"], &["transaction_id"]);
-            r.names.amount = v(&["amount"]);
-            r.names.goal = v(&["goal_id"]);
-            r.names.campaign_id = v(&["offer_id"]);
-            p.macros = macros(&[
-                (Tracking, "{aff_sub}"),
-                (Amount, "{payout}"),
-                (CampaignId, "{offer_id}"),
-                (Goal, "{goal_id}"),
-            ]);
-        }
-        "nats" => {
-            // https://tmmwiki.com/index.php/NATS4_Post_URLs (the example post:
-            // passthrough1..5, transaction[amount] = 2995, biller_amount,
-            // biller_currency, post_type = approvalpost),
-            // https://tmmwiki.com/index.php?diff=11614&oldid=11577&title=NATS4_Post_URLs
-            // (post_type per post URL), https://docs.toomuchmedia.com/nats-admin/
-            // sites/further-reading/postbacks-and-post-urls/affiliate-postback
-            // (affiliate postbacks: the same events, POSTed).
-            p.name = "nats";
-            r.names = bare(&["api_key"], &["passthrough1", "transaction[passthrough1]"]);
-            // The amount and the currency that belong together: what the biller
-            // charged, in the biller's currency. transaction[amount] is NATS's
-            // conversion of it (exchange_rate) and passes through in params.
-            // Integer cents: inferred from the example (2995 for a $29.95
-            // join); the pages do not say so in words.
-            r.names.amount = v(&["transaction[biller_amount]"]);
-            r.names.txid = v(&["transaction[transaction_id]"]);
-            // post_type is the event; `status` is the member's status, not the event's.
-            r.names.status = v(&["post_type"]);
-            r.names.currency = v(&["transaction[biller_currency]"]);
-            r.amount.format = AmountFormat::Cents;
-            r.amount.allow_negative = true;
-            // Site posts end in `post`; affiliate postbacks name the same
-            // events without it (the plain forms are not documented word for
-            // word). Chargebacks, voids and credits take money back; an expiry
-            // or a failed rebill (insufficient funds) brings none: never approved.
-            r.statuses = statuses(&[
-                ("approvalpost", Approved),
-                ("approval", Approved),
-                ("upgradepost", Approved),
-                ("upgrade", Approved),
-                ("rebillpost", Approved),
-                ("rebill", Approved),
-                ("pending_rebillpost", Pending),
-                ("chargebackpost", Declined),
-                ("chargeback", Declined),
-                ("voidpost", Declined),
-                ("void", Declined),
-                ("creditpost", Declined),
-                ("credit", Declined),
-                ("expirepost", Declined),
-                ("expire", Declined),
-                ("insufficient_fundpost", Declined),
-                ("insufficient_fund", Declined),
-            ]);
-            p.body_fields = true;
-        }
-        "everflow" => {
-            // https://helpdesk.everflow.io/en/articles/3673712-offer-revenue-payout
-            // (`transaction_id=TRANSACTION_ID&amount=AMOUNT`: Everflow's
-            // transaction_id is its click id), https://helpdesk.everflow.io/en/
-            // articles/3597723-getting-started-advertiser-postbacks (a $100
-            // sale). Integer amounts: the example amounts are whole dollars.
-            p.name = "everflow";
-            r.names = bare(&["verification_token"], &["transaction_id"]);
-            r.amount.format = loose_amounts(2);
-            r.names.amount = v(&["amount"]);
-            r.names.txid = v(&["order_id"]);
-            r.names.goal = v(&["event_id"]);
-            r.names.currency = v(&["currency"]);
-            p.macros = macros(&[
-                (Tracking, "{sub1}"),
-                (Amount, "{payout_amount}"),
-                (Txid, "{order_id}"),
-                (Goal, "{event_id}"),
-                (Currency, "{currency}"),
-            ]);
-        }
-        "voluum" => {
-            // https://doc.voluum.com/en/submitting_postback_url.html ("cid: This
-            // is a mandatory parameter"; "payout: This is an optional
-            // parameter"; txid optional), https://doc.voluum.com/en/
-            // custom_conversions.html (`et`), https://doc.voluum.com/en/upselling.html
-            // (cid + txid counted once). Integer payouts (`payout=5`): as
-            // trackers forward them; Voluum's own examples have two decimals.
-            p.name = "voluum";
-            r.names = bare(&["api_key"], &["cid"]);
-            r.names.amount = v(&["payout"]);
-            r.amount.format = loose_amounts(4);
-            r.amount.required = false;
-            r.names.txid = v(&["txid"]);
-            r.names.goal = v(&["et"]);
-            r.names.currency = v(&["currency"]);
-            p.pixels = true;
-            p.macros = macros(&[
-                (Tracking, "REPLACE"),
-                (Amount, "OPTIONAL"),
-                (Txid, "OPTIONAL"),
-            ]);
-        }
-        "binom" => {
-            // https://docs.binom.org/postback-url.php (cnv_id, payout,
-            // cnv_status "signup, checkout, approve, reject etc", cnv_currency;
-            // the conversion pixel sends payout=OPTIONAL),
-            // https://docs.binom.org/payout-tracking-v2.php (`payout=5`,
-            // `cnv_status=Hold`). cnv_status is free text in Binom: words
-            // outside the map are accepted as `other`, raw word kept.
-            p.name = "binom";
-            r.names = bare(&["api_key"], &["cnv_id"]);
-            r.names.amount = v(&["payout"]);
-            r.names.status = v(&["cnv_status"]);
-            r.names.currency = v(&["cnv_currency"]);
-            r.amount.format = loose_amounts(4);
-            r.amount.required = false;
-            r.accept_unknown_status = true;
-            r.statuses = statuses(&[
-                ("approve", Approved),
-                ("approved", Approved),
-                ("sale", Approved),
-                ("pending", Pending),
-                ("lead", Pending),
-                ("hold", Pending),
-                ("reject", Declined),
-                ("rejected", Declined),
-                ("declined", Declined),
-            ]);
-            p.macros = macros(&[
-                (Tracking, "{clickid}"),
-                (Amount, "{payout}"),
-                (status, "{status}"),
-            ]);
-        }
-        "keitaro" => {
-            // https://docs.keitaro.io/en/conversions/postback.html (subid
-            // required; payout or revenue; tid; "status (default is sale)":
-            // lead, sale, rejected, rebill; currency; example
-            // `/key/postback?status=lead&payout=10&currency=EUR`),
-            // https://v9.help.keitaro.io/en/conversions-and-postback/postback.html
-            // (tid numbers the target actions: tid=2 is a second deposit).
-            p.name = "keitaro";
-            r.names = bare(&[], &["subid"]);
-            r.names.amount = v(&["payout", "revenue"]);
-            r.amount.format = loose_amounts(4);
-            r.amount.required = false;
-            r.names.txid = v(&["tid"]);
-            r.names.status = v(&["status"]);
-            r.names.currency = v(&["currency"]);
-            r.statuses = statuses(&[
-                ("sale", Approved),
-                ("rebill", Approved),
-                ("lead", Pending),
-                ("rejected", Declined),
-            ]);
-            p.key_in_path = true;
-            p.macros = macros(&[
-                (Tracking, "{subid}"),
-                (status, "{status}"),
-                (Amount, "{payout}"),
-            ]);
-        }
-        "kintura" => {
-            // https://kintura.com/docs/presets/pairings/clickadu/clickbooth
-            // (`/conversion?cid={subid2}&payout={payout}&txid={transid}`),
-            // https://kintura.com/docs/offers ("If you pass payout= or amount=
-            // ... it will always be recorded": optional). A status parameter
-            // is not documented.
-            p.name = "kintura";
-            r.names = bare(&["api_key"], &["cid"]);
-            r.names.amount = v(&["payout", "amount"]);
-            r.amount.format = loose_amounts(4);
-            r.amount.required = false;
-            // Not on the pages read; senders pass `status=lead`, which must
-            // never become an approved sale. Other words: `other`, raw kept.
-            r.names.status = v(&["status"]);
-            r.accept_unknown_status = true;
-            r.statuses = statuses(&[
-                ("approved", Approved),
-                ("sale", Approved),
-                ("lead", Pending),
-                ("pending", Pending),
-                ("declined", Declined),
-                ("rejected", Declined),
-            ]);
-            r.names.txid = v(&["txid"]);
-            p.macros = macros(&[(Tracking, "{cid}"), (Amount, "{payout}"), (Txid, "{txid}")]);
-        }
-        "redtrack" => {
-            // https://docs.redtrack.io/knowledgebase/tracking-event-types/ ("4:
-            // Other, Approved, Pending, Declined"; without a status RedTrack
-            // records "other"; `type` is case-sensitive), https://redtrack.zendesk.com/
-            // hc/en-us/articles/207082019 (`sum={replace_or_remove}`: optional).
-            // Other is kept as RedTrack's own bucket, pending until it is decided.
-            p.name = "redtrack";
-            r.names = bare(&["api_key"], &["clickid"]);
-            r.names.amount = v(&["sum"]);
-            r.amount.format = loose_amounts(4);
-            r.amount.required = false;
-            r.names.txid = v(&["rdtk_event_id"]);
-            r.names.goal = v(&["type"]);
-            r.names.status = v(&["status"]);
-            r.statuses = statuses(&[
-                ("approved", Approved),
-                ("pending", Pending),
-                ("other", Other),
-                ("declined", Declined),
-            ]);
-            p.macros = macros(&[
-                (Tracking, "{clickid}"),
-                (Amount, "{sum}"),
-                (Goal, "{type}"),
-                (status, "{status}"),
-            ]);
-        }
-        "affise" => {
-            // https://help-center.affise.com/en/articles/6483741-affiliate-postback-url-macros
-            // ("1 - Approved; 2 - Pending; 3 - Declined; 5 - approved and put
-            // on Hold"; {sum} the payout; no {clickid} in affiliate postbacks:
-            // {sub1}..{sub8}; {transactionid} the advertiser's conversion id).
-            p.name = "affise";
-            r.names = bare(&["secure"], &["clickid", "click_id"]);
-            r.names.amount = v(&["sum"]);
-            r.names.txid = v(&["action_id"]);
-            r.names.goal = v(&["goal"]);
-            r.names.status = v(&["status"]);
-            // 5 is approved but held: not paid yet, so pending.
-            r.statuses = statuses(&[
-                ("1", Approved),
-                ("2", Pending),
-                ("3", Declined),
-                ("5", Pending),
-            ]);
-            p.macros = macros(&[
-                (Tracking, "{sub1}"),
-                (Amount, "{sum}"),
-                (Txid, "{transactionid}"),
-                (Goal, "{goal}"),
-                (status, "{status}"),
-            ]);
-        }
-        _ => return None,
     }
-    Some(p)
+    let mut samples = HashMap::new();
+    for (r, list) in defaults.iter().chain(&n.samples) {
+        if let Some(r) = role(r, &mut err) {
+            if list.is_empty() {
+                err(format!("samples.{} is empty", r.as_str()));
+            }
+            samples.insert(r, list.clone());
+        }
+    }
+    let mut statuses = Vec::new();
+    for (word, meaning) in n.statuses {
+        match Status::parse(&meaning) {
+            Some(s) => statuses.push((word, s)),
+            None => err(format!("statuses.{word}: {meaning:?} is not a status")),
+        }
+    }
+    if !statuses.is_empty() {
+        samples.insert(
+            Role::Status,
+            statuses.iter().map(|(w, _)| w.clone()).collect(),
+        );
+    }
+    Network {
+        name: name.to_owned(),
+        style,
+        macros,
+        samples,
+        statuses,
+        posts_fields_of: n.posts_fields_of,
+        note: n.note,
+    }
+}
+
+/// `name` in lowercase, or the name it is an alias of.
+fn resolve(c: &Catalog, name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    c.aliases.get(&name).cloned().unwrap_or(name)
+}
+
+/// The preset called `name` (any case; an alias such as `hasoffers` is its preset).
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    let c = catalog();
+    c.presets.get(&resolve(c, name))
+}
+
+/// Every preset name, in order.
+pub fn names() -> Vec<&'static str> {
+    catalog().presets.keys().map(String::as_str).collect()
+}
+
+/// The network called `name` (any case; aliases as for presets).
+pub fn network_named(name: &str) -> Option<&'static Network> {
+    let c = catalog();
+    c.networks.get(&resolve(c, name))
+}
+
+/// Every network name, in order.
+pub fn network_names() -> Vec<&'static str> {
+    catalog().networks.keys().map(String::as_str).collect()
 }
 
 #[cfg(test)]
@@ -489,8 +348,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_named_preset_exists_and_keeps_its_roles_apart() {
-        for name in NAMES {
+    fn the_data_file_loads_and_every_preset_keeps_its_roles_apart() {
+        let c = load(DATA).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert!(c.presets.len() >= 11 && c.networks.len() >= 5);
+        for name in names() {
             let p = preset(name).unwrap_or_else(|| panic!("{name}"));
             assert_eq!(p.name, name);
             let mut seen = std::collections::HashSet::new();
@@ -500,12 +361,22 @@ mod tests {
                 }
             }
             assert!(!p.rules.names.tracking.is_empty(), "{name}");
-            for (role, _) in &p.macros {
-                assert!(!role.names(&p.rules.names).is_empty(), "{name}: {role:?}");
-            }
             assert_eq!(p.key_in_path, p.rules.names.api_key.is_empty(), "{name}");
         }
         assert!(preset("nope").is_none());
-        assert_eq!(preset("hasoffers").unwrap().name, "tune");
+        assert_eq!(preset("HasOffers").unwrap().name, "tune");
+    }
+
+    #[test]
+    fn a_bad_table_is_reported_with_its_name() {
+        let bad = DATA.replace(
+            "[presets.binom]\n",
+            "[presets.binom]\napi_keys = [\"x\"]\nfoo = 1\n",
+        );
+        let problems = load(&bad).err().unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("preset binom")),
+            "{problems:#?}"
+        );
     }
 }
