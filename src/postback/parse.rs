@@ -360,6 +360,11 @@ fn pass_through<'p>(params: &'p Params, rules: &ParseRules) -> Result<Pairs<'p>,
         if is_role_name(&rules.names, key) || rules.dropped.iter().any(|d| d == key) {
             continue;
         }
+        if let Some(keep) = &rules.pass_through {
+            if !keep.iter().any(|k| k == key) {
+                continue;
+            }
+        }
         if kept.len() == MAX_PASS_THROUGH {
             return Err(Reason::TooManyParams);
         }

@@ -138,6 +138,9 @@ pub struct ParseRules {
     pub fixed_currency: Option<String>,
     /// Parameters dropped before pass-through (the cache-buster `_`).
     pub dropped: Vec<String>,
+    /// When set, the only parameters passed through; every other one is
+    /// dropped unread (NATS posts ~90 member fields, passwords among them).
+    pub pass_through: Option<Vec<String>>,
     /// The source's own placeholder words, refused as tracking tokens like
     /// the built-in ones (see [`super::placeholders`]), in any case.
     pub extra_placeholders: Vec<String>,
@@ -164,6 +167,7 @@ impl ParseRules {
             accept_unknown_status: false,
             fixed_currency: None,
             dropped: vec!["_".to_owned()],
+            pass_through: None,
             extra_placeholders: Vec::new(),
         }
     }

@@ -58,6 +58,8 @@ struct SourceFile {
     plus_as_space: Option<bool>,
     #[serde(default)]
     extra_placeholders: Vec<String>,
+    /// The only parameters passed through into `params`; others are dropped.
+    pass_through: Option<Vec<String>>,
     currency: Option<String>,
     #[serde(default)]
     tracking_template: bool,
@@ -339,6 +341,12 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
         } else {
             rules.extra_placeholders.push(word);
         }
+    }
+    if let Some(keep) = f.pass_through.take() {
+        if keep.len() > 32 || keep.iter().any(|k| k.is_empty() || k.len() > 64) {
+            err("pass_through lists at most 32 parameter names of 1 to 64 bytes".into());
+        }
+        rules.pass_through = Some(keep);
     }
     amount_rules(&mut rules.amount, std::mem::take(&mut f.amount), err);
     if let Some(k) = f.key_in_path {
