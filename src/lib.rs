@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod console;
 pub mod dedup;
 pub mod event;
 pub mod http;

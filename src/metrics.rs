@@ -42,6 +42,7 @@ pub const BUILD_INFO: &str = "postback_build_info";
 pub const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
 pub const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub const SOURCES: &str = "postback_sources";
+pub const CONSOLE_BYTES: &str = "postback_console_bytes";
 
 /// The series every request touches, registered once: `counter!` with labels
 /// hashes and looks up its key on each call, which showed in the profile.
@@ -238,4 +239,8 @@ fn describe() {
         "Config reloads on SIGHUP, by result (applied, refused)."
     );
     describe_gauge!(SOURCES, "Sources in the running config.");
+    describe_gauge!(
+        CONSOLE_BYTES,
+        "Bytes held by the console's log of recent postbacks (bounded by console.recent_per_source)."
+    );
 }

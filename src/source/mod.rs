@@ -150,6 +150,16 @@ impl Source {
     }
 
     /// The key handed out in postback URLs: the first one listed.
+    /// How many api keys the source has (the console shows the count, never a key).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// How many pixel keys the source has.
+    pub fn pixel_key_count(&self) -> usize {
+        self.pixel_keys.len()
+    }
+
     pub fn first_key(&self) -> Option<&str> {
         self.keys.first().and_then(|k| std::str::from_utf8(k).ok())
     }
@@ -252,6 +262,15 @@ impl Sources {
             .iter()
             .find(|s| s.authenticate(Some(key)).is_ok())
             .ok_or(Reason::BadApiKey)
+    }
+
+    /// Whether `value` is one of the api or pixel keys of any source (for
+    /// redacting a key wherever a sender put it).
+    pub fn is_key(&self, value: &[u8]) -> bool {
+        !value.is_empty()
+            && self
+                .all()
+                .any(|s| s.keys.iter().chain(&s.pixel_keys).any(|k| k == value))
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {

@@ -1,0 +1,325 @@
+//! A refusal in words an operator understands: which parameter, what it
+//! held, and what the source expects (`amount "12,34": comma decimals are not
+//! accepted by this source; expected 0.00`). Worked out when the console is
+//! read, from the kept request and the source's rules, never on the hot path.
+
+use super::redact::decode;
+use crate::postback::{AmountFormat, AmountRules, Names, ParseRules};
+use crate::source::presets::Role;
+use crate::source::Source;
+
+/// The parameters of a kept request, decoded once, in order (repeats kept).
+fn pairs(query: &str, body: &str) -> Vec<(String, String)> {
+    let split = |text: &str| -> Vec<(String, String)> {
+        text.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect()
+    };
+    let mut out = split(query);
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body) {
+        Ok(map) => out.extend(map.into_iter().map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })),
+        Err(_) => out.extend(split(body)),
+    }
+    out
+}
+
+/// The first value of `role` in the request, with the name it came under.
+fn value_of<'a>(
+    pairs: &'a [(String, String)],
+    names: &Names,
+    role: Role,
+) -> Option<(&'a str, &'a str)> {
+    role.names(names).iter().find_map(|n| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    })
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "no parameter".to_owned()
+    } else {
+        names.join(" or ")
+    }
+}
+
+/// The refusal `code` of the request (`query`, `body`) to `source`, in words;
+/// `None` for verdicts that need none.
+pub fn explain(code: &str, query: &str, body: &str, source: Option<&Source>) -> Option<String> {
+    let pairs = pairs(query, body);
+    let Some(source) = source else {
+        return Some(match code {
+            "unknown_source" => "no source has this name, key or host; see GET /sources".into(),
+            other => generic(other),
+        });
+    };
+    let rules = &source.rules;
+    let names = &rules.names;
+    let v = |role: Role| value_of(&pairs, names, role);
+    Some(match code {
+        "bad_amount" => match v(Role::Amount) {
+            Some((_, a)) => format!(
+                "amount {a:?}: {}; expected {}",
+                amount_fault(a, &rules.amount),
+                expected(&rules.amount)
+            ),
+            None => format!(
+                "the amount is malformed; expected {}",
+                expected(&rules.amount)
+            ),
+        },
+        "amount_out_of_range" => format!(
+            "amount {:?}: above this source's maximum of {} (amount.max)",
+            v(Role::Amount).map_or("", |x| x.1),
+            rules.amount.max
+        ),
+        "missing_amount" => format!(
+            "no amount: this source requires one, in {} (or amount.required = false)",
+            list(&names.amount)
+        ),
+        "missing_tracking" => format!(
+            "no click id: this source reads it from {}",
+            list(&names.tracking)
+        ),
+        "bad_tracking" => format!(
+            "click id {:?}: blank or holding control characters",
+            v(Role::Tracking).map_or("", |x| x.1)
+        ),
+        "unfilled_macro" => format!(
+            "click id {:?}: a macro the sender did not fill in; its own click-id macro belongs \
+             there (postback-url --network prints it)",
+            v(Role::Tracking).map_or("", |x| x.1)
+        ),
+        "bad_status" => format!(
+            "status {:?}: not a word this source knows ({}); add it to statuses, or set \
+             unknown_status = \"accept\"",
+            v(Role::Status).map_or("", |x| x.1),
+            known_statuses(rules)
+        ),
+        "bad_currency" => format!(
+            "currency {:?}: not an ISO 4217 code",
+            v(Role::Currency).map_or("", |x| x.1)
+        ),
+        "currency_mismatch" => format!(
+            "currency {:?}: this source is fixed to {}",
+            v(Role::Currency).map_or("", |x| x.1),
+            rules.fixed_currency.as_deref().unwrap_or("?")
+        ),
+        "bad_click_time" => format!(
+            "click time {:?}: neither unix seconds nor RFC 3339",
+            v(Role::ClickTime).map_or("", |x| x.1)
+        ),
+        "duplicate_param" => duplicate(&pairs, names),
+        "too_many_params" => format!(
+            "more than 32 parameters besides the roles ({} in all); list the ones to keep in \
+             pass_through",
+            pairs.len()
+        ),
+        "missing_api_key" => format!(
+            "no key: this source expects it in {}{}",
+            list(&names.api_key),
+            if source.key_in_path {
+                " or as the first path segment"
+            } else {
+                ""
+            }
+        ),
+        "bad_api_key" => "the key sent is not one of this source's keys (a pixel needs a \
+                          pixel key, S2S an api key)"
+            .into(),
+        "pixel_only" => "this source has no api keys, so it takes pixels only \
+                         (s2s_without_key = true opens S2S)"
+            .into(),
+        "ip_not_allowed" => "the client address is outside this source's allow_networks".into(),
+        other => generic(other),
+    })
+}
+
+fn generic(code: &str) -> String {
+    match code {
+        "rate_limited" => "over a rate limit (the source's or the client address's)".into(),
+        "unavailable" => "the event could not be made durable in time (Kafka and the spool); \
+                          the sender should retry"
+            .into(),
+        "bad_encoding" => "an invalid percent escape, or bytes that are not UTF-8".into(),
+        "bad_body" => "a body that is not a flat JSON object or a valid form".into(),
+        "unsupported_content_type" => "a body that is neither a form nor JSON".into(),
+        "param_too_long" => "a parameter over its limit (names 64 bytes, values 1024)".into(),
+        "too_large" => "the request line, headers or body over its limit".into(),
+        "request_timeout" => "the request did not arrive in time".into(),
+        "length_required" => "a body without Content-Length".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+fn duplicate(pairs: &[(String, String)], names: &Names) -> String {
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(seen, _)| seen == k) {
+            return format!("{k} appears twice");
+        }
+    }
+    for role in Role::ALL {
+        let present: Vec<&String> = role
+            .names(names)
+            .iter()
+            .filter(|n| pairs.iter().any(|(k, _)| k == *n))
+            .collect();
+        if present.len() > 1 {
+            return format!(
+                "{} are aliases of one role ({}); send one",
+                present
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                role.as_str()
+            );
+        }
+    }
+    "a parameter appears twice".into()
+}
+
+fn known_statuses(rules: &ParseRules) -> String {
+    let mut words: Vec<&str> = rules.statuses.keys().map(String::as_str).collect();
+    words.sort_unstable();
+    words.join(", ")
+}
+
+/// What the source's amount rules take, in one phrase.
+fn expected(a: &AmountRules) -> String {
+    let sign = if a.allow_negative {
+        ", a leading - for chargebacks"
+    } else {
+        ""
+    };
+    match a.format {
+        AmountFormat::Cents => format!("integer cents, like 2995{sign}"),
+        AmountFormat::Decimal {
+            min_decimals: 2,
+            max_decimals: 2,
+        } => format!("0.00{sign}"),
+        AmountFormat::Decimal {
+            min_decimals,
+            max_decimals,
+        } => format!(
+            "digits with {min_decimals} to {max_decimals} decimals after a dot, like 100, 2.5 or 12.34{sign}"
+        ),
+    }
+}
+
+/// What is wrong with the amount text `a` under `rules`.
+fn amount_fault(a: &str, rules: &AmountRules) -> String {
+    let by_source = "not accepted by this source";
+    let unsigned = a.strip_prefix('-').unwrap_or(a);
+    if a.is_empty() {
+        return "empty".into();
+    }
+    if a.trim() != a || a.contains(' ') {
+        return format!("spaces are {by_source}");
+    }
+    if a.contains(',') {
+        return format!("comma decimals are {by_source}");
+    }
+    if a.contains(['e', 'E']) && unsigned.bytes().any(|b| b.is_ascii_digit()) {
+        return format!("an exponent is {by_source}");
+    }
+    if a.starts_with('+') {
+        return format!("a plus sign is {by_source}");
+    }
+    if a.starts_with('-') && !rules.allow_negative {
+        return "a negative amount; this source takes none (amount.allow_negative)".into();
+    }
+    if !unsigned.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return "characters other than digits and a dot (a currency sign or code?)".into();
+    }
+    if matches!(rules.format, AmountFormat::Cents) {
+        if unsigned.contains('.') {
+            return "a decimal point; this source takes integer cents".into();
+        }
+    } else if unsigned.starts_with('.') {
+        return "no digit before the dot".into();
+    } else if unsigned.ends_with('.') {
+        return "no digit after the dot".into();
+    }
+    let int = unsigned.split('.').next().unwrap_or("");
+    if int.len() > 1 && int.starts_with('0') {
+        return format!("a leading zero is {by_source}");
+    }
+    if unsigned.matches('.').count() > 1 {
+        return "more than one dot".into();
+    }
+    if let AmountFormat::Decimal {
+        min_decimals,
+        max_decimals,
+    } = rules.format
+    {
+        let d = unsigned.split_once('.').map_or(0, |(_, f)| f.len());
+        if d < usize::from(min_decimals.min(2)) || d > usize::from(max_decimals.max(2)) {
+            return format!("{d} decimals are {by_source}");
+        }
+    }
+    "not in this source's amount format".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postback::ParseRules;
+
+    fn source() -> Source {
+        Source::new("s", vec!["k".repeat(16)], ParseRules::reference())
+    }
+
+    #[test]
+    fn amounts_are_explained_in_words() {
+        let s = source();
+        let e = |a: &str| {
+            explain(
+                "bad_amount",
+                &format!("tracking=t&amount={a}"),
+                "",
+                Some(&s),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            e("12%2C34"),
+            "amount \"12,34\": comma decimals are not accepted by this source; expected 0.00"
+        );
+        assert!(
+            e("100").contains("0 decimals are not accepted"),
+            "{}",
+            e("100")
+        );
+        assert!(e("012.00").contains("leading zero"));
+        assert!(e("1e3").contains("exponent"));
+        assert!(e("-1.00").contains("negative"));
+        assert!(e("%245.00").contains("currency sign"));
+    }
+
+    #[test]
+    fn other_refusals_name_their_parameter() {
+        let s = source();
+        let x = |code: &str, q: &str| explain(code, q, "", Some(&s)).unwrap();
+        assert!(x("bad_status", "tracking=t&amount=1.00&status=Hold").contains("\"Hold\""));
+        assert!(x("bad_status", "status=Hold").contains("approved, declined, pending"));
+        assert!(x("unfilled_macro", "tracking=%7Bclickid%7D").contains("\"{clickid}\""));
+        assert_eq!(
+            x("duplicate_param", "tracking=a&tracking=b"),
+            "tracking appears twice"
+        );
+        assert!(x("missing_amount", "tracking=a").contains("in amount"));
+        assert!(explain("unknown_source", "", "", None)
+            .unwrap()
+            .contains("/sources"));
+    }
+}

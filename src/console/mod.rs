@@ -1,0 +1,376 @@
+//! The onboarding console: the last postbacks of each source, with what
+//! arrived and the verdict, for the moment a network says "we fired it".
+//!
+//! The hot path pays one bounded copy per request: the path kind, the client,
+//! at most [`MAX_REQUEST_BYTES`] of the query and body, and the verdict, into
+//! a ring of the source's (or of the unmatched list). Secrets are redacted and
+//! refusals explained when the log is read, on the admin listener only, so
+//! nothing of that costs the senders' requests.
+
+pub mod explain;
+pub mod page;
+pub mod redact;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::source::{Source, Sources};
+
+/// The part of a request's query and body that is kept; the rest is cut
+/// (the entry says so).
+pub const MAX_REQUEST_BYTES: usize = 1024;
+
+/// What a request came to, as the sender was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ok(String),
+    Duplicate(String),
+    /// The reason code of the reply (`bad_amount`, `rate_limited`, ...).
+    Error(&'static str),
+}
+
+impl Verdict {
+    /// `ok`, `duplicate` or `error`: the filter the page offers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Ok(_) => "ok",
+            Verdict::Duplicate(_) => "duplicate",
+            Verdict::Error(_) => "error",
+        }
+    }
+
+    /// As the reply's first line says it: `OK <id>`, `ERROR <reason>`.
+    pub fn text(&self) -> String {
+        match self {
+            Verdict::Ok(id) => format!("OK {id}"),
+            Verdict::Duplicate(id) => format!("DUPLICATE {id}"),
+            Verdict::Error(r) => format!("ERROR {r}"),
+        }
+    }
+}
+
+/// One request as the console keeps it. The query and body are raw (cut at
+/// [`MAX_REQUEST_BYTES`]); they are redacted when read.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub at: OffsetDateTime,
+    /// `s2s` or `pixel`.
+    pub endpoint: &'static str,
+    /// The path's shape, never a key: `/postback/acme`, `/{key}/postback`.
+    pub path: String,
+    pub client: IpAddr,
+    pub query: String,
+    /// A form or JSON body, when there was one.
+    pub body: String,
+    /// Whether the query or body was longer than what is kept.
+    pub cut: bool,
+    pub verdict: Verdict,
+}
+
+impl Entry {
+    /// Heap and inline bytes this entry holds, for the memory gauge.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Entry>()
+            + self.path.capacity()
+            + self.query.capacity()
+            + self.body.capacity()
+            + match &self.verdict {
+                Verdict::Ok(id) | Verdict::Duplicate(id) => id.capacity(),
+                Verdict::Error(_) => 0,
+            }
+    }
+}
+
+/// Cuts `raw` to at most `max` bytes on a character boundary; true when it cut.
+pub fn cut(raw: &[u8], max: usize) -> (String, bool) {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(max)]);
+    let mut text = text.into_owned();
+    if raw.len() > max {
+        // A multi-byte character split at the cut shows as U+FFFD; drop it.
+        while text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+    }
+    (text, raw.len() > max)
+}
+
+/// One source's ring and its counts since start.
+#[derive(Default)]
+struct Log {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    ok: u64,
+    duplicate: u64,
+    error: u64,
+    last_seen: Option<OffsetDateTime>,
+}
+
+impl Log {
+    fn counts(&self) -> Counts {
+        Counts {
+            ok: self.ok,
+            duplicate: self.duplicate,
+            error: self.error,
+            last_seen: self.last_seen.map(rfc3339),
+        }
+    }
+}
+
+/// Counts of one source since start, and when it last sent anything.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub ok: u64,
+    pub duplicate: u64,
+    pub error: u64,
+    /// RFC 3339.
+    pub last_seen: Option<String>,
+}
+
+/// The recent postbacks of every source, and of requests that matched none.
+pub struct Recent {
+    per_source: usize,
+    logs: Mutex<HashMap<Arc<str>, Arc<Mutex<Log>>>>,
+    unmatched: Mutex<Log>,
+    bytes: AtomicUsize,
+    /// Entries pushed out of a full ring, for the record.
+    evicted: AtomicU64,
+    /// `postback_console_bytes`, registered on first use (the recorder may be
+    /// installed after this is made).
+    gauge: std::sync::OnceLock<metrics::Gauge>,
+}
+
+impl Recent {
+    /// Keeps the last `per_source` requests of each source (and of the
+    /// unmatched list); 0 keeps nothing.
+    pub fn new(per_source: usize) -> Recent {
+        Recent {
+            per_source,
+            logs: Mutex::new(HashMap::new()),
+            unmatched: Mutex::new(Log::default()),
+            bytes: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
+            gauge: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records one request of `source` (`None`: it matched no source).
+    pub fn record(&self, source: Option<&Arc<str>>, entry: Entry) {
+        if self.per_source == 0 {
+            return;
+        }
+        match source {
+            Some(name) => {
+                let log = self.log_of(name);
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                self.push(&mut log, entry);
+            }
+            None => {
+                let mut log = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
+                self.push(&mut log, entry);
+            }
+        }
+    }
+
+    fn log_of(&self, name: &Arc<str>) -> Arc<Mutex<Log>> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(name.clone()).or_default().clone()
+    }
+
+    fn push(&self, log: &mut Log, entry: Entry) {
+        match entry.verdict {
+            Verdict::Ok(_) => log.ok += 1,
+            Verdict::Duplicate(_) => log.duplicate += 1,
+            Verdict::Error(_) => log.error += 1,
+        }
+        log.last_seen = Some(entry.at);
+        let size = entry.bytes();
+        log.entries.push_back(entry);
+        log.bytes += size;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        while log.entries.len() > self.per_source {
+            if let Some(old) = log.entries.pop_front() {
+                let size = old.bytes();
+                log.bytes -= size;
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.gauge
+            .get_or_init(|| metrics::gauge!(crate::metrics::CONSOLE_BYTES))
+            .set(self.bytes.load(Ordering::Relaxed) as f64);
+    }
+
+    /// The entries of `source` (`None`: the unmatched list), newest first.
+    pub fn entries(&self, source: Option<&str>) -> Vec<Entry> {
+        let take = |log: &Log| log.entries.iter().rev().cloned().collect();
+        match source {
+            Some(name) => {
+                let log = self
+                    .logs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(name)
+                    .cloned();
+                log.map_or_else(Vec::new, |l| {
+                    take(&l.lock().unwrap_or_else(|e| e.into_inner()))
+                })
+            }
+            None => take(&self.unmatched.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+
+    /// The counts of `source` since start.
+    pub fn counts(&self, source: &str) -> Counts {
+        let log = self
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source)
+            .cloned();
+        log.map_or_else(Counts::default, |l| {
+            l.lock().unwrap_or_else(|e| e.into_inner()).counts()
+        })
+    }
+
+    /// Bytes the console holds now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most it can hold: every configured source's ring and the
+    /// unmatched list full of the largest entries.
+    pub fn bound(&self, sources: usize) -> usize {
+        let largest = std::mem::size_of::<Entry>() + 2 * MAX_REQUEST_BYTES + 256 + 64;
+        (sources + 1) * self.per_source * largest
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `GET /sources`: every source with its preset, network, keys, pixels and
+/// counts, the unmatched list's counts, and the console's memory.
+pub fn sources_json(recent: &Recent, sources: &Sources) -> serde_json::Value {
+    let mut list: Vec<&Arc<Source>> = sources.all().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": &*s.name,
+                "preset": &*s.platform,
+                "network": s.url.network,
+                "keys": s.key_count(),
+                "pixel_keys": s.pixel_key_count(),
+                "pixels": s.pixels,
+                "counts": recent.counts(&s.name),
+            })
+        })
+        .collect();
+    let unmatched = recent
+        .unmatched
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .counts();
+    serde_json::json!({
+        "sources": rows,
+        "unmatched": unmatched,
+        "recent_per_source": recent.per_source,
+        "memory_bytes": recent.bytes(),
+    })
+}
+
+/// `GET /sources/{name}/recent` (`name` `None`: `GET /unmatched/recent`):
+/// the entries newest first, secrets redacted, refusals explained; `None`
+/// for a source that does not exist.
+pub fn recent_json(
+    recent: &Recent,
+    sources: &Sources,
+    name: Option<&str>,
+) -> Option<serde_json::Value> {
+    let source = match name {
+        Some(n) => Some(sources.get(n)?.as_ref()),
+        None => None,
+    };
+    let entries: Vec<serde_json::Value> = recent
+        .entries(name)
+        .iter()
+        .map(|e| {
+            let json_body = e.body.trim_start().starts_with('{');
+            let body = if e.body.is_empty() {
+                String::new()
+            } else if json_body {
+                redact::json(&e.body, source, sources)
+            } else {
+                redact::form(&e.body, source, sources)
+            };
+            let explanation = match e.verdict {
+                Verdict::Error(code) => explain::explain(code, &e.query, &e.body, source),
+                _ => None,
+            };
+            serde_json::json!({
+                "at": rfc3339(e.at),
+                "endpoint": e.endpoint,
+                "path": e.path,
+                "client": e.client.to_string(),
+                "request": redact::form(&e.query, source, sources),
+                "body": body,
+                "cut": e.cut,
+                "kind": e.verdict.kind(),
+                "verdict": e.verdict.text(),
+                "explanation": explanation,
+            })
+        })
+        .collect();
+    Some(serde_json::json!({ "source": name, "entries": entries }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, verdict: Verdict) -> Entry {
+        Entry {
+            at: OffsetDateTime::UNIX_EPOCH,
+            endpoint: "s2s",
+            path: "/postback/a".into(),
+            client: "127.0.0.1".parse().unwrap(),
+            query: format!("tracking=t{i}&amount=1.00"),
+            body: String::new(),
+            cut: false,
+            verdict,
+        }
+    }
+
+    #[test]
+    fn a_ring_keeps_the_last_n_and_counts_everything() {
+        let r = Recent::new(3);
+        let a: Arc<str> = Arc::from("a");
+        for i in 0..10 {
+            r.record(Some(&a), entry(i, Verdict::Ok(format!("id{i}"))));
+        }
+        r.record(Some(&a), entry(10, Verdict::Error("bad_amount")));
+        let got = r.entries(Some("a"));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].verdict, Verdict::Error("bad_amount"), "newest first");
+        assert_eq!(got[2].query, "tracking=t8&amount=1.00");
+        let c = r.counts("a");
+        assert_eq!((c.ok, c.duplicate, c.error), (10, 0, 1));
+        assert!(r.bytes() <= r.bound(1), "{} > {}", r.bytes(), r.bound(1));
+        assert!(r.entries(None).is_empty());
+        assert!(r.entries(Some("b")).is_empty());
+    }
+
+    #[test]
+    fn cutting_keeps_whole_characters() {
+        assert_eq!(cut("aé".as_bytes(), 2), ("a".to_owned(), true));
+        assert_eq!(cut(b"abc", 3), ("abc".to_owned(), false));
+    }
+}
