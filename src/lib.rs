@@ -17,6 +17,7 @@ pub mod postback;
 pub mod ratelimit;
 pub mod sink;
 pub mod source;
+pub mod testfire;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use postback_gateway::config::{Config, ProcessEnv};
 use postback_gateway::sink::embedded::Embedded;
 use postback_gateway::source::url::{source_urls, UrlError};
-use postback_gateway::source::Sources;
+use postback_gateway::source::{Source, Sources};
+use postback_gateway::testfire;
 use postback_gateway::{run, Listeners};
 use tracing::{info, warn};
 
@@ -25,6 +27,10 @@ const USAGE: &str = "usage:
   postback-gateway postback-url --source NAME --base-url URL [--network NET] [--config PATH]
                                                  print the postback URL to hand to that sender,
                                                  with the macros of the network NET fills in
+  postback-gateway test-fire --source NAME --target http://HOST:PORT [--network NET]
+                            [--brokers HOST:PORT] [--config PATH]
+                                                 fire a test conversion as NET would, at a running
+                                                 gateway, and print the verdict and the event
   postback-gateway events [--brokers HOST:PORT] [--follow] [--count N] [--config PATH]
                                                  print the topic's events, one `key value` line each
 
@@ -39,6 +45,7 @@ enum Command {
     Run,
     CheckConfig,
     PostbackUrl,
+    TestFire,
     Events,
 }
 
@@ -47,6 +54,7 @@ struct UrlArgs {
     source: Option<String>,
     base_url: Option<String>,
     network: Option<String>,
+    target: Option<String>,
     brokers: Option<String>,
     follow: bool,
     count: Option<u64>,
@@ -61,6 +69,7 @@ fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
         match a.as_str() {
             "check-config" => command = Command::CheckConfig,
             "postback-url" => command = Command::PostbackUrl,
+            "test-fire" => command = Command::TestFire,
             "events" => command = Command::Events,
             "--brokers" => url.brokers = Some(args.next().ok_or("--brokers needs HOST:PORT")?),
             "--follow" => url.follow = true,
@@ -74,6 +83,7 @@ fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
             "--source" => url.source = Some(args.next().ok_or("--source needs a name")?),
             "--base-url" => url.base_url = Some(args.next().ok_or("--base-url needs a URL")?),
             "--network" => url.network = Some(args.next().ok_or("--network needs a name")?),
+            "--target" => url.target = Some(args.next().ok_or("--target needs a URL")?),
             "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -123,6 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::PostbackUrl => return postback_url(&config, url_args),
+        Command::TestFire => return test_fire(&config, url_args),
         Command::Events => return events(&config, url_args),
         Command::Run => {}
     }
@@ -215,31 +226,13 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
 /// Prints the URLs to hand to one sender: the postback URL on stdout's first
 /// line, the pixel URL (if the source takes pixels) on the second.
 fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
-    let (Some(name), Some(base)) = (args.source, args.base_url) else {
-        eprintln!("postback-url needs --source NAME and --base-url URL\n{USAGE}");
-        return ExitCode::from(EX_USAGE);
+    let (source, base) = match source_and(config, &args, args.base_url.as_deref(), "--base-url URL")
+    {
+        Ok(found) => found,
+        Err(code) => return code,
     };
-    let sources = match (&config.sources, &config.api_key) {
-        (Some(s), _) => s.clone(),
-        (None, Some(key)) => std::sync::Arc::new(Sources::single_default(
-            key.clone(),
-            config.pixel_key.clone(),
-        )),
-        (None, None) => {
-            eprintln!(
-                "No sources are configured and POSTBACK_API_KEY is not set, so the default \
-                 source's key is random at each start; set POSTBACK_API_KEY first."
-            );
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    let Some(source) = sources.get(&name) else {
-        let mut names: Vec<&str> = sources.names().collect();
-        names.sort_unstable();
-        eprintln!("No source {name:?}; the sources are: {}.", names.join(", "));
-        return ExitCode::from(EX_USAGE);
-    };
-    match source_urls(source, &base, args.network.as_deref()) {
+    let name = &source.name;
+    match source_urls(&source, &base, args.network.as_deref()) {
         Ok(urls) => {
             println!("{}", urls.postback);
             let has_pixel = urls.pixel.is_some();
@@ -278,6 +271,119 @@ fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
         Err(UrlError::Mismatch(e)) => {
             eprintln!("{e}");
             ExitCode::from(EX_DATAERR)
+        }
+    }
+}
+
+/// The sources of `config`, or the default source when none are configured.
+fn configured_sources(config: &Config) -> Result<Arc<Sources>, ExitCode> {
+    match (&config.sources, &config.api_key) {
+        (Some(s), _) => Ok(s.clone()),
+        (None, Some(key)) => Ok(Arc::new(Sources::single_default(
+            key.clone(),
+            config.pixel_key.clone(),
+        ))),
+        (None, None) => {
+            eprintln!(
+                "No sources are configured and POSTBACK_API_KEY is not set, so the default \
+                 source's key is random at each start; set POSTBACK_API_KEY first."
+            );
+            Err(ExitCode::from(EX_USAGE))
+        }
+    }
+}
+
+/// The source named by `--source` and the command's other required
+/// argument (`want`, e.g. `--base-url URL`); a usage error names what is missing.
+fn source_and(
+    config: &Config,
+    args: &UrlArgs,
+    other: Option<&str>,
+    want: &str,
+) -> Result<(Arc<Source>, String), ExitCode> {
+    let (Some(name), Some(other)) = (args.source.as_deref(), other) else {
+        eprintln!("this command needs --source NAME and {want}\n{USAGE}");
+        return Err(ExitCode::from(EX_USAGE));
+    };
+    let sources = configured_sources(config)?;
+    match sources.get(name) {
+        Some(s) => Ok((s.clone(), other.to_owned())),
+        None => {
+            let mut names: Vec<&str> = sources.names().collect();
+            names.sort_unstable();
+            eprintln!("No source {name:?}; the sources are: {}.", names.join(", "));
+            Err(ExitCode::from(EX_USAGE))
+        }
+    }
+}
+
+/// `test-fire`: one test conversion as the network would send it, its
+/// verdict, and its event read back from Kafka.
+fn test_fire(config: &Config, args: UrlArgs) -> ExitCode {
+    let (source, target) = match source_and(
+        config,
+        &args,
+        args.target.as_deref(),
+        "--target http://HOST:PORT",
+    ) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let shot = match testfire::shot(&source, args.network.as_deref(), &target) {
+        Ok(s) => s,
+        Err(UrlError::Usage(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(UrlError::Mismatch(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_DATAERR);
+        }
+    };
+    match &shot.body {
+        Some(b) => println!("POST {}\n  body: {b}", shot.url),
+        None => println!("GET {}", shot.url),
+    }
+    let reply = match testfire::fire(&shot, std::time::Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("no reply: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("reply: {} {}", reply.status, reply.body);
+    let accepted = reply.status == 200 && reply.body.starts_with("OK ");
+    let Some(brokers) = args.brokers.or_else(|| config.kafka.brokers.clone()) else {
+        println!("event: not read back (name the cluster with --brokers or KAFKA_BROKERS)");
+        return if accepted {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    };
+    if !accepted {
+        return ExitCode::FAILURE;
+    }
+    match postback_gateway::sink::tail::find_event(
+        &config.kafka,
+        &brokers,
+        &shot.token,
+        std::time::Duration::from_secs(15),
+    ) {
+        Ok(Some(event)) => {
+            println!("event: {event}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!(
+                "event: none keyed {} in {} within 15 s",
+                shot.token, config.kafka.topic
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("event: cannot read {}: {e:#}", config.kafka.topic);
+            ExitCode::FAILURE
         }
     }
 }

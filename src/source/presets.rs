@@ -198,6 +198,8 @@ struct Catalog {
     presets: BTreeMap<String, Preset>,
     aliases: BTreeMap<String, String>,
     networks: BTreeMap<String, Network>,
+    /// `[samples]`: what a sender fills in when its network says nothing.
+    samples: BTreeMap<String, Vec<String>>,
 }
 
 fn catalog() -> &'static Catalog {
@@ -210,7 +212,7 @@ fn catalog() -> &'static Catalog {
 
 /// Reads `presets.toml`; every problem of every table is reported.
 fn load(text: &str) -> Result<Catalog, Vec<String>> {
-    let file: DataFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+    let mut file: DataFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
     let mut errors = Vec::new();
     let mut presets = BTreeMap::new();
     for (name, table) in file.presets {
@@ -219,7 +221,7 @@ fn load(text: &str) -> Result<Catalog, Vec<String>> {
         }
     }
     let mut networks = BTreeMap::new();
-    for (name, n) in file.networks {
+    for (name, n) in std::mem::take(&mut file.networks) {
         networks.insert(name.clone(), network(&name, n, &file.samples, &mut errors));
     }
     for (alias, target) in &file.aliases {
@@ -248,6 +250,7 @@ fn load(text: &str) -> Result<Catalog, Vec<String>> {
             presets,
             aliases: file.aliases,
             networks,
+            samples: file.samples,
         })
     } else {
         Err(errors)
@@ -336,6 +339,15 @@ pub fn names() -> Vec<&'static str> {
 pub fn network_named(name: &str) -> Option<&'static Network> {
     let c = catalog();
     c.networks.get(&resolve(c, name))
+}
+
+/// What a sender fills in for `role` when no network says (`[samples]`).
+pub fn default_sample(role: Role) -> Option<&'static str> {
+    catalog()
+        .samples
+        .get(role.as_str())
+        .and_then(|v| v.first())
+        .map(String::as_str)
 }
 
 /// Every network name, in order.
