@@ -18,7 +18,12 @@
 #   MAX_OTHER=PERCENT (default 10: the table leaves out runs during which the
 #   rest of the machine used more than that share of a core),
 #   PERF=1 (record a CPU profile of the gateway during its last run into
-#   load-tests/out/SCENARIO-gateway.perf.data; needs `perf`, software clock).
+#   load-tests/out/SCENARIO-gateway.perf.data; needs `perf`, software clock),
+#   SYSCALLS=0 (do not count the servers' system calls; by default each run
+#   counts them with `perf stat` on the syscall tracepoints, CSV next to the
+#   run's JSON, and the table says n/a where perf cannot).
+# Each server's context switches per thread and page faults are read from
+# /proc around every run; see docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +98,7 @@ busy=$(( (u2 + n2 + s2) - (u1 + n1 + s1) )); total=$(( busy + i2 - i1 ))
 echo "machine busy before the run: $(( 100 * busy / (total > 0 ? total : 1) ))% of 2 cores (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 
 extra=()
+[ "${SYSCALLS:-1}" != 0 ] && extra+=(--syscalls)
 [ -n "${RATE:-}" ] && extra+=(--rate "$RATE")
 [ -n "${DURATION:-}" ] && extra+=(--duration "$DURATION")
 [ -n "${CONCURRENCY:-}" ] && extra+=(--concurrency "$CONCURRENCY")

@@ -9,6 +9,7 @@
 //! so a topic shared by many runs still gives an exact answer.
 
 pub mod client;
+pub mod counters;
 pub mod drive;
 pub mod mix;
 pub mod plot;
@@ -19,7 +20,7 @@ pub mod verify;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,8 +56,12 @@ pub struct Settings {
     pub check_replies: bool,
     /// Read the topic back and check delivery; `None` skips the check.
     pub kafka: Option<Kafka>,
-    /// Server processes whose CPU time and memory the report includes.
+    /// Server processes whose CPU time, memory, context switches and page
+    /// faults the report includes; the first is the server under test.
     pub pids: Vec<u32>,
+    /// Count the first server's system calls with `perf stat` during the
+    /// run, writing its CSV here; `None` leaves them out.
+    pub syscalls_csv: Option<PathBuf>,
     /// The prefix of every token; a fresh one when `None`.
     pub run_id: Option<String>,
 }
@@ -94,6 +99,29 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
                 seed,
             )
         })
+        .collect();
+    let cpu_model = counters::cpu_model();
+    // perf first: it takes a moment to attach, and the run must not start
+    // before it has.
+    let mut syscalls_unavailable = None;
+    let syscall_counter = match (&settings.syscalls_csv, settings.pids.first()) {
+        (Some(csv), Some(&pid)) => match counters::start_syscalls(pid, csv) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                syscalls_unavailable = Some(e);
+                None
+            }
+        },
+        (None, _) => {
+            syscalls_unavailable = Some("not asked for (loadgen run --syscalls)".to_owned());
+            None
+        }
+        _ => None,
+    };
+    let kernel_before: Vec<Option<counters::Snapshot>> = settings
+        .pids
+        .iter()
+        .map(|&p| counters::snapshot(p))
         .collect();
     let cpu_before: Vec<Option<f64>> = settings.pids.iter().map(|&p| report::cpu_secs(p)).collect();
     let own_cpu_before = report::cpu_secs(std::process::id()).unwrap_or(0.0);
@@ -139,14 +167,19 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
     let elapsed = record.last_done.as_secs_f64().max(1e-9);
     let own_cpu = report::cpu_secs(std::process::id()).unwrap_or(0.0) - own_cpu_before;
     let machine = report::machine_busy_secs().unwrap_or(0.0) - machine_before;
-    let servers: Vec<ServerStats> = settings
+    let mut servers: Vec<ServerStats> = settings
         .pids
         .iter()
         .zip(cpu_before)
-        .map(|(&pid, before)| {
+        .zip(kernel_before)
+        .map(|((&pid, before), kernel_before)| {
             let cpu = match (before, report::cpu_secs(pid)) {
                 (Some(a), Some(b)) => b - a,
                 _ => 0.0,
+            };
+            let kernel = match (kernel_before, counters::snapshot(pid)) {
+                (Some(a), Some(b)) => Some(counters::diff(&a, &b)),
+                _ => None,
             };
             ServerStats {
                 pid,
@@ -155,9 +188,21 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
                 cpu_us_per_reply: cpu * 1e6 / (record.replies.max(1) as f64),
                 rss_mib: report::status_mib(pid, "VmRSS").unwrap_or(0.0),
                 peak_rss_mib: report::status_mib(pid, "VmHWM").unwrap_or(0.0),
+                kernel,
+                syscalls: None,
+                syscalls_unavailable: Some("counted for the server under test only".to_owned()),
             }
         })
         .collect();
+    if let Some(first) = servers.first_mut() {
+        first.syscalls_unavailable = syscalls_unavailable;
+        if let Some(counter) = syscall_counter {
+            match counter.stop() {
+                Ok(s) => first.syscalls = Some(s),
+                Err(e) => first.syscalls_unavailable = Some(e),
+            }
+        }
+    }
 
     let servers_cpu: f64 = servers.iter().map(|p| p.cpu_secs).sum();
     let verification = match &settings.kafka {
@@ -202,6 +247,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         errors: record.errors,
         error_samples: record.samples,
         servers,
+        cpu_model,
         generator_cpu_secs: own_cpu,
         other_cpu_secs: (machine - own_cpu - servers_cpu).max(0.0),
         verification,

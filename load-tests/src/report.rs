@@ -1,12 +1,14 @@
 //! The JSON report of one run, its text summary, the servers' CPU and memory
-//! read from /proc, and the table that compares runs with the baseline
-//! (medians per label).
+//! read from /proc, and the tables that compare runs with the baseline
+//! (medians per label): throughput and latency, then what the kernel did per
+//! reply (context switches, system calls, page faults; see [`crate::counters`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::counters::{KernelCounters, Syscalls, ThreadGroup};
 use crate::record::{Percentiles, SecondRow};
 use crate::scenario::Scenario;
 use crate::verify::Verification;
@@ -35,6 +37,10 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub error_samples: Vec<String>,
     pub servers: Vec<ServerStats>,
+    /// The machine's CPU (`lscpu` "Model name"); empty in reports that
+    /// predate it.
+    #[serde(default)]
+    pub cpu_model: String,
     /// The generator's own CPU time: near `elapsed_secs` means the generator,
     /// not the server, set the pace.
     #[serde(default)]
@@ -59,7 +65,7 @@ impl Report {
         let l = &self.latency_ms;
         let _ = writeln!(
             s,
-            "{} {} ({:?}, {:?}, {} workers{}): {} replies in {:.1} s = {:.0} req/s",
+            "{} {} ({:?}, {:?}, {} workers{}) on {}: {} replies in {:.1} s = {:.0} req/s",
             self.scenario.name,
             self.label,
             self.scenario.pacing,
@@ -70,6 +76,7 @@ impl Report {
             } else {
                 String::new()
             },
+            cpu_name(&self.cpu_model),
             self.replies,
             self.elapsed_secs,
             self.requests_per_sec
@@ -114,6 +121,65 @@ impl Report {
                 "  {} (pid {}): cpu {:.2} s = {:.1} µs/reply, rss {:.1} MiB (peak {:.1})",
                 p.name, p.pid, p.cpu_secs, p.cpu_us_per_reply, p.rss_mib, p.peak_rss_mib
             );
+            let per = |n: u64| n as f64 / self.replies.max(1) as f64;
+            if let Some(k) = &p.kernel {
+                let groups: Vec<String> = k
+                    .threads
+                    .iter()
+                    .filter(|(_, g)| g.voluntary + g.involuntary > 0)
+                    .map(|(name, g)| {
+                        format!(
+                            "{name}{} {} + {}",
+                            if g.threads > 1 {
+                                format!(" ×{}", g.threads)
+                            } else {
+                                String::new()
+                            },
+                            num(per(g.voluntary)),
+                            num(per(g.involuntary))
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "    per reply: context switches {} voluntary + {} involuntary ({}); page faults {} minor, {} major",
+                    num(per(k.voluntary_ctxt_switches)),
+                    num(per(k.nonvoluntary_ctxt_switches)),
+                    groups.join(", "),
+                    num(per(k.minor_faults)),
+                    num(per(k.major_faults)),
+                );
+                if k.threads_started + k.threads_exited > 0 {
+                    let _ = writeln!(
+                        s,
+                        "    threads started during the run: {}, exited: {} (the switches of exited threads are missing)",
+                        k.threads_started, k.threads_exited
+                    );
+                }
+            }
+            match &p.syscalls {
+                Some(c) => {
+                    let kinds: Vec<String> = top_kinds(&[c])
+                        .into_iter()
+                        .map(|k| format!("{k} {}", num(per(c.by_kind[&k]))))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "    per reply: syscalls {} ({}, other {})",
+                        num(per(c.total)),
+                        kinds.join(", "),
+                        num(per(other_syscalls(c)))
+                    );
+                }
+                None if p.syscalls_unavailable.is_some() && self.servers[0].pid == p.pid => {
+                    let _ = writeln!(
+                        s,
+                        "    per reply: syscalls n/a ({})",
+                        p.syscalls_unavailable.as_deref().unwrap_or("")
+                    );
+                }
+                None => {}
+            }
         }
         let _ = writeln!(
             s,
@@ -164,6 +230,15 @@ pub struct ServerStats {
     pub rss_mib: f64,
     /// VmHWM: the largest resident set the process ever had.
     pub peak_rss_mib: f64,
+    /// Context switches by thread and page faults during the run.
+    #[serde(default)]
+    pub kernel: Option<KernelCounters>,
+    /// System calls during the run (`perf stat`); `None` when not counted.
+    #[serde(default)]
+    pub syscalls: Option<Syscalls>,
+    /// Why `syscalls` is `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls_unavailable: Option<String>,
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -236,6 +311,7 @@ pub fn table(reports: &[Report]) -> String {
     let med =
         |rs: &[&Report], f: &dyn Fn(&Report) -> f64| median(rs.iter().map(|r| f(r)).collect());
     let mut s = String::new();
+    let _ = writeln!(s, "CPU: {}\n", cpu_line(reports));
     s.push_str("| scenario | server | runs | req/s (median) | ratio | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU µs/req | generator CPU | other CPU | delivery |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for ((scenario, label), rs) in &groups {
@@ -304,7 +380,359 @@ pub fn table(reports: &[Report]) -> String {
             median(ratios),
         );
     }
+    let counted = reports
+        .iter()
+        .filter(|r| r.servers.first().is_some_and(|p| p.syscalls.is_some()))
+        .count();
+    if counted > 0 {
+        let _ = writeln!(
+            s,
+            "\nSystem calls were counted (perf stat on the syscall tracepoints) in {counted} of {} runs: \
+             that costs the server a fraction of a µs per call, so req/s and CPU above are somewhat \
+             worse than without (SYSCALLS=0).",
+            reports.len()
+        );
+    }
+    let mut scenarios: Vec<&String> = groups.keys().map(|(sc, _)| sc).collect();
+    scenarios.dedup();
+    for scenario in scenarios {
+        let mut labels: Vec<(&str, &[&Report])> = groups
+            .iter()
+            .filter(|((sc, _), _)| sc == scenario)
+            .map(|((_, l), rs)| (l.as_str(), rs.as_slice()))
+            .collect();
+        // The baseline first, the ratios to it after every label.
+        labels.sort_by_key(|(l, _)| (*l != "baseline", *l));
+        kernel_table(&mut s, scenario, &labels);
+    }
     s
+}
+
+/// The CPU the reports were measured on, or each of them with its runs.
+fn cpu_line(reports: &[Report]) -> String {
+    let mut models: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in reports {
+        models
+            .entry(r.cpu_model.as_str())
+            .or_default()
+            .push(format!("{} {}", r.scenario.name, r.label));
+    }
+    match models.len() {
+        0 => "-".into(),
+        1 => cpu_name(models.keys().next().unwrap()),
+        _ => {
+            let each: Vec<String> = models
+                .iter()
+                .map(|(m, runs)| {
+                    format!("{} ({} runs: {})", cpu_name(m), runs.len(), runs.join(", "))
+                })
+                .collect();
+            format!("not the same in every run: {}", each.join("; "))
+        }
+    }
+}
+
+fn cpu_name(model: &str) -> String {
+    if model.is_empty() {
+        "unknown (not in the report)".into()
+    } else {
+        model.to_owned()
+    }
+}
+
+/// How many system calls the tables name one by one; the rest are summed.
+const TOP_SYSCALLS: usize = 8;
+
+/// A per-reply figure with enough digits to tell 0.002 from 0.0002.
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 0.01 {
+        format!("{v:.3}")
+    } else if a >= 0.0001 {
+        format!("{v:.5}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+fn ratio_text(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 10.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+/// Calls not counted one by one, or counted but not among the named ones.
+fn other_syscalls(c: &Syscalls) -> u64 {
+    c.total.saturating_sub(c.by_kind.values().sum())
+}
+
+/// The busiest system calls of these counts (largest first, none of zero).
+fn top_kinds(counts: &[&Syscalls]) -> Vec<String> {
+    let mut sum: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in counts {
+        for (k, v) in &c.by_kind {
+            *sum.entry(k).or_default() += v;
+        }
+    }
+    let mut kinds: Vec<(&str, u64)> = sum.into_iter().filter(|(_, v)| *v > 0).collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    kinds
+        .into_iter()
+        .take(TOP_SYSCALLS)
+        .map(|(k, _)| k.to_owned())
+        .collect()
+}
+
+/// One row of the kernel table: a figure per reply for every label.
+type Cells = Vec<Option<f64>>;
+
+/// The median over runs of `f` per reply, of the server under test (the
+/// first `--pid`); `None` when no run has it.
+fn per_reply(rs: &[&Report], f: &dyn Fn(&ServerStats) -> Option<u64>) -> Option<f64> {
+    let xs: Vec<f64> = rs
+        .iter()
+        .filter_map(|r| {
+            let p = r.servers.first()?;
+            Some(f(p)? as f64 / r.replies.max(1) as f64)
+        })
+        .collect();
+    (!xs.is_empty()).then(|| median(xs))
+}
+
+/// Context switches, system calls and page faults per reply of one
+/// scenario's server under test, label by label, with each label's ratio to
+/// the baseline where both have the figure.
+fn kernel_table(s: &mut String, scenario: &str, labels: &[(&str, &[&Report])]) {
+    let firsts = || {
+        labels
+            .iter()
+            .flat_map(|(_, rs)| rs.iter().filter_map(|r| r.servers.first()))
+    };
+    if firsts().all(|p| p.kernel.is_none() && p.syscalls.is_none()) {
+        let _ = writeln!(
+            s,
+            "\n{scenario}: no context switches, system calls or page faults in these reports"
+        );
+        return;
+    }
+    let base = labels.iter().position(|(l, _)| *l == "baseline");
+    let mut head = format!("\n| {scenario}: per reply, server under test |");
+    let mut rule = "|---|".to_owned();
+    for (l, rs) in labels {
+        let name = rs
+            .iter()
+            .find_map(|r| r.servers.first())
+            .map(|p| p.name.as_str())
+            .unwrap_or("?");
+        let runs = if rs.len() == 1 {
+            "1 run".to_owned()
+        } else {
+            format!("{} runs", rs.len())
+        };
+        if name == *l {
+            let _ = write!(head, " {l} ({runs}) |");
+        } else {
+            let _ = write!(head, " {l} ({name}, {runs}) |");
+        }
+        rule.push_str("---|");
+    }
+    if let Some(b) = base {
+        for (i, (l, _)) in labels.iter().enumerate() {
+            if i != b {
+                let _ = write!(head, " {l} / baseline |");
+                rule.push_str("---|");
+            }
+        }
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    let row = |s: &mut String, name: &str, cells: Cells| {
+        let mut line = format!("| {name} |");
+        for c in &cells {
+            let _ = write!(line, " {} |", c.map_or("n/a".into(), num));
+        }
+        if let Some(b) = base {
+            for (i, c) in cells.iter().enumerate() {
+                if i == b {
+                    continue;
+                }
+                let r = match (c, cells[b]) {
+                    (Some(x), Some(y)) if y > 0.0 => ratio_text(x / y),
+                    _ => "-".into(),
+                };
+                let _ = write!(line, " {r} |");
+            }
+        }
+        let _ = writeln!(s, "{line}");
+    };
+    let each = |f: &dyn Fn(&ServerStats) -> Option<u64>| -> Cells {
+        labels.iter().map(|(_, rs)| per_reply(rs, f)).collect()
+    };
+
+    let cpu: Cells = labels
+        .iter()
+        .map(|(_, rs)| {
+            let xs: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| r.servers.first().map(|p| p.cpu_us_per_reply))
+                .collect();
+            (!xs.is_empty()).then(|| median(xs))
+        })
+        .collect();
+    row(s, "CPU µs (this process)", cpu);
+
+    let kernel = |f: fn(&KernelCounters) -> u64| each(&|p| p.kernel.as_ref().map(f));
+    row(
+        s,
+        "context switches, voluntary",
+        kernel(|k| k.voluntary_ctxt_switches),
+    );
+    row(
+        s,
+        "context switches, involuntary",
+        kernel(|k| k.nonvoluntary_ctxt_switches),
+    );
+    let mut names: Vec<&str> = firsts()
+        .filter_map(|p| p.kernel.as_ref())
+        .flat_map(|k| k.threads.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        // Voluntary + involuntary; "-" for a label without such threads.
+        let mut line = format!("| · {name} (voluntary + involuntary) |");
+        let mut sums: Vec<Option<f64>> = Vec::new();
+        for (_, rs) in labels {
+            let threads = rs
+                .iter()
+                .filter_map(|r| r.servers.first()?.kernel.as_ref()?.threads.get(name))
+                .map(|g| g.threads)
+                .max();
+            let group = |p: &ServerStats, f: &dyn Fn(&ThreadGroup) -> u64| {
+                let k = p.kernel.as_ref()?;
+                Some(k.threads.get(name).map_or(0, f))
+            };
+            let cell = match threads {
+                Some(n) => {
+                    let vol = per_reply(rs, &|p| group(p, &|g| g.voluntary)).unwrap_or(0.0);
+                    let invol = per_reply(rs, &|p| group(p, &|g| g.involuntary)).unwrap_or(0.0);
+                    sums.push(per_reply(rs, &|p| {
+                        group(p, &|g| g.voluntary + g.involuntary)
+                    }));
+                    format!(
+                        "{} + {}{}",
+                        num(vol),
+                        num(invol),
+                        if n > 1 {
+                            format!(" ({n} threads)")
+                        } else {
+                            String::new()
+                        }
+                    )
+                }
+                None => {
+                    sums.push(None);
+                    "-".into()
+                }
+            };
+            let _ = write!(line, " {cell} |");
+        }
+        if let Some(b) = base {
+            for (i, x) in sums.iter().enumerate() {
+                if i != b {
+                    let r = match (x, sums[b]) {
+                        (Some(x), Some(y)) if y > 0.0 => ratio_text(x / y),
+                        _ => "-".into(),
+                    };
+                    let _ = write!(line, " {r} |");
+                }
+            }
+        }
+        let _ = writeln!(s, "{line}");
+    }
+
+    row(
+        s,
+        "syscalls, all",
+        each(&|p| p.syscalls.as_ref().map(|c| c.total)),
+    );
+    // The busiest calls by their figure per reply summed over the labels.
+    let mut weight: BTreeMap<String, f64> = BTreeMap::new();
+    let counted: Vec<&Syscalls> = firsts().filter_map(|p| p.syscalls.as_ref()).collect();
+    for c in &counted {
+        for k in c.by_kind.keys() {
+            weight.entry(k.clone()).or_default();
+        }
+    }
+    for (k, w) in weight.iter_mut() {
+        *w = each(&|p| {
+            p.syscalls
+                .as_ref()
+                .map(|c| c.by_kind.get(k).copied().unwrap_or(0))
+        })
+        .into_iter()
+        .flatten()
+        .sum();
+    }
+    let mut kinds: Vec<(&String, f64)> = weight
+        .iter()
+        .map(|(k, w)| (k, *w))
+        .filter(|(_, w)| *w > 0.0)
+        .collect();
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    kinds.truncate(TOP_SYSCALLS);
+    for (k, _) in &kinds {
+        row(
+            s,
+            &format!("· {k}"),
+            each(&|p| {
+                p.syscalls
+                    .as_ref()
+                    .map(|c| c.by_kind.get(*k).copied().unwrap_or(0))
+            }),
+        );
+    }
+    let shown: Vec<&String> = kinds.iter().map(|(k, _)| *k).collect();
+    if !counted.is_empty() {
+        row(
+            s,
+            "· everything else",
+            each(&|p| {
+                let c = p.syscalls.as_ref()?;
+                let named: u64 = shown.iter().filter_map(|k| c.by_kind.get(*k)).sum();
+                Some(c.total.saturating_sub(named))
+            }),
+        );
+    }
+    row(s, "page faults, minor", kernel(|k| k.minor_faults));
+    row(s, "page faults, major", kernel(|k| k.major_faults));
+    for (l, rs) in labels {
+        let why: Vec<&str> = rs
+            .iter()
+            .filter_map(|r| r.servers.first())
+            .filter(|p| p.syscalls.is_none())
+            .filter_map(|p| p.syscalls_unavailable.as_deref())
+            .collect();
+        if let Some(w) = why.first() {
+            let _ = writeln!(
+                s,
+                "\n{l}: system calls not counted in {} of {} runs: {w}",
+                why.len(),
+                rs.len()
+            );
+        }
+    }
 }
 
 /// Each non-baseline run's throughput over that of the baseline run that
@@ -350,6 +778,89 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(vec![]), 0.0);
+    }
+
+    /// A report as written before the kernel counters and the CPU model.
+    fn old_report(label: &str, replies: u64) -> serde_json::Value {
+        serde_json::json!({
+            "label": label, "run_id": "lt1", "target": "127.0.0.1:1",
+            "scenario": {
+                "name": "ka", "pacing": "closed", "connections": "keep_alive",
+                "concurrency": 2, "duration_secs": 1.0, "max_requests": 10,
+                "mix": {"valid": 90, "repeat": 5, "malformed": 5},
+                "methods": {"s2s_get": 70, "form_post": 15, "pixel": 15}
+            },
+            "started_unix": 0, "elapsed_secs": 1.0, "sent": replies, "replies": replies,
+            "requests_per_sec": replies as f64,
+            "latency_ms": {"p50": 1.0, "p90": 1.0, "p99": 1.0, "p999": 1.0, "max": 1.0, "mean": 1.0},
+            "service_ms": {"p50": 1.0, "p90": 1.0, "p99": 1.0, "p999": 1.0, "max": 1.0, "mean": 1.0},
+            "outcomes": {}, "statuses": {}, "errors": {}, "error_samples": [],
+            "servers": [{"pid": 1, "name": label, "cpu_secs": 1.0, "cpu_us_per_reply": 10.0,
+                         "rss_mib": 1.0, "peak_rss_mib": 1.0}],
+            "verification": null, "per_second": []
+        })
+    }
+
+    #[test]
+    fn old_reports_still_make_a_table() {
+        let r: Report = serde_json::from_value(old_report("baseline", 1000)).unwrap();
+        assert!(r.cpu_model.is_empty() && r.servers[0].kernel.is_none());
+        let t = table(&[r]);
+        assert!(t.starts_with("CPU: unknown"));
+        assert!(t.contains("ka: no context switches, system calls or page faults"));
+    }
+
+    #[test]
+    fn kernel_figures_per_reply_side_by_side() {
+        let mut base = old_report("baseline", 1000);
+        base["cpu_model"] = "AMD EPYC".into();
+        base["servers"][0]["kernel"] = serde_json::json!({
+            "voluntary_ctxt_switches": 100, "nonvoluntary_ctxt_switches": 10,
+            "threads": {"tokio-rt-worker": {"threads": 2, "voluntary": 100, "involuntary": 10}},
+            "threads_exited": 0, "threads_started": 0, "minor_faults": 5, "major_faults": 0
+        });
+        base["servers"][0]["syscalls"] = serde_json::json!({
+            "total": 2000, "by_kind": {"recvfrom": 1000, "writev": 1000, "futex": 0}, "csv": "x"
+        });
+        let mut gw = old_report("gateway", 500);
+        gw["cpu_model"] = "AMD EPYC".into();
+        gw["servers"][0]["name"] = "postback-gatewa".into();
+        gw["servers"][0]["kernel"] = serde_json::json!({
+            "voluntary_ctxt_switches": 250, "nonvoluntary_ctxt_switches": 50,
+            "threads": {"tokio-rt-worker": {"threads": 1, "voluntary": 50, "involuntary": 50},
+                        "rdk:broker": {"threads": 3, "voluntary": 200, "involuntary": 0}},
+            "threads_exited": 0, "threads_started": 0, "minor_faults": 0, "major_faults": 1
+        });
+        gw["servers"][0]["syscalls_unavailable"] = "perf stat exited".into();
+        let reports: Vec<Report> = [base, gw]
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+        let t = table(&reports);
+        assert!(t.starts_with("CPU: AMD EPYC\n"), "{t}");
+        assert!(t.contains("| ka: per reply, server under test | baseline (1 run) | gateway (postback-gatewa, 1 run) | gateway / baseline |"), "{t}");
+        assert!(
+            t.contains("| context switches, voluntary | 0.100 | 0.500 | 5.00 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "| · rdk:broker (voluntary + involuntary) | - | 0.400 + 0 (3 threads) | - |"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("| · tokio-rt-worker (voluntary + involuntary) | 0.100 + 0.010 (2 threads) | 0.100 + 0.100 | 1.82 |"), "{t}");
+        assert!(t.contains("| syscalls, all | 2.00 | n/a | - |"), "{t}");
+        assert!(t.contains("| · recvfrom | 1.00 | n/a | - |"), "{t}");
+        assert!(!t.contains("futex"), "{t}");
+        assert!(
+            t.contains("| page faults, major | 0 | 0.00200 | - |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("gateway: system calls not counted in 1 of 1 runs: perf stat exited"),
+            "{t}"
+        );
     }
 
     #[test]

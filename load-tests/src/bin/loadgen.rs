@@ -5,12 +5,16 @@
 //! loadgen run --scenario FILE --target HOST:PORT [--api-key KEY] [--label NAME]
 //!             [--baseline] [--brokers HOST:PORT --topic conversions]
 //!             [--rate N] [--duration SECS] [--concurrency N] [--max-requests N]
-//!             [--pid PID]... [--out DIR] [--name FILE_STEM]
+//!             [--pid PID]... [--syscalls] [--out DIR] [--name FILE_STEM]
 //! loadgen table [--max-other PERCENT] REPORT.json...
 //! loadgen count BROKERS TOPIC
 //! loadgen free-port
 //! ```
 //! `run` exits 1 when delivery failed or a reply was not what it must be.
+//! `--pid` (repeatable; the first is the server under test) adds a server's
+//! CPU, memory, context switches and page faults to the report; `--syscalls`
+//! also counts the first one's system calls with `perf stat` during the run
+//! (its CSV goes to `DIR/FILE_STEM.syscalls.csv`; "n/a" when perf cannot).
 
 use std::path::PathBuf;
 
@@ -96,6 +100,7 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
     let mut pids = Vec::new();
     let mut out = PathBuf::from("load-tests/out");
     let mut name = None;
+    let mut syscalls = false;
     let (mut rate, mut duration, mut concurrency, mut max_requests) = (None, None, None, None);
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -110,6 +115,7 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
             "--brokers" => brokers = Some(value()?),
             "--topic" => topic = value()?,
             "--pid" => pids.push(value()?.parse().context("--pid is a number")?),
+            "--syscalls" => syscalls = true,
             "--out" => out = PathBuf::from(value()?),
             "--name" => name = Some(value()?),
             "--rate" => rate = Some(value()?.parse::<f64>().context("--rate is a number")?),
@@ -146,6 +152,7 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
     if let Some(m) = max_requests {
         scenario.max_requests = m;
     }
+    let stem = name.unwrap_or_else(|| format!("{}-{label}", scenario.name));
     let settings = Settings {
         scenario,
         target: target.context("--target is required")?,
@@ -159,11 +166,11 @@ fn run(args: Vec<String>) -> anyhow::Result<i32> {
             brokers.map(|brokers| Kafka { brokers, topic })
         },
         pids,
+        syscalls_csv: syscalls.then(|| out.join(format!("{stem}.syscalls.csv"))),
         run_id: None,
     };
     let report = postback_load::run(&settings)?;
     print!("{}", report.summary());
-    let stem = name.unwrap_or_else(|| format!("{}-{}", settings.scenario.name, settings.label));
     postback_load::write(&report, &out, &stem)?;
     println!("  wrote {}/{stem}.json and .svg", out.display());
     let delivery_ok = report.verification.as_ref().is_none_or(|v| v.passed);
