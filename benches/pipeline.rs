@@ -1,16 +1,10 @@
-//! The request path without a socket: query string → `Params` → api key →
-//! strict parse → dedup key → reserve → event encoding → commit. The HTTP
-//! layer (`http::routes::handle`) takes a `hyper::Request<Incoming>`, which
-//! only hyper's connection code can build, so the request parsing by hyper,
-//! the reply and the Kafka round trip are not in these numbers; the load
-//! tests measure them.
+//! The request path without a socket: `pipeline::handle`, the function the
+//! server calls with each request's plain parts, from the route to the
+//! outcome: route → limits → source → params → api key → strict parse → dedup
+//! claim → event encoding → sink → commit. The sink here takes each event at
+//! once, so the Kafka round trip is not in these numbers, nor are hyper's
+//! request parsing, the reply and the request metrics; the load tests measure them.
 //!
-//! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle
-//! machine (vmstat >= 94% idle); criterion 1 s warm-up, 3 s measurement.
-//! `cargo bench --bench pipeline` (2026-11-21, gateway code of commit 51f00f8), per postback:
-//!   pipeline/new_conversion     3.74 µs, 27.4 allocations (3278 B)
-//!   pipeline/mix_90_5_5         3.53 µs
-//!   pipeline/format_query_only  0.06 µs (building the bench's own input)
 //! For scale: the gateway spends about 32 µs of CPU per postback under load
 //! (README, Performance), so this path is about an eighth of it.
 
@@ -18,94 +12,94 @@ mod common;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
-use postback_gateway::dedup::{self, Claim, Dedup, KeyParts};
-use postback_gateway::event::{self, Context, Kind};
-use postback_gateway::postback::{self, Params};
-use postback_gateway::source::Sources;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use postback_gateway::config::Config;
+use postback_gateway::dedup::{self, Pools};
+use postback_gateway::event::Event;
+use postback_gateway::pipeline::{self, App, Method, Outcome, Request};
+use postback_gateway::sink::{BoxFuture, Sink, SinkError};
+use postback_gateway::source::{SharedSources, Sources};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 #[global_allocator]
 static ALLOC: common::Counting = common::Counting;
 
-const WAIT: Duration = Duration::from_secs(2);
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 
-struct Pipeline {
-    sources: Sources,
-    dedup: Arc<Dedup>,
+/// A sink that takes every event at once.
+struct AtOnce;
+
+impl Sink for AtOnce {
+    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>> {
+        black_box(event);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+
+    fn flush(&self, _: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Accepted,
-    Duplicate,
-    Rejected,
+struct Pipeline {
+    app: Arc<App>,
 }
 
 impl Pipeline {
     fn new() -> Pipeline {
+        let config = Config::default();
+        let sources = Sources::single_default("bench-key".into(), None);
         Pipeline {
-            sources: Sources::single_default("bench-key".into(), None),
-            dedup: Dedup::new(
-                Duration::from_secs(86_400),
-                1_000_000,
-                [7; 16],
-                dedup::system_clock(),
-            ),
+            app: Arc::new(App {
+                sources: SharedSources::new(Arc::new(sources)),
+                campaigns: Default::default(),
+                dedup: Pools::new(
+                    Duration::from_secs(86_400),
+                    1_000_000,
+                    1_000,
+                    &[],
+                    [7; 16],
+                    dedup::system_clock(),
+                ),
+                sink: Arc::new(AtOnce),
+                limits: config.limits,
+                delivery_wait: config.kafka.delivery_wait,
+                shutting_down: AtomicBool::new(false),
+                warming: AtomicBool::new(false),
+                per_client: None,
+                metrics: PrometheusBuilder::new().build_recorder().handle(),
+            }),
         }
     }
 
-    /// What `routes::postback` does between the request head and the sink.
+    /// `GET /postback?{query}`, as the server hands it to the pipeline.
     fn postback(&self, query: &str) -> Outcome {
-        let received_at = OffsetDateTime::now_utc();
-        let Ok(source) = self.sources.resolve(None) else {
-            return Outcome::Rejected;
+        let req = Request {
+            method: Method::Get,
+            path: "/postback",
+            query: Some(query),
+            host: Some("gateway.example"),
+            forwarded_for: None,
+            user_agent: Some("postback-load".into()),
+            content_type: None,
+            transfer_encoding: false,
+            header_bytes: 64,
+            body: Ok(Bytes::new()),
+            peer: PEER,
+            received_at: OffsetDateTime::now_utc(),
         };
-        let mut params = Params::new();
-        if params
-            .add_query(query.as_bytes(), source.rules.plus_as_space)
-            .is_err()
-        {
-            return Outcome::Rejected;
-        }
-        if source
-            .authenticate(postback::parse::api_key(&params, &source.rules))
-            .is_err()
-        {
-            return Outcome::Rejected;
-        }
-        let Ok(conv) = postback::parse(&params, &source.rules) else {
-            return Outcome::Rejected;
-        };
-        let key = self.dedup.key(&KeyParts {
-            source: &source.name,
-            token: &conv.token,
-            txid: conv.txid.as_deref(),
-            goal: conv.goal.as_deref(),
-            status: conv.dedup_status(),
-        });
-        let reservation = match common::ready(self.dedup.reserve(key, WAIT)) {
-            Claim::Reserved(r) => r,
-            _ => return Outcome::Duplicate,
-        };
-        let event_id = Uuid::now_v7();
-        let client_ip = "203.0.113.7".to_string();
-        let ctx = Context {
-            source: &source.name,
-            kind: Kind::S2s,
-            received_at,
-            conversion_at_click: source.conversion_at_click,
-            client_ip: &client_ip,
-            user_agent: Some("postback-load"),
-        };
-        let event = event::encode(&conv, &ctx, &source.name, event_id, key);
-        black_box(&event);
-        reservation.commit(event_id);
-        Outcome::Accepted
+        // Nothing waits: no other request holds a key, the sink answers at once.
+        common::ready(pipeline::handle(self.app.clone(), req)).outcome
     }
 }
 
@@ -173,13 +167,13 @@ fn main() {
     let p = Pipeline::new();
     let mut buf = String::with_capacity(256);
     query(&mut buf, 0);
-    p.postback(&buf);
-    assert_eq!(p.postback(&buf), Outcome::Duplicate);
+    assert!(matches!(p.postback(&buf), Outcome::Accepted(_)));
+    assert!(matches!(p.postback(&buf), Outcome::Duplicate(Some(_))));
     let mut i = 100u64;
     common::report_allocs("pipeline new_conversion", 1, 100_000, || {
         i += 1;
         query(&mut buf, i * 20 + 2);
-        assert_eq!(p.postback(&buf), Outcome::Accepted);
+        assert!(matches!(p.postback(&buf), Outcome::Accepted(_)));
     });
     benches();
     common::criterion().final_summary();

@@ -1,9 +1,10 @@
 //! postback-gateway: conversion postbacks over HTTP in, one normalized event per
 //! conversion out to Kafka.
 //!
-//! A request flows one way: `http` (listener, route) → `source` (who sent it,
-//! auth) → `postback` (strict parse, pure) → `dedup` (reserve) → `sink`
-//! (Kafka acknowledgement) → `dedup` commit or release → `http` reply.
+//! A request flows one way: `http` (listener, hyper to plain parts) →
+//! `pipeline` (route, then `source`: who sent it, auth → `postback`: strict
+//! parse, pure → `dedup` reserve → `sink`: Kafka acknowledgement → `dedup`
+//! commit or release) → `http` reply, decided by a `rejection` when refused.
 //! A 2xx is sent only after the event is durable.
 #![deny(unsafe_code)]
 
@@ -13,8 +14,10 @@ pub mod dedup;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod postback;
 pub mod ratelimit;
+pub mod rejection;
 pub mod sink;
 pub mod source;
 pub mod testfire;
@@ -126,7 +129,7 @@ pub async fn run(
         config.dedup.hash_key,
         clock.clone(),
     );
-    let app = Arc::new(http::App {
+    let app = Arc::new(pipeline::App {
         sources: source::SharedSources::new(sources.clone()),
         campaigns: Default::default(),
         dedup: dedup.clone(),
@@ -156,7 +159,7 @@ pub async fn run(
     let public = tokio::spawn(http::serve(
         listeners.public,
         config.limits.clone(),
-        move |req, peer| http::routes::handle(a.clone(), req, peer),
+        move |req, peer| http::public::handle(a.clone(), req, peer),
         public_rx,
         config.shutdown_grace,
     ));
@@ -267,7 +270,7 @@ async fn warm_up(
     config: &Config,
     brokers: &str,
     dedup: &Arc<dedup::Pools>,
-    app: &Arc<http::App>,
+    app: &Arc<pipeline::App>,
     spooled: Vec<sink::spool::Spooled>,
     kafka_reachable: bool,
 ) -> bool {
@@ -333,7 +336,7 @@ async fn warm_up(
 }
 
 /// Reloads the sources on every SIGHUP, for as long as the gateway runs.
-async fn reload_on_hangup(app: Arc<http::App>, running: Config) {
+async fn reload_on_hangup(app: Arc<pipeline::App>, running: Config) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -357,7 +360,7 @@ async fn reload_on_hangup(app: Arc<http::App>, running: Config) {
 /// is refused and the running sources stay. Other settings (addresses, Kafka,
 /// limits) take effect only on a restart.
 pub fn reload(
-    app: &http::App,
+    app: &pipeline::App,
     running: &Config,
     env: &dyn config::Env,
 ) -> Result<usize, config::ConfigErrors> {

@@ -10,7 +10,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::Kind;
-use crate::postback::Reason;
+use crate::rejection::Rejection;
 
 pub const REQUESTS: &str = "postback_requests_total";
 pub const REJECTIONS: &str = "postback_rejections_total";
@@ -49,7 +49,8 @@ pub const CONSOLE_BYTES: &str = "postback_console_bytes";
 pub struct Hot {
     /// By endpoint (`Kind` order: s2s, pixel) and outcome (`OUTCOMES` order).
     requests: [[Counter; 4]; 2],
-    rejections: [Counter; Reason::ALL.len()],
+    /// By [`Rejection::slot`].
+    rejections: Vec<Counter>,
     request_seconds: [Histogram; 2],
     pub kafka_delivery_seconds: Histogram,
 }
@@ -67,7 +68,9 @@ pub fn hot() -> &'static Hot {
         requests: ENDPOINTS.map(|k| {
             OUTCOMES.map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o))
         }),
-        rejections: Reason::ALL.map(|r| counter!(REJECTIONS, "reason" => r.as_str())),
+        rejections: Rejection::counted()
+            .map(|r| counter!(REJECTIONS, "reason" => r.code().unwrap_or_default()))
+            .collect(),
         request_seconds: ENDPOINTS.map(|k| histogram!(REQUEST_SECONDS, "endpoint" => k.as_str())),
         kafka_delivery_seconds: histogram!(KAFKA_DELIVERY_SECONDS),
     })
@@ -90,8 +93,11 @@ impl Hot {
         self.request_seconds[e].record(seconds);
     }
 
-    pub fn rejection(&self, reason: Reason) {
-        self.rejections[reason.index()].increment(1);
+    /// Counts a rejection by its [`Rejection::slot`].
+    pub fn rejection(&self, slot: usize) {
+        if let Some(c) = self.rejections.get(slot) {
+            c.increment(1);
+        }
     }
 }
 

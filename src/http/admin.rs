@@ -6,15 +6,16 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 
-use super::reply::{plain, Body};
-use super::App;
+use super::reply::{ok, rejected, Body};
 use crate::metrics as m;
+use crate::pipeline::App;
+use crate::rejection::Rejection;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        return rejected(Rejection::MethodNotAllowed, false);
     }
     match req.uri().path() {
         "/metrics" => {
@@ -27,9 +28,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             );
             resp
         }
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" if app.ready() => plain(StatusCode::OK, "ready\n"),
-        "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        "/healthz" => ok("ok\n"),
+        "/readyz" if app.ready() => ok("ready\n"),
+        "/readyz" => rejected(Rejection::NotReady, false),
+        _ => rejected(Rejection::NotFound, false),
     }
 }

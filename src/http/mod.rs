@@ -1,17 +1,16 @@
-//! The HTTP side: the accept loop with graceful shutdown, the public postback
-//! routes and the admin routes. This is the only module that knows hyper.
+//! The HTTP side: the accept loop with graceful shutdown and the connection
+//! caps, the public listener's adapter to the pipeline, replies, and the admin
+//! routes. This is the only module that knows hyper.
 
 pub mod admin;
-mod detach;
+pub mod public;
 pub mod refusals;
 pub mod reply;
-pub mod routes;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -20,7 +19,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,41 +26,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
-use crate::dedup::Pools;
-use crate::ratelimit::PerClient;
-use crate::sink::Sink;
-use crate::source::claims::CampaignClaims;
-use crate::source::SharedSources;
-
-/// Everything a request needs, shared by all connections.
-pub struct App {
-    /// Swapped whole on a reload; each request takes one snapshot.
-    pub sources: SharedSources,
-    /// Which source first sent each campaign, per platform.
-    pub campaigns: CampaignClaims,
-    pub dedup: Arc<Pools>,
-    pub sink: Arc<dyn Sink>,
-    pub limits: Limits,
-    /// Longest wait for a key held in flight by another request.
-    pub delivery_wait: Duration,
-    /// Set on the shutdown signal; `/readyz` turns 503 at once.
-    pub shutting_down: AtomicBool,
-    /// True until the dedup window is rebuilt at start; postbacks get 503
-    /// meanwhile, since a retry could not yet be told from a new conversion.
-    pub warming: AtomicBool,
-    /// Per-client-address rate limit, when configured.
-    pub per_client: Option<PerClient>,
-    pub metrics: PrometheusHandle,
-}
-
-impl App {
-    /// Whether events can be made durable now.
-    pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed)
-            && !self.warming.load(Ordering::Relaxed)
-            && self.sink.ready()
-    }
-}
+use crate::rejection::Rejection;
 
 /// Serves `listener` with `handler` until `shutdown` turns true, then lets
 /// open connections finish for up to `grace`.
@@ -190,11 +154,9 @@ impl Drop for Held {
 /// Answers a connection over the cap with a 503 and closes it, without
 /// reading its request: existing connections keep their share.
 async fn refuse_connection(mut stream: tokio::net::TcpStream) {
-    const REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
-        content-type: text/plain; charset=utf-8\r\ncontent-length: 17\r\nconnection: close\r\n\r\n\
-        ERROR unavailable";
+    static REPLY: LazyLock<Vec<u8>> = LazyLock::new(|| reply::raw(Rejection::Overloaded));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(REPLY).await;
+        let _ = stream.write_all(&REPLY).await;
         let _ = stream.shutdown().await;
     })
     .await;

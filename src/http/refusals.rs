@@ -6,21 +6,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::info;
 
-use crate::postback::Reason;
+use crate::rejection::Rejection;
 
-static COUNTS: [AtomicU64; Reason::ALL.len()] = [const { AtomicU64::new(0) }; Reason::ALL.len()];
+/// By slot ([`Rejection::slot`]).
+static COUNTS: [AtomicU64; Rejection::COUNTED] = [const { AtomicU64::new(0) }; Rejection::COUNTED];
 
-/// Counts one refusal.
-pub fn count(reason: Reason) {
-    COUNTS[reason.index()].fetch_add(1, Ordering::Relaxed);
+/// Counts one refusal, by its [`Rejection::slot`].
+pub fn count(slot: usize) {
+    if let Some(n) = COUNTS.get(slot) {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Logs the refusals since the last call, if there were any, and starts over.
 pub fn log_summary() {
-    let mut seen: Vec<(u64, Reason)> = Reason::ALL
-        .iter()
+    let mut seen: Vec<(u64, Rejection)> = Rejection::counted()
         .zip(COUNTS.iter())
-        .map(|(r, c)| (c.swap(0, Ordering::Relaxed), *r))
+        .map(|(r, c)| (c.swap(0, Ordering::Relaxed), r))
         .filter(|(n, _)| *n > 0)
         .collect();
     if seen.is_empty() {

@@ -1,5 +1,7 @@
-//! Replies. One `match` decides the HTTP status of every reason; S2S callers get
-//! one line of text (or JSON), pixels always get the transparent GIF.
+//! Replies, written from the pipeline's outcome. A rejection's status,
+//! `Retry-After`, connection close and reason code come from its
+//! [`Verdict`](crate::rejection::Verdict); S2S callers get one line of text (or
+//! JSON), pixels always get the transparent GIF.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -7,135 +9,52 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_
 use hyper::{Response, StatusCode};
 use uuid::Uuid;
 
-use crate::postback::Reason;
+use crate::event::Kind;
+use crate::pipeline::Outcome;
+use crate::rejection::{Rejection, Text, Verdict};
 
 pub type Body = Full<Bytes>;
 
 /// The 43-byte transparent 1x1 GIF.
 pub const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
 
-/// Seconds a sender should wait before retrying a 503.
-const RETRY_AFTER_SECS: &str = "5";
-/// Seconds a rate-limited sender should wait (buckets refill continuously).
-const RATE_RETRY_AFTER_SECS: &str = "1";
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
-/// What happened to one postback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Accepted(Uuid),
-    Duplicate(Option<Uuid>),
-    /// Refused; the status is usually [`status_of`] the reason, except for the
-    /// size limits, which have one status each.
-    Rejected(Reason, StatusCode),
-}
-
-impl Outcome {
-    pub fn reject(reason: Reason) -> Outcome {
-        Outcome::Rejected(reason, status_of(reason))
-    }
-
-    /// The `outcome` metric label.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Accepted(_) => "accepted",
-            Outcome::Duplicate(_) => "duplicate",
-            Outcome::Rejected(Reason::Unavailable | Reason::RateLimited, _) => "unavailable",
-            Outcome::Rejected(..) => "rejected",
-        }
-    }
-
-    /// The reply text: `OK <id>`, `DUPLICATE <id>`, `ERROR <reason>`.
-    pub fn text(&self) -> String {
-        let with_id = |word: &str, id: &Uuid| {
-            let mut text = String::with_capacity(word.len() + 37);
-            text.push_str(word);
-            text.push(' ');
-            text.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-            text
-        };
-        match self {
-            Outcome::Accepted(id) => with_id("OK", id),
-            Outcome::Duplicate(Some(id)) => with_id("DUPLICATE", id),
-            Outcome::Duplicate(None) => "DUPLICATE".to_owned(),
-            Outcome::Rejected(r, _) => format!("ERROR {r}"),
-        }
-    }
-
-    fn json(&self) -> String {
-        let v = match self {
-            Outcome::Accepted(id) => {
-                serde_json::json!({"result": "ok", "event_id": id.to_string()})
-            }
-            Outcome::Duplicate(id) => {
-                serde_json::json!({"result": "duplicate", "event_id": id.map(|i| i.to_string())})
-            }
-            Outcome::Rejected(r, _) => serde_json::json!({"result": "error", "reason": r.as_str()}),
-        };
-        v.to_string()
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            Outcome::Accepted(_) | Outcome::Duplicate(_) => StatusCode::OK,
-            Outcome::Rejected(_, s) => *s,
+/// The reply to a request of the public routes: a pixel's GIF, an S2S reply,
+/// or (not routed) the rejection's line.
+pub fn postback(kind: Option<Kind>, outcome: &Outcome, json: bool) -> Response<Body> {
+    match (kind, outcome) {
+        (Some(Kind::Pixel), _) => pixel(outcome),
+        (_, Outcome::Rejected(r)) => rejected(*r, json),
+        (_, accepted) => {
+            let (body, ctype) = if json {
+                (self::json(accepted), "application/json")
+            } else {
+                (text(accepted), TEXT_PLAIN)
+            };
+            with_body(StatusCode::OK, Bytes::from(body), ctype)
         }
     }
 }
 
-/// The HTTP status of each reason.
-pub fn status_of(reason: Reason) -> StatusCode {
-    match reason {
-        Reason::MissingApiKey => StatusCode::UNAUTHORIZED,
-        Reason::BadApiKey | Reason::IpNotAllowed | Reason::PixelOnly => StatusCode::FORBIDDEN,
-        Reason::UnknownSource => StatusCode::NOT_FOUND,
-        Reason::UnsupportedContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Reason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        Reason::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Reason::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        Reason::LengthRequired => StatusCode::LENGTH_REQUIRED,
-        Reason::BadEncoding
-        | Reason::DuplicateParam
-        | Reason::MissingTracking
-        | Reason::BadTracking
-        | Reason::ParamTooLong
-        | Reason::UnfilledMacro
-        | Reason::BadAmount
-        | Reason::MissingAmount
-        | Reason::AmountOutOfRange
-        | Reason::BadStatus
-        | Reason::BadCurrency
-        | Reason::CurrencyMismatch
-        | Reason::BadClickTime
-        | Reason::TooManyParams
-        | Reason::BadBody => StatusCode::BAD_REQUEST,
-    }
-}
-
-/// The reply to a server-to-server postback.
-pub fn s2s(outcome: &Outcome, json: bool) -> Response<Body> {
-    let (body, ctype) = if json {
-        (outcome.json(), "application/json")
-    } else {
-        (outcome.text(), "text/plain; charset=utf-8")
+/// The reply to a rejection outside a pixel: `ERROR <code>` (or its JSON),
+/// or the rejection's line.
+pub fn rejected(r: Rejection, json: bool) -> Response<Body> {
+    let v = r.verdict();
+    let (body, ctype) = match v.text {
+        Text::Line(line) => (Bytes::from_static(line.as_bytes()), TEXT_PLAIN),
+        Text::Code(_) if json => (
+            Bytes::from(self::json(&Outcome::Rejected(r))),
+            "application/json",
+        ),
+        Text::Code(_) => (Bytes::from(text(&Outcome::Rejected(r))), TEXT_PLAIN),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = outcome.status();
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-    match resp.status() {
-        StatusCode::SERVICE_UNAVAILABLE => {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-        }
-        StatusCode::TOO_MANY_REQUESTS => {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static(RATE_RETRY_AFTER_SECS));
-        }
-        _ => {}
+    let mut resp = with_body(status(&v), body, ctype);
+    if let Some(secs) = v.retry_after {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static(secs));
     }
-    if matches!(outcome, Outcome::Rejected(Reason::LengthRequired, _)) {
-        // The body was not read: nothing after it on this connection is trusted.
+    if v.close {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -143,7 +62,7 @@ pub fn s2s(outcome: &Outcome, json: bool) -> Response<Body> {
 }
 
 /// The reply to a pixel: always 200 and the GIF; the outcome rides in a header.
-pub fn pixel(outcome: &Outcome) -> Response<Body> {
+fn pixel(outcome: &Outcome) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from_static(GIF)));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
@@ -151,29 +70,99 @@ pub fn pixel(outcome: &Outcome) -> Response<Body> {
         CACHE_CONTROL,
         HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
     );
-    if let Ok(v) = HeaderValue::from_str(&outcome.text()) {
+    if let Ok(v) = HeaderValue::from_str(&text(outcome)) {
         h.insert("x-postback-result", v);
     }
-    if matches!(outcome, Outcome::Rejected(Reason::LengthRequired, _)) {
+    if matches!(outcome, Outcome::Rejected(r) if r.verdict().close) {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
 
-/// A plain-text reply outside the postback flow (404, 405, admin).
-pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+/// A 200 plain-text reply outside the postback flow (admin).
+pub fn ok(text: &'static str) -> Response<Body> {
+    with_body(
+        StatusCode::OK,
+        Bytes::from_static(text.as_bytes()),
+        TEXT_PLAIN,
+    )
+}
+
+/// A rejection as the raw bytes of a whole HTTP/1.1 reply, for a connection
+/// answered without hyper (over the connection cap).
+pub fn raw(r: Rejection) -> Vec<u8> {
+    let v = r.verdict();
+    let status = status(&v);
+    let body = match v.text {
+        Text::Code(code) => format!("ERROR {code}"),
+        Text::Line(line) => line.to_owned(),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
     );
+    if let Some(secs) = v.retry_after {
+        head.push_str(&format!("retry-after: {secs}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-type: {TEXT_PLAIN}\r\ncontent-length: {}\r\n",
+        body.len()
+    ));
+    if v.close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    head.into_bytes()
+}
+
+fn status(v: &Verdict) -> StatusCode {
+    StatusCode::from_u16(v.status).expect("every verdict's status is a valid status code")
+}
+
+fn with_body(status: StatusCode, body: Bytes, ctype: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp
+}
+
+/// The reply text: `OK <id>`, `DUPLICATE <id>`, `ERROR <reason>`.
+fn text(outcome: &Outcome) -> String {
+    let with_id = |word: &str, id: &Uuid| {
+        let mut text = String::with_capacity(word.len() + 37);
+        text.push_str(word);
+        text.push(' ');
+        text.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        text
+    };
+    match outcome {
+        Outcome::Accepted(id) => with_id("OK", id),
+        Outcome::Duplicate(Some(id)) => with_id("DUPLICATE", id),
+        Outcome::Duplicate(None) => "DUPLICATE".to_owned(),
+        Outcome::Rejected(r) => format!("ERROR {r}"),
+    }
+}
+
+fn json(outcome: &Outcome) -> String {
+    let v = match outcome {
+        Outcome::Accepted(id) => {
+            serde_json::json!({"result": "ok", "event_id": id.to_string()})
+        }
+        Outcome::Duplicate(id) => {
+            serde_json::json!({"result": "duplicate", "event_id": id.map(|i| i.to_string())})
+        }
+        Outcome::Rejected(r) => serde_json::json!({"result": "error", "reason": r.code()}),
+    };
+    v.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postback::Reason;
 
     #[test]
     fn the_gif_is_a_43_byte_gif() {
@@ -183,17 +172,40 @@ mod tests {
     }
 
     #[test]
-    fn every_reason_has_a_client_or_server_error_status() {
-        for r in Reason::ALL {
-            let s = status_of(r);
-            assert!(s.is_client_error() || s.is_server_error(), "{r}: {s}");
-        }
+    fn unavailable_asks_for_a_retry_later() {
+        let resp = rejected(Rejection::Unavailable, false);
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()[RETRY_AFTER], "5");
+        let resp = rejected(Rejection::RateLimited, true);
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[RETRY_AFTER], "1");
     }
 
     #[test]
-    fn unavailable_asks_for_a_retry_later() {
-        let resp = s2s(&Outcome::reject(Reason::Unavailable), false);
-        assert_eq!(resp.status(), 503);
-        assert_eq!(resp.headers()[RETRY_AFTER], RETRY_AFTER_SECS);
+    fn a_size_limit_has_its_own_status_and_one_code() {
+        for (r, status) in [
+            (Rejection::BodyTooLarge, 413),
+            (Rejection::UriTooLong, 414),
+            (Rejection::HeadersTooLarge, 431),
+        ] {
+            let resp = rejected(r, false);
+            assert_eq!(resp.status(), status);
+            assert_eq!(text(&Outcome::Rejected(r)), "ERROR too_large");
+        }
+        assert_eq!(
+            text(&Outcome::Rejected(Rejection::Invalid(Reason::BadAmount))),
+            "ERROR bad_amount"
+        );
+    }
+
+    #[test]
+    fn a_refused_connection_reads_as_a_whole_reply() {
+        let raw = String::from_utf8(raw(Rejection::Overloaded)).unwrap();
+        assert_eq!(
+            raw,
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
+             content-type: text/plain; charset=utf-8\r\ncontent-length: 17\r\nconnection: close\r\n\r\n\
+             ERROR unavailable"
+        );
     }
 }

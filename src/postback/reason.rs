@@ -1,8 +1,9 @@
-//! Why a postback was refused. The snake_case `as_str()` of each variant is the
-//! reason code in replies (`ERROR <reason>`) and the `reason` label in metrics,
-//! so the set is fixed and small.
+//! Why the strict parser refused a postback: pure parse outcomes, nothing about
+//! auth, transport or availability (those are [`crate::rejection::Rejection`]s).
+//! The snake_case `as_str()` of each variant is the reason code in replies
+//! (`ERROR <reason>`) and the `reason` label in metrics, so the set is fixed and small.
 
-/// One reason a postback was not accepted.
+/// One reason the parser refused a postback; each is answered 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// An invalid percent escape, or bytes that are not UTF-8 after decoding.
@@ -35,35 +36,12 @@ pub enum Reason {
     TooManyParams,
     /// A body that is not a flat JSON object or a valid form.
     BadBody,
-    /// A body whose content type is neither form nor JSON.
-    UnsupportedContentType,
-    /// No api key where the source requires one.
-    MissingApiKey,
-    /// An api key the source does not know.
-    BadApiKey,
-    /// A client address outside the source's allowed networks.
-    IpNotAllowed,
-    /// An S2S postback to a source without keys, which takes pixels only.
-    PixelOnly,
-    /// A source name (path or host) that no configured source has.
-    UnknownSource,
-    /// A request line, header block or body over its limit.
-    TooLarge,
-    /// Over a rate limit.
-    RateLimited,
-    /// The event could not be made durable now.
-    Unavailable,
-    /// The request (its body) did not arrive within the request timeout.
-    RequestTimeout,
-    /// A body without `Content-Length` (chunked): postbacks are small and
-    /// framed by length, and `Transfer-Encoding` next to `Content-Length` is
-    /// the classic request-smuggling shape.
-    LengthRequired,
 }
 
 impl Reason {
-    /// Every reason, for metric pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 26] = [
+    /// Every reason, in declaration order: for metric pre-registration and
+    /// exhaustive tests.
+    pub const ALL: [Reason; 15] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -79,23 +57,7 @@ impl Reason {
         Reason::BadClickTime,
         Reason::TooManyParams,
         Reason::BadBody,
-        Reason::UnsupportedContentType,
-        Reason::MissingApiKey,
-        Reason::BadApiKey,
-        Reason::IpNotAllowed,
-        Reason::PixelOnly,
-        Reason::UnknownSource,
-        Reason::TooLarge,
-        Reason::RateLimited,
-        Reason::Unavailable,
-        Reason::RequestTimeout,
-        Reason::LengthRequired,
     ];
-
-    /// Position in [`Reason::ALL`], which lists the variants in declaration order.
-    pub fn index(self) -> usize {
-        self as usize
-    }
 
     /// The reason code, as sent in replies and used as a metric label.
     pub fn as_str(self) -> &'static str {
@@ -115,17 +77,6 @@ impl Reason {
             Reason::BadClickTime => "bad_click_time",
             Reason::TooManyParams => "too_many_params",
             Reason::BadBody => "bad_body",
-            Reason::UnsupportedContentType => "unsupported_content_type",
-            Reason::MissingApiKey => "missing_api_key",
-            Reason::BadApiKey => "bad_api_key",
-            Reason::IpNotAllowed => "ip_not_allowed",
-            Reason::PixelOnly => "pixel_only",
-            Reason::UnknownSource => "unknown_source",
-            Reason::TooLarge => "too_large",
-            Reason::RateLimited => "rate_limited",
-            Reason::Unavailable => "unavailable",
-            Reason::RequestTimeout => "request_timeout",
-            Reason::LengthRequired => "length_required",
         }
     }
 }
@@ -141,9 +92,9 @@ mod tests {
     use super::Reason;
 
     #[test]
-    fn all_lists_every_reason_at_its_index() {
+    fn all_lists_every_reason_in_declaration_order() {
         for (i, r) in Reason::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i, "{r:?}");
+            assert_eq!(*r as usize, i, "{r:?}");
         }
     }
 }

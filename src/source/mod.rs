@@ -16,7 +16,8 @@ use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 
-use crate::postback::{ParseRules, Reason};
+use crate::postback::ParseRules;
+use crate::rejection::Rejection as Reason;
 use net::Networks;
 use url::UrlTemplate;
 

@@ -5,8 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Runs `F` in place, in the task that awaits it; if that task drops it
-/// before it is done (hyper drops a request's future when the client hangs
-/// up), the rest of `F` moves to a task of its own and still finishes.
+/// before it is done (hyper drops a request's future, the pipeline's with
+/// it, when the client hangs up), the rest of `F` moves to a task of its own
+/// and still finishes.
 ///
 /// This is what spawning `F` and awaiting its handle gives, without a task,
 /// a wake-up and a poll more for every request that runs to its end.

@@ -1,0 +1,194 @@
+//! The request pipeline on plain parts: route → head limits → source → client
+//! (network, rate) → params → key → source rate → strict parse → dedup claim →
+//! sink → commit or release → [`Outcome`]. `http/` turns a hyper request into a
+//! [`Request`] (its body already read) and the outcome into a reply; nothing here
+//! knows hyper, so the pipeline bench drives [`handle`] as the server does.
+
+mod admit;
+mod deliver;
+mod detach;
+mod params;
+mod route;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use metrics_exporter_prometheus::PrometheusHandle;
+use time::OffsetDateTime;
+use tracing::debug;
+use uuid::Uuid;
+
+use crate::config::Limits;
+use crate::dedup::Pools;
+use crate::event::Kind;
+use crate::postback;
+use crate::ratelimit::PerClient;
+use crate::rejection::Rejection;
+use crate::sink::Sink;
+use crate::source::claims::CampaignClaims;
+use crate::source::{SharedSources, Source};
+use deliver::Claimed;
+use route::Target;
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    /// Swapped whole on a reload; each request takes one snapshot.
+    pub sources: SharedSources,
+    /// Which source first sent each campaign, per platform.
+    pub campaigns: CampaignClaims,
+    pub dedup: Arc<Pools>,
+    pub sink: Arc<dyn Sink>,
+    pub limits: Limits,
+    /// Longest wait for a key held in flight by another request.
+    pub delivery_wait: Duration,
+    /// Set on the shutdown signal; `/readyz` turns 503 at once.
+    pub shutting_down: AtomicBool,
+    /// True until the dedup window is rebuilt at start; postbacks get 503
+    /// meanwhile, since a retry could not yet be told from a new conversion.
+    pub warming: AtomicBool,
+    /// Per-client-address rate limit, when configured.
+    pub per_client: Option<PerClient>,
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Whether events can be made durable now.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Relaxed)
+            && !self.warming.load(Ordering::Relaxed)
+            && self.sink.ready()
+    }
+}
+
+/// The request methods the routes tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Other,
+}
+
+/// The parts of one request that the pipeline reads.
+pub struct Request<'r> {
+    pub method: Method,
+    /// The path as sent (not percent-decoded).
+    pub path: &'r str,
+    /// The query as sent, without the `?`.
+    pub query: Option<&'r str>,
+    /// The `Host` header (or the host of an absolute request URI): custom
+    /// tracking domains select their source by it.
+    pub host: Option<&'r str>,
+    /// Every `X-Forwarded-For` line, joined in order.
+    pub forwarded_for: Option<Cow<'r, str>>,
+    pub user_agent: Option<Cow<'r, str>>,
+    /// The `Content-Type` header as sent.
+    pub content_type: Option<&'r str>,
+    /// Whether the request came with `Transfer-Encoding`; such a request is
+    /// refused (see [`Rejection::LengthRequired`]) and its body is not read.
+    pub transfer_encoding: bool,
+    /// The size of the header block: each name and value plus 4 bytes.
+    pub header_bytes: usize,
+    /// A POST's body, read within the size and time limits, or why it could
+    /// not be; it counts at the body's step of the flow, after the checks
+    /// before it. Ignored for other methods.
+    pub body: Result<Bytes, Rejection>,
+    /// The client's address as the socket sees it.
+    pub peer: IpAddr,
+    /// When the request arrived.
+    pub received_at: OffsetDateTime,
+}
+
+/// What happened to one postback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted(Uuid),
+    /// The first event's id, where known.
+    Duplicate(Option<Uuid>),
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    /// The `outcome` label of `postback_requests_total`; `None` for a request
+    /// that is not counted as a postback.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Accepted(_) => Some("accepted"),
+            Outcome::Duplicate(_) => Some("duplicate"),
+            Outcome::Rejected(r) => r.verdict().outcome,
+        }
+    }
+}
+
+impl From<Rejection> for Outcome {
+    fn from(r: Rejection) -> Outcome {
+        Outcome::Rejected(r)
+    }
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handled {
+    /// The endpoint, once the request was routed (`None`: 404 or 405).
+    pub kind: Option<Kind>,
+    pub outcome: Outcome,
+}
+
+/// Takes one request through the pipeline.
+///
+/// The steps that read `req` run in this call; the future it returns owns
+/// what it needs (the event, the dedup reservation), so the caller can let
+/// the request go before the waits for a claim held elsewhere and for Kafka.
+pub fn handle(app: Arc<App>, req: Request<'_>) -> impl Future<Output = Handled> + Send + 'static {
+    let (kind, prepared) = match route::route(req.method, req.path) {
+        Ok((kind, target)) => (Some(kind), prepare(&app, kind, &target, &req)),
+        Err(r) => (None, Err(r.into())),
+    };
+    async move {
+        let outcome = match prepared {
+            Ok(claimed) => deliver::finish(&app, claimed).await,
+            Err(outcome) => outcome,
+        };
+        Handled { kind, outcome }
+    }
+}
+
+/// The steps up to the dedup claim, in their fixed order. `Err` is the
+/// outcome when nothing is left to deliver: a rejection or a duplicate.
+fn prepare(
+    app: &App,
+    kind: Kind,
+    target: &Target<'_>,
+    req: &Request<'_>,
+) -> Result<Claimed, Outcome> {
+    admit::check_head(app, req)?;
+    let source = admit::find_source(app, target, req.host)?;
+    let refuse = |reason| {
+        debug!(%reason, source = &*source.name, "Refused a postback.");
+        Outcome::Rejected(reason)
+    };
+    let (client, params) = admitted(app, kind, target, req, &source).map_err(refuse)?;
+    let conv =
+        postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
+    deliver::claim(app, kind, source, conv, client, req)
+}
+
+/// The gates between the source and the parse: the client, the parameters,
+/// the key and the source's rate.
+fn admitted(
+    app: &App,
+    kind: Kind,
+    target: &Target<'_>,
+    req: &Request<'_>,
+    source: &Source,
+) -> Result<(IpAddr, postback::Params), Rejection> {
+    let client = admit::admit_client(app, kind, source, req)?;
+    let params = params::read(kind, source, req)?;
+    admit::authenticate(kind, target, source, &params)?;
+    admit::check_source_rate(source)?;
+    Ok((client, params))
+}
