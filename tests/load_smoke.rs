@@ -28,6 +28,7 @@ async fn a_short_load_run_delivers_every_accepted_postback_exactly_once() {
             topic: common::TOPIC.to_owned(),
         }),
         pids: vec![gw.child.id()],
+        syscalls_csv: None,
         run_id: None,
     };
     let report = tokio::task::spawn_blocking(move || postback_load::run(&settings))
