@@ -21,6 +21,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use postback_gateway::config::Config;
+use postback_gateway::console::{self, Recent};
 use postback_gateway::dedup::{self, Pools};
 use postback_gateway::event::Event;
 use postback_gateway::pipeline::{self, App, Method, Outcome, Request};
@@ -78,6 +79,8 @@ impl Pipeline {
                 warming: AtomicBool::new(false),
                 per_client: None,
                 metrics: PrometheusBuilder::new().build_recorder().handle(),
+                // As served: each request copied into its source's ring.
+                console: Arc::new(Recent::new(console::DEFAULT_PER_SOURCE)),
             }),
         }
     }

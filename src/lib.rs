@@ -143,6 +143,7 @@ pub async fn run(
             .client_rate
             .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
+        console: Arc::new(console::Recent::new(console::DEFAULT_PER_SOURCE)),
     });
 
     let (stop_public, public_rx) = watch::channel(false);

@@ -25,6 +25,9 @@ use crate::source::{Source, Sources};
 /// (the entry says so).
 pub const MAX_REQUEST_BYTES: usize = 1024;
 
+/// Requests kept per source unless the config says otherwise.
+pub const DEFAULT_PER_SOURCE: usize = 200;
+
 /// What a request came to, as the sender was told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -83,6 +86,57 @@ impl Entry {
                 Verdict::Ok(id) | Verdict::Duplicate(id) => id.capacity(),
                 Verdict::Error(_) => 0,
             }
+    }
+}
+
+/// What is copied of a request before its verdict is known.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    at: OffsetDateTime,
+    endpoint: &'static str,
+    path: String,
+    client: IpAddr,
+    query: String,
+    body: String,
+    cut: bool,
+}
+
+impl Kept {
+    /// Copies at most [`MAX_REQUEST_BYTES`] of each of `query` and `body`.
+    pub fn new(
+        at: OffsetDateTime,
+        endpoint: &'static str,
+        path: &str,
+        client: IpAddr,
+        query: &[u8],
+        body: &[u8],
+    ) -> Kept {
+        let (path, cut_path) = cut(path.as_bytes(), 256);
+        let (query, cut_query) = cut(query, MAX_REQUEST_BYTES);
+        let (body, cut_body) = cut(body, MAX_REQUEST_BYTES);
+        Kept {
+            at,
+            endpoint,
+            path,
+            client,
+            query,
+            body,
+            cut: cut_path || cut_query || cut_body,
+        }
+    }
+
+    /// The entry, once the request's verdict is known.
+    pub fn with(self, verdict: Verdict) -> Entry {
+        Entry {
+            at: self.at,
+            endpoint: self.endpoint,
+            path: self.path,
+            client: self.client,
+            query: self.query,
+            body: self.body,
+            cut: self.cut,
+            verdict,
+        }
     }
 }
 
@@ -156,6 +210,11 @@ impl Recent {
             evicted: AtomicU64::new(0),
             gauge: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether anything is kept (`recent_per_source` above 0).
+    pub fn enabled(&self) -> bool {
+        self.per_source > 0
     }
 
     /// Records one request of `source` (`None`: it matched no source).

@@ -1,14 +1,17 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. Never on the public port.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the console
+//! (`/`, `/sources`, `/sources/{name}/recent`, `/unmatched/recent`). Never on
+//! the public port.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
 
 use super::reply::{ok, rejected, Body};
+use crate::console;
 use crate::metrics as m;
 use crate::pipeline::App;
 use crate::rejection::Rejection;
@@ -31,6 +34,35 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         "/healthz" => ok("ok\n"),
         "/readyz" if app.ready() => ok("ready\n"),
         "/readyz" => rejected(Rejection::NotReady, false),
-        _ => rejected(Rejection::NotFound, false),
+        "/" => with_type(console::page::HTML.into(), "text/html; charset=utf-8"),
+        "/sources" => json(console::sources_json(&app.console, &app.sources.load())),
+        "/unmatched/recent" => {
+            json(console::recent_json(&app.console, &app.sources.load(), None).unwrap_or_default())
+        }
+        path => match path
+            .strip_prefix("/sources/")
+            .and_then(|p| p.strip_suffix("/recent"))
+        {
+            Some(name) => {
+                match console::recent_json(&app.console, &app.sources.load(), Some(name)) {
+                    Some(v) => json(v),
+                    None => rejected(Rejection::NotFound, false),
+                }
+            }
+            None => rejected(Rejection::NotFound, false),
+        },
     }
+}
+
+fn json(value: serde_json::Value) -> Response<Body> {
+    with_type(value.to_string().into(), "application/json")
+}
+
+/// A 200 with `body` as `content_type`, never cached (the console refreshes).
+fn with_type(body: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }

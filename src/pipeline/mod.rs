@@ -24,6 +24,7 @@ use tracing::debug;
 use uuid::Uuid;
 
 use crate::config::Limits;
+use crate::console;
 use crate::dedup::Pools;
 use crate::event::Kind;
 use crate::postback;
@@ -54,6 +55,8 @@ pub struct App {
     /// Per-client-address rate limit, when configured.
     pub per_client: Option<PerClient>,
     pub metrics: PrometheusHandle,
+    /// The last postbacks of each source, for the admin console.
+    pub console: Arc<crate::console::Recent>,
 }
 
 impl App {
@@ -144,16 +147,63 @@ pub struct Handled {
 /// what it needs (the event, the dedup reservation), so the caller can let
 /// the request go before the waits for a claim held elsewhere and for Kafka.
 pub fn handle(app: Arc<App>, req: Request<'_>) -> impl Future<Output = Handled> + Send + 'static {
-    let (kind, prepared) = match route::route(req.method, req.path) {
-        Ok((kind, target)) => (Some(kind), prepare(&app, kind, &target, &req)),
-        Err(r) => (None, Err(r.into())),
+    let mut source = None;
+    let (kind, prepared, kept) = match route::route(req.method, req.path) {
+        Ok((kind, target)) => {
+            let prepared = prepare(&app, kind, &target, &req, &mut source);
+            (Some(kind), prepared, keep(&app, kind, &target, &req))
+        }
+        Err(r) => (None, Err(r.into()), None),
     };
     async move {
         let outcome = match prepared {
             Ok(claimed) => deliver::finish(&app, claimed).await,
             Err(outcome) => outcome,
         };
+        if let Some(entry) = kept {
+            app.console
+                .record(source.as_ref(), entry.with(verdict(&outcome)));
+        }
         Handled { kind, outcome }
+    }
+}
+
+/// What the console keeps of a routed request (copied now: the request is
+/// let go before the waits), when it keeps anything.
+fn keep(app: &App, kind: Kind, target: &Target<'_>, req: &Request<'_>) -> Option<console::Kept> {
+    if !app.console.enabled() {
+        return None;
+    }
+    let path = match target {
+        // The key is the secret: the console shows the path's shape only.
+        Target::PathKey(_) => "/{key}/postback",
+        Target::Named(_) => req.path,
+    };
+    let body = match (&req.method, &req.body) {
+        (Method::Post, Ok(b)) => b.as_ref(),
+        _ => &[],
+    };
+    Some(console::Kept::new(
+        req.received_at,
+        kind.as_str(),
+        path,
+        req.peer,
+        req.query.unwrap_or("").as_bytes(),
+        body,
+    ))
+}
+
+/// The verdict as the sender was told it.
+fn verdict(outcome: &Outcome) -> console::Verdict {
+    match outcome {
+        Outcome::Accepted(id) => console::Verdict::Ok(id.to_string()),
+        Outcome::Duplicate(id) => {
+            console::Verdict::Duplicate(id.map(|i| i.to_string()).unwrap_or_default())
+        }
+        Outcome::Rejected(r) => console::Verdict::Error(match r.verdict().text {
+            crate::rejection::Text::Code(code) => code,
+            crate::rejection::Text::Line(_) => "not_a_postback",
+        }),
     }
 }
 
@@ -164,9 +214,11 @@ fn prepare(
     kind: Kind,
     target: &Target<'_>,
     req: &Request<'_>,
+    found: &mut Option<Arc<str>>,
 ) -> Result<Claimed, Outcome> {
     admit::check_head(app, req)?;
     let source = admit::find_source(app, target, req.host)?;
+    *found = Some(source.name.clone());
     let refuse = |reason| {
         debug!(%reason, source = &*source.name, "Refused a postback.");
         Outcome::Rejected(reason)
