@@ -16,6 +16,7 @@ pub mod postback;
 pub mod ratelimit;
 pub mod sink;
 pub mod source;
+pub mod tasks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -62,8 +64,9 @@ impl Listeners {
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains: `/readyz` turns 503,
-/// the public listener closes, in-flight requests finish within the grace
-/// period, and the producer is flushed.
+/// the public listener closes, in-flight requests and deliveries finish within
+/// the grace period, the producer is flushed, and every background task is
+/// stopped and waited for (see [`tasks`]).
 ///
 /// `config.kafka.brokers` must be set, and `config.api_key` too when no sources
 /// are configured (the binary fills them in: the embedded cluster, a random key).
@@ -75,6 +78,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let metrics = metrics::install();
+    let tasks = tasks::Tasks::new();
+    // However `run` ends (an error, or its future dropped), its tasks stop.
+    let _stop_tasks = tasks.token().drop_guard();
+    tasks.spawn(
+        tasks::METRICS_UPKEEP,
+        metrics::upkeep(metrics.clone(), tasks.token()),
+    );
     let brokers = config
         .kafka
         .brokers
@@ -103,7 +113,7 @@ pub async fn run(
             .context("the spool recovery stopped")?
             .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
     let kafka = tokio::select! {
-        k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers) => k?,
+        k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers, &tasks) => k?,
         _ = &mut shutdown => {
             info!("Stopped before the gateway started serving.");
             return Ok(());
@@ -143,23 +153,32 @@ pub async fn run(
     let (stop_public, public_rx) = watch::channel(false);
     let (stop_admin, admin_rx) = watch::channel(false);
     let a = app.clone();
-    let admin = tokio::spawn(http::serve(
-        listeners.admin,
-        config.limits.clone(),
-        move |req, _| http::admin::handle(a.clone(), req),
-        admin_rx,
-        Duration::from_secs(1),
-    ));
+    let admin = tasks.spawn(
+        tasks::ADMIN_LISTENER,
+        http::serve(
+            listeners.admin,
+            config.limits.clone(),
+            move |req, _| http::admin::handle(a.clone(), req),
+            admin_rx,
+            Duration::from_secs(1),
+        ),
+    );
     let a = app.clone();
-    let public = tokio::spawn(http::serve(
-        listeners.public,
-        config.limits.clone(),
-        move |req, peer| http::routes::handle(a.clone(), req, peer),
-        public_rx,
-        config.shutdown_grace,
-    ));
+    let public = tasks.spawn(
+        tasks::PUBLIC_LISTENER,
+        http::serve(
+            listeners.public,
+            config.limits.clone(),
+            move |req, peer| http::routes::handle(a.clone(), req, peer),
+            public_rx,
+            config.shutdown_grace,
+        ),
+    );
 
-    let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
+    let (a, c, stop) = (app.clone(), config.clone(), tasks.token());
+    tasks.spawn(tasks::RELOADER, async move {
+        stop.run_until_cancelled(reload_on_hangup(a, c)).await;
+    });
     let stopped_early = tokio::select! {
         warm = warm_up(&config, &brokers, &dedup, &app, spooled, sink::Sink::ready(&*durable.kafka)) => {
             if !warm {
@@ -171,7 +190,8 @@ pub async fn run(
     };
     app.warming.store(false, Ordering::Relaxed);
 
-    let (stop_drain, drain_rx) = watch::channel(false);
+    // The drainer stops before the producer is flushed, the other tasks after.
+    let stop_drain = tasks.token().child_token();
     let lookback = sink::durable::Lookback {
         kafka: config.kafka.clone(),
         brokers: brokers.clone(),
@@ -184,29 +204,15 @@ pub async fn run(
         warmup_limit: config.dedup.warmup_limit,
     };
     let drainer = (!stopped_early).then(|| {
-        tokio::spawn(sink::durable::drain(
-            durable.clone(),
-            clock,
-            lookback,
-            drain_rx,
-        ))
+        tasks.spawn(
+            tasks::SPOOL_DRAINER,
+            sink::durable::drain(durable.clone(), clock, lookback, stop_drain.clone()),
+        )
     });
-    let a = app.clone();
-    let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut seconds = 0u64;
-        loop {
-            tick.tick().await;
-            seconds += 1;
-            if seconds.is_multiple_of(60) {
-                http::refusals::log_summary();
-            }
-            dedup.sweep();
-            if let Some(pc) = &a.per_client {
-                pc.prune();
-            }
-        }
-    });
+    tasks.spawn(
+        tasks::DEDUP_SWEEPER,
+        sweep(app.clone(), dedup, tasks.token()),
+    );
     ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
     drop(sources);
     if !stopped_early {
@@ -221,7 +227,12 @@ pub async fn run(
     app.shutting_down.store(true, Ordering::Relaxed);
     let _ = stop_public.send(true);
     let _ = public.await;
-    let _ = stop_drain.send(true);
+    // A client that hung up leaves its delivery running; the spool must stay
+    // open for it.
+    if !durable.wait_for_deliveries(deadline).await {
+        warn!("Deliveries were still running at the end of the grace period.");
+    }
+    stop_drain.cancel();
     if let Some(drainer) = drainer {
         if tokio::time::timeout_at(deadline, drainer).await.is_err() {
             warn!("The spool's drainer did not stop within the grace period.");
@@ -237,18 +248,49 @@ pub async fn run(
             .max(Duration::from_millis(100)),
     );
     let _ = tokio::join!(flush, admin);
-    sweeper.abort();
-    let left = durable.spool.backlog();
+    // The sweeper, the reloader, metrics upkeep and the Kafka watcher stop on
+    // the token; each producer's report task once nothing holds the sink.
+    let spool = durable.spool.clone();
+    drop((app, durable));
+    let at_least = tokio::time::Instant::now() + Duration::from_millis(100);
+    tasks.shutdown(deadline.max(at_least)).await;
+    let left = spool.backlog();
     if left > 0 {
         info!(
             events = left,
             "Spooled events stay on disk and drain at the next start."
         );
     }
-    hangups.abort();
-    durable.spool.close();
+    let closing = tokio::task::spawn_blocking(move || spool.close());
+    let at_least = tokio::time::Instant::now() + Duration::from_secs(1);
+    if tokio::time::timeout_at(deadline.max(at_least), closing)
+        .await
+        .is_err()
+    {
+        warn!("The spool's writer did not finish its last write within the grace period.");
+    }
     info!("Stopped.");
     Ok(())
+}
+
+/// Once a second until `stop`: expires dedup keys, forgets per-client
+/// buckets that refilled, and once a minute logs the refusals' summary.
+async fn sweep(app: Arc<http::App>, dedup: Arc<dedup::Pools>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seconds = 0u64;
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        if sink::faults::sweeper_panics() {
+            panic!("a sweeper panic injected by a test");
+        }
+        seconds += 1;
+        if seconds.is_multiple_of(60) {
+            http::refusals::log_summary();
+        }
+        dedup.sweep();
+        if let Some(pc) = &app.per_client {
+            pc.prune();
+        }
+    }
 }
 
 /// Whether the source called `name` has api keys, for the dedup pool its keys

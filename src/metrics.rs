@@ -42,6 +42,8 @@ pub const BUILD_INFO: &str = "postback_build_info";
 pub const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
 pub const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub const SOURCES: &str = "postback_sources";
+pub const TASK_PANICS: &str = "postback_task_panics_total";
+pub const BACKGROUND_TASKS: &str = "postback_background_tasks";
 
 /// The series every request touches, registered once: `counter!` with labels
 /// hashes and looks up its key on each call, which showed in the profile.
@@ -99,7 +101,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
-/// Later calls (several servers in one test process) share it.
+/// Later calls (several servers in one test process) share it. Run
+/// [`upkeep`] beside it.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -111,16 +114,6 @@ pub fn install() -> PrometheusHandle {
                 .expect("the metrics recorder is installed once");
             describe();
             hot();
-            // Histogram samples wait in lock-free buckets until upkeep folds
-            // them in; without it they grow until the next scrape, which then
-            // pays for all of them at once.
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                    upkeep.run_upkeep();
-                });
             // Unlabelled counters exist from the start, so rate() and alerts
             // see a zero instead of a missing series.
             for c in [
@@ -138,10 +131,23 @@ pub fn install() -> PrometheusHandle {
             ] {
                 metrics::counter!(c).increment(0);
             }
+            for task in crate::tasks::NAMES {
+                counter!(TASK_PANICS, "task" => task).increment(0);
+            }
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
+}
+
+/// Folds histogram samples into their buckets once a second until `stop`:
+/// samples wait in lock-free buckets until upkeep folds them in; without it
+/// they grow until the next scrape, which then pays for all of them at once.
+pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        handle.run_upkeep();
+    }
 }
 
 fn describe() {
@@ -238,4 +244,12 @@ fn describe() {
         "Config reloads on SIGHUP, by result (applied, refused)."
     );
     describe_gauge!(SOURCES, "Sources in the running config.");
+    describe_counter!(
+        TASK_PANICS,
+        "Background tasks that panicked and stopped, by task (not restarted: restart the instance)."
+    );
+    describe_gauge!(
+        BACKGROUND_TASKS,
+        "Background tasks running, by task (0 after a task panicked, and after shutdown)."
+    );
 }

@@ -81,9 +81,10 @@ impl<C: ProducerContext + 'static> Reports<C> {
                 continue;
             }
             // Only this task holds the producer: the sink is gone, or replaced
-            // it. Destroying a producer waits for its threads: off the runtime.
+            // it. Destroying a producer waits for its threads: off the
+            // runtime, and within this task, so that its owner waits for it.
             if Arc::strong_count(&self.producer) == 1 {
-                tokio::task::spawn_blocking(move || drop(self));
+                let _ = tokio::task::spawn_blocking(move || drop(self)).await;
                 return;
             }
             // The timeout is a safety net; the socket normally answers first.

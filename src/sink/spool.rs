@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::metrics as m;
+use crate::tasks;
 
 const HEADER: usize = 8;
 const VERSION: u8 = 1;
@@ -303,7 +304,10 @@ pub struct Spool {
     /// The directory's lock, held until the spool is closed.
     lock: Mutex<Option<File>>,
     dir: PathBuf,
-    tx: Mutex<mpsc::Sender<Msg>>,
+    /// To the writer thread; taken at close, which ends the thread.
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    /// The writer thread, joined at close.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     segments: Arc<Mutex<VecDeque<Segment>>>,
     /// Bytes on disk, counted when an append is accepted so the bound holds.
     bytes: Arc<AtomicU64>,
@@ -380,7 +384,8 @@ impl Spool {
         let spool = Arc::new(Spool {
             lock: Mutex::new(Some(lock)),
             dir: dir.to_owned(),
-            tx: Mutex::new(tx),
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(None),
             segments: Arc::new(Mutex::new(segments)),
             bytes: Arc::new(AtomicU64::new(total)),
             events: Arc::new(AtomicU64::new(pending.len() as u64)),
@@ -396,9 +401,16 @@ impl Spool {
             segments: spool.segments.clone(),
             appended: spool.appended.clone(),
         };
-        std::thread::Builder::new()
-            .name("spool-writer".into())
-            .spawn(move || writer.run(rx))?;
+        let thread = std::thread::Builder::new()
+            .name(tasks::SPOOL_WRITER.into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| writer.run(rx));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    // Appends waiting now and later get `Closed` (503).
+                    tasks::report_panic(tasks::SPOOL_WRITER, panic.as_ref());
+                }
+            })?;
+        *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         spool.publish();
         Ok((spool, pending))
     }
@@ -412,12 +424,11 @@ impl Spool {
             return Err(SpoolError::Full);
         }
         let (done, rx) = oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Append(bytes, done));
-        if sent.is_err() {
+        let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.send(Msg::Append(bytes, done)).is_ok(),
+            None => false,
+        };
+        if !sent {
             self.bytes.fetch_sub(n, Ordering::AcqRel);
             return Err(SpoolError::Closed);
         }
@@ -519,9 +530,17 @@ impl Spool {
         Ok(())
     }
 
-    /// Lets go of the directory's lock once nothing appends any more (at the
-    /// end of a run; the process exiting does the same).
+    /// Stops the writer thread once it has written what it was given, waits
+    /// for it, and lets go of the directory's lock (at the end of a run; the
+    /// process exiting does the same). Later appends fail with `Closed`.
+    /// Blocking: the writer may be in the middle of a sync.
     pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            // A panic in it was reported by the thread itself.
+            let _ = writer.join();
+        }
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
@@ -550,11 +569,9 @@ impl Spool {
 
     /// Asks the writer to seal the active segment so it can be deleted.
     pub(crate) fn rotate(&self) {
-        let _ = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Rotate);
+        if let Some(tx) = &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(Msg::Rotate);
+        }
     }
 
     pub fn dir(&self) -> &Path {
