@@ -188,121 +188,176 @@ impl InKafka {
 /// (an attempt the broker wrote after all) are not sent again.
 pub async fn drain(sink: Arc<Durable>, clock: Clock, lookback: Lookback, stop: CancellationToken) {
     let spool = sink.spool.clone();
-    let lookback = Arc::new(lookback);
-    let mut seq = spool.oldest();
-    let mut pos = 0u64;
-    let mut need_scan = true;
-    let mut in_kafka = InKafka::default();
-    loop {
-        if stop.is_cancelled() {
+    let mut drainer = Drainer {
+        seq: spool.oldest(),
+        spool,
+        sink,
+        clock,
+        lookback: Arc::new(lookback),
+        stop,
+        pos: 0,
+        need_scan: true,
+        in_kafka: InKafka::default(),
+    };
+    while !drainer.stop.is_cancelled() {
+        if drainer.round().await.is_err() {
             return;
         }
-        if !sink.topic_warm.load(Ordering::Acquire) {
-            // A start during an outage: read the whole window back first,
-            // into the dedup map too, then deliver directly again.
-            if settled(&sink, &lookback, &stop).await.is_err() {
-                return;
-            }
-            let since = (i64::from(clock()) - lookback.window.as_secs() as i64) * 1000;
-            let Some(read) = already_in_kafka(&lookback, since, true).await else {
-                pause(&stop, Duration::from_secs(1)).await;
-                continue;
-            };
-            in_kafka = read;
-            need_scan = false;
-            sink.topic_warm.store(true, Ordering::Release);
-            info!(
-                keys = in_kafka.keys.len(),
-                "Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again."
-            );
+    }
+}
+
+/// The drainer's state between rounds.
+struct Drainer {
+    sink: Arc<Durable>,
+    spool: Arc<Spool>,
+    clock: Clock,
+    lookback: Arc<Lookback>,
+    stop: CancellationToken,
+    /// The segment being drained, and the offset just past its last record sent.
+    seq: u64,
+    pos: u64,
+    /// Whether the topic must be read back before the next records go out.
+    need_scan: bool,
+    /// What the last read-back found in the topic.
+    in_kafka: InKafka,
+}
+
+impl Drainer {
+    /// One round: reads the topic back after a start without it, waits for
+    /// Kafka, or sends the next records of the oldest segment (deleting the
+    /// segment once it is drained). `Err` when told to stop.
+    async fn round(&mut self) -> Result<(), Stopped> {
+        if !self.sink.topic_warm.load(Ordering::Acquire) {
+            return self.warm_from_topic().await;
         }
-        if spool.backlog() == 0 {
+        if self.spool.backlog() == 0 {
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(0.0);
-            in_kafka.clear();
+            self.in_kafka.clear();
         }
-        if !sink.kafka.ready() {
-            need_scan = true;
-            pause(&stop, Duration::from_millis(500)).await;
-            continue;
+        if !self.sink.kafka.ready() {
+            self.need_scan = true;
+            pause(&self.stop, Duration::from_millis(500)).await;
+            return Ok(());
         }
-        if sink.ambiguous.swap(false, Ordering::AcqRel) {
-            need_scan = true;
+        if self.sink.ambiguous.swap(false, Ordering::AcqRel) {
+            self.need_scan = true;
         }
-        let sp = spool.clone();
-        let batch = match tokio::task::spawn_blocking(move || sp.read_from(seq, pos)).await {
-            Ok(Ok(b)) => b,
+        let Some(batch) = self.read().await? else {
+            return Ok(());
+        };
+        if batch.records.is_empty() {
+            self.caught_up(&batch).await;
+            return Ok(());
+        }
+        self.send(batch).await
+    }
+
+    /// After a start during an outage: reads the whole window back, into the
+    /// dedup map too, then lets postbacks go to Kafka directly again.
+    async fn warm_from_topic(&mut self) -> Result<(), Stopped> {
+        settled(&self.sink, &self.lookback, &self.stop).await?;
+        let since = (i64::from((self.clock)()) - self.lookback.window.as_secs() as i64) * 1000;
+        let Some(read) = already_in_kafka(&self.lookback, since, true).await else {
+            pause(&self.stop, Duration::from_secs(1)).await;
+            return Ok(());
+        };
+        self.in_kafka = read;
+        self.need_scan = false;
+        self.sink.topic_warm.store(true, Ordering::Release);
+        info!(
+            keys = self.in_kafka.keys.len(),
+            "Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again."
+        );
+        Ok(())
+    }
+
+    /// The synced records of the current segment from `pos` on; `None` when
+    /// there is nothing to send this round (the segment is gone, or the read failed).
+    async fn read(&mut self) -> Result<Option<spool::Batch>, Stopped> {
+        let (sp, seq, pos) = (self.spool.clone(), self.seq, self.pos);
+        match tokio::task::spawn_blocking(move || sp.read_from(seq, pos)).await {
+            Ok(Ok(Some(batch))) => Ok(Some(batch)),
+            Ok(Ok(None)) => {
+                // The segment is gone (removed after draining): go on with the oldest.
+                self.next_segment();
+                Ok(None)
+            }
             Ok(Err(e)) => {
                 warn!(error = %e, "Cannot read the spool; retrying.");
-                pause(&stop, Duration::from_secs(1)).await;
-                continue;
+                pause(&self.stop, Duration::from_secs(1)).await;
+                Ok(None)
             }
             // A panic in the read is the drainer's own: its owner reports it.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return,
-        };
-        let Some(batch) = batch else {
-            // The segment is gone (removed after draining): go on with the oldest.
-            seq = spool.oldest();
-            pos = 0;
-            continue;
-        };
-        if batch.records.is_empty() {
-            if batch.sealed && pos >= batch.synced {
-                if let Err(e) = spool.remove(seq) {
-                    warn!(error = %e, "Cannot delete a drained spool segment.");
-                    pause(&stop, Duration::from_secs(1)).await;
-                    continue;
-                }
-                seq = spool.oldest();
-                pos = 0;
-                continue;
-            }
-            if !batch.sealed && pos > 0 {
-                // Caught up with the segment being written: seal it so it can go.
-                spool.rotate();
-            }
-            tokio::select! {
-                _ = spool.appended.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = stop.cancelled() => {}
-            }
-            continue;
+            Err(_) => Err(Stopped),
         }
-        if let Some((_, first)) = batch.records.first() {
-            let age = clock().saturating_sub(first.at);
-            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
-            if need_scan {
-                if settled(&sink, &lookback, &stop).await.is_err() {
-                    return;
+    }
+
+    fn next_segment(&mut self) {
+        self.seq = self.spool.oldest();
+        self.pos = 0;
+    }
+
+    /// Nothing new in the segment: deletes it once it is sealed and drained,
+    /// seals it when the drainer has caught up with the writer, and waits
+    /// for the next append.
+    async fn caught_up(&mut self, batch: &spool::Batch) {
+        if batch.sealed && self.pos >= batch.synced {
+            match self.spool.remove(self.seq) {
+                Ok(()) => self.next_segment(),
+                Err(e) => {
+                    warn!(error = %e, "Cannot delete a drained spool segment.");
+                    pause(&self.stop, Duration::from_secs(1)).await;
                 }
+            }
+            return;
+        }
+        if !batch.sealed && self.pos > 0 {
+            // Caught up with the segment being written: seal it so it can go.
+            self.spool.rotate();
+        }
+        tokio::select! {
+            _ = self.spool.appended.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Sends `batch` in chunks, after reading the topic back when needed;
+    /// skips what the topic already has and what was withdrawn.
+    async fn send(&mut self, batch: spool::Batch) -> Result<(), Stopped> {
+        if let Some((_, first)) = batch.records.first() {
+            let age = (self.clock)().saturating_sub(first.at);
+            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
+            if self.need_scan {
+                settled(&self.sink, &self.lookback, &self.stop).await?;
                 let since = (i64::from(first.at) - 60) * 1000;
-                in_kafka = already_in_kafka(&lookback, since, false)
+                self.in_kafka = already_in_kafka(&self.lookback, since, false)
                     .await
                     .unwrap_or_default();
-                need_scan = false;
+                self.need_scan = false;
             }
         }
         for chunk in batch.records.chunks(DRAIN_CHUNK) {
             let (skip, send): (Vec<&Record>, Vec<&Record>) =
                 chunk.iter().map(|(_, r)| r).partition(|r| {
-                    sink.take_withdrawn(r.event_id.as_u128())
-                        || in_kafka.has(r.event_id.as_u128(), r.dedup_key)
+                    self.sink.take_withdrawn(r.event_id.as_u128())
+                        || self.in_kafka.has(r.event_id.as_u128(), r.dedup_key)
                 });
             if !skip.is_empty() {
                 metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
             }
-            if deliver_all(&sink, &lookback, send, &stop).await.is_err() {
-                // Stopped part-way: the chunk stays in the spool, and the next
-                // start reads the topic back before sending it again.
-                return;
-            }
-            pos = chunk.last().map_or(pos, |(end, _)| *end);
-            spool.acknowledged(chunk.len() as u64);
+            // Stopped part-way: the chunk stays in the spool, and the next
+            // start reads the topic back before sending it again.
+            deliver_all(&self.sink, &self.lookback, send, &self.stop).await?;
+            self.pos = chunk.last().map_or(self.pos, |(end, _)| *end);
+            self.spool.acknowledged(chunk.len() as u64);
             metrics::counter!(m::SPOOL_DRAINED).increment(chunk.len() as u64);
         }
-        if spool.backlog() == 0 {
+        if self.spool.backlog() == 0 {
             info!("The spool is drained.");
         }
+        Ok(())
     }
 }
 

@@ -327,42 +327,12 @@ impl Spool {
         segment_bytes: u64,
     ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
         let lock = lock_dir(dir)?;
-        // Segments by number, each under the name it has on disk (a replayed
-        // dead-letter file may be named without the zero padding).
-        let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let seq = name
-                    .strip_prefix("seg-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
-                Some((seq, e.path()))
-            })
-            .collect();
-        found.sort_unstable();
-        let seqs: Vec<u64> = found.iter().map(|(seq, _)| *seq).collect();
-        let mut segments = VecDeque::new();
-        let mut pending = Vec::new();
-        let mut total = 0u64;
-        for (seq, path) in found {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-            }
-            let (found, valid) = recover_segment(dir, &path)?;
-            total += valid;
-            pending.extend(found);
-            segments.push_back(Segment {
-                seq,
-                path,
-                synced: valid,
-                sealed: true,
-            });
-        }
-        let next_seq = seqs.last().map_or(0, |s| s + 1);
+        let Recovered {
+            mut segments,
+            pending,
+            bytes,
+        } = recover(dir, segments_on_disk(dir)?)?;
+        let next_seq = segments.back().map_or(0, |s| s.seq + 1);
         let active = segment_path(dir, next_seq);
         let file = create_segment(&active)?;
         sync_dir(dir)?;
@@ -375,11 +345,9 @@ impl Spool {
         if !pending.is_empty() {
             info!(
                 events = pending.len(),
-                bytes = total,
-                "Recovered spooled events; they drain to Kafka when it is reachable."
+                bytes, "Recovered spooled events; they drain to Kafka when it is reachable."
             );
         }
-
         let (tx, rx) = mpsc::channel();
         let spool = Arc::new(Spool {
             lock: Mutex::new(Some(lock)),
@@ -387,7 +355,7 @@ impl Spool {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             segments: Arc::new(Mutex::new(segments)),
-            bytes: Arc::new(AtomicU64::new(total)),
+            bytes: Arc::new(AtomicU64::new(bytes)),
             events: Arc::new(AtomicU64::new(pending.len() as u64)),
             max_bytes,
             appended: Arc::new(Notify::new()),
@@ -401,16 +369,7 @@ impl Spool {
             segments: spool.segments.clone(),
             appended: spool.appended.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name(tasks::SPOOL_WRITER.into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| writer.run(rx));
-                if let Err(panic) = std::panic::catch_unwind(run) {
-                    // Appends waiting now and later get `Closed` (503).
-                    tasks::report_panic(tasks::SPOOL_WRITER, panic.as_ref());
-                }
-            })?;
-        *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer.start(rx)?);
         spool.publish();
         Ok((spool, pending))
     }
@@ -590,6 +549,64 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("seg-{seq:016}.log"))
 }
 
+/// The segment files in `dir` by number, each under the name it has on disk
+/// (a replayed dead-letter file may be named without the zero padding).
+fn segments_on_disk(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let seq = name
+                .strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// What recovery found in the segments at start.
+struct Recovered {
+    /// Every segment, sealed, oldest first.
+    segments: VecDeque<Segment>,
+    /// The whole records still waiting for Kafka.
+    pending: Vec<Spooled>,
+    /// Their bytes on disk.
+    bytes: u64,
+}
+
+/// Recovers each segment of `found` (made private again, damage cut or
+/// skipped): see [`recover_segment`].
+fn recover(dir: &Path, found: Vec<(u64, PathBuf)>) -> io::Result<Recovered> {
+    let mut segments = VecDeque::new();
+    let mut pending = Vec::new();
+    let mut bytes = 0u64;
+    for (seq, path) in found {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+        let (records, valid) = recover_segment(dir, &path)?;
+        bytes += valid;
+        pending.extend(records);
+        segments.push_back(Segment {
+            seq,
+            path,
+            synced: valid,
+            sealed: true,
+        });
+    }
+    Ok(Recovered {
+        segments,
+        pending,
+        bytes,
+    })
+}
+
 /// Makes a new file's directory entry durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -607,6 +624,19 @@ struct Writer {
 }
 
 impl Writer {
+    /// Starts the writer's thread. A panic in it is reported there; appends
+    /// waiting then and later get `Closed` (503).
+    fn start(self, rx: mpsc::Receiver<Msg>) -> io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(tasks::SPOOL_WRITER.into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| self.run(rx));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    tasks::report_panic(tasks::SPOOL_WRITER, panic.as_ref());
+                }
+            })
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         while let Ok(first) = rx.recv() {
             // Everything that queued up during the last sync goes into this one.
