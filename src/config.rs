@@ -411,13 +411,8 @@ fn apply_kafka(k: &mut KafkaConfig, f: FileKafka, errors: &mut Vec<String>) {
     if let Some(v) = f.linger_ms {
         k.linger_ms = v;
     }
-    if let Some(v) = f.delivery_wait_ms {
-        if !(100..=60_000).contains(&v) {
-            errors.push(format!(
-                "kafka.delivery_wait_ms = {v} must be within 100..=60000"
-            ));
-        }
-        k.delivery_wait = Duration::from_millis(v);
+    if let Some(ms) = f.delivery_wait_ms {
+        k.delivery_wait = bounded_millis("kafka.delivery_wait_ms", ms, errors);
     }
     if let Some(v) = f.topic_partitions {
         k.topic_partitions = v;
@@ -513,13 +508,16 @@ fn apply_spool(s: &mut SpoolConfig, f: FileSpool, errors: &mut Vec<String>) {
         s.segment_bytes = b;
     }
     if let Some(ms) = f.append_timeout_ms {
-        if !(100..=60_000).contains(&ms) {
-            errors.push(format!(
-                "spool.append_timeout_ms = {ms} must be within 100..=60000"
-            ));
-        }
-        s.append_timeout = Duration::from_millis(ms);
+        s.append_timeout = bounded_millis("spool.append_timeout_ms", ms, errors);
     }
+}
+
+/// `ms` milliseconds; a problem unless within 100..=60000.
+fn bounded_millis(name: &str, ms: u64, errors: &mut Vec<String>) -> Duration {
+    if !(100..=60_000).contains(&ms) {
+        errors.push(format!("{name} = {ms} must be within 100..=60000"));
+    }
+    Duration::from_millis(ms)
 }
 
 /// The sources' own dedup shares and the keyless pool must leave the other

@@ -307,14 +307,7 @@ impl Running {
     /// `deadline`: what was acknowledged is already in Kafka or in the spool,
     /// so nothing here is needed for durability, only to hand over tidily.
     async fn stop(self, deadline: tokio::time::Instant) {
-        let Running {
-            app,
-            durable,
-            listening,
-            stop_drain,
-            drainer,
-            tasks,
-        } = self;
+        let (app, durable, listening) = (self.app, self.durable, self.listening);
         info!("Shutting down: no longer ready, draining open requests.");
         app.shutting_down.store(true, Ordering::Relaxed);
         let _ = listening.stop_public.send(true);
@@ -324,8 +317,8 @@ impl Running {
         if !durable.wait_for_deliveries(deadline).await {
             warn!("Deliveries were still running at the end of the grace period.");
         }
-        stop_drain.cancel();
-        if let Some(drainer) = drainer {
+        self.stop_drain.cancel();
+        if let Some(drainer) = self.drainer {
             if tokio::time::timeout_at(deadline, drainer).await.is_err() {
                 warn!("The spool's drainer did not stop within the grace period.");
             }
@@ -345,7 +338,7 @@ impl Running {
         let spool = durable.spool.clone();
         drop((app, durable));
         let at_least = tokio::time::Instant::now() + Duration::from_millis(100);
-        tasks.shutdown(deadline.max(at_least)).await;
+        self.tasks.shutdown(deadline.max(at_least)).await;
         close_spool(spool, deadline).await;
         info!("Stopped.");
     }
