@@ -1,6 +1,8 @@
 //! Token-bucket rate limits: one bucket per source, and one per client address
-//! (bounded in number). Buckets refill continuously; a refused request learns
-//! how long until the next token.
+//! (bounded in number). Buckets refill continuously. A refusal carries how long
+//! until the bucket's next token, but the reply does not pass it on: a 429's
+//! `Retry-After` is a fixed second (docs/http-api.md), so a sender limited to
+//! less than one postback a second may be refused again when it comes back.
 
 use std::net::IpAddr;
 use std::sync::Mutex;

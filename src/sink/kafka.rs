@@ -1,9 +1,11 @@
 //! The Kafka sink: an idempotent rdkafka producer (acks=all, lz4, short linger).
 //! A 2xx waits for the broker's acknowledgement; librdkafka's own
 //! `message.timeout.ms` is set to the delivery wait, so librdkafka gives up on
-//! a message when the request does. A message that failed late (timed out in
-//! flight, purged) may still have been written by the broker: the durable sink
-//! spools it and its drainer reads the topic back before sending it again.
+//! a message when the request does. A failed delivery is final for librdkafka
+//! (it never sends that message again behind the caller's back), but not
+//! necessarily for the broker: a message that failed late (timed out in
+//! flight, purged) may still have been written. The durable sink therefore
+//! spools it, and its drainer reads the topic back before sending it again.
 //!
 //! A fatal producer error, or a broker that stops taking the instance's
 //! producer id (Tansu fences the epoch librdkafka bumps after messages time
