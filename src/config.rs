@@ -1,6 +1,7 @@
 //! Typed configuration: an optional TOML file, then the environment variables of
 //! SPEC §8a on top. Every problem is collected and reported together, so an
 //! operator fixes a config in one pass; a config with problems never starts a server.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use crate::source::Sources;
 /// Where settings come from besides the file. A trait, so tests pass a map
 /// instead of mutating the process environment.
 pub trait Env {
+    /// The value of the variable `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -38,8 +40,11 @@ impl Env for BTreeMap<String, String> {
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The public listener (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// The metrics and health listener (`ADMIN_ADDR`).
     pub admin_addr: SocketAddr,
+    /// The cluster, topic and producer settings.
     pub kafka: KafkaConfig,
     /// Key of the `default` source; `None` means a random one is made at start.
     pub api_key: Option<String>,
@@ -48,10 +53,15 @@ pub struct Config {
     /// Pixel key of the `default` source (`POSTBACK_PIXEL_KEY`); without one
     /// it takes no pixels, as its api key must never sit in a public page.
     pub pixel_key: Option<String>,
+    /// Where the durable spool lives (`SPOOL_DIR`).
     pub spool_dir: PathBuf,
+    /// The spool's bounds and write deadline.
     pub spool: SpoolConfig,
+    /// The log filter (`RUST_LOG`).
     pub log_filter: String,
+    /// Request size, time and rate limits.
     pub limits: Limits,
+    /// The dedup window's length, bound and hash key.
     pub dedup: DedupConfig,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
@@ -62,9 +72,11 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
+/// Where events go and how the producer sends them (`[kafka]`).
 pub struct KafkaConfig {
     /// Bootstrap servers; `None` starts the embedded cluster.
     pub brokers: Option<String>,
+    /// The topic for events (`KAFKA_TOPIC`), created at start when missing.
     pub topic: String,
     /// Kept small: the reply waits for the acknowledgement, so batching
     /// should come from concurrency, not from waiting.
@@ -73,18 +85,24 @@ pub struct KafkaConfig {
     pub delivery_wait: Duration,
     /// Partitions and replication factor used when the topic has to be created.
     pub topic_partitions: i32,
+    /// Replication factor used when the topic has to be created.
     pub topic_replication: i32,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
     pub properties: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
+/// What one request may cost (`[limits]`, SPEC §10).
 pub struct Limits {
     /// Request line (path and query).
     pub max_uri_bytes: usize,
+    /// The header block.
     pub max_header_bytes: usize,
+    /// A POST body.
     pub max_body_bytes: usize,
+    /// How long a client may take to send the request head.
     pub header_read_timeout: Duration,
+    /// How long a whole request may take.
     pub request_timeout: Duration,
     /// Open connections at most (public listener); past it new ones get a 503 and are closed.
     pub max_connections: usize,
@@ -96,9 +114,11 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone)]
+/// The durable spool (`[spool]`).
 pub struct SpoolConfig {
     /// Bound on the spool's size; past it postbacks get 503 and `/readyz` says not ready.
     pub max_bytes: u64,
+    /// Size at which a segment file is sealed and a new one begun.
     pub segment_bytes: u64,
     /// How long a postback waits for the spool's sync before it is answered
     /// 503 (a stalled disk must not hold requests and their dedup keys).
@@ -106,8 +126,11 @@ pub struct SpoolConfig {
 }
 
 #[derive(Debug, Clone)]
+/// The dedup window (`[dedup]`).
 pub struct DedupConfig {
+    /// How long a key is kept (a repeat within it is a duplicate).
     pub window: Duration,
+    /// Keys held at most, all pools together.
     pub max_keys: usize,
     /// The share of `max_keys` for keyless (pixel) sources.
     pub public_max_keys: usize,

@@ -17,7 +17,7 @@ pub mod ratelimit;
 mod reload;
 pub mod sink;
 pub mod source;
-pub mod tasks;
+pub(crate) mod tasks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +36,9 @@ pub use reload::reload;
 
 /// The two bound sockets: public postbacks and admin.
 pub struct Listeners {
+    /// Postbacks and pixels (`LISTEN_ADDR`).
     pub public: TcpListener,
+    /// Metrics and health (`ADMIN_ADDR`), never on the public port.
     pub admin: TcpListener,
 }
 
@@ -52,12 +54,14 @@ impl Listeners {
         Ok(Listeners { public, admin })
     }
 
+    /// The public listener's address (its port, when bound to port 0).
     pub fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
             .local_addr()

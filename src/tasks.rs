@@ -5,6 +5,7 @@
 //! token, `run` waits for it at shutdown within the grace period, and a panic
 //! in it is logged at ERROR with the task's name and counted in
 //! `postback_task_panics_total{task}`. A task that panicked is not restarted.
+#![warn(missing_docs)]
 
 use std::any::Any;
 use std::collections::BTreeMap;

@@ -25,7 +25,7 @@ use crate::tasks;
 /// Spooled events sent to Kafka at once by the drainer.
 const DRAIN_CHUNK: usize = 512;
 
-pub struct Durable {
+pub(crate) struct Durable {
     pub kafka: Arc<KafkaSink>,
     pub spool: Arc<Spool>,
     clock: Clock,
@@ -68,7 +68,7 @@ impl Durable {
 
     /// Waits until every delivery in progress has finished, or `deadline`;
     /// returns whether they all did. Called once, at shutdown.
-    pub async fn wait_for_deliveries(&self, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn wait_for_deliveries(&self, deadline: tokio::time::Instant) -> bool {
         self.in_flight.close();
         tokio::time::timeout_at(deadline, self.in_flight.wait())
             .await
@@ -84,7 +84,7 @@ impl Durable {
     /// Says that the dedup window lacks the topic's keys (a start during an
     /// outage): events go through the spool until the drainer has read the
     /// topic back.
-    pub fn topic_not_warm(&self) {
+    pub(crate) fn topic_not_warm(&self) {
         self.topic_warm.store(false, Ordering::Release);
     }
 
@@ -145,7 +145,7 @@ impl Sink for Durable {
 }
 
 /// How the drainer reads the topic back before sending spooled events.
-pub struct Lookback {
+pub(crate) struct Lookback {
     pub kafka: KafkaConfig,
     pub brokers: String,
     /// Filled from the topic when the start could not read it.
@@ -186,7 +186,12 @@ impl InKafka {
 /// After an outage, a restart, or a late-failing attempt, the topic is read
 /// back from just before the oldest spooled event, and events already there
 /// (an attempt the broker wrote after all) are not sent again.
-pub async fn drain(sink: Arc<Durable>, clock: Clock, lookback: Lookback, stop: CancellationToken) {
+pub(crate) async fn drain(
+    sink: Arc<Durable>,
+    clock: Clock,
+    lookback: Lookback,
+    stop: CancellationToken,
+) {
     let spool = sink.spool.clone();
     let mut drainer = Drainer {
         seq: spool.oldest(),

@@ -39,7 +39,7 @@ use crate::tasks::{self, Tasks};
 
 /// Hands each delivery verdict to the request waiting for it, and tells the
 /// watcher when this producer instance can no longer deliver.
-pub struct Verdicts {
+pub(crate) struct Verdicts {
     /// Woken when the instance breaks.
     wake: Arc<Notify>,
     /// Why this instance cannot deliver any more, once it cannot.
@@ -137,7 +137,7 @@ impl ProducerContext for Verdicts {
 
 type KafkaProducer = BaseProducer<Verdicts>;
 
-pub struct KafkaSink {
+pub(crate) struct KafkaSink {
     /// The producer instance in use; replaced after a fatal error.
     producer: RwLock<Arc<KafkaProducer>>,
     /// How to make a new producer instance.
@@ -213,7 +213,7 @@ impl KafkaSink {
     /// Connects to `brokers`, creating the topic when it is missing. The
     /// producer's watcher and report tasks belong to `tasks`: the watcher
     /// stops with its token, a report task once the sink is dropped.
-    pub async fn connect(
+    pub(crate) async fn connect(
         cfg: &KafkaConfig,
         brokers: &str,
         tasks: &Tasks,

@@ -15,7 +15,7 @@ const ROUND: usize = 4096;
 /// polling thread of its own: librdkafka writes a byte to a socket when its
 /// report queue turns non-empty, and a task polls the queue empty. A verdict
 /// then wakes its request on the same worker, without a thread hand-off.
-pub struct Reports<C: ProducerContext> {
+pub(crate) struct Reports<C: ProducerContext> {
     queue: *mut rd::rd_kafka_queue_t,
     wake: tokio::net::UnixStream,
     /// The end librdkafka writes to; closed only after it stopped writing.

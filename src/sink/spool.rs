@@ -35,7 +35,7 @@ const LOCK_FILE: &str = "LOCK";
 /// Records Kafka refused for good, in the segment format; never deleted by
 /// the gateway. Renamed to a segment name (`seg-<n>.log`, above every
 /// segment's number) it is drained at the next start.
-pub const DEAD_LETTER_FILE: &str = "dead-letter.log";
+pub(crate) const DEAD_LETTER_FILE: &str = "dead-letter.log";
 
 /// Makes `dir` (private to this user: it holds client addresses and tokens)
 /// and takes its lock, so that a second process cannot drain and delete the
@@ -98,12 +98,17 @@ fn create_segment(path: &Path) -> io::Result<File> {
 /// One spooled event, with what is needed to rebuild the dedup window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's dedup key.
     pub dedup_key: u128,
     /// When it was spooled, unix seconds.
     pub at: u32,
+    /// The source that accepted it.
     pub source: String,
+    /// The Kafka message key (the tracking token).
     pub key: String,
+    /// The event, as it goes to Kafka.
     pub payload: Vec<u8>,
 }
 
@@ -160,9 +165,13 @@ impl Record {
 /// window (the payload stays on disk for the drainer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spooled {
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's dedup key.
     pub dedup_key: u128,
+    /// When it was spooled, unix seconds.
     pub at: u32,
+    /// The source that accepted it.
     pub source: String,
 }
 
@@ -286,10 +295,13 @@ struct Segment {
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// The append would pass `[spool] max_bytes`.
     #[error("the spool is full")]
     Full,
+    /// The disk refused the write or the sync.
     #[error("cannot write the spool: {0}")]
     Io(#[from] io::Error),
+    /// The writer thread is gone (closed, or it panicked).
     #[error("the spool writer has stopped")]
     Closed,
 }
@@ -300,6 +312,8 @@ enum Msg {
     Rotate,
 }
 
+/// The spool of one gateway process: appends through its writer thread,
+/// reads and deletes for the drainer.
 pub struct Spool {
     /// The directory's lock, held until the spool is closed.
     lock: Mutex<Option<File>>,
@@ -405,15 +419,16 @@ impl Spool {
     }
 
     /// Whether an append of a typical event would fit.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.bytes.load(Ordering::Acquire) + 64 * 1024 <= self.max_bytes
     }
 
     /// Records not yet acknowledged by Kafka.
-    pub fn backlog(&self) -> u64 {
+    pub(crate) fn backlog(&self) -> u64 {
         self.events.load(Ordering::Acquire)
     }
 
+    /// Bytes on disk (counted against `max_bytes`).
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
@@ -533,6 +548,7 @@ impl Spool {
         }
     }
 
+    /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

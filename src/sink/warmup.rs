@@ -33,7 +33,7 @@ struct Keys<'a> {
 const WRITTEN_AFTER_MS: i64 = 2_000;
 
 /// Milliseconds since the unix epoch of `now - back`.
-pub fn millis_ago(back: Duration) -> i64 {
+pub(crate) fn millis_ago(back: Duration) -> i64 {
     SystemTime::now()
         .checked_sub(back)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -82,7 +82,7 @@ pub(super) fn partitions(
 /// Calls `found(dedup_key, event_id, unix_seconds, source)` for every event in the
 /// topic from `since_ms` on, until it returns false or `limit` passes;
 /// returns how many were read. Blocking.
-pub fn replay_topic(
+pub(crate) fn replay_topic(
     cfg: &KafkaConfig,
     brokers: &str,
     since_ms: i64,
