@@ -16,6 +16,10 @@
 //! With mimalloc 2.x (the gateway's allocator since f25026b), 2026-11-21:
 //!   4.2 MiB -> 596.2 MiB right after the last insert (62.1 bytes per key), 595.8 MiB
 //!   a second later (62.0 bytes per key).
+//! Since the bound holds at every moment (571b2a1), 2026-12-02: 4.2 MiB ->
+//!   774.0 MiB right after the last insert (80.7 bytes per key), 771.9 MiB a
+//!   second later (80.5 bytes per key): the bench's 10 million keys fall in
+//!   one 3-hour span, which fills four generations of an eighth of the bound.
 //! Where it went in 51f00f8: each map entry is a u128 key and a 32-byte `Slot` (the enum
 //! of a u128 event id and a u32 time, padded to 16-byte alignment) plus a
 //! control byte, in hashbrown tables 55-87% full; and 32 bytes per key in the

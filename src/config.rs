@@ -1,6 +1,7 @@
 //! Typed configuration: an optional TOML file, then the environment variables of
 //! SPEC §8a on top. Every problem is collected and reported together, so an
 //! operator fixes a config in one pass; a config with problems never starts a server.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use crate::source::Sources;
 /// Where settings come from besides the file. A trait, so tests pass a map
 /// instead of mutating the process environment.
 pub trait Env {
+    /// The value of the variable `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
@@ -38,8 +40,11 @@ impl Env for BTreeMap<String, String> {
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The public listener (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// The metrics and health listener (`ADMIN_ADDR`).
     pub admin_addr: SocketAddr,
+    /// The cluster, topic and producer settings.
     pub kafka: KafkaConfig,
     /// Key of the `default` source; `None` means a random one is made at start.
     pub api_key: Option<String>,
@@ -48,10 +53,15 @@ pub struct Config {
     /// Pixel key of the `default` source (`POSTBACK_PIXEL_KEY`); without one
     /// it takes no pixels, as its api key must never sit in a public page.
     pub pixel_key: Option<String>,
+    /// Where the durable spool lives (`SPOOL_DIR`).
     pub spool_dir: PathBuf,
+    /// The spool's bounds and write deadline.
     pub spool: SpoolConfig,
+    /// The log filter (`RUST_LOG`).
     pub log_filter: String,
+    /// Request size, time and rate limits.
     pub limits: Limits,
+    /// The dedup window's length, bound and hash key.
     pub dedup: DedupConfig,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
@@ -62,9 +72,11 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
+/// Where events go and how the producer sends them (`[kafka]`).
 pub struct KafkaConfig {
     /// Bootstrap servers; `None` starts the embedded cluster.
     pub brokers: Option<String>,
+    /// The topic for events (`KAFKA_TOPIC`), created at start when missing.
     pub topic: String,
     /// Kept small: the reply waits for the acknowledgement, so batching
     /// should come from concurrency, not from waiting.
@@ -73,18 +85,24 @@ pub struct KafkaConfig {
     pub delivery_wait: Duration,
     /// Partitions and replication factor used when the topic has to be created.
     pub topic_partitions: i32,
+    /// Replication factor used when the topic has to be created.
     pub topic_replication: i32,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
     pub properties: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
+/// What one request may cost (`[limits]`, SPEC §10).
 pub struct Limits {
     /// Request line (path and query).
     pub max_uri_bytes: usize,
+    /// The header block.
     pub max_header_bytes: usize,
+    /// A POST body.
     pub max_body_bytes: usize,
+    /// How long a client may take to send the request head.
     pub header_read_timeout: Duration,
+    /// How long a whole request may take.
     pub request_timeout: Duration,
     /// Open connections at most (public listener); past it new ones get a 503 and are closed.
     pub max_connections: usize,
@@ -96,9 +114,11 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone)]
+/// The durable spool (`[spool]`).
 pub struct SpoolConfig {
     /// Bound on the spool's size; past it postbacks get 503 and `/readyz` says not ready.
     pub max_bytes: u64,
+    /// Size at which a segment file is sealed and a new one begun.
     pub segment_bytes: u64,
     /// How long a postback waits for the spool's sync before it is answered
     /// 503 (a stalled disk must not hold requests and their dedup keys).
@@ -106,8 +126,11 @@ pub struct SpoolConfig {
 }
 
 #[derive(Debug, Clone)]
+/// The dedup window (`[dedup]`).
 pub struct DedupConfig {
+    /// How long a key is kept (a repeat within it is a duplicate).
     pub window: Duration,
+    /// Keys held at most, all pools together.
     pub max_keys: usize,
     /// The share of `max_keys` for keyless (pixel) sources.
     pub public_max_keys: usize,
@@ -306,69 +329,23 @@ impl Config {
         let mut errors = Vec::new();
         let mut c = Config::default();
         let var = |name: &str| env.var(name).filter(|v| !v.is_empty());
-
-        let mut addr = |what: &str, v: Option<String>, into: &mut SocketAddr| {
-            if let Some(v) = v {
-                match v.parse() {
-                    Ok(a) => *into = a,
-                    Err(_) => errors.push(format!(
-                        "{what} = {v:?} is not an address like 0.0.0.0:8080"
-                    )),
-                }
-            }
-        };
-        addr(
+        c.listen_addr = address(
             "LISTEN_ADDR",
             var("LISTEN_ADDR").or(file.listen_addr),
-            &mut c.listen_addr,
+            c.listen_addr,
+            &mut errors,
         );
-        addr(
+        c.admin_addr = address(
             "ADMIN_ADDR",
             var("ADMIN_ADDR").or(file.admin_addr),
-            &mut c.admin_addr,
+            c.admin_addr,
+            &mut errors,
         );
-
-        // Set but empty is a templating mistake, not a wish for the embedded,
-        // memory-only cluster that an unset variable starts.
-        c.kafka.brokers = match env.var("KAFKA_BROKERS") {
-            Some(b) if b.trim().is_empty() => {
-                errors.push(
-                    "KAFKA_BROKERS is set but empty: name the brokers (host:port,...), or unset \
-                     it to run on the embedded in-memory cluster (events are lost at exit)"
-                        .into(),
-                );
-                None
-            }
-            Some(b) => Some(b),
-            None => file.kafka.brokers,
-        };
-        if matches!(&c.kafka.brokers, Some(b) if b.trim().is_empty()) {
-            errors.push("kafka.brokers is empty: name the brokers (host:port,...)".into());
-        }
-        if let Some(t) = var("KAFKA_TOPIC").or(file.kafka.topic) {
+        c.kafka.brokers = brokers(env, file.kafka.brokers.clone(), &mut errors);
+        if let Some(t) = var("KAFKA_TOPIC").or(file.kafka.topic.clone()) {
             c.kafka.topic = t;
         }
-        if c.kafka.topic.is_empty() || c.kafka.topic.len() > 249 {
-            errors.push("kafka topic must be 1 to 249 characters".into());
-        }
-        if let Some(v) = file.kafka.linger_ms {
-            c.kafka.linger_ms = v;
-        }
-        if let Some(v) = file.kafka.delivery_wait_ms {
-            if !(100..=60_000).contains(&v) {
-                errors.push(format!(
-                    "kafka.delivery_wait_ms = {v} must be within 100..=60000"
-                ));
-            }
-            c.kafka.delivery_wait = Duration::from_millis(v);
-        }
-        if let Some(v) = file.kafka.topic_partitions {
-            c.kafka.topic_partitions = v;
-        }
-        if let Some(v) = file.kafka.topic_replication {
-            c.kafka.topic_replication = v;
-        }
-        c.kafka.properties = file.kafka.properties;
+        apply_kafka(&mut c.kafka, file.kafka, &mut errors);
 
         if file.api_key.is_some() && !file.sources.is_empty() {
             errors.push(
@@ -395,106 +372,188 @@ impl Config {
         if let Some(ms) = file.shutdown_grace_ms {
             c.shutdown_grace = Duration::from_millis(ms);
         }
-
-        let l = &mut c.limits;
-        let f = file.limits;
-        l.max_uri_bytes = f.max_uri_bytes.unwrap_or(l.max_uri_bytes);
-        l.max_header_bytes = f.max_header_bytes.unwrap_or(l.max_header_bytes);
-        l.max_body_bytes = f.max_body_bytes.unwrap_or(l.max_body_bytes);
-        if let Some(ms) = f.header_read_timeout_ms {
-            l.header_read_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = f.request_timeout_ms {
-            l.request_timeout = Duration::from_millis(ms);
-        }
-        l.max_connections = f.max_connections.unwrap_or(l.max_connections);
-        l.max_connections_per_client = f
-            .max_connections_per_client
-            .unwrap_or(l.max_connections_per_client.min(l.max_connections));
-        if l.max_connections_per_client == 0 {
-            errors.push("limits.max_connections_per_client must be above 0".into());
-        }
-        if l.max_connections == 0 {
-            errors.push("limits.max_connections must be above 0".into());
-        }
-        match (f.client_rate_per_second, f.client_burst) {
-            (None, None) => {}
-            (Some(r), b) => match crate::ratelimit::Rate::checked(r, b) {
-                Ok(rate) => l.client_rate = Some(rate),
-                Err(e) => errors.push(format!("limits.client_rate: {e}")),
-            },
-            (None, Some(_)) => {
-                errors.push("limits.client_burst needs limits.client_rate_per_second".into())
-            }
-        }
-        if l.max_uri_bytes < 256 || l.max_header_bytes < 1024 {
-            errors.push(
-                "limits.max_uri_bytes must be at least 256 and max_header_bytes at least 1024"
-                    .into(),
-            );
-        }
-
-        if let Some(s) = file.dedup.window_secs {
-            c.dedup.window = Duration::from_secs(s);
-        }
-        if let Some(n) = file.dedup.max_keys {
-            if n < 2 {
-                errors.push("dedup.max_keys must be at least 2".into());
-            }
-            c.dedup.max_keys = n;
-        }
-        c.dedup.public_max_keys = match file.dedup.public_max_keys {
-            Some(n) if n == 0 || n >= c.dedup.max_keys => {
-                errors
-                    .push("dedup.public_max_keys must be above 0 and below dedup.max_keys".into());
-                n
-            }
-            Some(n) => n,
-            // A tenth of the bound, the keyed sources' room the rest.
-            None => (c.dedup.max_keys / 10).max(1),
-        };
-        if let Some(s) = file.dedup.warmup_limit_secs {
-            c.dedup.warmup_limit = Duration::from_secs(s);
-        }
-        if let Some(b) = file.spool.max_bytes {
-            c.spool.max_bytes = b;
-        }
-        if let Some(b) = file.spool.segment_bytes {
-            if b < 4096 {
-                errors.push("spool.segment_bytes must be at least 4096".into());
-            }
-            c.spool.segment_bytes = b;
-        }
-        if let Some(ms) = file.spool.append_timeout_ms {
-            if !(100..=60_000).contains(&ms) {
-                errors.push(format!(
-                    "spool.append_timeout_ms = {ms} must be within 100..=60000"
-                ));
-            }
-            c.spool.append_timeout = Duration::from_millis(ms);
-        }
-        if let Some(h) = file.dedup.hash_key {
-            match parse_hex16(&h) {
-                Some(k) => c.dedup.hash_key = k,
-                None => errors.push("dedup.hash_key must be 32 hex characters".into()),
-            }
-        }
-
-        if let Some(sources) = &c.sources {
-            let own: usize = sources.all().filter_map(|s| s.dedup_max_keys).sum();
-            if own > 0 && own + c.dedup.public_max_keys >= c.dedup.max_keys {
-                errors.push(format!(
-                    "the sources' dedup_max_keys ({own}) and dedup.public_max_keys ({}) leave \
-                     nothing of dedup.max_keys ({}) for the other keyed sources",
-                    c.dedup.public_max_keys, c.dedup.max_keys
-                ));
-            }
-        }
+        apply_limits(&mut c.limits, file.limits, &mut errors);
+        let mut dedup = file.dedup;
+        let hash_key = dedup.hash_key.take();
+        apply_dedup(&mut c.dedup, dedup, &mut errors);
+        apply_spool(&mut c.spool, file.spool, &mut errors);
+        // After the spool's: problems are reported in the order they always were.
+        apply_hash_key(&mut c.dedup, hash_key, &mut errors);
+        check_dedup_shares(&c, &mut errors);
         if errors.is_empty() {
             Ok(c)
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+}
+
+/// `v` parsed as a socket address, else `default` (and an error for a bad one).
+fn address(
+    what: &str,
+    v: Option<String>,
+    default: SocketAddr,
+    errors: &mut Vec<String>,
+) -> SocketAddr {
+    let Some(v) = v else { return default };
+    v.parse().unwrap_or_else(|_| {
+        errors.push(format!(
+            "{what} = {v:?} is not an address like 0.0.0.0:8080"
+        ));
+        default
+    })
+}
+
+/// `KAFKA_BROKERS`, else the file's. Set but empty is a templating mistake,
+/// not a wish for the embedded, memory-only cluster that an unset variable
+/// starts.
+fn brokers(env: &dyn Env, file: Option<String>, errors: &mut Vec<String>) -> Option<String> {
+    let brokers = match env.var("KAFKA_BROKERS") {
+        Some(b) if b.trim().is_empty() => {
+            errors.push(
+                "KAFKA_BROKERS is set but empty: name the brokers (host:port,...), or unset \
+                 it to run on the embedded in-memory cluster (events are lost at exit)"
+                    .into(),
+            );
+            return None;
+        }
+        Some(b) => Some(b),
+        None => file,
+    };
+    if matches!(&brokers, Some(b) if b.trim().is_empty()) {
+        errors.push("kafka.brokers is empty: name the brokers (host:port,...)".into());
+    }
+    brokers
+}
+
+/// The `[kafka]` table, but for the brokers and topic the environment may set.
+fn apply_kafka(k: &mut KafkaConfig, f: FileKafka, errors: &mut Vec<String>) {
+    if k.topic.is_empty() || k.topic.len() > 249 {
+        errors.push("kafka topic must be 1 to 249 characters".into());
+    }
+    if let Some(v) = f.linger_ms {
+        k.linger_ms = v;
+    }
+    if let Some(ms) = f.delivery_wait_ms {
+        k.delivery_wait = bounded_millis("kafka.delivery_wait_ms", ms, errors);
+    }
+    if let Some(v) = f.topic_partitions {
+        k.topic_partitions = v;
+    }
+    if let Some(v) = f.topic_replication {
+        k.topic_replication = v;
+    }
+    k.properties = f.properties;
+}
+
+/// The `[limits]` table.
+fn apply_limits(l: &mut Limits, f: FileLimits, errors: &mut Vec<String>) {
+    l.max_uri_bytes = f.max_uri_bytes.unwrap_or(l.max_uri_bytes);
+    l.max_header_bytes = f.max_header_bytes.unwrap_or(l.max_header_bytes);
+    l.max_body_bytes = f.max_body_bytes.unwrap_or(l.max_body_bytes);
+    if let Some(ms) = f.header_read_timeout_ms {
+        l.header_read_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = f.request_timeout_ms {
+        l.request_timeout = Duration::from_millis(ms);
+    }
+    l.max_connections = f.max_connections.unwrap_or(l.max_connections);
+    l.max_connections_per_client = f
+        .max_connections_per_client
+        .unwrap_or(l.max_connections_per_client.min(l.max_connections));
+    if l.max_connections_per_client == 0 {
+        errors.push("limits.max_connections_per_client must be above 0".into());
+    }
+    if l.max_connections == 0 {
+        errors.push("limits.max_connections must be above 0".into());
+    }
+    match (f.client_rate_per_second, f.client_burst) {
+        (None, None) => {}
+        (Some(r), b) => match crate::ratelimit::Rate::checked(r, b) {
+            Ok(rate) => l.client_rate = Some(rate),
+            Err(e) => errors.push(format!("limits.client_rate: {e}")),
+        },
+        (None, Some(_)) => {
+            errors.push("limits.client_burst needs limits.client_rate_per_second".into())
+        }
+    }
+    if l.max_uri_bytes < 256 || l.max_header_bytes < 1024 {
+        errors.push(
+            "limits.max_uri_bytes must be at least 256 and max_header_bytes at least 1024".into(),
+        );
+    }
+}
+
+/// The `[dedup]` table.
+fn apply_dedup(d: &mut DedupConfig, f: FileDedup, errors: &mut Vec<String>) {
+    if let Some(s) = f.window_secs {
+        d.window = Duration::from_secs(s);
+    }
+    if let Some(n) = f.max_keys {
+        if n < 2 {
+            errors.push("dedup.max_keys must be at least 2".into());
+        }
+        d.max_keys = n;
+    }
+    d.public_max_keys = match f.public_max_keys {
+        Some(n) if n == 0 || n >= d.max_keys => {
+            errors.push("dedup.public_max_keys must be above 0 and below dedup.max_keys".into());
+            n
+        }
+        Some(n) => n,
+        // A tenth of the bound, the keyed sources' room the rest.
+        None => (d.max_keys / 10).max(1),
+    };
+    if let Some(s) = f.warmup_limit_secs {
+        d.warmup_limit = Duration::from_secs(s);
+    }
+}
+
+/// `[dedup] hash_key`.
+fn apply_hash_key(d: &mut DedupConfig, hash_key: Option<String>, errors: &mut Vec<String>) {
+    if let Some(h) = hash_key {
+        match parse_hex16(&h) {
+            Some(k) => d.hash_key = k,
+            None => errors.push("dedup.hash_key must be 32 hex characters".into()),
+        }
+    }
+}
+
+/// The `[spool]` table.
+fn apply_spool(s: &mut SpoolConfig, f: FileSpool, errors: &mut Vec<String>) {
+    if let Some(b) = f.max_bytes {
+        s.max_bytes = b;
+    }
+    if let Some(b) = f.segment_bytes {
+        if b < 4096 {
+            errors.push("spool.segment_bytes must be at least 4096".into());
+        }
+        s.segment_bytes = b;
+    }
+    if let Some(ms) = f.append_timeout_ms {
+        s.append_timeout = bounded_millis("spool.append_timeout_ms", ms, errors);
+    }
+}
+
+/// `ms` milliseconds; a problem unless within 100..=60000.
+fn bounded_millis(name: &str, ms: u64, errors: &mut Vec<String>) -> Duration {
+    if !(100..=60_000).contains(&ms) {
+        errors.push(format!("{name} = {ms} must be within 100..=60000"));
+    }
+    Duration::from_millis(ms)
+}
+
+/// The sources' own dedup shares and the keyless pool must leave the other
+/// keyed sources part of the bound.
+fn check_dedup_shares(c: &Config, errors: &mut Vec<String>) {
+    let Some(sources) = &c.sources else { return };
+    let own: usize = sources.all().filter_map(|s| s.dedup_max_keys).sum();
+    if own > 0 && own + c.dedup.public_max_keys >= c.dedup.max_keys {
+        errors.push(format!(
+            "the sources' dedup_max_keys ({own}) and dedup.public_max_keys ({}) leave \
+             nothing of dedup.max_keys ({}) for the other keyed sources",
+            c.dedup.public_max_keys, c.dedup.max_keys
+        ));
     }
 }
 

@@ -13,6 +13,7 @@
 //! bound are held, the oldest generation goes first. No per-key order list or
 //! timestamp is kept, so a key costs one map entry: 32 bytes plus the map's
 //! slack.
+#![warn(missing_docs)]
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
@@ -136,6 +137,7 @@ enum Flight {
 /// Seconds since the unix epoch; injectable so tests use a fixed clock.
 pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
 
+/// The real clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
         std::time::SystemTime::now()
@@ -147,13 +149,20 @@ pub fn system_clock() -> Clock {
 
 /// The fields of a conversion that make it one conversion.
 pub struct KeyParts<'a> {
+    /// The source's name.
     pub source: &'a str,
+    /// The tracking token, as decoded.
     pub token: &'a str,
+    /// The transaction id, if sent.
     pub txid: Option<&'a str>,
+    /// The goal, if sent.
     pub goal: Option<&'a str>,
+    /// The normalized status (a pending conversion approved later is new).
     pub status: &'a str,
 }
 
+/// One pool of the dedup window: keys in flight and committed keys in time
+/// generations, bounded in number.
 pub struct Dedup {
     /// Oldest first; the newest takes new commits.
     generations: RwLock<VecDeque<Generation>>,
@@ -181,6 +190,8 @@ pub enum Claim {
 }
 
 impl Dedup {
+    /// A pool that keeps keys for `window`, at most `max_keys` of them, hashing
+    /// with `hash_key`.
     pub fn new(window: Duration, max_keys: usize, hash_key: [u8; 16], clock: Clock) -> Arc<Dedup> {
         let window = window.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Dedup {
@@ -243,7 +254,7 @@ impl Dedup {
 
     /// Claims `key` unless another request holds it in flight (`None`: then
     /// [`Dedup::reserve`] waits for that outcome).
-    pub fn try_claim(self: &Arc<Self>, key: u128) -> Option<Claim> {
+    pub(crate) fn try_claim(self: &Arc<Self>, key: u128) -> Option<Claim> {
         self.try_reserve(key).ok()
     }
 
@@ -388,7 +399,7 @@ impl Dedup {
 
     /// Drops generations past the window; called every second so that
     /// memory is returned even when no new keys arrive. Returns the keys held.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
         let oldest = self.oldest_live(self.now_index());
         let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
@@ -407,6 +418,7 @@ impl Dedup {
         self.held.load(std::sync::atomic::Ordering::Relaxed) + self.in_flight.len()
     }
 
+    /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -418,7 +430,9 @@ impl Dedup {
 /// flood through one pool pushes out that pool's old keys only. All bounds
 /// together are `max_keys`.
 pub struct Pools {
+    /// Keys of sources with api keys (and no share of their own).
     pub keyed: Arc<Dedup>,
+    /// Keys of keyless (pixel) sources.
     pub public: Arc<Dedup>,
     /// Sources with a share of their own, by name.
     own: std::collections::HashMap<String, Arc<Dedup>>,
@@ -470,7 +484,7 @@ impl Pools {
     }
 
     /// Expires both pools; sets the keys-held gauge; returns the keys held.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let held = self.keyed.sweep()
             + self.public.sweep()
             + self.own.values().map(|p| p.sweep()).sum::<usize>();
@@ -478,10 +492,12 @@ impl Pools {
         held
     }
 
+    /// Keys held in every pool.
     pub fn len(&self) -> usize {
         self.keyed.len() + self.public.len() + self.own.values().map(|p| p.len()).sum::<usize>()
     }
 
+    /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

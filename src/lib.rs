@@ -18,8 +18,10 @@ pub mod pipeline;
 pub mod postback;
 pub mod ratelimit;
 pub mod rejection;
+mod reload;
 pub mod sink;
 pub mod source;
+pub(crate) mod tasks;
 pub mod testfire;
 
 use std::future::Future;
@@ -31,13 +33,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::Config;
+pub use reload::reload;
 
 /// The two bound sockets: public postbacks and admin.
 pub struct Listeners {
+    /// Postbacks and pixels (`LISTEN_ADDR`).
     pub public: TcpListener,
+    /// Metrics and health (`ADMIN_ADDR`), never on the public port.
     pub admin: TcpListener,
 }
 
@@ -53,12 +59,14 @@ impl Listeners {
         Ok(Listeners { public, admin })
     }
 
+    /// The public listener's address (its port, when bound to port 0).
     pub fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
             .local_addr()
@@ -67,8 +75,9 @@ impl Listeners {
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains: `/readyz` turns 503,
-/// the public listener closes, in-flight requests finish within the grace
-/// period, and the producer is flushed.
+/// the public listener closes, in-flight requests and deliveries finish within
+/// the grace period, the producer is flushed, and every background task is
+/// stopped and waited for (see [`tasks`]).
 ///
 /// `config.kafka.brokers` must be set, and `config.api_key` too when no sources
 /// are configured (the binary fills them in: the embedded cluster, a random key).
@@ -80,6 +89,76 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let metrics = metrics::install();
+    let tasks = tasks::Tasks::new();
+    // However `run` ends (an error, or its future dropped), its tasks stop.
+    let _stop_tasks = tasks.token().drop_guard();
+    tasks.spawn(
+        tasks::METRICS_UPKEEP,
+        metrics::upkeep(metrics.clone(), tasks.token()),
+    );
+    let (brokers, sources) = brokers_and_sources(&config)?;
+    let clock = dedup::system_clock();
+    let (spool, spooled) = open_spool(&config).await?;
+    let kafka = tokio::select! {
+        k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers, &tasks) => k?,
+        _ = &mut shutdown => {
+            info!("Stopped before the gateway started serving.");
+            return Ok(());
+        }
+    };
+    let durable =
+        sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
+    let dedup = dedup_pools(&config, &sources, clock.clone());
+    let app = new_app(&config, &sources, &dedup, &durable, metrics);
+    let listening = Listening::start(&tasks, listeners, &config, &app);
+    let (a, c, stop) = (app.clone(), config.clone(), tasks.token());
+    tasks.spawn(tasks::RELOADER, async move {
+        stop.run_until_cancelled(reload::on_hangup(a, c)).await;
+    });
+
+    let stopped_early = tokio::select! {
+        warm = warm_up(&config, &brokers, &dedup, &app, spooled, sink::Sink::ready(&*durable.kafka)) => {
+            if !warm {
+                durable.topic_not_warm();
+            }
+            false
+        }
+        _ = &mut shutdown => true,
+    };
+    app.warming.store(false, Ordering::Relaxed);
+    // The drainer stops before the producer is flushed, the other tasks after.
+    let stop_drain = tasks.token().child_token();
+    let drainer = (!stopped_early).then(|| {
+        let lookback = lookback(&config, &brokers, &dedup, &app);
+        let drain = sink::durable::drain(durable.clone(), clock, lookback, stop_drain.clone());
+        tasks.spawn(tasks::SPOOL_DRAINER, drain)
+    });
+    tasks.spawn(
+        tasks::DEDUP_SWEEPER,
+        sweep(app.clone(), dedup, tasks.token()),
+    );
+    ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
+    drop(sources);
+    if !stopped_early {
+        info!("The gateway is serving.");
+        shutdown.await;
+    }
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    let running = Running {
+        app,
+        durable,
+        listening,
+        stop_drain,
+        drainer,
+        tasks,
+    };
+    running.stop(deadline).await;
+    Ok(())
+}
+
+/// The bootstrap servers, and the sources to start with (the `default`
+/// source alone when the config names none).
+fn brokers_and_sources(config: &Config) -> anyhow::Result<(String, Arc<source::Sources>)> {
     let brokers = config
         .kafka
         .brokers
@@ -95,41 +174,55 @@ pub async fn run(
             config.pixel_key.clone(),
         )),
     };
-    let clock = dedup::system_clock();
-    // Recovery reads every segment: off the runtime's threads.
+    Ok((brokers, sources))
+}
+
+/// Opens the spool, with the records still waiting for Kafka. Recovery reads
+/// every segment: off the runtime's threads.
+async fn open_spool(
+    config: &Config,
+) -> anyhow::Result<(Arc<sink::spool::Spool>, Vec<sink::spool::Spooled>)> {
     let (dir, max, seg) = (
         config.spool_dir.clone(),
         config.spool.max_bytes,
         config.spool.segment_bytes,
     );
-    let (spool, spooled) =
-        tokio::task::spawn_blocking(move || sink::spool::Spool::open(&dir, max, seg))
-            .await
-            .context("the spool recovery stopped")?
-            .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
-    let kafka = tokio::select! {
-        k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers) => k?,
-        _ = &mut shutdown => {
-            info!("Stopped before the gateway started serving.");
-            return Ok(());
-        }
-    };
-    let durable =
-        sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
-    // Shares of their own are fixed at start (a reload does not move keys).
+    tokio::task::spawn_blocking(move || sink::spool::Spool::open(&dir, max, seg))
+        .await
+        .context("the spool recovery stopped")?
+        .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))
+}
+
+/// The dedup window's pools. Shares of their own are fixed at start (a
+/// reload does not move keys).
+fn dedup_pools(
+    config: &Config,
+    sources: &source::Sources,
+    clock: dedup::Clock,
+) -> Arc<dedup::Pools> {
     let own_shares: Vec<(String, usize)> = sources
         .all()
         .filter_map(|s| s.dedup_max_keys.map(|n| (s.name.to_string(), n)))
         .collect();
-    let dedup = dedup::Pools::new(
+    dedup::Pools::new(
         config.dedup.window,
         config.dedup.max_keys,
         config.dedup.public_max_keys,
         &own_shares,
         config.dedup.hash_key,
-        clock.clone(),
-    );
-    let app = Arc::new(pipeline::App {
+        clock,
+    )
+}
+
+/// What every request shares; warming up until [`warm_up`] is done.
+fn new_app(
+    config: &Config,
+    sources: &Arc<source::Sources>,
+    dedup: &Arc<dedup::Pools>,
+    durable: &Arc<sink::durable::Durable>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Arc<pipeline::App> {
+    Arc::new(pipeline::App {
         sources: source::SharedSources::new(sources.clone()),
         campaigns: Default::default(),
         dedup: dedup.clone(),
@@ -144,117 +237,160 @@ pub async fn run(
             .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
         console: Arc::new(console::Recent::new(console::DEFAULT_PER_SOURCE)),
-    });
+    })
+}
 
-    let (stop_public, public_rx) = watch::channel(false);
-    let (stop_admin, admin_rx) = watch::channel(false);
+/// How the drainer reads the topic back (and fills the dedup window when the
+/// start could not).
+fn lookback(
+    config: &Config,
+    brokers: &str,
+    dedup: &Arc<dedup::Pools>,
+    app: &Arc<pipeline::App>,
+) -> sink::durable::Lookback {
     let a = app.clone();
-    let admin = tokio::spawn(http::serve(
-        listeners.admin,
-        config.limits.clone(),
-        move |req, _| http::admin::handle(a.clone(), req),
-        admin_rx,
-        Duration::from_secs(1),
-    ));
-    let a = app.clone();
-    let public = tokio::spawn(http::serve(
-        listeners.public,
-        config.limits.clone(),
-        move |req, peer| http::public::handle(a.clone(), req, peer),
-        public_rx,
-        config.shutdown_grace,
-    ));
-
-    let hangups = tokio::spawn(reload_on_hangup(app.clone(), config.clone()));
-    let stopped_early = tokio::select! {
-        warm = warm_up(&config, &brokers, &dedup, &app, spooled, sink::Sink::ready(&*durable.kafka)) => {
-            if !warm {
-                durable.topic_not_warm();
-            }
-            false
-        }
-        _ = &mut shutdown => true,
-    };
-    app.warming.store(false, Ordering::Relaxed);
-
-    let (stop_drain, drain_rx) = watch::channel(false);
-    let lookback = sink::durable::Lookback {
+    sink::durable::Lookback {
         kafka: config.kafka.clone(),
-        brokers: brokers.clone(),
+        brokers: brokers.to_owned(),
         dedup: dedup.clone(),
-        keyed: {
-            let a = app.clone();
-            Arc::new(move |name: &str| keyed(&a.sources.load(), name))
-        },
+        keyed: Arc::new(move |name: &str| keyed(&a.sources.load(), name)),
         window: config.dedup.window,
         warmup_limit: config.dedup.warmup_limit,
-    };
-    let drainer = (!stopped_early).then(|| {
-        tokio::spawn(sink::durable::drain(
-            durable.clone(),
-            clock,
-            lookback,
-            drain_rx,
-        ))
-    });
-    let a = app.clone();
-    let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut seconds = 0u64;
-        loop {
-            tick.tick().await;
-            seconds += 1;
-            if seconds.is_multiple_of(60) {
-                http::refusals::log_summary();
-            }
-            dedup.sweep();
-            if let Some(pc) = &a.per_client {
-                pc.prune();
+    }
+}
+
+/// The two accept loops and what stops each.
+struct Listening {
+    public: tokio::task::JoinHandle<()>,
+    admin: tokio::task::JoinHandle<()>,
+    stop_public: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+}
+
+impl Listening {
+    /// Serves the admin and the public listener, each in a task of `tasks`.
+    fn start(
+        tasks: &tasks::Tasks,
+        listeners: Listeners,
+        config: &Config,
+        app: &Arc<pipeline::App>,
+    ) -> Listening {
+        let (stop_public, public_rx) = watch::channel(false);
+        let (stop_admin, admin_rx) = watch::channel(false);
+        let a = app.clone();
+        let admin = http::serve(
+            listeners.admin,
+            config.limits.clone(),
+            move |req, _| http::admin::handle(a.clone(), req),
+            admin_rx,
+            Duration::from_secs(1),
+        );
+        let a = app.clone();
+        let public = http::serve(
+            listeners.public,
+            config.limits.clone(),
+            move |req, peer| http::public::handle(a.clone(), req, peer),
+            public_rx,
+            config.shutdown_grace,
+        );
+        Listening {
+            public: tasks.spawn(tasks::PUBLIC_LISTENER, public),
+            admin: tasks.spawn(tasks::ADMIN_LISTENER, admin),
+            stop_public,
+            stop_admin,
+        }
+    }
+}
+
+/// A serving gateway, as [`Running::stop`] takes it apart.
+struct Running {
+    app: Arc<pipeline::App>,
+    durable: Arc<sink::durable::Durable>,
+    listening: Listening,
+    stop_drain: CancellationToken,
+    drainer: Option<tokio::task::JoinHandle<()>>,
+    tasks: tasks::Tasks,
+}
+
+impl Running {
+    /// Stops in order, every step bounded and all of them together by
+    /// `deadline`: what was acknowledged is already in Kafka or in the spool,
+    /// so nothing here is needed for durability, only to hand over tidily.
+    async fn stop(self, deadline: tokio::time::Instant) {
+        let (app, durable, listening) = (self.app, self.durable, self.listening);
+        info!("Shutting down: no longer ready, draining open requests.");
+        app.shutting_down.store(true, Ordering::Relaxed);
+        let _ = listening.stop_public.send(true);
+        let _ = listening.public.await;
+        // A client that hung up leaves its delivery running; the spool must
+        // stay open for it.
+        if !durable.wait_for_deliveries(deadline).await {
+            warn!("Deliveries were still running at the end of the grace period.");
+        }
+        self.stop_drain.cancel();
+        if let Some(drainer) = self.drainer {
+            if tokio::time::timeout_at(deadline, drainer).await.is_err() {
+                warn!("The spool's drainer did not stop within the grace period.");
             }
         }
-    });
-    ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
-    drop(sources);
-    if !stopped_early {
-        info!("The gateway is serving.");
-        shutdown.await;
+        // Messages still queued are either acknowledged in the spool already
+        // or belong to requests that were not answered 200: flushing only
+        // saves the next start some reading back.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = listening.stop_admin.send(true);
+        let flush = app.sink.flush(
+            left.min(Duration::from_secs(5))
+                .max(Duration::from_millis(100)),
+        );
+        let _ = tokio::join!(flush, listening.admin);
+        // The sweeper, the reloader, metrics upkeep and the Kafka watcher stop
+        // on the token; each producer's report task once nothing holds the sink.
+        let spool = durable.spool.clone();
+        drop((app, durable));
+        let at_least = tokio::time::Instant::now() + Duration::from_millis(100);
+        self.tasks.shutdown(deadline.max(at_least)).await;
+        close_spool(spool, deadline).await;
+        info!("Stopped.");
     }
-    // Every step below is bounded, all of them together by the grace period:
-    // what was acknowledged is already in Kafka or in the spool, so nothing
-    // here is needed for durability, only to hand over tidily.
-    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
-    info!("Shutting down: no longer ready, draining open requests.");
-    app.shutting_down.store(true, Ordering::Relaxed);
-    let _ = stop_public.send(true);
-    let _ = public.await;
-    let _ = stop_drain.send(true);
-    if let Some(drainer) = drainer {
-        if tokio::time::timeout_at(deadline, drainer).await.is_err() {
-            warn!("The spool's drainer did not stop within the grace period.");
-        }
-    }
-    // Messages still queued are either acknowledged in the spool already or
-    // belong to requests that were not answered 200: flushing only saves the
-    // next start some reading back.
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let _ = stop_admin.send(true);
-    let flush = app.sink.flush(
-        left.min(Duration::from_secs(5))
-            .max(Duration::from_millis(100)),
-    );
-    let _ = tokio::join!(flush, admin);
-    sweeper.abort();
-    let left = durable.spool.backlog();
+}
+
+/// Stops the spool's writer and lets go of its directory.
+async fn close_spool(spool: Arc<sink::spool::Spool>, deadline: tokio::time::Instant) {
+    let left = spool.backlog();
     if left > 0 {
         info!(
             events = left,
             "Spooled events stay on disk and drain at the next start."
         );
     }
-    hangups.abort();
-    durable.spool.close();
-    info!("Stopped.");
-    Ok(())
+    let closing = tokio::task::spawn_blocking(move || spool.close());
+    let at_least = tokio::time::Instant::now() + Duration::from_secs(1);
+    if tokio::time::timeout_at(deadline.max(at_least), closing)
+        .await
+        .is_err()
+    {
+        warn!("The spool's writer did not finish its last write within the grace period.");
+    }
+}
+
+/// Once a second until `stop`: expires dedup keys, forgets per-client
+/// buckets that refilled, and once a minute logs the refusals' summary.
+async fn sweep(app: Arc<pipeline::App>, dedup: Arc<dedup::Pools>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seconds = 0u64;
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        if sink::faults::sweeper_panics() {
+            panic!("a sweeper panic injected by a test");
+        }
+        seconds += 1;
+        if seconds.is_multiple_of(60) {
+            http::refusals::log_summary();
+        }
+        dedup.sweep();
+        if let Some(pc) = &app.per_client {
+            pc.prune();
+        }
+    }
 }
 
 /// Whether the source called `name` has api keys, for the dedup pool its keys
@@ -332,72 +468,6 @@ async fn warm_up(
         Err(e) => {
             warn!(error = %e, "The dedup warm-up failed; postbacks go to the spool until the drainer has read the topic back.");
             false
-        }
-    }
-}
-
-/// Reloads the sources on every SIGHUP, for as long as the gateway runs.
-async fn reload_on_hangup(app: Arc<pipeline::App>, running: Config) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "Cannot listen for SIGHUP; sources will not reload.");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            let _ = reload(&app, &running, &config::ProcessEnv);
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (app, running);
-}
-
-/// Reads the config file again and swaps in its sources; listeners, open
-/// connections and requests in flight are untouched. A config with problems
-/// is refused and the running sources stay. Other settings (addresses, Kafka,
-/// limits) take effect only on a restart.
-pub fn reload(
-    app: &pipeline::App,
-    running: &Config,
-    env: &dyn config::Env,
-) -> Result<usize, config::ConfigErrors> {
-    let Some(path) = running.path.as_deref() else {
-        warn!("Got SIGHUP, but the gateway runs without a config file; nothing to reload.");
-        return Ok(0);
-    };
-    let next = Config::load(Some(path), env).and_then(|c| {
-        match (c.sources, c.api_key.or_else(|| running.api_key.clone())) {
-            (Some(s), _) => Ok(s),
-            (None, Some(key)) => Ok(Arc::new(source::Sources::single_default(
-                key,
-                c.pixel_key.or_else(|| running.pixel_key.clone()),
-            ))),
-            (None, None) => Err(config::ConfigErrors(vec![
-                "no sources configured and no api key for the default source".into(),
-            ])),
-        }
-    });
-    match next {
-        Ok(sources) => {
-            let n = sources.len();
-            app.sources.store(sources);
-            ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
-            ::metrics::gauge!(crate::metrics::SOURCES).set(n as f64);
-            info!(path = %path.display(), sources = n, "Reloaded the sources.");
-            Ok(n)
-        }
-        Err(e) => {
-            ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "refused").increment(1);
-            warn!(
-                path = %path.display(),
-                problems = %e.0.join("; ").escape_debug(),
-                "Refused the new config; the running sources stay."
-            );
-            Err(e)
         }
     }
 }

@@ -400,6 +400,8 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let mut signals = Signals::install();
     async move {
         signals.next().await;
+        // Not one of `run`'s tasks: it must outlive the drain it cuts short,
+        // and the process ends with it.
         tokio::spawn(async move {
             signals.next().await;
             eprintln!("postback-gateway: second signal, exiting now");

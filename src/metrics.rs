@@ -1,5 +1,6 @@
 //! Every metric name, in one place, with its help text. Label values are bounded:
 //! endpoints, outcomes and reasons are fixed sets, sources come from config.
+#![warn(missing_docs)]
 
 use std::sync::OnceLock;
 
@@ -12,37 +13,39 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::event::Kind;
 use crate::rejection::Rejection;
 
-pub const REQUESTS: &str = "postback_requests_total";
-pub const REJECTIONS: &str = "postback_rejections_total";
-pub const ACCEPTED: &str = "postback_accepted_total";
-pub const DUPLICATES: &str = "postback_duplicates_total";
-pub const REQUEST_SECONDS: &str = "postback_request_duration_seconds";
-pub const KAFKA_DELIVERY_SECONDS: &str = "postback_kafka_delivery_duration_seconds";
-pub const KAFKA_FAILURES: &str = "postback_kafka_delivery_failures_total";
-pub const KAFKA_QUEUE: &str = "postback_kafka_queue_depth";
-pub const KAFKA_UP: &str = "postback_kafka_reachable";
-pub const KAFKA_PRODUCER_RESTARTS: &str = "postback_kafka_producer_restarts_total";
-pub const DEDUP_KEYS: &str = "postback_dedup_keys";
-pub const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
-pub const DEDUP_EXPIRED: &str = "postback_dedup_expired_total";
-pub const READY: &str = "postback_ready";
-pub const CONNECTIONS_REFUSED: &str = "postback_connections_refused_total";
-pub const SPOOL_BYTES: &str = "postback_spool_bytes";
-pub const SPOOL_EVENTS: &str = "postback_spool_events";
-pub const SPOOL_OLDEST_AGE: &str = "postback_spool_oldest_age_seconds";
-pub const SPOOLED: &str = "postback_spooled_total";
-pub const SPOOL_DRAINED: &str = "postback_spool_drained_total";
-pub const SPOOL_SYNCS: &str = "postback_spool_syncs_total";
-pub const SPOOL_SKIPPED: &str = "postback_spool_skipped_total";
-pub const SPOOL_TIMEOUTS: &str = "postback_spool_timeouts_total";
-pub const SPOOL_CORRUPT: &str = "postback_spool_corrupt_ranges_total";
-pub const SPOOL_DEAD_LETTERS: &str = "postback_spool_dead_letters_total";
-pub const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
-pub const BUILD_INFO: &str = "postback_build_info";
-pub const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
-pub const CONFIG_RELOADS: &str = "postback_config_reloads_total";
-pub const SOURCES: &str = "postback_sources";
-pub const CONSOLE_BYTES: &str = "postback_console_bytes";
+pub(crate) const REQUESTS: &str = "postback_requests_total";
+pub(crate) const REJECTIONS: &str = "postback_rejections_total";
+pub(crate) const ACCEPTED: &str = "postback_accepted_total";
+pub(crate) const DUPLICATES: &str = "postback_duplicates_total";
+pub(crate) const REQUEST_SECONDS: &str = "postback_request_duration_seconds";
+pub(crate) const KAFKA_DELIVERY_SECONDS: &str = "postback_kafka_delivery_duration_seconds";
+pub(crate) const KAFKA_FAILURES: &str = "postback_kafka_delivery_failures_total";
+pub(crate) const KAFKA_QUEUE: &str = "postback_kafka_queue_depth";
+pub(crate) const KAFKA_UP: &str = "postback_kafka_reachable";
+pub(crate) const KAFKA_PRODUCER_RESTARTS: &str = "postback_kafka_producer_restarts_total";
+pub(crate) const DEDUP_KEYS: &str = "postback_dedup_keys";
+pub(crate) const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
+pub(crate) const DEDUP_EXPIRED: &str = "postback_dedup_expired_total";
+pub(crate) const READY: &str = "postback_ready";
+pub(crate) const CONNECTIONS_REFUSED: &str = "postback_connections_refused_total";
+pub(crate) const SPOOL_BYTES: &str = "postback_spool_bytes";
+pub(crate) const SPOOL_EVENTS: &str = "postback_spool_events";
+pub(crate) const SPOOL_OLDEST_AGE: &str = "postback_spool_oldest_age_seconds";
+pub(crate) const SPOOLED: &str = "postback_spooled_total";
+pub(crate) const SPOOL_DRAINED: &str = "postback_spool_drained_total";
+pub(crate) const SPOOL_SYNCS: &str = "postback_spool_syncs_total";
+pub(crate) const SPOOL_SKIPPED: &str = "postback_spool_skipped_total";
+pub(crate) const SPOOL_TIMEOUTS: &str = "postback_spool_timeouts_total";
+pub(crate) const SPOOL_CORRUPT: &str = "postback_spool_corrupt_ranges_total";
+pub(crate) const SPOOL_DEAD_LETTERS: &str = "postback_spool_dead_letters_total";
+pub(crate) const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
+pub(crate) const BUILD_INFO: &str = "postback_build_info";
+pub(crate) const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
+pub(crate) const CONFIG_RELOADS: &str = "postback_config_reloads_total";
+pub(crate) const SOURCES: &str = "postback_sources";
+pub(crate) const CONSOLE_BYTES: &str = "postback_console_bytes";
+pub(crate) const TASK_PANICS: &str = "postback_task_panics_total";
+pub(crate) const BACKGROUND_TASKS: &str = "postback_background_tasks";
 
 /// The series every request touches, registered once: `counter!` with labels
 /// hashes and looks up its key on each call, which showed in the profile.
@@ -52,6 +55,7 @@ pub struct Hot {
     /// By [`Rejection::slot`].
     rejections: Vec<Counter>,
     request_seconds: [Histogram; 2],
+    /// Enqueue to the broker's acknowledgement.
     pub kafka_delivery_seconds: Histogram,
 }
 
@@ -94,7 +98,7 @@ impl Hot {
     }
 
     /// Counts a rejection by its [`Rejection::slot`].
-    pub fn rejection(&self, slot: usize) {
+    pub(crate) fn rejection(&self, slot: usize) {
         if let Some(c) = self.rejections.get(slot) {
             c.increment(1);
         }
@@ -106,7 +110,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
-/// Later calls (several servers in one test process) share it.
+/// Later calls (several servers in one test process) share it. Run
+/// [`upkeep`] beside it.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -118,16 +123,6 @@ pub fn install() -> PrometheusHandle {
                 .expect("the metrics recorder is installed once");
             describe();
             hot();
-            // Histogram samples wait in lock-free buckets until upkeep folds
-            // them in; without it they grow until the next scrape, which then
-            // pays for all of them at once.
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(std::time::Duration::from_secs(1));
-                    upkeep.run_upkeep();
-                });
             // Unlabelled counters exist from the start, so rate() and alerts
             // see a zero instead of a missing series.
             for c in [
@@ -145,10 +140,23 @@ pub fn install() -> PrometheusHandle {
             ] {
                 metrics::counter!(c).increment(0);
             }
+            for task in crate::tasks::NAMES {
+                counter!(TASK_PANICS, "task" => task).increment(0);
+            }
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
+}
+
+/// Folds histogram samples into their buckets once a second until `stop`:
+/// samples wait in lock-free buckets until upkeep folds them in; without it
+/// they grow until the next scrape, which then pays for all of them at once.
+pub(crate) async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        handle.run_upkeep();
+    }
 }
 
 fn describe() {
@@ -248,5 +256,13 @@ fn describe() {
     describe_gauge!(
         CONSOLE_BYTES,
         "Bytes held by the console's log of recent postbacks (bounded by console.recent_per_source)."
+    );
+    describe_counter!(
+        TASK_PANICS,
+        "Background tasks that panicked and stopped, by task (not restarted: restart the instance)."
+    );
+    describe_gauge!(
+        BACKGROUND_TASKS,
+        "Background tasks running, by task (0 after a task panicked, and after shutdown)."
     );
 }

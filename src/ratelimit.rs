@@ -1,6 +1,9 @@
 //! Token-bucket rate limits: one bucket per source, and one per client address
-//! (bounded in number). Buckets refill continuously; a refused request learns
-//! how long until the next token.
+//! (bounded in number). Buckets refill continuously. A refusal carries how long
+//! until the bucket's next token, but the reply does not pass it on: a 429's
+//! `Retry-After` is a fixed second (docs/http-api.md), so a sender limited to
+//! less than one postback a second may be refused again when it comes back.
+#![warn(missing_docs)]
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -11,13 +14,15 @@ use dashmap::DashMap;
 /// A rate: `per_second` on average, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
+    /// Tokens added per second.
     pub per_second: f64,
+    /// Tokens the bucket holds at most (the burst allowed at once).
     pub burst: f64,
 }
 
 impl Rate {
     /// The slowest rate a limit may have: one request in about three hours.
-    pub const MIN_PER_SECOND: f64 = 0.0001;
+    pub(crate) const MIN_PER_SECOND: f64 = 0.0001;
     /// Beyond any one process's reach: a larger figure is a typo.
     pub const MAX: f64 = 1e9;
 
@@ -79,6 +84,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// A limiter with a full bucket.
     pub fn new(rate: Rate) -> Limiter {
         Limiter {
             rate,
@@ -86,6 +92,7 @@ impl Limiter {
         }
     }
 
+    /// Takes a token, or says how long until the next one.
     pub fn check(&self) -> Result<(), Duration> {
         let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         b.take(self.rate, Instant::now())
@@ -102,6 +109,7 @@ pub struct PerClient {
 }
 
 impl PerClient {
+    /// A bucket of `rate` per address, for up to `max_clients` addresses.
     pub fn new(rate: Rate, max_clients: usize) -> PerClient {
         PerClient {
             rate,
@@ -110,6 +118,7 @@ impl PerClient {
         }
     }
 
+    /// Takes a token of `ip`'s bucket, or says how long until its next one.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
         if let Some(mut b) = self.buckets.get_mut(&ip) {
@@ -125,15 +134,11 @@ impl PerClient {
     }
 
     /// Forgets addresses whose bucket has refilled: they cost nothing to re-create.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         let now = Instant::now();
         let refill = Duration::from_secs_f64(self.rate.burst / self.rate.per_second);
         self.buckets
             .retain(|_, b| now.saturating_duration_since(b.last) < refill);
-    }
-
-    pub fn tracked(&self) -> usize {
-        self.buckets.len()
     }
 }
 
@@ -187,6 +192,6 @@ mod tests {
         // Past the bound, a new address is not tracked (and not limited).
         assert!(pc.check(c).is_ok());
         assert!(pc.check(c).is_ok());
-        assert_eq!(pc.tracked(), 2);
+        assert_eq!(pc.buckets.len(), 2);
     }
 }

@@ -564,7 +564,10 @@ fn the_operations_doc_lists_every_metric_and_every_alert() {
     let declared = read("src/metrics.rs");
     let names: Vec<&str> = declared
         .lines()
-        .filter_map(|l| l.strip_prefix("pub const "))
+        .filter_map(|l| {
+            l.strip_prefix("pub const ")
+                .or_else(|| l.strip_prefix("pub(crate) const "))
+        })
         .filter_map(|l| l.split('"').nth(1))
         .collect();
     assert!(names.len() >= 20, "{names:?}");

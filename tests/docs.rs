@@ -1,5 +1,6 @@
-//! The documentation holds together: every relative link in README.md and
-//! docs/ names a file that exists, and every `#anchor` a heading in it.
+//! The documentation holds together: every relative link in README.md,
+//! CHANGELOG.md and docs/ names a file that exists, and every `#anchor` a
+//! heading in it.
 
 use std::path::{Path, PathBuf};
 
@@ -57,7 +58,7 @@ fn links(text: &str) -> Vec<String> {
 
 #[test]
 fn every_relative_link_in_the_docs_resolves() {
-    let mut files = vec![root().join("README.md")];
+    let mut files = vec![root().join("README.md"), root().join("CHANGELOG.md")];
     for e in std::fs::read_dir(root().join("docs")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "md") {

@@ -1,6 +1,7 @@
 //! Faults inside the gateway, injected through `sink::faults` (a test binary
 //! of its own, since the switches are process-wide): a stalled disk under the
-//! spool, and a delivery that panics while the spool drains.
+//! spool, a delivery that panics while the spool drains, and a background
+//! task that panics.
 
 mod common;
 
@@ -81,6 +82,11 @@ async fn a_panicking_delivery_leaves_its_record_in_the_spool() {
         0,
         "the panics happened"
     );
+    assert_eq!(
+        series(&gw, "postback_task_panics_total{task=\"drain-delivery\"}").await,
+        2.0,
+        "each panic is counted under the task's name"
+    );
     let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 3, Duration::from_secs(2));
     assert_eq!(records.len(), 3);
     for (token, id) in &ok {
@@ -89,4 +95,50 @@ async fn a_panicking_delivery_leaves_its_record_in_the_spool() {
         assert_eq!(found[0].value["event_id"], id.as_str());
     }
     gw.stop().await;
+}
+
+/// A background task that panics is counted under its name and the gateway
+/// goes on serving without it; at shutdown `run` returns only once every
+/// task it started has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_task_panic_is_counted_and_shutdown_waits_for_every_task() {
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    let sweeper = "postback_background_tasks{task=\"dedup-sweeper\"}";
+    let panics = "postback_task_panics_total{task=\"dedup-sweeper\"}";
+    assert_eq!(series(&gw, sweeper).await, 1.0);
+    assert_eq!(series(&gw, panics).await, 0.0);
+
+    faults::SWEEPER_PANICS.store(true, Ordering::Relaxed);
+    wait_until("the sweeper's panic is counted", async || {
+        series(&gw, panics).await == 1.0
+    })
+    .await;
+    assert_eq!(series(&gw, sweeper).await, 0.0, "the sweeper is gone");
+    let r = reqwest::get(gw.url(&query("after-a-panic", "1.00")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the gateway still serves");
+
+    let running = metrics_text(&gw).await;
+    let tasks: Vec<&str> = running
+        .lines()
+        .filter(|l| l.starts_with("postback_background_tasks{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        tasks.len() >= 5,
+        "the listeners, watcher, drainer, ...: {tasks:?}"
+    );
+    gw.stop().await;
+    // The admin listener is gone with the gateway: read the recorder itself.
+    let after = postback_gateway::metrics::install().render();
+    for line in after
+        .lines()
+        .filter(|l| l.starts_with("postback_background_tasks{"))
+    {
+        assert!(
+            line.ends_with(" 0"),
+            "still running after run returned: {line}"
+        );
+    }
 }

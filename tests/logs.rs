@@ -45,7 +45,11 @@ async fn secrets_stay_out_and_control_characters_never_reach_the_log() {
         .unwrap();
 
     // The embedded cluster's address is in the log; read the event back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the log has the start and the refusals", async || {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.contains("bootstrap ") && text.contains("Refused a postback")
+    })
+    .await;
     let text = std::fs::read_to_string(&log).unwrap();
     let bootstrap = text
         .split("bootstrap ")

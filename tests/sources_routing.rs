@@ -148,11 +148,13 @@ async fn one_campaign_through_two_sources_of_one_platform_is_counted() {
         let (s, body) = get(url, None).await;
         assert_eq!(s, 200, "conflicts are accepted: {body}");
     }
-    let metrics = metrics_text(&gw).await;
-    assert!(
-        metrics.contains("postback_campaign_conflicts_total{platform=\"tune\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        series(&gw, "postback_campaign_conflicts_total{platform=\"tune\"}").await,
+        1.0
     );
-    assert!(!metrics.contains("postback_campaign_conflicts_total{platform=\"cake\"}"));
+    assert_eq!(
+        metric(&gw, "postback_campaign_conflicts_total{platform=\"cake\"}").await,
+        0.0
+    );
     gw.stop().await;
 }

@@ -81,8 +81,14 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
             c.get(u).send().await.ok()?.text().await.ok()
         }));
     }
-    // Signal while requests are still arriving.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Signal while requests are still arriving, once some were accepted.
+    let accepted = gw.admin_url("/metrics");
+    let series = "postback_accepted_total{source=\"default\"}";
+    let (limit, every) = (Duration::from_secs(10), Duration::from_millis(5));
+    wait_every("a postback is accepted", limit, every, async || {
+        value_at(&accepted, series).await.is_some_and(|n| n > 0.0)
+    })
+    .await;
     let signalled = std::time::Instant::now();
     signal(gw.child.id(), "TERM");
     for t in tasks {
@@ -137,7 +143,10 @@ async fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     signal(gw.child.id(), "TERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the first signal is taken (/readyz 503)", async || {
+        status_of(&gw.admin_url("/readyz")).await == 503
+    })
+    .await;
     assert!(
         gw.child.try_wait().unwrap().is_none(),
         "the first signal waits for open requests"

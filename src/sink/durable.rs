@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::kafka::KafkaSink;
@@ -19,11 +20,12 @@ use crate::config::KafkaConfig;
 use crate::dedup::{Clock, Pools};
 use crate::event::Event;
 use crate::metrics as m;
+use crate::tasks;
 
 /// Spooled events sent to Kafka at once by the drainer.
 const DRAIN_CHUNK: usize = 512;
 
-pub struct Durable {
+pub(crate) struct Durable {
     pub kafka: Arc<KafkaSink>,
     pub spool: Arc<Spool>,
     clock: Clock,
@@ -40,6 +42,9 @@ pub struct Durable {
     /// Events whose spool write was not confirmed in time and whose senders
     /// were answered 503: if the write lands after all, the drainer drops it.
     withdrawn: Mutex<HashSet<u128>>,
+    /// Deliveries in progress, also those whose request stopped waiting (a
+    /// client that hung up): shutdown waits for them before the spool closes.
+    in_flight: TaskTracker,
 }
 
 impl Durable {
@@ -57,7 +62,17 @@ impl Durable {
             topic_warm: AtomicBool::new(true),
             append_timeout,
             withdrawn: Mutex::new(HashSet::new()),
+            in_flight: TaskTracker::new(),
         })
+    }
+
+    /// Waits until every delivery in progress has finished, or `deadline`;
+    /// returns whether they all did. Called once, at shutdown.
+    pub(crate) async fn wait_for_deliveries(&self, deadline: tokio::time::Instant) -> bool {
+        self.in_flight.close();
+        tokio::time::timeout_at(deadline, self.in_flight.wait())
+            .await
+            .is_ok()
     }
 
     /// Whether the event was withdrawn (its sender answered 503); forgets it.
@@ -69,7 +84,7 @@ impl Durable {
     /// Says that the dedup window lacks the topic's keys (a start during an
     /// outage): events go through the spool until the drainer has read the
     /// topic back.
-    pub fn topic_not_warm(&self) {
+    pub(crate) fn topic_not_warm(&self) {
         self.topic_warm.store(false, Ordering::Release);
     }
 
@@ -105,7 +120,7 @@ impl Durable {
 
 impl Sink for Durable {
     fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
+        Box::pin(self.in_flight.track_future(async move {
             // While Kafka is known to be unreachable, waiting for its timeout
             // would only slow every sender down: go to disk at once.
             if self.kafka.ready() && self.topic_warm.load(Ordering::Acquire) {
@@ -117,7 +132,7 @@ impl Sink for Durable {
                 }
             }
             self.spool(event).await
-        })
+        }))
     }
 
     fn ready(&self) -> bool {
@@ -130,7 +145,7 @@ impl Sink for Durable {
 }
 
 /// How the drainer reads the topic back before sending spooled events.
-pub struct Lookback {
+pub(crate) struct Lookback {
     pub kafka: KafkaConfig,
     pub brokers: String,
     /// Filled from the topic when the start could not read it.
@@ -164,155 +179,208 @@ impl InKafka {
     }
 }
 
-/// Moves spooled events to Kafka until `stop` turns true. A segment is
+/// Moves spooled events to Kafka until `stop` is cancelled. A segment is
 /// deleted only after every record in it is acknowledged; a chunk whose
 /// delivery fails is retried (so a record may reach Kafka twice, never zero times).
 ///
 /// After an outage, a restart, or a late-failing attempt, the topic is read
 /// back from just before the oldest spooled event, and events already there
 /// (an attempt the broker wrote after all) are not sent again.
-pub async fn drain(
+pub(crate) async fn drain(
     sink: Arc<Durable>,
     clock: Clock,
     lookback: Lookback,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let spool = sink.spool.clone();
-    let lookback = Arc::new(lookback);
-    let mut stop = stop;
-    let mut seq = spool.oldest();
-    let mut pos = 0u64;
-    let mut need_scan = true;
-    let mut in_kafka = InKafka::default();
-    loop {
-        if *stop.borrow() {
+    let mut drainer = Drainer {
+        seq: spool.oldest(),
+        spool,
+        sink,
+        clock,
+        lookback: Arc::new(lookback),
+        stop,
+        pos: 0,
+        need_scan: true,
+        in_kafka: InKafka::default(),
+    };
+    while !drainer.stop.is_cancelled() {
+        if drainer.round().await.is_err() {
             return;
         }
-        if !sink.topic_warm.load(Ordering::Acquire) {
-            // A start during an outage: read the whole window back first,
-            // into the dedup map too, then deliver directly again.
-            if settled(&sink, &lookback, &mut stop).await.is_err() {
-                return;
-            }
-            let since = (i64::from(clock()) - lookback.window.as_secs() as i64) * 1000;
-            let Some(read) = already_in_kafka(&lookback, since, true).await else {
-                pause(&mut stop, Duration::from_secs(1)).await;
-                continue;
-            };
-            in_kafka = read;
-            need_scan = false;
-            sink.topic_warm.store(true, Ordering::Release);
-            info!(
-                keys = in_kafka.keys.len(),
-                "Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again."
-            );
+    }
+}
+
+/// The drainer's state between rounds.
+struct Drainer {
+    sink: Arc<Durable>,
+    spool: Arc<Spool>,
+    clock: Clock,
+    lookback: Arc<Lookback>,
+    stop: CancellationToken,
+    /// The segment being drained, and the offset just past its last record sent.
+    seq: u64,
+    pos: u64,
+    /// Whether the topic must be read back before the next records go out.
+    need_scan: bool,
+    /// What the last read-back found in the topic.
+    in_kafka: InKafka,
+}
+
+impl Drainer {
+    /// One round: reads the topic back after a start without it, waits for
+    /// Kafka, or sends the next records of the oldest segment (deleting the
+    /// segment once it is drained). `Err` when told to stop.
+    async fn round(&mut self) -> Result<(), Stopped> {
+        if !self.sink.topic_warm.load(Ordering::Acquire) {
+            return self.warm_from_topic().await;
         }
-        if spool.backlog() == 0 {
+        if self.spool.backlog() == 0 {
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(0.0);
-            in_kafka.clear();
+            self.in_kafka.clear();
         }
-        if !sink.kafka.ready() {
-            need_scan = true;
-            pause(&mut stop, Duration::from_millis(500)).await;
-            continue;
+        if !self.sink.kafka.ready() {
+            self.need_scan = true;
+            pause(&self.stop, Duration::from_millis(500)).await;
+            return Ok(());
         }
-        if sink.ambiguous.swap(false, Ordering::AcqRel) {
-            need_scan = true;
+        if self.sink.ambiguous.swap(false, Ordering::AcqRel) {
+            self.need_scan = true;
         }
-        let sp = spool.clone();
-        let batch = match tokio::task::spawn_blocking(move || sp.read_from(seq, pos)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                warn!(error = %e, "Cannot read the spool; retrying.");
-                pause(&mut stop, Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(_) => return,
-        };
-        let Some(batch) = batch else {
-            // The segment is gone (removed after draining): go on with the oldest.
-            seq = spool.oldest();
-            pos = 0;
-            continue;
+        let Some(batch) = self.read().await? else {
+            return Ok(());
         };
         if batch.records.is_empty() {
-            if batch.sealed && pos >= batch.synced {
-                if let Err(e) = spool.remove(seq) {
-                    warn!(error = %e, "Cannot delete a drained spool segment.");
-                    pause(&mut stop, Duration::from_secs(1)).await;
-                    continue;
-                }
-                seq = spool.oldest();
-                pos = 0;
-                continue;
-            }
-            if !batch.sealed && pos > 0 {
-                // Caught up with the segment being written: seal it so it can go.
-                spool.rotate();
-            }
-            tokio::select! {
-                _ = spool.appended.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = stop.changed() => {}
-            }
-            continue;
+            self.caught_up(&batch).await;
+            return Ok(());
         }
-        if let Some((_, first)) = batch.records.first() {
-            let age = clock().saturating_sub(first.at);
-            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
-            if need_scan {
-                if settled(&sink, &lookback, &mut stop).await.is_err() {
-                    return;
+        self.send(batch).await
+    }
+
+    /// After a start during an outage: reads the whole window back, into the
+    /// dedup map too, then lets postbacks go to Kafka directly again.
+    async fn warm_from_topic(&mut self) -> Result<(), Stopped> {
+        settled(&self.sink, &self.lookback, &self.stop).await?;
+        let since = (i64::from((self.clock)()) - self.lookback.window.as_secs() as i64) * 1000;
+        let Some(read) = already_in_kafka(&self.lookback, since, true).await else {
+            pause(&self.stop, Duration::from_secs(1)).await;
+            return Ok(());
+        };
+        self.in_kafka = read;
+        self.need_scan = false;
+        self.sink.topic_warm.store(true, Ordering::Release);
+        info!(
+            keys = self.in_kafka.keys.len(),
+            "Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again."
+        );
+        Ok(())
+    }
+
+    /// The synced records of the current segment from `pos` on; `None` when
+    /// there is nothing to send this round (the segment is gone, or the read failed).
+    async fn read(&mut self) -> Result<Option<spool::Batch>, Stopped> {
+        let (sp, seq, pos) = (self.spool.clone(), self.seq, self.pos);
+        match tokio::task::spawn_blocking(move || sp.read_from(seq, pos)).await {
+            Ok(Ok(Some(batch))) => Ok(Some(batch)),
+            Ok(Ok(None)) => {
+                // The segment is gone (removed after draining): go on with the oldest.
+                self.next_segment();
+                Ok(None)
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "Cannot read the spool; retrying.");
+                pause(&self.stop, Duration::from_secs(1)).await;
+                Ok(None)
+            }
+            // A panic in the read is the drainer's own: its owner reports it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Stopped),
+        }
+    }
+
+    fn next_segment(&mut self) {
+        self.seq = self.spool.oldest();
+        self.pos = 0;
+    }
+
+    /// Nothing new in the segment: deletes it once it is sealed and drained,
+    /// seals it when the drainer has caught up with the writer, and waits
+    /// for the next append.
+    async fn caught_up(&mut self, batch: &spool::Batch) {
+        if batch.sealed && self.pos >= batch.synced {
+            match self.spool.remove(self.seq) {
+                Ok(()) => self.next_segment(),
+                Err(e) => {
+                    warn!(error = %e, "Cannot delete a drained spool segment.");
+                    pause(&self.stop, Duration::from_secs(1)).await;
                 }
+            }
+            return;
+        }
+        if !batch.sealed && self.pos > 0 {
+            // Caught up with the segment being written: seal it so it can go.
+            self.spool.rotate();
+        }
+        tokio::select! {
+            _ = self.spool.appended.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Sends `batch` in chunks, after reading the topic back when needed;
+    /// skips what the topic already has and what was withdrawn.
+    async fn send(&mut self, batch: spool::Batch) -> Result<(), Stopped> {
+        if let Some((_, first)) = batch.records.first() {
+            let age = (self.clock)().saturating_sub(first.at);
+            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
+            if self.need_scan {
+                settled(&self.sink, &self.lookback, &self.stop).await?;
                 let since = (i64::from(first.at) - 60) * 1000;
-                in_kafka = already_in_kafka(&lookback, since, false)
+                self.in_kafka = already_in_kafka(&self.lookback, since, false)
                     .await
                     .unwrap_or_default();
-                need_scan = false;
+                self.need_scan = false;
             }
         }
         for chunk in batch.records.chunks(DRAIN_CHUNK) {
             let (skip, send): (Vec<&Record>, Vec<&Record>) =
                 chunk.iter().map(|(_, r)| r).partition(|r| {
-                    sink.take_withdrawn(r.event_id.as_u128())
-                        || in_kafka.has(r.event_id.as_u128(), r.dedup_key)
+                    self.sink.take_withdrawn(r.event_id.as_u128())
+                        || self.in_kafka.has(r.event_id.as_u128(), r.dedup_key)
                 });
             if !skip.is_empty() {
                 metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
             }
-            if deliver_all(&sink, &lookback, send, &mut stop)
-                .await
-                .is_err()
-            {
-                // Stopped part-way: the chunk stays in the spool, and the next
-                // start reads the topic back before sending it again.
-                return;
-            }
-            pos = chunk.last().map_or(pos, |(end, _)| *end);
-            spool.acknowledged(chunk.len() as u64);
+            // Stopped part-way: the chunk stays in the spool, and the next
+            // start reads the topic back before sending it again.
+            deliver_all(&self.sink, &self.lookback, send, &self.stop).await?;
+            self.pos = chunk.last().map_or(self.pos, |(end, _)| *end);
+            self.spool.acknowledged(chunk.len() as u64);
             metrics::counter!(m::SPOOL_DRAINED).increment(chunk.len() as u64);
         }
-        if spool.backlog() == 0 {
+        if self.spool.backlog() == 0 {
             info!("The spool is drained.");
         }
+        Ok(())
     }
 }
 
 /// The drainer was told to stop.
 struct Stopped;
 
-/// Delivers every record, until Kafka has taken them all or `stop` turns
-/// true. A failed round is retried with a growing pause (up to 5 s), and
+/// Delivers every record, until Kafka has taken them all or `stop` is
+/// cancelled. A failed round is retried with a growing pause (up to 5 s), and
 /// only after reading the topic back: an attempt that failed late may have
 /// been written after all, and must not be written twice. A delivery that
-/// panics counts as failed. A record Kafka refuses for good (too large for
+/// panics counts as failed (and is logged and counted as a task's panic). A record Kafka refuses for good (too large for
 /// the topic, not authorized, invalid) goes to the dead-letter file instead
 /// of holding up everything behind it.
 async fn deliver_all(
     sink: &Arc<Durable>,
     lookback: &Arc<Lookback>,
     records: Vec<&Record>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Result<(), Stopped> {
     let Some(oldest_at) = records.iter().map(|r| r.at).min() else {
         return Ok(());
@@ -348,11 +416,14 @@ async fn deliver_all(
         loop {
             tokio::select! {
                 biased;
-                _ = stopped(stop) => return Err(Stopped),
+                _ = stop.cancelled() => return Err(Stopped),
                 joined = set.join_next() => match joined {
                     Some(Ok((i, Ok(())))) => done[i] = true,
                     Some(Ok((i, Err(SinkError::Refused(why))))) => refused.push((i, why)),
                     Some(Ok((_, Err(_)))) => {}
+                    Some(Err(e)) if e.is_panic() => {
+                        tasks::report_panic(tasks::DRAIN_DELIVERY, e.into_panic().as_ref());
+                    }
                     Some(Err(e)) => warn!(error = %e, "A spooled event's delivery failed unexpectedly; it is retried."),
                     None => break,
                 },
@@ -376,6 +447,7 @@ async fn deliver_all(
                 Ok(Err(e)) => {
                     warn!(error = %e, "Cannot write the dead-letter file; the event is retried.")
                 }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => {}
             }
         }
@@ -396,13 +468,13 @@ async fn deliver_all(
         let wait = Duration::from_millis(250 * u64::from(attempt.min(20)));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stopped(stop) => return Err(Stopped),
+            _ = stop.cancelled() => return Err(Stopped),
         }
         settled(sink, lookback, stop).await?;
         let since = (i64::from(oldest_at) - 60) * 1000;
         let in_kafka = tokio::select! {
             read = already_in_kafka(lookback, since, false) => read.unwrap_or_default(),
-            _ = stopped(stop) => return Err(Stopped),
+            _ = stop.cancelled() => return Err(Stopped),
         };
         let before = todo.len();
         todo.retain(|(ev, _)| !in_kafka.has(ev.event_id.as_u128(), ev.dedup_key));
@@ -421,7 +493,7 @@ async fn deliver_all(
 async fn settled(
     sink: &Durable,
     lookback: &Lookback,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Result<(), Stopped> {
     let settle = lookback.kafka.delivery_wait * 2;
     let mut since: Option<tokio::time::Instant> = None;
@@ -434,14 +506,9 @@ async fn settled(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = stopped(stop) => return Err(Stopped),
+            _ = stop.cancelled() => return Err(Stopped),
         }
     }
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Event ids and dedup keys in the topic from `since_ms` on (bounded);
@@ -490,13 +557,12 @@ async fn already_in_kafka(lookback: &Arc<Lookback>, since_ms: i64, warm: bool) -
             warn!(error = %e, "Cannot read the topic back; trying again before sending spooled events.");
             None
         }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => None,
     }
 }
 
-async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stop.changed() => {}
-    }
+/// Sleeps for `d`, or until `stop` is cancelled.
+async fn pause(stop: &CancellationToken, d: Duration) {
+    let _ = stop.run_until_cancelled(tokio::time::sleep(d)).await;
 }

@@ -1,8 +1,8 @@
 //! Faults a test injects into a gateway running in its own process, to show
-//! what the gateway does when the disk stalls or a delivery panics. Each is
+//! what the gateway does when the disk stalls or a task panics. Each is
 //! one relaxed atomic read on its path, and nothing sets them outside tests.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The spool writer sleeps this long before each write (a stalled disk).
 pub static SPOOL_WRITE_STALL_MS: AtomicU64 = AtomicU64::new(0);
@@ -23,4 +23,12 @@ pub(crate) fn drain_delivery_panics() -> bool {
     DRAIN_DELIVERY_PANICS
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .is_ok()
+}
+
+/// The dedup sweeper panics at its next round (a background task's panic).
+pub static SWEEPER_PANICS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the sweeper is to panic now (once per setting).
+pub(crate) fn sweeper_panics() -> bool {
+    SWEEPER_PANICS.swap(false, Ordering::Relaxed)
 }

@@ -1,9 +1,11 @@
 //! The Kafka sink: an idempotent rdkafka producer (acks=all, lz4, short linger).
 //! A 2xx waits for the broker's acknowledgement; librdkafka's own
 //! `message.timeout.ms` is set to the delivery wait, so librdkafka gives up on
-//! a message when the request does. A message that failed late (timed out in
-//! flight, purged) may still have been written by the broker: the durable sink
-//! spools it and its drainer reads the topic back before sending it again.
+//! a message when the request does. A failed delivery is final for librdkafka
+//! (it never sends that message again behind the caller's back), but not
+//! necessarily for the broker: a message that failed late (timed out in
+//! flight, purged) may still have been written. The durable sink therefore
+//! spools it, and its drainer reads the topic back before sending it again.
 //!
 //! A fatal producer error, or a broker that stops taking the instance's
 //! producer id (Tansu fences the epoch librdkafka bumps after messages time
@@ -33,10 +35,11 @@ use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
 use crate::metrics as m;
+use crate::tasks::{self, Tasks};
 
 /// Hands each delivery verdict to the request waiting for it, and tells the
 /// watcher when this producer instance can no longer deliver.
-pub struct Verdicts {
+pub(crate) struct Verdicts {
     /// Woken when the instance breaks.
     wake: Arc<Notify>,
     /// Why this instance cannot deliver any more, once it cannot.
@@ -134,7 +137,7 @@ impl ProducerContext for Verdicts {
 
 type KafkaProducer = BaseProducer<Verdicts>;
 
-pub struct KafkaSink {
+pub(crate) struct KafkaSink {
     /// The producer instance in use; replaced after a fatal error.
     producer: RwLock<Arc<KafkaProducer>>,
     /// How to make a new producer instance.
@@ -156,6 +159,8 @@ pub struct KafkaSink {
     /// acknowledgements flow, the cluster is reachable without asking.
     last_ack_ms: AtomicU64,
     started: Instant,
+    /// The owner of the watcher and of each producer instance's report task.
+    tasks: Tasks,
 }
 
 impl KafkaSink {
@@ -182,10 +187,12 @@ fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
     c
 }
 
-/// Starts a producer instance, with its delivery reports served on the runtime.
+/// Starts a producer instance, with its delivery reports served on the
+/// runtime by a task of `tasks` that ends once the instance is let go of.
 fn start_producer(
     config: &ClientConfig,
     broken: &Arc<Notify>,
+    tasks: &Tasks,
 ) -> anyhow::Result<Arc<KafkaProducer>> {
     let (config, broken) = (config.clone(), broken.clone());
     let producer: KafkaProducer = native::start_as_background(move || {
@@ -198,13 +205,19 @@ fn start_producer(
     .context("cannot create the Kafka producer")?;
     let producer = Arc::new(producer);
     let reports = Reports::new(producer.clone()).context("cannot watch the producer's reports")?;
-    tokio::spawn(reports.serve());
+    tasks.spawn(tasks::KAFKA_REPORTS, reports.serve());
     Ok(producer)
 }
 
 impl KafkaSink {
-    /// Connects to `brokers`, creating the topic when it is missing.
-    pub async fn connect(cfg: &KafkaConfig, brokers: &str) -> anyhow::Result<Arc<KafkaSink>> {
+    /// Connects to `brokers`, creating the topic when it is missing. The
+    /// producer's watcher and report tasks belong to `tasks`: the watcher
+    /// stops with its token, a report task once the sink is dropped.
+    pub(crate) async fn connect(
+        cfg: &KafkaConfig,
+        brokers: &str,
+        tasks: &Tasks,
+    ) -> anyhow::Result<Arc<KafkaSink>> {
         let wait_ms = cfg.delivery_wait.as_millis().to_string();
         let mut config = client_config(cfg, brokers);
         config
@@ -216,7 +229,7 @@ impl KafkaSink {
             .set("request.timeout.ms", &wait_ms)
             .set("queue.buffering.max.messages", "200000");
         let broken = Arc::new(Notify::new());
-        let producer = start_producer(&config, &broken)?;
+        let producer = start_producer(&config, &broken, tasks)?;
         let prober: Arc<AdminClient<Quiet>> = Arc::new(
             client_config(cfg, brokers)
                 .create_with_context(Quiet)
@@ -243,8 +256,9 @@ impl KafkaSink {
             prober,
             last_ack_ms: AtomicU64::new(0),
             started: Instant::now(),
+            tasks: tasks.clone(),
         });
-        tokio::spawn(watch(sink.clone()));
+        tasks.spawn(tasks::KAFKA_WATCHER, watch(sink.clone(), tasks.token()));
         Ok(sink)
     }
 
@@ -268,7 +282,7 @@ impl KafkaSink {
         );
         metrics::counter!(m::KAFKA_PRODUCER_RESTARTS).increment(1);
         let new = loop {
-            match start_producer(&self.producer_config, &self.broken) {
+            match start_producer(&self.producer_config, &self.broken, &self.tasks) {
                 Ok(p) => break p,
                 Err(e) => {
                     warn!(error = %e, "Cannot start a new Kafka producer; trying again in a second.");
@@ -289,8 +303,8 @@ impl KafkaSink {
 
 /// The producer's watcher, once a second and whenever an instance breaks:
 /// replaces a producer instance that cannot deliver any more, checks the cluster (feeds `/readyz` and
-/// the queue-depth gauge), and writes held-back log lines.
-async fn watch(sink: Arc<KafkaSink>) {
+/// the queue-depth gauge), and writes held-back log lines. Runs until `stop`.
+async fn watch(sink: Arc<KafkaSink>, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // Replacements in a row back off, up to half a minute apart: a broker that
     // fences every new producer at once must not get a new one each second.
@@ -300,10 +314,7 @@ async fn watch(sink: Arc<KafkaSink>) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = sink.broken.notified() => {}
-        }
-        // Only this task and the sink hold it; when the gateway drops the sink, stop.
-        if Arc::strong_count(&sink) == 1 {
-            return;
+            _ = stop.cancelled() => return,
         }
         logs::LOG.flush();
         if !sink.topic_ready.load(Ordering::Relaxed) {
@@ -323,8 +334,15 @@ async fn watch(sink: Arc<KafkaSink>) {
                 }
                 _ => Duration::ZERO,
             };
-            tokio::time::sleep(backoff).await;
-            sink.replace_producer(&why).await;
+            let replaced = stop
+                .run_until_cancelled(async {
+                    tokio::time::sleep(backoff).await;
+                    sink.replace_producer(&why).await;
+                })
+                .await;
+            if replaced.is_none() {
+                return;
+            }
             last_restart = Some(Instant::now());
         }
         probe(&sink).await;

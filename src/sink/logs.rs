@@ -21,7 +21,7 @@ const INTERVAL: Duration = Duration::from_secs(60);
 const MAX_KINDS: usize = 512;
 
 /// Lines of one process, throttled by kind.
-pub static LOG: LazyLock<Throttled> = LazyLock::new(|| Throttled::new(INTERVAL));
+pub(crate) static LOG: LazyLock<Throttled> = LazyLock::new(|| Throttled::new(INTERVAL));
 
 struct Seen {
     /// When this kind was last written.
@@ -34,7 +34,7 @@ struct Seen {
 
 /// Writes each kind of line at most once per interval, and the held-back
 /// repeats of it as one line with their count.
-pub struct Throttled {
+pub(crate) struct Throttled {
     interval: Duration,
     seen: Mutex<HashMap<String, Seen>>,
 }
@@ -115,7 +115,7 @@ fn emit(level: Level, text: &str, held: u64) {
 /// "errors" here are connection troubles it recovers from by itself; what
 /// loses data is reported through delivery failures, so nothing from here is
 /// above WARN.
-pub fn librdkafka_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+pub(crate) fn librdkafka_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     let level = match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
@@ -138,7 +138,7 @@ pub fn librdkafka_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
 /// A global error of a librdkafka client, classified. Fatal errors are the
 /// producer's watcher's to report (it replaces the producer); the end of a
 /// partition is how a reader knows it caught up, not an error at all.
-pub fn librdkafka_error(error: &KafkaError, reason: &str) {
+pub(crate) fn librdkafka_error(error: &KafkaError, reason: &str) {
     let code = error.rdkafka_error_code();
     let level = match code {
         Some(RDKafkaErrorCode::PartitionEOF) | Some(RDKafkaErrorCode::Fatal) => Level::DEBUG,
@@ -154,7 +154,7 @@ pub fn librdkafka_error(error: &KafkaError, reason: &str) {
 /// The context of the gateway's Kafka clients other than the producer
 /// (readers, the admin client): their logs and errors go through [`LOG`].
 #[derive(Clone, Copy, Default)]
-pub struct Quiet;
+pub(crate) struct Quiet;
 
 impl ClientContext for Quiet {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {

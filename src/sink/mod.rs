@@ -1,22 +1,24 @@
 //! Where accepted events go. The [`Sink`] trait is the seam between the
 //! request path and Kafka; `sink/` knows events, never requests.
+#![warn(missing_docs)]
 
-pub mod durable;
+pub(crate) mod durable;
 pub mod embedded;
 pub mod faults;
-pub mod kafka;
-pub mod logs;
+pub(crate) mod kafka;
+pub(crate) mod logs;
 pub mod native;
 mod reports;
 pub mod spool;
 pub mod tail;
-pub mod warmup;
+pub(crate) mod warmup;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::event::Event;
 
+/// A boxed future, as the object-safe [`Sink`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why an event was not made durable. Each `cause()` is a metric label.
@@ -50,7 +52,8 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    pub fn cause(&self) -> &'static str {
+    /// The metric label of this error (`postback_kafka_delivery_failures_total{cause}`).
+    pub(crate) fn cause(&self) -> &'static str {
         match self {
             SinkError::QueueFull => "queue_full",
             SinkError::Timeout => "timeout",
@@ -67,6 +70,7 @@ impl SinkError {
 /// Makes events durable. `deliver` resolves only when the event is durable
 /// (acknowledged by the broker) or definitely not.
 pub trait Sink: Send + Sync + 'static {
+    /// Makes `event` durable, or says why not.
     fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>>;
 
     /// Whether events can be made durable now (for `/readyz`).

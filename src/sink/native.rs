@@ -15,7 +15,7 @@
 /// and the broker thread then sent smaller batches more often. Measured on
 /// the load tests: about a fifth more postbacks per second on a saturated
 /// core, with a lower p99. On an idle core nothing changes.
-pub fn start_as_background<T, F>(f: F) -> std::io::Result<T>
+pub(crate) fn start_as_background<T, F>(f: F) -> std::io::Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,

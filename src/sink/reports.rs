@@ -15,7 +15,7 @@ const ROUND: usize = 4096;
 /// polling thread of its own: librdkafka writes a byte to a socket when its
 /// report queue turns non-empty, and a task polls the queue empty. A verdict
 /// then wakes its request on the same worker, without a thread hand-off.
-pub struct Reports<C: ProducerContext> {
+pub(crate) struct Reports<C: ProducerContext> {
     queue: *mut rd::rd_kafka_queue_t,
     wake: tokio::net::UnixStream,
     /// The end librdkafka writes to; closed only after it stopped writing.
@@ -81,9 +81,10 @@ impl<C: ProducerContext + 'static> Reports<C> {
                 continue;
             }
             // Only this task holds the producer: the sink is gone, or replaced
-            // it. Destroying a producer waits for its threads: off the runtime.
+            // it. Destroying a producer waits for its threads: off the
+            // runtime, and within this task, so that its owner waits for it.
             if Arc::strong_count(&self.producer) == 1 {
-                tokio::task::spawn_blocking(move || drop(self));
+                let _ = tokio::task::spawn_blocking(move || drop(self)).await;
                 return;
             }
             // The timeout is a safety net; the socket normally answers first.

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::metrics as m;
+use crate::tasks;
 
 const HEADER: usize = 8;
 const VERSION: u8 = 1;
@@ -34,7 +35,7 @@ const LOCK_FILE: &str = "LOCK";
 /// Records Kafka refused for good, in the segment format; never deleted by
 /// the gateway. Renamed to a segment name (`seg-<n>.log`, above every
 /// segment's number) it is drained at the next start.
-pub const DEAD_LETTER_FILE: &str = "dead-letter.log";
+pub(crate) const DEAD_LETTER_FILE: &str = "dead-letter.log";
 
 /// Makes `dir` (private to this user: it holds client addresses and tokens)
 /// and takes its lock, so that a second process cannot drain and delete the
@@ -97,12 +98,17 @@ fn create_segment(path: &Path) -> io::Result<File> {
 /// One spooled event, with what is needed to rebuild the dedup window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's dedup key.
     pub dedup_key: u128,
     /// When it was spooled, unix seconds.
     pub at: u32,
+    /// The source that accepted it.
     pub source: String,
+    /// The Kafka message key (the tracking token).
     pub key: String,
+    /// The event, as it goes to Kafka.
     pub payload: Vec<u8>,
 }
 
@@ -159,9 +165,13 @@ impl Record {
 /// window (the payload stays on disk for the drainer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spooled {
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's dedup key.
     pub dedup_key: u128,
+    /// When it was spooled, unix seconds.
     pub at: u32,
+    /// The source that accepted it.
     pub source: String,
 }
 
@@ -285,10 +295,13 @@ struct Segment {
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// The append would pass `[spool] max_bytes`.
     #[error("the spool is full")]
     Full,
+    /// The disk refused the write or the sync.
     #[error("cannot write the spool: {0}")]
     Io(#[from] io::Error),
+    /// The writer thread is gone (closed, or it panicked).
     #[error("the spool writer has stopped")]
     Closed,
 }
@@ -299,11 +312,16 @@ enum Msg {
     Rotate,
 }
 
+/// The spool of one gateway process: appends through its writer thread,
+/// reads and deletes for the drainer.
 pub struct Spool {
     /// The directory's lock, held until the spool is closed.
     lock: Mutex<Option<File>>,
     dir: PathBuf,
-    tx: Mutex<mpsc::Sender<Msg>>,
+    /// To the writer thread; taken at close, which ends the thread.
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    /// The writer thread, joined at close.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     segments: Arc<Mutex<VecDeque<Segment>>>,
     /// Bytes on disk, counted when an append is accepted so the bound holds.
     bytes: Arc<AtomicU64>,
@@ -323,42 +341,12 @@ impl Spool {
         segment_bytes: u64,
     ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
         let lock = lock_dir(dir)?;
-        // Segments by number, each under the name it has on disk (a replayed
-        // dead-letter file may be named without the zero padding).
-        let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let seq = name
-                    .strip_prefix("seg-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
-                Some((seq, e.path()))
-            })
-            .collect();
-        found.sort_unstable();
-        let seqs: Vec<u64> = found.iter().map(|(seq, _)| *seq).collect();
-        let mut segments = VecDeque::new();
-        let mut pending = Vec::new();
-        let mut total = 0u64;
-        for (seq, path) in found {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-            }
-            let (found, valid) = recover_segment(dir, &path)?;
-            total += valid;
-            pending.extend(found);
-            segments.push_back(Segment {
-                seq,
-                path,
-                synced: valid,
-                sealed: true,
-            });
-        }
-        let next_seq = seqs.last().map_or(0, |s| s + 1);
+        let Recovered {
+            mut segments,
+            pending,
+            bytes,
+        } = recover(dir, segments_on_disk(dir)?)?;
+        let next_seq = segments.back().map_or(0, |s| s.seq + 1);
         let active = segment_path(dir, next_seq);
         let file = create_segment(&active)?;
         sync_dir(dir)?;
@@ -371,18 +359,17 @@ impl Spool {
         if !pending.is_empty() {
             info!(
                 events = pending.len(),
-                bytes = total,
-                "Recovered spooled events; they drain to Kafka when it is reachable."
+                bytes, "Recovered spooled events; they drain to Kafka when it is reachable."
             );
         }
-
         let (tx, rx) = mpsc::channel();
         let spool = Arc::new(Spool {
             lock: Mutex::new(Some(lock)),
             dir: dir.to_owned(),
-            tx: Mutex::new(tx),
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(None),
             segments: Arc::new(Mutex::new(segments)),
-            bytes: Arc::new(AtomicU64::new(total)),
+            bytes: Arc::new(AtomicU64::new(bytes)),
             events: Arc::new(AtomicU64::new(pending.len() as u64)),
             max_bytes,
             appended: Arc::new(Notify::new()),
@@ -396,9 +383,7 @@ impl Spool {
             segments: spool.segments.clone(),
             appended: spool.appended.clone(),
         };
-        std::thread::Builder::new()
-            .name("spool-writer".into())
-            .spawn(move || writer.run(rx))?;
+        *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer.start(rx)?);
         spool.publish();
         Ok((spool, pending))
     }
@@ -412,12 +397,11 @@ impl Spool {
             return Err(SpoolError::Full);
         }
         let (done, rx) = oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Append(bytes, done));
-        if sent.is_err() {
+        let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.send(Msg::Append(bytes, done)).is_ok(),
+            None => false,
+        };
+        if !sent {
             self.bytes.fetch_sub(n, Ordering::AcqRel);
             return Err(SpoolError::Closed);
         }
@@ -435,15 +419,16 @@ impl Spool {
     }
 
     /// Whether an append of a typical event would fit.
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.bytes.load(Ordering::Acquire) + 64 * 1024 <= self.max_bytes
     }
 
     /// Records not yet acknowledged by Kafka.
-    pub fn backlog(&self) -> u64 {
+    pub(crate) fn backlog(&self) -> u64 {
         self.events.load(Ordering::Acquire)
     }
 
+    /// Bytes on disk (counted against `max_bytes`).
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
@@ -519,9 +504,17 @@ impl Spool {
         Ok(())
     }
 
-    /// Lets go of the directory's lock once nothing appends any more (at the
-    /// end of a run; the process exiting does the same).
+    /// Stops the writer thread once it has written what it was given, waits
+    /// for it, and lets go of the directory's lock (at the end of a run; the
+    /// process exiting does the same). Later appends fail with `Closed`.
+    /// Blocking: the writer may be in the middle of a sync.
     pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            // A panic in it was reported by the thread itself.
+            let _ = writer.join();
+        }
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
@@ -550,13 +543,12 @@ impl Spool {
 
     /// Asks the writer to seal the active segment so it can be deleted.
     pub(crate) fn rotate(&self) {
-        let _ = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Rotate);
+        if let Some(tx) = &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(Msg::Rotate);
+        }
     }
 
+    /// The spool's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -571,6 +563,64 @@ pub(crate) struct Batch {
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("seg-{seq:016}.log"))
+}
+
+/// The segment files in `dir` by number, each under the name it has on disk
+/// (a replayed dead-letter file may be named without the zero padding).
+fn segments_on_disk(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let seq = name
+                .strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// What recovery found in the segments at start.
+struct Recovered {
+    /// Every segment, sealed, oldest first.
+    segments: VecDeque<Segment>,
+    /// The whole records still waiting for Kafka.
+    pending: Vec<Spooled>,
+    /// Their bytes on disk.
+    bytes: u64,
+}
+
+/// Recovers each segment of `found` (made private again, damage cut or
+/// skipped): see [`recover_segment`].
+fn recover(dir: &Path, found: Vec<(u64, PathBuf)>) -> io::Result<Recovered> {
+    let mut segments = VecDeque::new();
+    let mut pending = Vec::new();
+    let mut bytes = 0u64;
+    for (seq, path) in found {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+        let (records, valid) = recover_segment(dir, &path)?;
+        bytes += valid;
+        pending.extend(records);
+        segments.push_back(Segment {
+            seq,
+            path,
+            synced: valid,
+            sealed: true,
+        });
+    }
+    Ok(Recovered {
+        segments,
+        pending,
+        bytes,
+    })
 }
 
 /// Makes a new file's directory entry durable.
@@ -590,6 +640,19 @@ struct Writer {
 }
 
 impl Writer {
+    /// Starts the writer's thread. A panic in it is reported there; appends
+    /// waiting then and later get `Closed` (503).
+    fn start(self, rx: mpsc::Receiver<Msg>) -> io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(tasks::SPOOL_WRITER.into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| self.run(rx));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    tasks::report_panic(tasks::SPOOL_WRITER, panic.as_ref());
+                }
+            })
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         while let Ok(first) = rx.recv() {
             // Everything that queued up during the last sync goes into this one.

@@ -33,7 +33,7 @@ struct Keys<'a> {
 const WRITTEN_AFTER_MS: i64 = 2_000;
 
 /// Milliseconds since the unix epoch of `now - back`.
-pub fn millis_ago(back: Duration) -> i64 {
+pub(crate) fn millis_ago(back: Duration) -> i64 {
     SystemTime::now()
         .checked_sub(back)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -82,12 +82,12 @@ pub(super) fn partitions(
 /// Calls `found(dedup_key, event_id, unix_seconds, source)` for every event in the
 /// topic from `since_ms` on, until it returns false or `limit` passes;
 /// returns how many were read. Blocking.
-pub fn replay_topic(
+pub(crate) fn replay_topic(
     cfg: &KafkaConfig,
     brokers: &str,
     since_ms: i64,
     limit: Duration,
-    mut found: impl FnMut(u128, Uuid, u32, &str) -> bool,
+    found: impl FnMut(u128, Uuid, u32, &str) -> bool,
 ) -> anyhow::Result<u64> {
     let consumer = reader(
         cfg,
@@ -96,16 +96,37 @@ pub fn replay_topic(
         &[("fetch.max.bytes", "52428800")],
     )
     .context("cannot create the warm-up consumer")?;
+    let (assign, remaining) = start_offsets(&consumer, &cfg.topic, since_ms)?;
+    if remaining.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&assign)?;
+    Ok(read_to_end(
+        &consumer,
+        remaining,
+        Instant::now() + limit,
+        found,
+    ))
+}
+
+/// Where to start reading each partition of `topic` for events from
+/// `since_ms` on: the broker's time index where it answers, else the earliest
+/// retained offset. Returns the assignment and the partitions in it
+/// (a partition with nothing after `since_ms` is left out).
+fn start_offsets(
+    consumer: &BaseConsumer<Quiet>,
+    topic: &str,
+    since_ms: i64,
+) -> anyhow::Result<(TopicPartitionList, Vec<i32>)> {
     let timeout = Duration::from_secs(10);
     let partitions =
-        partitions(&consumer, &cfg.topic, timeout).context("cannot read the topic's metadata")?;
-
+        partitions(consumer, topic, timeout).context("cannot read the topic's metadata")?;
     let mut by_time = TopicPartitionList::new();
     let mut lows = Vec::new();
     for &p in &partitions {
-        let (low, _) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
+        let (low, _) = consumer.fetch_watermarks(topic, p, timeout)?;
         lows.push((p, low));
-        by_time.add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))?;
+        by_time.add_partition_offset(topic, p, Offset::Offset(since_ms))?;
     }
     let starts = consumer.offsets_for_times(by_time, timeout).ok();
     let mut assign = TopicPartitionList::new();
@@ -113,7 +134,7 @@ pub fn replay_topic(
     for &(p, low) in &lows {
         let start = match starts
             .as_ref()
-            .and_then(|s| s.find_partition(&cfg.topic, p))
+            .and_then(|s| s.find_partition(topic, p))
             .map(|e| e.offset())
         {
             Some(Offset::Offset(o)) => Offset::Offset(o.max(low)),
@@ -121,14 +142,21 @@ pub fn replay_topic(
             Some(Offset::End) => continue,
             _ => Offset::Beginning,
         };
-        assign.add_partition_offset(&cfg.topic, p, start)?;
+        assign.add_partition_offset(topic, p, start)?;
         remaining.push(p);
     }
-    if remaining.is_empty() {
-        return Ok(0);
-    }
-    consumer.assign(&assign)?;
-    let deadline = Instant::now() + limit;
+    Ok((assign, remaining))
+}
+
+/// Reads the assigned partitions to their end (an empty fetch, or an event
+/// written after reading began), calling `found` for every event, until it
+/// returns false or `deadline` passes; returns how many were read.
+fn read_to_end(
+    consumer: &BaseConsumer<Quiet>,
+    mut remaining: Vec<i32>,
+    deadline: Instant,
+    mut found: impl FnMut(u128, Uuid, u32, &str) -> bool,
+) -> u64 {
     let began = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -169,20 +197,21 @@ pub fn replay_topic(
             Some(ms) if ms > 0 => ((ms / 1000) as u32).min(now),
             _ => now,
         };
-        if let Some(keys) = msg
-            .payload()
-            .and_then(|p| serde_json::from_slice::<Keys>(p).ok())
-        {
-            if let (Ok(k), Ok(id)) = (
-                u128::from_str_radix(keys.dedup_key, 16),
-                Uuid::parse_str(keys.event_id),
-            ) {
-                n += 1;
-                if !found(k, id, at, keys.source) {
-                    break;
-                }
+        if let Some((k, id, source)) = keys_of(msg.payload()) {
+            n += 1;
+            if !found(k, id, at, source) {
+                break;
             }
         }
     }
-    Ok(n)
+    n
+}
+
+/// The dedup key, event id and source of an event's payload; `None` for a
+/// message that is not an event.
+fn keys_of(payload: Option<&[u8]>) -> Option<(u128, Uuid, &str)> {
+    let keys = serde_json::from_slice::<Keys>(payload?).ok()?;
+    let k = u128::from_str_radix(keys.dedup_key, 16).ok()?;
+    let id = Uuid::parse_str(keys.event_id).ok()?;
+    Some((k, id, keys.source))
 }

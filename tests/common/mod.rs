@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use postback_gateway::config::Config;
@@ -43,35 +44,80 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .unwrap()
 }
 
-/// The value of an unlabelled series on the gateway's `/metrics` (0 when absent).
-pub async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = metrics_text(gw).await;
+/// The value of one series (`name`, or `name{labels}` exactly as exported)
+/// in a Prometheus text exposition.
+fn value_in(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+}
+
+/// The value of a series on the gateway's `/metrics` (0 when absent); a
+/// counter counts from the gateway's start (see [`Gateway::start`]).
+pub async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = metrics_text(gw).await;
+    value_in(&text, name).map_or(0.0, |v| v - gw.before(name))
 }
 
 /// The value of one series (`name`, or `name{labels}` exactly as exported)
 /// on the `/metrics` at `metrics_url`; a series that is not there fails the test.
 pub async fn series_at(metrics_url: &str, name: &str) -> f64 {
+    value_at(metrics_url, name)
+        .await
+        .unwrap_or_else(|| panic!("no series {name} on /metrics"))
+}
+
+/// Like [`series_at`], `None` for a series that is not there (yet).
+pub async fn value_at(metrics_url: &str, name: &str) -> Option<f64> {
     let text = reqwest::get(metrics_url)
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {name} on /metrics"))
+    value_in(&text, name)
 }
 
-/// [`series_at`] of an in-process gateway.
+/// [`series_at`] of an in-process gateway; a counter counts from the
+/// gateway's start (see [`Gateway::start`]).
 pub async fn series(gw: &Gateway, name: &str) -> f64 {
-    series_at(&gw.admin_url("/metrics"), name).await
+    series_at(&gw.admin_url("/metrics"), name).await - gw.before(name)
+}
+
+/// The counters and histograms of the process's recorder now, by series
+/// (gauges are set, not added to, so they need no baseline).
+fn cumulative_series() -> BTreeMap<String, f64> {
+    let text = postback_gateway::metrics::install().render();
+    let cumulative: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, kind)| matches!(*kind, "counter" | "histogram"))
+        .map(|(name, _)| name)
+        .collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let name = series.split('{').next().unwrap_or_default();
+            cumulative.iter().any(|c| {
+                name == *c
+                    || name
+                        .strip_prefix(c)
+                        .is_some_and(|s| matches!(s, "_bucket" | "_sum" | "_count"))
+            })
+        })
+        .filter_map(|(series, v)| Some((series.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// One in-process gateway at a time: the metrics recorder and the fault
+/// switches are the process's, and `cargo test` runs a file's tests as
+/// threads of one process (nextest runs each in a process of its own).
+fn one_at_a_time() -> Arc<tokio::sync::Mutex<()>> {
+    static TURN: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
+    TURN.get_or_init(Default::default).clone()
 }
 
 /// Polls `f` every 100 ms until it is true; fails the test after 30 s.
@@ -80,13 +126,23 @@ pub async fn wait_until(what: &str, f: impl AsyncFnMut() -> bool) {
 }
 
 /// Polls `f` every 100 ms until it is true; fails the test after `limit`.
-pub async fn wait_within(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
+pub async fn wait_within(what: &str, limit: Duration, f: impl AsyncFnMut() -> bool) {
+    wait_every(what, limit, Duration::from_millis(100), f).await
+}
+
+/// Polls `f` every `every` until it is true; fails the test after `limit`.
+pub async fn wait_every(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
     panic!("timed out after {limit:?} waiting until {what}");
 }
@@ -107,12 +163,21 @@ pub struct Gateway {
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The counters before this gateway started: earlier gateways of the
+    /// process counted into the same recorder.
+    baseline: BTreeMap<String, f64>,
+    /// This gateway's turn; the next one starts when it is dropped.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Gateway {
-    /// Starts the gateway against `brokers` with test settings.
+    /// Starts the gateway against `brokers` with test settings, once no
+    /// other gateway of this process runs. Its counters, as [`series`] and
+    /// [`metric`] read them, start from zero.
     #[allow(clippy::field_reassign_with_default)]
     pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
+        let turn = one_at_a_time().lock_owned().await;
+        let baseline = cumulative_series();
         let mut config = Config {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
@@ -138,6 +203,8 @@ impl Gateway {
             admin,
             stop: Some(tx),
             task: Some(task),
+            baseline,
+            _turn: turn,
         };
         gw.wait_ready().await;
         gw
@@ -149,6 +216,12 @@ impl Gateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// What the series `name` counted before this gateway started (0 for a
+    /// gauge, or a series that did not exist).
+    fn before(&self, name: &str) -> f64 {
+        self.baseline.get(name).copied().unwrap_or(0.0)
     }
 
     async fn wait_ready(&mut self) {
