@@ -69,6 +69,8 @@ pub struct Config {
     pub sources: Option<Arc<Sources>>,
     /// The file this config came from, read again on SIGHUP.
     pub path: Option<PathBuf>,
+    /// Requests the admin console keeps per source (`[console] recent_per_source`); 0 keeps none.
+    pub console_recent: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +191,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(20),
             sources: None,
             path: None,
+            console_recent: crate::console::DEFAULT_PER_SOURCE,
         }
     }
 }
@@ -213,9 +216,17 @@ struct FileConfig {
     dedup: FileDedup,
     #[serde(default)]
     spool: FileSpool,
+    #[serde(default)]
+    console: FileConsole,
     /// Checked one by one in `source::config`, so every source's problems are reported.
     #[serde(default)]
     sources: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConsole {
+    recent_per_source: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,6 +391,13 @@ impl Config {
         // After the spool's: problems are reported in the order they always were.
         apply_hash_key(&mut c.dedup, hash_key, &mut errors);
         check_dedup_shares(&c, &mut errors);
+        match file.console.recent_per_source {
+            Some(n) if n > 10_000 => errors.push(format!(
+                "console.recent_per_source = {n}: at most 10000 (each keeps up to 2 KiB per request)"
+            )),
+            Some(n) => c.console_recent = n,
+            None => {}
+        }
         if errors.is_empty() {
             Ok(c)
         } else {

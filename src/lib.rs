@@ -236,7 +236,7 @@ fn new_app(
             .client_rate
             .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
-        console: Arc::new(console::Recent::new(console::DEFAULT_PER_SOURCE)),
+        console: Arc::new(console::Recent::new(config.console_recent)),
     })
 }
 

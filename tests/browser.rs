@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,36 +38,6 @@ async fn serve_page(page: String) -> std::net::SocketAddr {
     addr
 }
 
-/// Loads `url` in headless Chromium with the profile in `profile` and returns
-/// the page's DOM after it loaded.
-fn chromium(url: &str, profile: &std::path::Path) -> String {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run chromium ({e}); scripts/test.sh installs Debian's chromium")
-        });
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_landing_page_in_chromium_fires_its_pixel_and_beacon_once_each() {
     let kafka = mock_cluster();
@@ -96,9 +65,10 @@ async fn a_landing_page_in_chromium_fires_its_pixel_and_beacon_once_each() {
 
     let url1 = url.clone();
     let p = profile.path().to_owned();
-    let dom = tokio::task::spawn_blocking(move || chromium(&url1, &p))
-        .await
-        .unwrap();
+    let dom =
+        tokio::task::spawn_blocking(move || common::browser::chromium(&url1, &p, &["--dump-dom"]))
+            .await
+            .unwrap();
     assert!(
         dom.contains("loaded 1x1"),
         "the page loaded whole, with its 1x1 image: {dom}"
@@ -106,9 +76,10 @@ async fn a_landing_page_in_chromium_fires_its_pixel_and_beacon_once_each() {
 
     // The same browser profile loads the page again.
     let p = profile.path().to_owned();
-    let dom = tokio::task::spawn_blocking(move || chromium(&url, &p))
-        .await
-        .unwrap();
+    let dom =
+        tokio::task::spawn_blocking(move || common::browser::chromium(&url, &p, &["--dump-dom"]))
+            .await
+            .unwrap();
     assert!(dom.contains("loaded 1x1"), "{dom}");
 
     // The second load reached the gateway (no cached image): a duplicate.

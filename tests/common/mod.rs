@@ -14,6 +14,7 @@ use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
+pub mod browser;
 pub mod process;
 
 pub const API_KEY: &str = "test-key-0123456789";
