@@ -77,7 +77,7 @@ impl Listeners {
 /// Runs the gateway until `shutdown` resolves, then drains: `/readyz` turns 503,
 /// the public listener closes, in-flight requests and deliveries finish within
 /// the grace period, the producer is flushed, and every background task is
-/// stopped and waited for (see [`tasks`]).
+/// stopped and waited for (src/tasks.rs).
 ///
 /// `config.kafka.brokers` must be set, and `config.api_key` too when no sources
 /// are configured (the binary fills them in: the embedded cluster, a random key).

@@ -111,7 +111,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 /// Later calls (several servers in one test process) share it. Run
-/// [`upkeep`] beside it.
+/// `upkeep` beside it.
 pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
