@@ -14,10 +14,12 @@ pub mod redact;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use time::OffsetDateTime;
+
+use uuid::Uuid;
 
 use crate::source::{Source, Sources};
 
@@ -29,10 +31,11 @@ pub const MAX_REQUEST_BYTES: usize = 1024;
 pub const DEFAULT_PER_SOURCE: usize = 200;
 
 /// What a request came to, as the sender was told.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Ok(String),
-    Duplicate(String),
+    Ok(Uuid),
+    /// The first event's id, where known.
+    Duplicate(Option<Uuid>),
     /// The reason code of the reply (`bad_amount`, `rate_limited`, ...).
     Error(&'static str),
 }
@@ -51,26 +54,27 @@ impl Verdict {
     pub fn text(&self) -> String {
         match self {
             Verdict::Ok(id) => format!("OK {id}"),
-            Verdict::Duplicate(id) => format!("DUPLICATE {id}"),
+            Verdict::Duplicate(Some(id)) => format!("DUPLICATE {id}"),
+            Verdict::Duplicate(None) => "DUPLICATE".to_owned(),
             Verdict::Error(r) => format!("ERROR {r}"),
         }
     }
 }
 
-/// One request as the console keeps it. The query and body are raw (cut at
-/// [`MAX_REQUEST_BYTES`]); they are redacted when read.
+/// One request as the console keeps it: its path, query and body, raw and
+/// cut, in one allocation; they are decoded and redacted when read.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub at: OffsetDateTime,
     /// `s2s` or `pixel`.
     pub endpoint: &'static str,
-    /// The path's shape, never a key: `/postback/acme`, `/{key}/postback`.
-    pub path: String,
     pub client: IpAddr,
-    pub query: String,
-    /// A form or JSON body, when there was one.
-    pub body: String,
-    /// Whether the query or body was longer than what is kept.
+    /// The path's shape (never a key: `/{key}/postback`), then the query,
+    /// then the body.
+    text: Box<[u8]>,
+    path_len: u16,
+    query_len: u16,
+    /// Whether the path, query or body was longer than what is kept.
     pub cut: bool,
     pub verdict: Verdict,
 }
@@ -78,14 +82,35 @@ pub struct Entry {
 impl Entry {
     /// Heap and inline bytes this entry holds, for the memory gauge.
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Entry>()
-            + self.path.capacity()
-            + self.query.capacity()
-            + self.body.capacity()
-            + match &self.verdict {
-                Verdict::Ok(id) | Verdict::Duplicate(id) => id.capacity(),
-                Verdict::Error(_) => 0,
-            }
+        std::mem::size_of::<Entry>() + self.text.len()
+    }
+
+    fn part(&self, from: usize, to: usize) -> String {
+        let mut s = String::from_utf8_lossy(&self.text[from..to]).into_owned();
+        // A multi-byte character split by the cut shows as U+FFFD; drop it.
+        while self.cut && s.ends_with('\u{FFFD}') {
+            s.pop();
+        }
+        s
+    }
+
+    /// The path's shape: `/postback/acme`, `/{key}/postback`.
+    pub fn path(&self) -> String {
+        self.part(0, usize::from(self.path_len))
+    }
+
+    /// The query as sent (percent-encoded), cut at [`MAX_REQUEST_BYTES`].
+    pub fn query(&self) -> String {
+        let from = usize::from(self.path_len);
+        self.part(from, from + usize::from(self.query_len))
+    }
+
+    /// A form or JSON body, when there was one, cut at [`MAX_REQUEST_BYTES`].
+    pub fn body(&self) -> String {
+        self.part(
+            usize::from(self.path_len) + usize::from(self.query_len),
+            self.text.len(),
+        )
     }
 }
 
@@ -94,15 +119,16 @@ impl Entry {
 pub struct Kept {
     at: OffsetDateTime,
     endpoint: &'static str,
-    path: String,
     client: IpAddr,
-    query: String,
-    body: String,
+    text: Box<[u8]>,
+    path_len: u16,
+    query_len: u16,
     cut: bool,
 }
 
 impl Kept {
-    /// Copies at most [`MAX_REQUEST_BYTES`] of each of `query` and `body`.
+    /// Copies at most 256 bytes of the path and [`MAX_REQUEST_BYTES`] of
+    /// each of `query` and `body`, into one allocation.
     pub fn new(
         at: OffsetDateTime,
         endpoint: &'static str,
@@ -111,17 +137,24 @@ impl Kept {
         query: &[u8],
         body: &[u8],
     ) -> Kept {
-        let (path, cut_path) = cut(path.as_bytes(), 256);
-        let (query, cut_query) = cut(query, MAX_REQUEST_BYTES);
-        let (body, cut_body) = cut(body, MAX_REQUEST_BYTES);
+        let path = path.as_bytes();
+        let (p, q, b) = (
+            path.len().min(256),
+            query.len().min(MAX_REQUEST_BYTES),
+            body.len().min(MAX_REQUEST_BYTES),
+        );
+        let mut text = Vec::with_capacity(p + q + b);
+        text.extend_from_slice(&path[..p]);
+        text.extend_from_slice(&query[..q]);
+        text.extend_from_slice(&body[..b]);
         Kept {
             at,
             endpoint,
-            path,
             client,
-            query,
-            body,
-            cut: cut_path || cut_query || cut_body,
+            text: text.into_boxed_slice(),
+            path_len: p as u16,
+            query_len: q as u16,
+            cut: p < path.len() || q < query.len() || b < body.len(),
         }
     }
 
@@ -130,27 +163,14 @@ impl Kept {
         Entry {
             at: self.at,
             endpoint: self.endpoint,
-            path: self.path,
             client: self.client,
-            query: self.query,
-            body: self.body,
+            text: self.text,
+            path_len: self.path_len,
+            query_len: self.query_len,
             cut: self.cut,
             verdict,
         }
     }
-}
-
-/// Cuts `raw` to at most `max` bytes on a character boundary; true when it cut.
-pub fn cut(raw: &[u8], max: usize) -> (String, bool) {
-    let text = String::from_utf8_lossy(&raw[..raw.len().min(max)]);
-    let mut text = text.into_owned();
-    if raw.len() > max {
-        // A multi-byte character split at the cut shows as U+FFFD; drop it.
-        while text.ends_with('\u{FFFD}') {
-            text.pop();
-        }
-    }
-    (text, raw.len() > max)
 }
 
 /// One source's ring and its counts since start.
@@ -188,7 +208,7 @@ pub struct Counts {
 /// The recent postbacks of every source, and of requests that matched none.
 pub struct Recent {
     per_source: usize,
-    logs: Mutex<HashMap<Arc<str>, Arc<Mutex<Log>>>>,
+    logs: RwLock<HashMap<Arc<str>, Arc<Mutex<Log>>>>,
     unmatched: Mutex<Log>,
     bytes: AtomicUsize,
     /// Entries pushed out of a full ring, for the record.
@@ -204,7 +224,7 @@ impl Recent {
     pub fn new(per_source: usize) -> Recent {
         Recent {
             per_source,
-            logs: Mutex::new(HashMap::new()),
+            logs: RwLock::new(HashMap::new()),
             unmatched: Mutex::new(Log::default()),
             bytes: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
@@ -236,8 +256,16 @@ impl Recent {
     }
 
     fn log_of(&self, name: &Arc<str>) -> Arc<Mutex<Log>> {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.entry(name.clone()).or_default().clone()
+        let found = self
+            .logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        found.unwrap_or_else(|| {
+            let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
+            logs.entry(name.clone()).or_default().clone()
+        })
     }
 
     fn push(&self, log: &mut Log, entry: Entry) {
@@ -271,7 +299,7 @@ impl Recent {
             Some(name) => {
                 let log = self
                     .logs
-                    .lock()
+                    .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(name)
                     .cloned();
@@ -287,7 +315,7 @@ impl Recent {
     pub fn counts(&self, source: &str) -> Counts {
         let log = self
             .logs
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(source)
             .cloned();
@@ -362,24 +390,24 @@ pub fn recent_json(
         .entries(name)
         .iter()
         .map(|e| {
-            let json_body = e.body.trim_start().starts_with('{');
-            let body = if e.body.is_empty() {
+            let (query, raw_body) = (e.query(), e.body());
+            let body = if raw_body.is_empty() {
                 String::new()
-            } else if json_body {
-                redact::json(&e.body, source, sources)
+            } else if raw_body.trim_start().starts_with('{') {
+                redact::json(&raw_body, source, sources)
             } else {
-                redact::form(&e.body, source, sources)
+                redact::form(&raw_body, source, sources)
             };
             let explanation = match e.verdict {
-                Verdict::Error(code) => explain::explain(code, &e.query, &e.body, source),
+                Verdict::Error(code) => explain::explain(code, &query, &raw_body, source),
                 _ => None,
             };
             serde_json::json!({
                 "at": rfc3339(e.at),
                 "endpoint": e.endpoint,
-                "path": e.path,
+                "path": e.path(),
                 "client": e.client.to_string(),
-                "request": redact::form(&e.query, source, sources),
+                "request": redact::form(&query, source, sources),
                 "body": body,
                 "cut": e.cut,
                 "kind": e.verdict.kind(),
@@ -396,16 +424,15 @@ mod tests {
     use super::*;
 
     fn entry(i: usize, verdict: Verdict) -> Entry {
-        Entry {
-            at: OffsetDateTime::UNIX_EPOCH,
-            endpoint: "s2s",
-            path: "/postback/a".into(),
-            client: "127.0.0.1".parse().unwrap(),
-            query: format!("tracking=t{i}&amount=1.00"),
-            body: String::new(),
-            cut: false,
-            verdict,
-        }
+        Kept::new(
+            OffsetDateTime::UNIX_EPOCH,
+            "s2s",
+            "/postback/a",
+            "127.0.0.1".parse().unwrap(),
+            format!("tracking=t{i}&amount=1.00").as_bytes(),
+            b"",
+        )
+        .with(verdict)
     }
 
     #[test]
@@ -413,13 +440,15 @@ mod tests {
         let r = Recent::new(3);
         let a: Arc<str> = Arc::from("a");
         for i in 0..10 {
-            r.record(Some(&a), entry(i, Verdict::Ok(format!("id{i}"))));
+            r.record(Some(&a), entry(i, Verdict::Ok(Uuid::from_u128(i as u128))));
         }
         r.record(Some(&a), entry(10, Verdict::Error("bad_amount")));
         let got = r.entries(Some("a"));
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].verdict, Verdict::Error("bad_amount"), "newest first");
-        assert_eq!(got[2].query, "tracking=t8&amount=1.00");
+        assert_eq!(got[2].query(), "tracking=t8&amount=1.00");
+        assert_eq!(got[2].path(), "/postback/a");
+        assert_eq!(got[2].body(), "");
         let c = r.counts("a");
         assert_eq!((c.ok, c.duplicate, c.error), (10, 0, 1));
         assert!(r.bytes() <= r.bound(1), "{} > {}", r.bytes(), r.bound(1));
@@ -429,7 +458,18 @@ mod tests {
 
     #[test]
     fn cutting_keeps_whole_characters() {
-        assert_eq!(cut("aé".as_bytes(), 2), ("a".to_owned(), true));
-        assert_eq!(cut(b"abc", 3), ("abc".to_owned(), false));
+        let q = format!("{}é", "a".repeat(MAX_REQUEST_BYTES - 1));
+        let e = Kept::new(
+            OffsetDateTime::UNIX_EPOCH,
+            "s2s",
+            "/p",
+            "127.0.0.1".parse().unwrap(),
+            q.as_bytes(),
+            b"x=1",
+        )
+        .with(Verdict::Error("bad_amount"));
+        assert!(e.cut);
+        assert_eq!(e.query(), "a".repeat(MAX_REQUEST_BYTES - 1));
+        assert_eq!(e.body(), "x=1");
     }
 }

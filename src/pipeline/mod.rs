@@ -196,10 +196,8 @@ fn keep(app: &App, kind: Kind, target: &Target<'_>, req: &Request<'_>) -> Option
 /// The verdict as the sender was told it.
 fn verdict(outcome: &Outcome) -> console::Verdict {
     match outcome {
-        Outcome::Accepted(id) => console::Verdict::Ok(id.to_string()),
-        Outcome::Duplicate(id) => {
-            console::Verdict::Duplicate(id.map(|i| i.to_string()).unwrap_or_default())
-        }
+        Outcome::Accepted(id) => console::Verdict::Ok(*id),
+        Outcome::Duplicate(id) => console::Verdict::Duplicate(*id),
         Outcome::Rejected(r) => console::Verdict::Error(match r.verdict().text {
             crate::rejection::Text::Code(code) => code,
             crate::rejection::Text::Line(_) => "not_a_postback",
