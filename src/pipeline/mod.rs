@@ -1,8 +1,10 @@
 //! The request pipeline on plain parts: route → head limits → source → client
 //! (network, rate) → params → key → source rate → strict parse → dedup claim →
 //! sink → commit or release → [`Outcome`]. `http/` turns a hyper request into a
-//! [`Request`] (its body already read) and the outcome into a reply; nothing here
-//! knows hyper, so the pipeline bench drives [`handle`] as the server does.
+//! [`Request`], reads a POST body only once the gates before it let the request
+//! through ([`gate`], then [`Gated::resume`]), and turns the outcome into a
+//! reply; nothing here knows hyper, so the pipeline bench drives [`handle`] (the
+//! same two steps) as the server does.
 
 mod admit;
 mod deliver;
@@ -98,7 +100,8 @@ pub struct Request<'r> {
     pub header_bytes: usize,
     /// A POST's body, read within the size and time limits, or why it could
     /// not be; it counts at the body's step of the flow, after the checks
-    /// before it. Ignored for other methods.
+    /// before it. The server reads it only when [`Gated::wants_body`] says so
+    /// (empty until then). Ignored for other methods.
     pub body: Result<Bytes, Rejection>,
     /// The client's address as the socket sees it.
     pub peer: IpAddr,
@@ -141,30 +144,132 @@ pub struct Handled {
     pub outcome: Outcome,
 }
 
-/// Takes one request through the pipeline.
-///
-/// The steps that read `req` run in this call; the future it returns owns
-/// what it needs (the event, the dedup reservation), so the caller can let
-/// the request go before the waits for a claim held elsewhere and for Kafka.
+/// Takes one request through the pipeline, its body (if any) already read:
+/// [`gate`], then [`Gated::resume`].
 pub fn handle(app: Arc<App>, req: Request<'_>) -> impl Future<Output = Handled> + Send + 'static {
-    let mut source = None;
-    let (kind, prepared, kept) = match route::route(req.method, req.path) {
-        Ok((kind, target)) => {
-            let prepared = prepare(&app, kind, &target, &req, &mut source);
-            (Some(kind), prepared, keep(&app, kind, &target, &req))
-        }
-        Err(r) => (None, Err(r.into()), None),
+    gate(&app, &req).resume(app, &req)
+}
+
+/// The gates that come before a POST body is read, in their fixed order:
+/// route, head limits, source, client (network, own rate). A request they
+/// refuse is answered without its body ever being read, so a sender the
+/// source does not take cannot make the gateway wait for a body or read it.
+pub fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
+    let (kind, target) = match route::route(req.method, req.path) {
+        Ok(routed) => routed,
+        Err(r) => return Gated(Gates::Unrouted(r)),
     };
-    async move {
-        let outcome = match prepared {
-            Ok(claimed) => deliver::finish(&app, claimed).await,
-            Err(outcome) => outcome,
-        };
-        if let Some(entry) = kept {
-            app.console
-                .record(source.as_ref(), entry.with(verdict(&outcome)));
+    let source = match admit::check_head(app, req)
+        .and_then(|()| admit::find_source(app, &target, req.host))
+    {
+        Ok(source) => source,
+        Err(reason) => {
+            return Gated(Gates::Refused {
+                kind,
+                target,
+                source: None,
+                reason,
+            })
         }
-        Handled { kind, outcome }
+    };
+    match admit::admit_client(app, kind, &source, req) {
+        Ok(client) => Gated(Gates::Passed {
+            kind,
+            target,
+            source,
+            client,
+            post: req.method == Method::Post,
+        }),
+        Err(reason) => {
+            debug!(%reason, source = &*source.name, "Refused a postback.");
+            Gated(Gates::Refused {
+                kind,
+                target,
+                source: Some(source.name.clone()),
+                reason,
+            })
+        }
+    }
+}
+
+/// A request after the gates before its body: [`Gated::wants_body`] says
+/// whether to read a POST body into [`Request::body`] before
+/// [`Gated::resume`] takes it the rest of the way.
+pub struct Gated<'r>(Gates<'r>);
+
+enum Gates<'r> {
+    /// No endpoint: 404 or 405.
+    Unrouted(Rejection),
+    /// Routed, then refused by a gate; `source` once it was found.
+    Refused {
+        kind: Kind,
+        target: Target<'r>,
+        source: Option<Arc<str>>,
+        reason: Rejection,
+    },
+    /// Through every gate before the body.
+    Passed {
+        kind: Kind,
+        target: Target<'r>,
+        source: Arc<Source>,
+        client: IpAddr,
+        /// Whether the request is a POST, whose body is wanted now.
+        post: bool,
+    },
+}
+
+impl Gated<'_> {
+    /// Whether the request passed the gates and is a POST: only then is its
+    /// body wanted.
+    pub fn wants_body(&self) -> bool {
+        matches!(self.0, Gates::Passed { post: true, .. })
+    }
+
+    /// The rest of the pipeline for `req` (the request these gates saw, its
+    /// body now read when [`Gated::wants_body`] said so).
+    ///
+    /// The steps that read `req` run in this call; the future it returns owns
+    /// what it needs (the event, the dedup reservation), so the caller can
+    /// let the request go before the waits for a claim held elsewhere and for
+    /// Kafka.
+    pub fn resume(
+        self,
+        app: Arc<App>,
+        req: &Request<'_>,
+    ) -> impl Future<Output = Handled> + Send + 'static {
+        let (routed, source, prepared) = match self.0 {
+            Gates::Unrouted(r) => (None, None, Err(r.into())),
+            Gates::Refused {
+                kind,
+                target,
+                source,
+                reason,
+            } => (Some((kind, target)), source, Err(reason.into())),
+            Gates::Passed {
+                kind,
+                target,
+                source,
+                client,
+                ..
+            } => {
+                let name = source.name.clone();
+                let prepared = prepare(&app, kind, &target, req, source, client);
+                (Some((kind, target)), Some(name), prepared)
+            }
+        };
+        let kind = routed.as_ref().map(|(kind, _)| *kind);
+        let kept = routed.and_then(|(kind, target)| keep(&app, kind, &target, req));
+        async move {
+            let outcome = match prepared {
+                Ok(claimed) => deliver::finish(&app, claimed).await,
+                Err(outcome) => outcome,
+            };
+            if let Some(entry) = kept {
+                app.console
+                    .record(source.as_ref(), entry.with(verdict(&outcome)));
+            }
+            Handled { kind, outcome }
+        }
     }
 }
 
@@ -207,40 +312,38 @@ fn verdict(outcome: &Outcome) -> console::Verdict {
     }
 }
 
-/// The steps up to the dedup claim, in their fixed order. `Err` is the
-/// outcome when nothing is left to deliver: a rejection or a duplicate.
+/// The steps after the gates, up to the dedup claim, in their fixed order.
+/// `Err` is the outcome when nothing is left to deliver: a rejection or a
+/// duplicate.
 fn prepare(
     app: &App,
     kind: Kind,
     target: &Target<'_>,
     req: &Request<'_>,
-    found: &mut Option<Arc<str>>,
+    source: Arc<Source>,
+    client: IpAddr,
 ) -> Result<Claimed, Outcome> {
-    admit::check_head(app, req)?;
-    let source = admit::find_source(app, target, req.host)?;
-    *found = Some(source.name.clone());
     let refuse = |reason| {
         debug!(%reason, source = &*source.name, "Refused a postback.");
         Outcome::Rejected(reason)
     };
-    let (client, params) = admitted(app, kind, target, req, &source).map_err(refuse)?;
+    let params = checked(kind, target, req, &source).map_err(refuse)?;
     let conv =
         postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
     deliver::claim(app, kind, source, conv, client, req)
 }
 
-/// The gates between the source and the parse: the client, the parameters,
-/// the key and the source's rate.
-fn admitted(
-    app: &App,
+/// The gates between the body and the parse: the parameters, the key and the
+/// source's rate, in that order, so that a request that fails authentication
+/// spends nothing of the source's.
+fn checked(
     kind: Kind,
     target: &Target<'_>,
     req: &Request<'_>,
     source: &Source,
-) -> Result<(IpAddr, postback::Params), Rejection> {
-    let client = admit::admit_client(app, kind, source, req)?;
+) -> Result<postback::Params, Rejection> {
     let params = params::read(kind, source, req)?;
     admit::authenticate(kind, target, source, &params)?;
     admit::check_source_rate(source)?;
-    Ok((client, params))
+    Ok(params)
 }
