@@ -93,6 +93,7 @@ impl Pipeline {
                 metrics: PrometheusBuilder::new().build_recorder().handle(),
                 // As served: each request copied into its source's ring.
                 console: Arc::new(Recent::new(console::DEFAULT_PER_SOURCE)),
+                tasks: postback_gateway::Tasks::new(),
             }),
         }
     }

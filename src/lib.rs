@@ -38,6 +38,7 @@ use tracing::{info, warn};
 
 pub use config::Config;
 pub use reload::reload;
+pub use tasks::Tasks;
 
 /// The two bound sockets: public postbacks and admin.
 pub struct Listeners {
@@ -109,7 +110,7 @@ pub async fn run(
     let durable =
         sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
     let dedup = dedup_pools(&config, &sources, clock.clone());
-    let app = new_app(&config, &sources, &dedup, &durable, metrics);
+    let app = new_app(&config, &sources, &dedup, &durable, metrics, &tasks);
     let listening = Listening::start(&tasks, listeners, &config, &app);
     let (a, c, stop) = (app.clone(), config.clone(), tasks.token());
     tasks.spawn(tasks::RELOADER, async move {
@@ -221,6 +222,7 @@ fn new_app(
     dedup: &Arc<dedup::Pools>,
     durable: &Arc<sink::durable::Durable>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    tasks: &tasks::Tasks,
 ) -> Arc<pipeline::App> {
     Arc::new(pipeline::App {
         sources: source::SharedSources::new(sources.clone()),
@@ -237,6 +239,7 @@ fn new_app(
             .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
         console: Arc::new(console::Recent::new(config.console_recent)),
+        tasks: tasks.clone(),
     })
 }
 

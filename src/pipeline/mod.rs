@@ -35,6 +35,7 @@ use crate::rejection::Rejection;
 use crate::sink::Sink;
 use crate::source::claims::CampaignClaims;
 use crate::source::{SharedSources, Source};
+use crate::tasks::Tasks;
 use deliver::Claimed;
 use route::Target;
 
@@ -59,6 +60,10 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// The last postbacks of each source, for the admin console.
     pub console: Arc<crate::console::Recent>,
+    /// The owner of the background tasks: a delivery whose client hung up
+    /// finishes in one of its tasks, named, its panic counted, waited for at
+    /// shutdown.
+    pub tasks: Tasks,
 }
 
 impl App {
