@@ -7,12 +7,13 @@
 //! commit or release) → `http` reply, decided by a `rejection` when refused.
 //! A 2xx is sent only after the event is durable.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod console;
 pub mod dedup;
 pub mod event;
-pub mod http;
+pub(crate) mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod postback;

@@ -24,7 +24,11 @@ use crate::postback::Reason;
 use crate::rejection::Rejection;
 
 /// Handles one public request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub(crate) async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let started = Instant::now();
     let json = wants_json(req.headers());
     let delivery = admit(app, req, peer).await;

@@ -2,9 +2,10 @@
 //! (network, rate) → params → key → source rate → strict parse → dedup claim →
 //! sink → commit or release → [`Outcome`]. `http/` turns a hyper request into a
 //! [`Request`], reads a POST body only once the gates before it let the request
-//! through ([`gate`], then [`Gated::resume`]), and turns the outcome into a
+//! through (`gate`, then `Gated::resume`), and turns the outcome into a
 //! reply; nothing here knows hyper, so the pipeline bench drives [`handle`] (the
 //! same two steps) as the server does.
+#![warn(missing_docs)]
 
 mod admit;
 mod deliver;
@@ -45,8 +46,11 @@ pub struct App {
     pub sources: SharedSources,
     /// Which source first sent each campaign, per platform.
     pub campaigns: CampaignClaims,
+    /// The dedup window's pools, where each conversion's key is claimed.
     pub dedup: Arc<Pools>,
+    /// Where events go: Kafka, or the spool when Kafka cannot take them.
     pub sink: Arc<dyn Sink>,
+    /// The request limits (sizes, timeouts) the gates and the body read keep.
     pub limits: Limits,
     /// Longest wait for a key held in flight by another request.
     pub delivery_wait: Duration,
@@ -57,6 +61,7 @@ pub struct App {
     pub warming: AtomicBool,
     /// Per-client-address rate limit, when configured.
     pub per_client: Option<PerClient>,
+    /// The metrics recorder, rendered by `/metrics`.
     pub metrics: PrometheusHandle,
     /// The last postbacks of each source, for the admin console.
     pub console: Arc<crate::console::Recent>,
@@ -68,7 +73,7 @@ pub struct App {
 
 impl App {
     /// Whether events can be made durable now.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
             && !self.warming.load(Ordering::Relaxed)
             && self.sink.ready()
@@ -78,13 +83,17 @@ impl App {
 /// The request methods the routes tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `POST`: its body may carry parameters.
     Post,
+    /// Any other: 405 where the path is known.
     Other,
 }
 
 /// The parts of one request that the pipeline reads.
 pub struct Request<'r> {
+    /// The request method, as far as the routes tell methods apart.
     pub method: Method,
     /// The path as sent (not percent-decoded).
     pub path: &'r str,
@@ -95,6 +104,7 @@ pub struct Request<'r> {
     pub host: Option<&'r str>,
     /// Every `X-Forwarded-For` line, joined in order.
     pub forwarded_for: Option<Cow<'r, str>>,
+    /// The `User-Agent` header (not UTF-8 bytes replaced), for the event.
     pub user_agent: Option<Cow<'r, str>>,
     /// The `Content-Type` header as sent.
     pub content_type: Option<&'r str>,
@@ -105,7 +115,7 @@ pub struct Request<'r> {
     pub header_bytes: usize,
     /// A POST's body, read within the size and time limits, or why it could
     /// not be; it counts at the body's step of the flow, after the checks
-    /// before it. The server reads it only when [`Gated::wants_body`] says so
+    /// before it. The server reads it only when `Gated::wants_body` says so
     /// (empty until then). Ignored for other methods.
     pub body: Result<Bytes, Rejection>,
     /// The client's address as the socket sees it.
@@ -117,16 +127,18 @@ pub struct Request<'r> {
 /// What happened to one postback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Made durable (acknowledged by Kafka, or spooled) under this event id.
     Accepted(Uuid),
-    /// The first event's id, where known.
+    /// A repeat of one accepted before: the first event's id, where known.
     Duplicate(Option<Uuid>),
+    /// Refused, and why; nothing of it reached Kafka.
     Rejected(Rejection),
 }
 
 impl Outcome {
     /// The `outcome` label of `postback_requests_total`; `None` for a request
     /// that is not counted as a postback.
-    pub fn label(&self) -> Option<&'static str> {
+    pub(crate) fn label(&self) -> Option<&'static str> {
         match self {
             Outcome::Accepted(_) => Some("accepted"),
             Outcome::Duplicate(_) => Some("duplicate"),
@@ -145,12 +157,13 @@ impl From<Rejection> for Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handled {
     /// The endpoint, once the request was routed (`None`: 404 or 405).
-    pub kind: Option<Kind>,
+    pub(crate) kind: Option<Kind>,
+    /// What happened to the postback.
     pub outcome: Outcome,
 }
 
 /// Takes one request through the pipeline, its body (if any) already read:
-/// [`gate`], then [`Gated::resume`].
+/// `gate`, then `Gated::resume`.
 pub fn handle(app: Arc<App>, req: Request<'_>) -> impl Future<Output = Handled> + Send + 'static {
     gate(&app, &req).resume(app, &req)
 }
@@ -159,7 +172,7 @@ pub fn handle(app: Arc<App>, req: Request<'_>) -> impl Future<Output = Handled> 
 /// route, head limits, source, client (network, own rate). A request they
 /// refuse is answered without its body ever being read, so a sender the
 /// source does not take cannot make the gateway wait for a body or read it.
-pub fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
+pub(crate) fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
     let (kind, target) = match route::route(req.method, req.path) {
         Ok(routed) => routed,
         Err(r) => return Gated(Gates::Unrouted(r)),
@@ -200,7 +213,7 @@ pub fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
 /// A request after the gates before its body: [`Gated::wants_body`] says
 /// whether to read a POST body into [`Request::body`] before
 /// [`Gated::resume`] takes it the rest of the way.
-pub struct Gated<'r>(Gates<'r>);
+pub(crate) struct Gated<'r>(Gates<'r>);
 
 enum Gates<'r> {
     /// No endpoint: 404 or 405.
@@ -226,7 +239,7 @@ enum Gates<'r> {
 impl Gated<'_> {
     /// Whether the request passed the gates and is a POST: only then is its
     /// body wanted.
-    pub fn wants_body(&self) -> bool {
+    pub(crate) fn wants_body(&self) -> bool {
         matches!(self.0, Gates::Passed { post: true, .. })
     }
 
@@ -237,7 +250,7 @@ impl Gated<'_> {
     /// what it needs (the event, the dedup reservation), so the caller can
     /// let the request go before the waits for a claim held elsewhere and for
     /// Kafka.
-    pub fn resume(
+    pub(crate) fn resume(
         self,
         app: Arc<App>,
         req: &Request<'_>,
