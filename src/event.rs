@@ -1,5 +1,6 @@
 //! The `conversion.v1` event: one JSON object per accepted conversion
 //! (SPEC §7), encoded once and handed to a sink as bytes.
+#![warn(missing_docs)]
 
 use std::sync::Arc;
 
@@ -10,13 +11,13 @@ use uuid::Uuid;
 
 use crate::postback::Conversion;
 
-pub const SCHEMA: &str = "conversion.v1";
+pub(crate) const SCHEMA: &str = "conversion.v1";
 
 /// `2026-11-21T12:00:00.123Z`: UTC with milliseconds.
 const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
-pub fn format_time(t: OffsetDateTime) -> String {
+pub(crate) fn format_time(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(RFC3339_MILLIS)
         .unwrap_or_default()
@@ -25,12 +26,14 @@ pub fn format_time(t: OffsetDateTime) -> String {
 /// Where a postback came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A server-to-server postback (`/postback`).
     S2s,
+    /// A browser's image or beacon (`/pixel`).
     Pixel,
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::S2s => "s2s",
             Kind::Pixel => "pixel",
@@ -40,24 +43,30 @@ impl Kind {
 
 /// The request facts an event carries besides the parsed conversion.
 pub struct Context<'a> {
+    /// The source's name.
     pub source: &'a str,
+    /// The endpoint it came through.
     pub kind: Kind,
+    /// When the gateway received it.
     pub received_at: OffsetDateTime,
     /// Whether conversion time is the click time (when one was sent) instead of `received_at`.
     pub conversion_at_click: bool,
+    /// The client's address as text (after trusted proxies).
     pub client_ip: &'a str,
+    /// The `User-Agent` header, if sent.
     pub user_agent: Option<&'a str>,
 }
 
 /// An encoded event, ready for a sink.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub event_id: Uuid,
+    pub(crate) event_id: Uuid,
     /// The dedup key, kept so a spooled event can rebuild the dedup window.
-    pub dedup_key: u128,
+    pub(crate) dedup_key: u128,
     /// The message key: the tracking token, so one click's events keep their order.
-    pub key: String,
-    pub source: Arc<str>,
+    pub(crate) key: String,
+    pub(crate) source: Arc<str>,
+    /// The JSON object, as the message's value.
     pub payload: Vec<u8>,
 }
 

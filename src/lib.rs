@@ -7,12 +7,13 @@
 //! commit or release) → `http` reply, decided by a `rejection` when refused.
 //! A 2xx is sent only after the event is durable.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod console;
 pub mod dedup;
 pub mod event;
-pub mod http;
+pub(crate) mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod postback;
@@ -38,6 +39,7 @@ use tracing::{info, warn};
 
 pub use config::Config;
 pub use reload::reload;
+pub use tasks::Tasks;
 
 /// The two bound sockets: public postbacks and admin.
 pub struct Listeners {
@@ -109,7 +111,7 @@ pub async fn run(
     let durable =
         sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
     let dedup = dedup_pools(&config, &sources, clock.clone());
-    let app = new_app(&config, &sources, &dedup, &durable, metrics);
+    let app = new_app(&config, &sources, &dedup, &durable, metrics, &tasks);
     let listening = Listening::start(&tasks, listeners, &config, &app);
     let (a, c, stop) = (app.clone(), config.clone(), tasks.token());
     tasks.spawn(tasks::RELOADER, async move {
@@ -221,6 +223,7 @@ fn new_app(
     dedup: &Arc<dedup::Pools>,
     durable: &Arc<sink::durable::Durable>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    tasks: &tasks::Tasks,
 ) -> Arc<pipeline::App> {
     Arc::new(pipeline::App {
         sources: source::SharedSources::new(sources.clone()),
@@ -237,6 +240,7 @@ fn new_app(
             .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
         console: Arc::new(console::Recent::new(config.console_recent)),
+        tasks: tasks.clone(),
     })
 }
 

@@ -1,8 +1,9 @@
 //! Why a request was not accepted, and how that is answered. One `match`
-//! ([`Rejection::verdict`]) decides, for every rejection, the HTTP status, the
+//! (`Rejection::verdict`) decides, for every rejection, the HTTP status, the
 //! `Retry-After`, whether the connection closes, the reason code of the reply and
 //! the metric labels; nothing else sets a status. The parser's own outcomes stay
 //! [`Reason`]s and arrive here as [`Rejection::Invalid`].
+#![warn(missing_docs)]
 
 use std::fmt;
 
@@ -65,22 +66,22 @@ pub enum Rejection {
 
 /// How a rejection is answered and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    pub status: u16,
+pub(crate) struct Verdict {
+    pub(crate) status: u16,
     /// Seconds a sender should wait before it tries again.
-    pub retry_after: Option<&'static str>,
+    pub(crate) retry_after: Option<&'static str>,
     /// Whether the connection closes after the reply.
-    pub close: bool,
-    pub text: Text,
+    pub(crate) close: bool,
+    pub(crate) text: Text,
     /// The `outcome` label of `postback_requests_total`, and whether the
     /// rejection is counted at all: requests that are not postbacks (no
     /// route, the connection cap, the admin probe) are not.
-    pub outcome: Option<&'static str>,
+    pub(crate) outcome: Option<&'static str>,
 }
 
 /// What a rejection's reply says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Text {
+pub(crate) enum Text {
     /// A reason code: `ERROR <code>` (or JSON, or a pixel's `X-Postback-Result`);
     /// the same code is the `reason` label of `postback_rejections_total`.
     Code(&'static str),
@@ -101,7 +102,7 @@ const RETRY_SOON: Option<&str> = Some("1");
 
 impl Rejection {
     /// The one place that decides how each rejection is answered and counted.
-    pub fn verdict(self) -> Verdict {
+    pub(crate) fn verdict(self) -> Verdict {
         use Rejection::*;
         use Text::{Code, Line};
         let v = |status, retry_after, close, text, outcome| Verdict {
@@ -140,7 +141,7 @@ impl Rejection {
     }
 
     /// The reason code, for rejections that have one.
-    pub fn code(self) -> Option<&'static str> {
+    pub(crate) fn code(self) -> Option<&'static str> {
         match self.verdict().text {
             Text::Code(code) => Some(code),
             Text::Line(_) => None,
@@ -150,7 +151,7 @@ impl Rejection {
     /// One rejection of each counted reason code, in a fixed order (the
     /// parser's reasons first, as the codes were always listed): the metric
     /// series registered at start and the refusal summary's slots.
-    pub fn counted() -> impl Iterator<Item = Rejection> {
+    pub(crate) fn counted() -> impl Iterator<Item = Rejection> {
         use Rejection::*;
         Reason::ALL.into_iter().map(Invalid).chain([
             UnsupportedContentType,
@@ -168,11 +169,11 @@ impl Rejection {
     }
 
     /// How many reason codes are counted.
-    pub const COUNTED: usize = Reason::ALL.len() + 11;
+    pub(crate) const COUNTED: usize = Reason::ALL.len() + 11;
 
     /// This rejection's position in [`Rejection::counted`] (by reason code),
     /// or `None` when it is not counted.
-    pub fn slot(self) -> Option<usize> {
+    pub(crate) fn slot(self) -> Option<usize> {
         let v = self.verdict();
         v.outcome?;
         Rejection::counted().position(|c| c.verdict().text == v.text)

@@ -1,7 +1,8 @@
 //! Background tasks with an owner. Every task the gateway runs beside the
 //! requests (the dedup sweeper, the Kafka watcher and delivery-report servers,
 //! the spool's drainer, metrics upkeep, the SIGHUP listener, the listeners
-//! themselves) is spawned through [`Tasks`]: it can watch one cancellation
+//! themselves, a delivery that outlives a client who hung up) is spawned
+//! through [`Tasks`]: it can watch one cancellation
 //! token, `run` waits for it at shutdown within the grace period, and a panic
 //! in it is logged at ERROR with the task's name and counted in
 //! `postback_task_panics_total{task}`. A task that panicked is not restarted.
@@ -43,9 +44,11 @@ pub const SPOOL_DRAINER: &str = "spool-drainer";
 pub const DRAIN_DELIVERY: &str = "drain-delivery";
 /// The spool's writer thread.
 pub const SPOOL_WRITER: &str = "spool-writer";
+/// The rest of a postback's delivery after its client hung up.
+pub const DETACHED_DELIVERY: &str = "detached-delivery";
 
 /// Every task name, for the metrics that exist from the start.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     PUBLIC_LISTENER,
     ADMIN_LISTENER,
     DEDUP_SWEEPER,
@@ -56,6 +59,7 @@ pub const NAMES: [&str; 10] = [
     SPOOL_DRAINER,
     DRAIN_DELIVERY,
     SPOOL_WRITER,
+    DETACHED_DELIVERY,
 ];
 
 /// The owner of the gateway's background tasks: one cancellation token they

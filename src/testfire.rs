@@ -4,6 +4,7 @@
 //! (a click id holding `+`, `/` and `=`, a payout in the network's shape),
 //! fired at a running gateway; then the verdict and the event as read back
 //! from Kafka.
+#![warn(missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -83,7 +84,9 @@ pub fn shot(source: &Source, network: Option<&str>, target: &str) -> Result<Shot
 /// The reply to a fired shot.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The HTTP status.
     pub status: u16,
+    /// The body (the S2S reply's line), without trailing whitespace.
     pub body: String,
 }
 

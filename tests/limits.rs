@@ -1,7 +1,7 @@
 //! The limits of SPEC §10 through a real socket: slow clients, the connection
-//! cap, rate limits per client and per source, and request-smuggling shapes
+//! cap, rate limits per client and per source, request-smuggling shapes
 //! (conflicting lengths are refused by hyper, any Transfer-Encoding by the
-//! gateway).
+//! gateway), and POSTs refused before their body is waited for.
 
 mod common;
 
@@ -320,5 +320,130 @@ async fn one_address_cannot_take_every_connection() {
         r.starts_with("HTTP/1.1 200")
     })
     .await;
+    gw.stop().await;
+}
+
+/// The gates before the body come first: a POST that its route, its source,
+/// the source's networks or the client's own rate refuses is answered as soon
+/// as its head arrives, though the body it announces never comes, instead of
+/// holding the connection for the request timeout (10 s) while the gateway
+/// waits to read a body it will not use. A POST those gates let through still
+/// waits for its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_refused_before_its_body_is_answered_without_waiting_for_it() {
+    let kafka = mock_cluster();
+    let sources = sources_from(&format!(
+        r#"
+        [sources.default]
+        api_keys = ["{API_KEY}"]
+        [sources.walled]
+        api_keys = ["walled-key-0123456789"]
+        allow_networks = ["10.0.0.0/8"]
+        "#
+    ));
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.sources = sources;
+        c.limits.client_rate = Some(postback_gateway::ratelimit::Rate {
+            per_second: 0.001,
+            burst: 2.0,
+        });
+    })
+    .await;
+    let request_timeout = postback_gateway::config::Config::default()
+        .limits
+        .request_timeout;
+    assert_eq!(request_timeout, Duration::from_secs(10));
+    // A head announcing a 1000-byte form body that is never sent.
+    let head = |target: &str| {
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 1000\r\n\r\n"
+        )
+    };
+    // Answered within 2 s, a fifth of the request timeout: at once.
+    let refused_at_once = async |target: &str, status: &str, text: &str| {
+        let mut s = TcpStream::connect(gw.public).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), exchange(&mut s, &head(target)))
+            .await
+            .unwrap_or_else(|_| panic!("{target}: no answer within 2 s: it waited for the body"));
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {status}")),
+            "{target}: {r}"
+        );
+        assert!(r.ends_with(text), "{target}: {r}");
+    };
+
+    // From 127.0.0.1, outside the source's networks.
+    refused_at_once(
+        "/postback/walled?api_key=walled-key-0123456789",
+        "403",
+        "ERROR ip_not_allowed",
+    )
+    .await;
+    // No such source; no such endpoint.
+    refused_at_once("/postback/nobody", "404", "ERROR unknown_source").await;
+    refused_at_once("/nowhere", "404", "not found\n").await;
+
+    // Let through: its body is waited for, and the request served once it comes.
+    let body = "tracking=gated-body&amount=1.00";
+    let mut s = TcpStream::connect(gw.public).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /postback?api_key={API_KEY} HTTP/1.1\r\nHost: t\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut early = [0u8; 256];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), s.read(&mut early))
+            .await
+            .is_err(),
+        "a POST that passed the gates waits for its body"
+    );
+    let r = exchange(&mut s, body).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("OK "), "{r}");
+
+    // That spent the first of the client's two requests; a GET spends the
+    // second, and the next POST is over the client's rate.
+    let (status, _) = reply(
+        reqwest::get(gw.url(&query("gated-get", "1.00")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    refused_at_once(
+        &format!("/postback?api_key={API_KEY}"),
+        "429",
+        "ERROR rate_limited",
+    )
+    .await;
+
+    // Counted as before: by reason, and by endpoint and outcome (the 404
+    // for no endpoint is not a postback).
+    for (series_name, n) in [
+        ("postback_rejections_total{reason=\"ip_not_allowed\"}", 1.0),
+        ("postback_rejections_total{reason=\"unknown_source\"}", 1.0),
+        ("postback_rejections_total{reason=\"rate_limited\"}", 1.0),
+        (
+            "postback_requests_total{endpoint=\"s2s\",outcome=\"rejected\"}",
+            2.0,
+        ),
+        (
+            "postback_requests_total{endpoint=\"s2s\",outcome=\"unavailable\"}",
+            1.0,
+        ),
+        (
+            "postback_requests_total{endpoint=\"s2s\",outcome=\"accepted\"}",
+            2.0,
+        ),
+    ] {
+        assert_eq!(series(&gw, series_name).await, n, "{series_name}");
+    }
     gw.stop().await;
 }

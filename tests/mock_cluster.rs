@@ -238,6 +238,13 @@ async fn a_client_that_hangs_up_mid_delivery_is_told_duplicate_on_its_retry() {
     let (status, body) = get(&gw.url(&q)).await;
     let first = hung_up[0].value["event_id"].as_str().unwrap();
     assert_eq!((status, body), (200, format!("DUPLICATE {first}")));
+    // The rest of that delivery ran as a named task of the gateway's owner
+    // (the series exists once such a task started), and it has ended.
+    wait_until("the detached delivery's task ended", async || {
+        let running = "postback_background_tasks{task=\"detached-delivery\"}";
+        value_at(&gw.admin_url("/metrics"), running).await == Some(0.0)
+    })
+    .await;
     // Reading settles only after nothing new arrived for a while: a second
     // event would be seen.
     let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, SETTLE);

@@ -54,7 +54,12 @@ fn list(names: &[String]) -> String {
 
 /// The refusal `code` of the request (`query`, `body`) to `source`, in words;
 /// `None` for verdicts that need none.
-pub fn explain(code: &str, query: &str, body: &str, source: Option<&Source>) -> Option<String> {
+pub(crate) fn explain(
+    code: &str,
+    query: &str,
+    body: &str,
+    source: Option<&Source>,
+) -> Option<String> {
     let pairs = pairs(query, body);
     let Some(source) = source else {
         return Some(match code {

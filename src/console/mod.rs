@@ -2,14 +2,15 @@
 //! arrived and the verdict, for the moment a network says "we fired it".
 //!
 //! The hot path pays one bounded copy per request: the path kind, the client,
-//! at most [`MAX_REQUEST_BYTES`] of the query and body, and the verdict, into
+//! at most `MAX_REQUEST_BYTES` of the query and body, and the verdict, into
 //! a ring of the source's (or of the unmatched list). Secrets are redacted and
 //! refusals explained when the log is read, on the admin listener only, so
 //! nothing of that costs the senders' requests.
+#![warn(missing_docs)]
 
-pub mod explain;
-pub mod page;
-pub mod redact;
+pub(crate) mod explain;
+pub(crate) mod page;
+pub(crate) mod redact;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -25,14 +26,14 @@ use crate::source::{Source, Sources};
 
 /// The part of a request's query and body that is kept; the rest is cut
 /// (the entry says so).
-pub const MAX_REQUEST_BYTES: usize = 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 1024;
 
 /// Requests kept per source unless the config says otherwise.
 pub const DEFAULT_PER_SOURCE: usize = 200;
 
 /// What a request came to, as the sender was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok(Uuid),
     /// The first event's id, where known.
     Duplicate(Option<Uuid>),
@@ -42,7 +43,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// `ok`, `duplicate` or `error`: the filter the page offers.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Verdict::Ok(_) => "ok",
             Verdict::Duplicate(_) => "duplicate",
@@ -51,7 +52,7 @@ impl Verdict {
     }
 
     /// As the reply's first line says it: `OK <id>`, `ERROR <reason>`.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Verdict::Ok(id) => format!("OK {id}"),
             Verdict::Duplicate(Some(id)) => format!("DUPLICATE {id}"),
@@ -64,19 +65,19 @@ impl Verdict {
 /// One request as the console keeps it: its path, query and body, raw and
 /// cut, in one allocation; they are decoded and redacted when read.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    pub at: OffsetDateTime,
+pub(crate) struct Entry {
+    pub(crate) at: OffsetDateTime,
     /// `s2s` or `pixel`.
-    pub endpoint: &'static str,
-    pub client: IpAddr,
+    pub(crate) endpoint: &'static str,
+    pub(crate) client: IpAddr,
     /// The path's shape (never a key: `/{key}/postback`), then the query,
     /// then the body.
     text: Box<[u8]>,
     path_len: u16,
     query_len: u16,
     /// Whether the path, query or body was longer than what is kept.
-    pub cut: bool,
-    pub verdict: Verdict,
+    pub(crate) cut: bool,
+    pub(crate) verdict: Verdict,
 }
 
 impl Entry {
@@ -95,18 +96,18 @@ impl Entry {
     }
 
     /// The path's shape: `/postback/acme`, `/{key}/postback`.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.part(0, usize::from(self.path_len))
     }
 
     /// The query as sent (percent-encoded), cut at [`MAX_REQUEST_BYTES`].
-    pub fn query(&self) -> String {
+    pub(crate) fn query(&self) -> String {
         let from = usize::from(self.path_len);
         self.part(from, from + usize::from(self.query_len))
     }
 
     /// A form or JSON body, when there was one, cut at [`MAX_REQUEST_BYTES`].
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         self.part(
             usize::from(self.path_len) + usize::from(self.query_len),
             self.text.len(),
@@ -116,7 +117,7 @@ impl Entry {
 
 /// What is copied of a request before its verdict is known.
 #[derive(Debug, Clone)]
-pub struct Kept {
+pub(crate) struct Kept {
     at: OffsetDateTime,
     endpoint: &'static str,
     client: IpAddr,
@@ -129,7 +130,7 @@ pub struct Kept {
 impl Kept {
     /// Copies at most 256 bytes of the path and [`MAX_REQUEST_BYTES`] of
     /// each of `query` and `body`, into one allocation.
-    pub fn new(
+    pub(crate) fn new(
         at: OffsetDateTime,
         endpoint: &'static str,
         path: &str,
@@ -159,7 +160,7 @@ impl Kept {
     }
 
     /// The entry, once the request's verdict is known.
-    pub fn with(self, verdict: Verdict) -> Entry {
+    pub(crate) fn with(self, verdict: Verdict) -> Entry {
         Entry {
             at: self.at,
             endpoint: self.endpoint,
@@ -197,12 +198,12 @@ impl Log {
 
 /// Counts of one source since start, and when it last sent anything.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Counts {
-    pub ok: u64,
-    pub duplicate: u64,
-    pub error: u64,
+pub(crate) struct Counts {
+    pub(crate) ok: u64,
+    pub(crate) duplicate: u64,
+    pub(crate) error: u64,
     /// RFC 3339.
-    pub last_seen: Option<String>,
+    pub(crate) last_seen: Option<String>,
 }
 
 /// The recent postbacks of every source, and of requests that matched none.
@@ -233,12 +234,12 @@ impl Recent {
     }
 
     /// Whether anything is kept (`recent_per_source` above 0).
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.per_source > 0
     }
 
     /// Records one request of `source` (`None`: it matched no source).
-    pub fn record(&self, source: Option<&Arc<str>>, entry: Entry) {
+    pub(crate) fn record(&self, source: Option<&Arc<str>>, entry: Entry) {
         if self.per_source == 0 {
             return;
         }
@@ -293,7 +294,7 @@ impl Recent {
     }
 
     /// The entries of `source` (`None`: the unmatched list), newest first.
-    pub fn entries(&self, source: Option<&str>) -> Vec<Entry> {
+    pub(crate) fn entries(&self, source: Option<&str>) -> Vec<Entry> {
         let take = |log: &Log| log.entries.iter().rev().cloned().collect();
         match source {
             Some(name) => {
@@ -312,7 +313,7 @@ impl Recent {
     }
 
     /// The counts of `source` since start.
-    pub fn counts(&self, source: &str) -> Counts {
+    pub(crate) fn counts(&self, source: &str) -> Counts {
         let log = self
             .logs
             .read()
@@ -325,13 +326,14 @@ impl Recent {
     }
 
     /// Bytes the console holds now.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// The most it can hold: every configured source's ring and the
     /// unmatched list full of the largest entries.
-    pub fn bound(&self, sources: usize) -> usize {
+    #[cfg(test)]
+    fn bound(&self, sources: usize) -> usize {
         let largest = std::mem::size_of::<Entry>() + 2 * MAX_REQUEST_BYTES + 256 + 64;
         (sources + 1) * self.per_source * largest
     }
@@ -344,7 +346,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// `GET /sources`: every source with its preset, network, keys, pixels and
 /// counts, the unmatched list's counts, and the console's memory.
-pub fn sources_json(recent: &Recent, sources: &Sources) -> serde_json::Value {
+pub(crate) fn sources_json(recent: &Recent, sources: &Sources) -> serde_json::Value {
     let mut list: Vec<&Arc<Source>> = sources.all().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<serde_json::Value> = list
@@ -377,7 +379,7 @@ pub fn sources_json(recent: &Recent, sources: &Sources) -> serde_json::Value {
 /// `GET /sources/{name}/recent` (`name` `None`: `GET /unmatched/recent`):
 /// the entries newest first, secrets redacted, refusals explained; `None`
 /// for a source that does not exist.
-pub fn recent_json(
+pub(crate) fn recent_json(
     recent: &Recent,
     sources: &Sources,
     name: Option<&str>,

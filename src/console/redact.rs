@@ -7,7 +7,7 @@
 use crate::source::{Source, Sources};
 
 /// What a redacted value reads as.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Parts of parameter names that say the value is a secret.
 const SECRET_WORDS: &[&str] = &[
@@ -41,7 +41,7 @@ fn secret_name(name: &str, source: Option<&Source>) -> bool {
 
 /// A form-encoded text (`a=1&b=2`, a query or a form body) with every
 /// secret value replaced; the rest as sent.
-pub fn form(text: &str, source: Option<&Source>, sources: &Sources) -> String {
+pub(crate) fn form(text: &str, source: Option<&Source>, sources: &Sources) -> String {
     text.split('&')
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -58,7 +58,7 @@ pub fn form(text: &str, source: Option<&Source>, sources: &Sources) -> String {
 
 /// A JSON body with every secret value replaced; a body that is not a whole
 /// JSON object is not shown at all (it may hold a secret where no name says so).
-pub fn json(text: &str, source: Option<&Source>, sources: &Sources) -> String {
+pub(crate) fn json(text: &str, source: Option<&Source>, sources: &Sources) -> String {
     let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(text)
     else {
         return "(a body that is not a whole JSON object: not shown)".to_owned();
@@ -74,7 +74,7 @@ pub fn json(text: &str, source: Option<&Source>, sources: &Sources) -> String {
 
 /// Percent-decodes for comparison and display (`+` stays `+`); invalid
 /// escapes stay as they are.
-pub fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -16,7 +16,7 @@ use crate::metrics as m;
 use crate::pipeline::App;
 use crate::rejection::Rejection;
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
         return rejected(Rejection::MethodNotAllowed, false);
     }

@@ -1,11 +1,12 @@
 //! The HTTP side: the accept loop with graceful shutdown and the connection
 //! caps, the public listener's adapter to the pipeline, replies, and the admin
 //! routes. This is the only module that knows hyper.
+#![warn(missing_docs)]
 
-pub mod admin;
-pub mod public;
-pub mod refusals;
-pub mod reply;
+pub(crate) mod admin;
+pub(crate) mod public;
+pub(crate) mod refusals;
+pub(crate) mod reply;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,7 +31,7 @@ use crate::rejection::Rejection;
 
 /// Serves `listener` with `handler` until `shutdown` turns true, then lets
 /// open connections finish for up to `grace`.
-pub async fn serve<H, F>(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
     handler: H,

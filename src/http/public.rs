@@ -1,8 +1,10 @@
 //! The public listener's requests: a hyper request becomes the pipeline's
-//! plain [`Request`] (its POST body read within the limits), the pipeline's
-//! outcome becomes the reply, and the request is counted and timed.
+//! plain [`Request`], its POST body read within the limits once the gates
+//! before the body let it through; the pipeline's outcome becomes the reply,
+//! and the request is counted and timed.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,8 +24,35 @@ use crate::postback::Reason;
 use crate::rejection::Rejection;
 
 /// Handles one public request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub(crate) async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let started = Instant::now();
+    let json = wants_json(req.headers());
+    let delivery = admit(app, req, peer).await;
+    let Handled { kind, outcome } = delivery.await;
+    let resp = reply::postback(kind, &outcome, json);
+    if let Some(kind) = kind {
+        count(kind, &outcome, started);
+    }
+    resp
+}
+
+/// Takes a request through the pipeline's gates, reads its POST body only
+/// once they let it through, and returns the rest of the pipeline, which owns
+/// what it needs.
+///
+/// The head's parts share hyper's read buffer: they are let go when this
+/// returns, before the wait for Kafka, so that hyper reads the connection's
+/// next bytes into the same buffer instead of a new one (and they take no
+/// room in the request's future while it waits).
+async fn admit(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> impl Future<Output = Handled> + Send + 'static {
     let received_at = OffsetDateTime::now_utc();
     let (parts, body) = req.into_parts();
     let method = match parts.method {
@@ -31,50 +60,38 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         hyper::Method::POST => Method::Post,
         _ => Method::Other,
     };
-    let transfer_encoding = parts.headers.contains_key(TRANSFER_ENCODING);
-    let body = if method == Method::Post && !transfer_encoding {
-        // Boxed: its state would otherwise enlarge every request's future
-        // (allocated whole for each request), GETs included.
-        Box::pin(read_body(&app, &parts.headers, body)).await
-    } else {
-        // A chunked body is never read: the pipeline refuses the request.
-        Ok(Bytes::new())
-    };
-    let json = wants_json(&parts.headers);
     let headers = &parts.headers;
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let handled = pipeline::handle(
-        app,
-        pipeline::Request {
-            method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            host: text(HOST).or(parts.uri.host()),
-            forwarded_for: forwarded_for(headers),
-            user_agent: headers
-                .get(USER_AGENT)
-                .map(|v| String::from_utf8_lossy(v.as_bytes())),
-            content_type: text(CONTENT_TYPE),
-            transfer_encoding,
-            header_bytes: headers
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum(),
-            body,
-            peer: peer.ip(),
-            received_at,
-        },
-    );
-    // The head's parts share hyper's read buffer: let go before the wait for
-    // Kafka, so that hyper reads the connection's next bytes into the same
-    // buffer instead of a new one.
-    drop(parts);
-    let Handled { kind, outcome } = handled.await;
-    let resp = reply::postback(kind, &outcome, json);
-    if let Some(kind) = kind {
-        count(kind, &outcome, started);
+    let mut req = pipeline::Request {
+        method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        host: text(HOST).or(parts.uri.host()),
+        forwarded_for: forwarded_for(headers),
+        user_agent: headers
+            .get(USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes())),
+        content_type: text(CONTENT_TYPE),
+        transfer_encoding: headers.contains_key(TRANSFER_ENCODING),
+        header_bytes: headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum(),
+        // Read below, once the gates before it let the request through.
+        body: Ok(Bytes::new()),
+        peer: peer.ip(),
+        received_at,
+    };
+    // Route, head limits, source, client network and rate come first: a
+    // request they refuse is answered without its body being waited for or
+    // read (a chunked body is never read: the head check refuses it).
+    let gated = pipeline::gate(&app, &req);
+    if gated.wants_body() {
+        // Boxed: its state would otherwise enlarge every request's future
+        // (allocated whole for each request), GETs included.
+        req.body = Box::pin(read_body(&app, headers, body)).await;
     }
-    resp
+    gated.resume(app, &req)
 }
 
 /// Counts a routed request by endpoint and outcome, and a rejection by reason.

@@ -12,14 +12,14 @@ use crate::rejection::Rejection;
 static COUNTS: [AtomicU64; Rejection::COUNTED] = [const { AtomicU64::new(0) }; Rejection::COUNTED];
 
 /// Counts one refusal, by its [`Rejection::slot`].
-pub fn count(slot: usize) {
+pub(crate) fn count(slot: usize) {
     if let Some(n) = COUNTS.get(slot) {
         n.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Logs the refusals since the last call, if there were any, and starts over.
-pub fn log_summary() {
+pub(crate) fn log_summary() {
     let mut seen: Vec<(u64, Rejection)> = Rejection::counted()
         .zip(COUNTS.iter())
         .map(|(r, c)| (c.swap(0, Ordering::Relaxed), r))

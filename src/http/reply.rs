@@ -13,16 +13,16 @@ use crate::event::Kind;
 use crate::pipeline::Outcome;
 use crate::rejection::{Rejection, Text, Verdict};
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// The 43-byte transparent 1x1 GIF.
-pub const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
+pub(crate) const GIF: &[u8; 43] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// The reply to a request of the public routes: a pixel's GIF, an S2S reply,
 /// or (not routed) the rejection's line.
-pub fn postback(kind: Option<Kind>, outcome: &Outcome, json: bool) -> Response<Body> {
+pub(crate) fn postback(kind: Option<Kind>, outcome: &Outcome, json: bool) -> Response<Body> {
     match (kind, outcome) {
         (Some(Kind::Pixel), _) => pixel(outcome),
         (_, Outcome::Rejected(r)) => rejected(*r, json),
@@ -39,7 +39,7 @@ pub fn postback(kind: Option<Kind>, outcome: &Outcome, json: bool) -> Response<B
 
 /// The reply to a rejection outside a pixel: `ERROR <code>` (or its JSON),
 /// or the rejection's line.
-pub fn rejected(r: Rejection, json: bool) -> Response<Body> {
+pub(crate) fn rejected(r: Rejection, json: bool) -> Response<Body> {
     let v = r.verdict();
     let (body, ctype) = match v.text {
         Text::Line(line) => (Bytes::from_static(line.as_bytes()), TEXT_PLAIN),
@@ -80,7 +80,7 @@ fn pixel(outcome: &Outcome) -> Response<Body> {
 }
 
 /// A 200 plain-text reply outside the postback flow (admin).
-pub fn ok(text: &'static str) -> Response<Body> {
+pub(crate) fn ok(text: &'static str) -> Response<Body> {
     with_body(
         StatusCode::OK,
         Bytes::from_static(text.as_bytes()),
@@ -90,7 +90,7 @@ pub fn ok(text: &'static str) -> Response<Body> {
 
 /// A rejection as the raw bytes of a whole HTTP/1.1 reply, for a connection
 /// answered without hyper (over the connection cap).
-pub fn raw(r: Rejection) -> Vec<u8> {
+pub(crate) fn raw(r: Rejection) -> Vec<u8> {
     let v = r.verdict();
     let status = status(&v);
     let body = match v.text {

@@ -17,6 +17,7 @@ use crate::event::{self, Context, Event, Kind};
 use crate::postback::Conversion;
 use crate::rejection::Rejection;
 use crate::source::Source;
+use crate::tasks;
 
 /// A conversion whose dedup key this request claimed, or will wait for.
 pub(super) struct Claimed {
@@ -122,10 +123,11 @@ pub(super) async fn finish(app: &App, claimed: Claimed) -> Outcome {
         }
     };
     let event_id = event.event_id;
-    // Delivery runs to its end even if the client hangs up: an event Kafka
-    // may still acknowledge must be committed, or its retry would count it twice.
+    // Delivery runs to its end even if the client hangs up (then in a task of
+    // the crate's owner): an event Kafka may still acknowledge must be
+    // committed, or its retry would count it twice.
     let sink = app.sink.clone();
-    let delivered = Detachable::new(async move {
+    let delivered = Detachable::new(&app.tasks, tasks::DETACHED_DELIVERY, async move {
         match sink.deliver(&event).await {
             Ok(()) => {
                 reservation.commit(event.event_id);

@@ -1,8 +1,11 @@
 //! The request pipeline on plain parts: route → head limits → source → client
 //! (network, rate) → params → key → source rate → strict parse → dedup claim →
 //! sink → commit or release → [`Outcome`]. `http/` turns a hyper request into a
-//! [`Request`] (its body already read) and the outcome into a reply; nothing here
-//! knows hyper, so the pipeline bench drives [`handle`] as the server does.
+//! [`Request`], reads a POST body only once the gates before it let the request
+//! through (`gate`, then `Gated::resume`), and turns the outcome into a
+//! reply; nothing here knows hyper, so the pipeline bench drives [`handle`] (the
+//! same two steps) as the server does.
+#![warn(missing_docs)]
 
 mod admit;
 mod deliver;
@@ -33,6 +36,7 @@ use crate::rejection::Rejection;
 use crate::sink::Sink;
 use crate::source::claims::CampaignClaims;
 use crate::source::{SharedSources, Source};
+use crate::tasks::Tasks;
 use deliver::Claimed;
 use route::Target;
 
@@ -42,8 +46,11 @@ pub struct App {
     pub sources: SharedSources,
     /// Which source first sent each campaign, per platform.
     pub campaigns: CampaignClaims,
+    /// The dedup window's pools, where each conversion's key is claimed.
     pub dedup: Arc<Pools>,
+    /// Where events go: Kafka, or the spool when Kafka cannot take them.
     pub sink: Arc<dyn Sink>,
+    /// The request limits (sizes, timeouts) the gates and the body read keep.
     pub limits: Limits,
     /// Longest wait for a key held in flight by another request.
     pub delivery_wait: Duration,
@@ -54,14 +61,19 @@ pub struct App {
     pub warming: AtomicBool,
     /// Per-client-address rate limit, when configured.
     pub per_client: Option<PerClient>,
+    /// The metrics recorder, rendered by `/metrics`.
     pub metrics: PrometheusHandle,
     /// The last postbacks of each source, for the admin console.
     pub console: Arc<crate::console::Recent>,
+    /// The owner of the background tasks: a delivery whose client hung up
+    /// finishes in one of its tasks, named, its panic counted, waited for at
+    /// shutdown.
+    pub tasks: Tasks,
 }
 
 impl App {
     /// Whether events can be made durable now.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Relaxed)
             && !self.warming.load(Ordering::Relaxed)
             && self.sink.ready()
@@ -71,13 +83,17 @@ impl App {
 /// The request methods the routes tell apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `POST`: its body may carry parameters.
     Post,
+    /// Any other: 405 where the path is known.
     Other,
 }
 
 /// The parts of one request that the pipeline reads.
 pub struct Request<'r> {
+    /// The request method, as far as the routes tell methods apart.
     pub method: Method,
     /// The path as sent (not percent-decoded).
     pub path: &'r str,
@@ -88,6 +104,7 @@ pub struct Request<'r> {
     pub host: Option<&'r str>,
     /// Every `X-Forwarded-For` line, joined in order.
     pub forwarded_for: Option<Cow<'r, str>>,
+    /// The `User-Agent` header (not UTF-8 bytes replaced), for the event.
     pub user_agent: Option<Cow<'r, str>>,
     /// The `Content-Type` header as sent.
     pub content_type: Option<&'r str>,
@@ -98,7 +115,8 @@ pub struct Request<'r> {
     pub header_bytes: usize,
     /// A POST's body, read within the size and time limits, or why it could
     /// not be; it counts at the body's step of the flow, after the checks
-    /// before it. Ignored for other methods.
+    /// before it. The server reads it only when `Gated::wants_body` says so
+    /// (empty until then). Ignored for other methods.
     pub body: Result<Bytes, Rejection>,
     /// The client's address as the socket sees it.
     pub peer: IpAddr,
@@ -109,16 +127,18 @@ pub struct Request<'r> {
 /// What happened to one postback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Made durable (acknowledged by Kafka, or spooled) under this event id.
     Accepted(Uuid),
-    /// The first event's id, where known.
+    /// A repeat of one accepted before: the first event's id, where known.
     Duplicate(Option<Uuid>),
+    /// Refused, and why; nothing of it reached Kafka.
     Rejected(Rejection),
 }
 
 impl Outcome {
     /// The `outcome` label of `postback_requests_total`; `None` for a request
     /// that is not counted as a postback.
-    pub fn label(&self) -> Option<&'static str> {
+    pub(crate) fn label(&self) -> Option<&'static str> {
         match self {
             Outcome::Accepted(_) => Some("accepted"),
             Outcome::Duplicate(_) => Some("duplicate"),
@@ -137,34 +157,137 @@ impl From<Rejection> for Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handled {
     /// The endpoint, once the request was routed (`None`: 404 or 405).
-    pub kind: Option<Kind>,
+    pub(crate) kind: Option<Kind>,
+    /// What happened to the postback.
     pub outcome: Outcome,
 }
 
-/// Takes one request through the pipeline.
-///
-/// The steps that read `req` run in this call; the future it returns owns
-/// what it needs (the event, the dedup reservation), so the caller can let
-/// the request go before the waits for a claim held elsewhere and for Kafka.
+/// Takes one request through the pipeline, its body (if any) already read:
+/// `gate`, then `Gated::resume`.
 pub fn handle(app: Arc<App>, req: Request<'_>) -> impl Future<Output = Handled> + Send + 'static {
-    let mut source = None;
-    let (kind, prepared, kept) = match route::route(req.method, req.path) {
-        Ok((kind, target)) => {
-            let prepared = prepare(&app, kind, &target, &req, &mut source);
-            (Some(kind), prepared, keep(&app, kind, &target, &req))
-        }
-        Err(r) => (None, Err(r.into()), None),
+    gate(&app, &req).resume(app, &req)
+}
+
+/// The gates that come before a POST body is read, in their fixed order:
+/// route, head limits, source, client (network, own rate). A request they
+/// refuse is answered without its body ever being read, so a sender the
+/// source does not take cannot make the gateway wait for a body or read it.
+pub(crate) fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
+    let (kind, target) = match route::route(req.method, req.path) {
+        Ok(routed) => routed,
+        Err(r) => return Gated(Gates::Unrouted(r)),
     };
-    async move {
-        let outcome = match prepared {
-            Ok(claimed) => deliver::finish(&app, claimed).await,
-            Err(outcome) => outcome,
-        };
-        if let Some(entry) = kept {
-            app.console
-                .record(source.as_ref(), entry.with(verdict(&outcome)));
+    let source = match admit::check_head(app, req)
+        .and_then(|()| admit::find_source(app, &target, req.host))
+    {
+        Ok(source) => source,
+        Err(reason) => {
+            return Gated(Gates::Refused {
+                kind,
+                target,
+                source: None,
+                reason,
+            })
         }
-        Handled { kind, outcome }
+    };
+    match admit::admit_client(app, kind, &source, req) {
+        Ok(client) => Gated(Gates::Passed {
+            kind,
+            target,
+            source,
+            client,
+            post: req.method == Method::Post,
+        }),
+        Err(reason) => {
+            debug!(%reason, source = &*source.name, "Refused a postback.");
+            Gated(Gates::Refused {
+                kind,
+                target,
+                source: Some(source.name.clone()),
+                reason,
+            })
+        }
+    }
+}
+
+/// A request after the gates before its body: [`Gated::wants_body`] says
+/// whether to read a POST body into [`Request::body`] before
+/// [`Gated::resume`] takes it the rest of the way.
+pub(crate) struct Gated<'r>(Gates<'r>);
+
+enum Gates<'r> {
+    /// No endpoint: 404 or 405.
+    Unrouted(Rejection),
+    /// Routed, then refused by a gate; `source` once it was found.
+    Refused {
+        kind: Kind,
+        target: Target<'r>,
+        source: Option<Arc<str>>,
+        reason: Rejection,
+    },
+    /// Through every gate before the body.
+    Passed {
+        kind: Kind,
+        target: Target<'r>,
+        source: Arc<Source>,
+        client: IpAddr,
+        /// Whether the request is a POST, whose body is wanted now.
+        post: bool,
+    },
+}
+
+impl Gated<'_> {
+    /// Whether the request passed the gates and is a POST: only then is its
+    /// body wanted.
+    pub(crate) fn wants_body(&self) -> bool {
+        matches!(self.0, Gates::Passed { post: true, .. })
+    }
+
+    /// The rest of the pipeline for `req` (the request these gates saw, its
+    /// body now read when [`Gated::wants_body`] said so).
+    ///
+    /// The steps that read `req` run in this call; the future it returns owns
+    /// what it needs (the event, the dedup reservation), so the caller can
+    /// let the request go before the waits for a claim held elsewhere and for
+    /// Kafka.
+    pub(crate) fn resume(
+        self,
+        app: Arc<App>,
+        req: &Request<'_>,
+    ) -> impl Future<Output = Handled> + Send + 'static {
+        let (routed, source, prepared) = match self.0 {
+            Gates::Unrouted(r) => (None, None, Err(r.into())),
+            Gates::Refused {
+                kind,
+                target,
+                source,
+                reason,
+            } => (Some((kind, target)), source, Err(reason.into())),
+            Gates::Passed {
+                kind,
+                target,
+                source,
+                client,
+                ..
+            } => {
+                let name = source.name.clone();
+                let prepared = prepare(&app, kind, &target, req, source, client);
+                (Some((kind, target)), Some(name), prepared)
+            }
+        };
+        let kind = routed.as_ref().map(|(kind, _)| *kind);
+        let kept = routed.and_then(|(kind, target)| keep(&app, kind, &target, req));
+        async move {
+            let outcome = match prepared {
+                Ok(claimed) => deliver::finish(&app, claimed).await,
+                Err(outcome) => outcome,
+            };
+            if let Some(entry) = kept {
+                app.console
+                    .record(source.as_ref(), entry.with(verdict(&outcome)));
+            }
+            Handled { kind, outcome }
+        }
     }
 }
 
@@ -205,40 +328,38 @@ fn verdict(outcome: &Outcome) -> console::Verdict {
     }
 }
 
-/// The steps up to the dedup claim, in their fixed order. `Err` is the
-/// outcome when nothing is left to deliver: a rejection or a duplicate.
+/// The steps after the gates, up to the dedup claim, in their fixed order.
+/// `Err` is the outcome when nothing is left to deliver: a rejection or a
+/// duplicate.
 fn prepare(
     app: &App,
     kind: Kind,
     target: &Target<'_>,
     req: &Request<'_>,
-    found: &mut Option<Arc<str>>,
+    source: Arc<Source>,
+    client: IpAddr,
 ) -> Result<Claimed, Outcome> {
-    admit::check_head(app, req)?;
-    let source = admit::find_source(app, target, req.host)?;
-    *found = Some(source.name.clone());
     let refuse = |reason| {
         debug!(%reason, source = &*source.name, "Refused a postback.");
         Outcome::Rejected(reason)
     };
-    let (client, params) = admitted(app, kind, target, req, &source).map_err(refuse)?;
+    let params = checked(kind, target, req, &source).map_err(refuse)?;
     let conv =
         postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
     deliver::claim(app, kind, source, conv, client, req)
 }
 
-/// The gates between the source and the parse: the client, the parameters,
-/// the key and the source's rate.
-fn admitted(
-    app: &App,
+/// The gates between the body and the parse: the parameters, the key and the
+/// source's rate, in that order, so that a request that fails authentication
+/// spends nothing of the source's.
+fn checked(
     kind: Kind,
     target: &Target<'_>,
     req: &Request<'_>,
     source: &Source,
-) -> Result<(IpAddr, postback::Params), Rejection> {
-    let client = admit::admit_client(app, kind, source, req)?;
+) -> Result<postback::Params, Rejection> {
     let params = params::read(kind, source, req)?;
     admit::authenticate(kind, target, source, &params)?;
     admit::check_source_rate(source)?;
-    Ok((client, params))
+    Ok(params)
 }

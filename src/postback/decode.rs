@@ -34,6 +34,7 @@ pub struct Params {
 }
 
 impl Params {
+    /// No parameters yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -83,6 +84,7 @@ impl Params {
         })
     }
 
+    /// The decoded value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
         let at = match &self.index {
             Some(index) => index.get(key).copied(),
@@ -92,7 +94,7 @@ impl Params {
             .map(|&(_, v, e)| &self.text[v as usize..e as usize])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|&(k, v, e)| {
             (
                 &self.text[k as usize..v as usize],
@@ -101,11 +103,15 @@ impl Params {
         })
     }
 
-    pub fn len(&self) -> usize {
+    /// How many pairs it holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.pairs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    /// Whether it holds no pair.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
 

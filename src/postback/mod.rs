@@ -3,12 +3,13 @@
 //!
 //! This module is pure: no I/O, no clock, no Kafka. Its callers pass in the time
 //! and the source's [`ParseRules`], so every rule runs in a table test.
+#![warn(missing_docs)]
 
-pub mod decode;
-pub mod parse;
-pub mod placeholders;
-pub mod reason;
-pub mod rules;
+pub(crate) mod decode;
+pub(crate) mod parse;
+pub(crate) mod placeholders;
+pub(crate) mod reason;
+pub(crate) mod rules;
 
 pub use decode::Params;
 pub use parse::{parse, Conversion};

@@ -57,34 +57,35 @@ const ISO_4217: &[&str] = &[
 pub struct Conversion<'p> {
     /// The click id exactly as sent (after one percent-decoding).
     pub token: Cow<'p, str>,
+    /// The amount, exact; `None` when the source makes it optional and none was sent.
     pub amount: Option<Decimal>,
     /// The amount as written by the sender for AmountFormat::Decimal (same digits, e.g. "12.30", "-5.00"),
     /// with at least two decimals ("100" -> "100.00", "2.5" -> "2.50");
     /// for AmountFormat::Cents the decimal rendering with two decimals ("2995" -> "29.95", "5" -> "0.05").
     pub amount_text: Option<Cow<'p, str>>,
     /// Uppercase ISO 4217; the source's fixed currency when the postback names none.
-    pub currency: Option<Cow<'p, str>>,
-    pub txid: Option<Cow<'p, str>>,
-    pub goal: Option<Cow<'p, str>>,
+    pub(crate) currency: Option<Cow<'p, str>>,
+    pub(crate) txid: Option<Cow<'p, str>>,
+    pub(crate) goal: Option<Cow<'p, str>>,
     /// Approved when absent.
-    pub status: Status,
+    pub(crate) status: Status,
     /// The raw value as sent, when a status was sent, so consumers can tell `sale` from `rebill`.
-    pub status_raw: Option<Cow<'p, str>>,
+    pub(crate) status_raw: Option<Cow<'p, str>>,
     /// Normalized to UTC.
-    pub click_time: Option<OffsetDateTime>,
-    pub campaign_id: Option<Cow<'p, str>>,
-    pub adset_id: Option<Cow<'p, str>>,
-    pub ad_id: Option<Cow<'p, str>>,
-    pub placement: Option<Cow<'p, str>>,
+    pub(crate) click_time: Option<OffsetDateTime>,
+    pub(crate) campaign_id: Option<Cow<'p, str>>,
+    pub(crate) adset_id: Option<Cow<'p, str>>,
+    pub(crate) ad_id: Option<Cow<'p, str>>,
+    pub(crate) placement: Option<Cow<'p, str>>,
     /// Pass-through, in arrival order; never a role's parameter, never the api key.
-    pub params: Vec<(Cow<'p, str>, Cow<'p, str>)>,
+    pub(crate) params: Vec<(Cow<'p, str>, Cow<'p, str>)>,
 }
 
 impl Conversion<'_> {
     /// The status as the dedup key sees it: the normalized status, or for a
     /// word outside the vocabulary ([`Status::Other`]) the word itself, so two
     /// different unknown words are two conversions.
-    pub fn dedup_status(&self) -> &str {
+    pub(crate) fn dedup_status(&self) -> &str {
         match (self.status, self.status_raw.as_deref()) {
             (Status::Other, Some(raw)) => raw,
             (status, _) => status.as_str(),
@@ -120,7 +121,7 @@ impl Conversion<'_> {
 }
 
 /// The api key value, if any of rules.names.api_key is present and non-empty (the caller authenticates before parse()).
-pub fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p str> {
+pub(crate) fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p str> {
     rules
         .names
         .api_key

@@ -47,7 +47,7 @@ const WORDS: &[&str] = &[
 
 /// The gateway's own: what `postback-url` writes where no network fills a
 /// role (one per role of SPEC §3; `source::url::placeholder`).
-pub const OWN: &[&str] = &[
+pub(crate) const OWN: &[&str] = &[
     "REPLACE_CLICK_ID",
     "REPLACE_AMOUNT",
     "REPLACE_CONVERSION_ID",
@@ -65,7 +65,7 @@ pub const OWN: &[&str] = &[
 /// Whether `value` is a placeholder: one of the shapes, one of the words
 /// (the gateway's own among them), or one of the source's own `extra` words
 /// (any case).
-pub fn is_placeholder(value: &str, extra: &[String]) -> bool {
+pub(crate) fn is_placeholder(value: &str, extra: &[String]) -> bool {
     WORDS
         .iter()
         .copied()
@@ -82,7 +82,7 @@ pub fn is_placeholder(value: &str, extra: &[String]) -> bool {
 /// Whether `value` holds nothing but ASCII white space (a macro filled with
 /// a blank). Such a token is `bad_tracking`; any other token is kept byte for
 /// byte, spaces included.
-pub fn is_blank(value: &str) -> bool {
+pub(crate) fn is_blank(value: &str) -> bool {
     value.bytes().all(|b| b.is_ascii_whitespace())
 }
 

@@ -41,7 +41,7 @@ pub enum Reason {
 impl Reason {
     /// Every reason, in declaration order: for metric pre-registration and
     /// exhaustive tests.
-    pub const ALL: [Reason; 15] = [
+    pub(crate) const ALL: [Reason; 15] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -60,7 +60,7 @@ impl Reason {
     ];
 
     /// The reason code, as sent in replies and used as a metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::BadEncoding => "bad_encoding",
             Reason::DuplicateParam => "duplicate_param",

@@ -9,8 +9,11 @@ use rust_decimal::Decimal;
 /// Normalized conversion status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// A confirmed conversion (also when no status is sent).
     Approved,
+    /// Not yet confirmed; an approval later is a new event.
     Pending,
+    /// Rejected by the advertiser.
     Declined,
     /// A word outside the source's vocabulary, accepted because the source
     /// says so (`unknown_status = "accept"`); `status_raw` says which.
@@ -18,6 +21,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The word the event carries (`approved`, `pending`, `declined`, `other`).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Approved => "approved",
@@ -28,7 +32,7 @@ impl Status {
     }
 
     /// The status named `word` as [`Status::as_str`] writes it.
-    pub fn parse(word: &str) -> Option<Status> {
+    pub(crate) fn parse(word: &str) -> Option<Status> {
         [
             Status::Approved,
             Status::Pending,
@@ -45,18 +49,18 @@ impl Status {
 /// `duplicate_param`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    pub api_key: Vec<String>,
-    pub tracking: Vec<String>,
-    pub amount: Vec<String>,
-    pub txid: Vec<String>,
-    pub goal: Vec<String>,
-    pub status: Vec<String>,
-    pub currency: Vec<String>,
-    pub click_time: Vec<String>,
-    pub campaign_id: Vec<String>,
-    pub adset_id: Vec<String>,
-    pub ad_id: Vec<String>,
-    pub placement: Vec<String>,
+    pub(crate) api_key: Vec<String>,
+    pub(crate) tracking: Vec<String>,
+    pub(crate) amount: Vec<String>,
+    pub(crate) txid: Vec<String>,
+    pub(crate) goal: Vec<String>,
+    pub(crate) status: Vec<String>,
+    pub(crate) currency: Vec<String>,
+    pub(crate) click_time: Vec<String>,
+    pub(crate) campaign_id: Vec<String>,
+    pub(crate) adset_id: Vec<String>,
+    pub(crate) ad_id: Vec<String>,
+    pub(crate) placement: Vec<String>,
 }
 
 impl Default for Names {
@@ -88,7 +92,12 @@ pub enum AmountFormat {
     /// between `min_decimals` (0..=2) and `max_decimals` (2..=6) decimals after
     /// a dot; with no decimals, no dot either (`100`, never `100.`). The
     /// reference format is 2..=2: exactly `0.00`.
-    Decimal { min_decimals: u8, max_decimals: u8 },
+    Decimal {
+        /// Fewest decimals after the dot (0 allows no dot at all).
+        min_decimals: u8,
+        /// Most decimals after the dot.
+        max_decimals: u8,
+    },
     /// Integer minor units (`2995` = `29.95`), as NATS sends.
     Cents,
 }
@@ -96,11 +105,12 @@ pub enum AmountFormat {
 /// The amount rules of a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmountRules {
+    /// How the amount is written.
     pub format: AmountFormat,
     /// Chargebacks as negative amounts (`-12.34`).
     pub allow_negative: bool,
     /// Largest accepted absolute amount.
-    pub max: Decimal,
+    pub(crate) max: Decimal,
     /// Whether a postback without an amount is `missing_amount`.
     pub required: bool,
 }
@@ -122,28 +132,30 @@ impl Default for AmountRules {
 /// Everything the parser needs to know about a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseRules {
+    /// The parameter names of each role.
     pub names: Names,
     /// Whether `+` in a query string means a space (the form rule) for this source.
     pub plus_as_space: bool,
+    /// How the amount is written and what it may be.
     pub amount: AmountRules,
     /// Raw status value → normalized status. When `status_case_insensitive`,
     /// the keys are stored lowercase and looked up lowercase.
     pub statuses: HashMap<String, Status>,
-    pub status_case_insensitive: bool,
+    pub(crate) status_case_insensitive: bool,
     /// Whether a status word outside `statuses` is accepted as
     /// [`Status::Other`] instead of refused (`bad_status`).
-    pub accept_unknown_status: bool,
+    pub(crate) accept_unknown_status: bool,
     /// A currency the source fixes (uppercase ISO 4217); a postback naming
     /// another is `currency_mismatch`.
     pub fixed_currency: Option<String>,
     /// Parameters dropped before pass-through (the cache-buster `_`).
-    pub dropped: Vec<String>,
+    pub(crate) dropped: Vec<String>,
     /// When set, the only parameters passed through; every other one is
     /// dropped unread (NATS posts ~90 member fields, passwords among them).
-    pub pass_through: Option<Vec<String>>,
+    pub(crate) pass_through: Option<Vec<String>>,
     /// The source's own placeholder words, refused as tracking tokens like
     /// the built-in ones (see [`super::placeholders`]), in any case.
-    pub extra_placeholders: Vec<String>,
+    pub(crate) extra_placeholders: Vec<String>,
 }
 
 impl ParseRules {

@@ -30,7 +30,12 @@ pub struct CampaignClaims {
 impl CampaignClaims {
     /// Records that `source` (of `platform`) sent `campaign`; returns the other
     /// source's name when another one of the same platform claimed it first.
-    pub fn observe(&self, platform: &str, source: &Arc<str>, campaign: &str) -> Option<Arc<str>> {
+    pub(crate) fn observe(
+        &self,
+        platform: &str,
+        source: &Arc<str>,
+        campaign: &str,
+    ) -> Option<Arc<str>> {
         let mut h = self.hasher.build_hasher();
         platform.hash(&mut h);
         campaign.hash(&mut h);

@@ -102,7 +102,7 @@ struct AmountFile {
 /// Builds every source of `tables`; `None` when there are none (the binary
 /// then runs the single `default` source). Problems go to `errors`; what is
 /// allowed but risky goes to `warnings`.
-pub fn build(
+pub(crate) fn build(
     tables: BTreeMap<String, toml::Value>,
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,

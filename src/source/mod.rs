@@ -2,10 +2,11 @@
 //! A source owns its credentials, its client networks and its [`ParseRules`];
 //! with no configured sources, one `default` source takes the reference format
 //! of SPEC §3. The set of sources is swapped whole on a reload.
+#![warn(missing_docs)]
 
 pub mod claims;
-pub mod config;
-pub mod net;
+pub(crate) mod config;
+pub(crate) mod net;
 pub mod presets;
 pub mod url;
 
@@ -17,13 +18,14 @@ use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 
 use crate::postback::ParseRules;
-use crate::rejection::Rejection as Reason;
+use crate::rejection::Rejection;
 use net::Networks;
 use url::UrlTemplate;
 
 /// One sender.
 #[derive(Debug)]
 pub struct Source {
+    /// The name of its `[sources.NAME]` table: in paths, events and metric labels.
     pub name: Arc<str>,
     /// Accepted api keys (several, for rotation); empty means no key is asked for.
     keys: Vec<Vec<u8>>,
@@ -31,29 +33,30 @@ pub struct Source {
     /// is public and must never open the S2S endpoint.
     pixel_keys: Vec<Vec<u8>>,
     /// A keyless source takes pixels only, unless this says otherwise.
-    pub s2s_without_key: bool,
+    pub(crate) s2s_without_key: bool,
     /// Dedup keys this source may hold in a pool of its own (fixed at start).
-    pub dedup_max_keys: Option<usize>,
+    pub(crate) dedup_max_keys: Option<usize>,
+    /// How its postbacks are parsed.
     pub rules: ParseRules,
     /// Whether `conversion_time` is the click time the postback carries.
-    pub conversion_at_click: bool,
+    pub(crate) conversion_at_click: bool,
     /// Platform type (the preset unless configured): two sources of one
     /// platform must not claim the same campaign.
     pub platform: Arc<str>,
     /// The key may arrive as the first path segment (`/{key}/postback`).
-    pub key_in_path: bool,
+    pub(crate) key_in_path: bool,
     /// Whether `/pixel` requests are taken for this source.
-    pub pixels: bool,
+    pub(crate) pixels: bool,
     /// Host names (custom tracking domains) that select this source.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// Client networks allowed to send; empty allows every address.
-    pub allow: Networks,
+    pub(crate) allow: Networks,
     /// Proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Networks,
+    pub(crate) trusted_proxies: Networks,
     /// How the postback URL handed to this sender is written.
     pub url: UrlTemplate,
     /// Postbacks per second this source may send; `None` is unlimited.
-    pub rate: Option<crate::ratelimit::Limiter>,
+    pub(crate) rate: Option<crate::ratelimit::Limiter>,
     /// This source's counters, registered on first use (the recorder may be
     /// installed after the config is read), so a request allocates no label.
     counters: std::sync::OnceLock<SourceCounters>,
@@ -71,7 +74,7 @@ impl std::fmt::Debug for SourceCounters {
 }
 
 impl Source {
-    pub fn new(name: &str, keys: Vec<String>, rules: ParseRules) -> Source {
+    pub(crate) fn new(name: &str, keys: Vec<String>, rules: ParseRules) -> Source {
         Source {
             name: Arc::from(name),
             pixels: keys.is_empty(),
@@ -100,12 +103,12 @@ impl Source {
     }
 
     /// Counts an event made durable.
-    pub fn count_accepted(&self) {
+    pub(crate) fn count_accepted(&self) {
         self.counters().accepted.increment(1);
     }
 
     /// Counts a repeat answered `DUPLICATE`.
-    pub fn count_duplicate(&self) {
+    pub(crate) fn count_duplicate(&self) {
         self.counters().duplicates.increment(1);
     }
 
@@ -113,12 +116,12 @@ impl Source {
     /// constant time per key, so the reply time does not tell how much of a
     /// key was right. A source without keys takes no S2S postbacks (anyone
     /// could send them) unless `s2s_without_key` says so.
-    pub fn authenticate(&self, presented: Option<&str>) -> Result<(), Reason> {
+    pub(crate) fn authenticate(&self, presented: Option<&str>) -> Result<(), Rejection> {
         if self.keys.is_empty() {
             return if self.s2s_without_key {
                 Ok(())
             } else {
-                Err(Reason::PixelOnly)
+                Err(Rejection::PixelOnly)
             };
         }
         check_key(&self.keys, presented)
@@ -126,7 +129,7 @@ impl Source {
 
     /// Checks a pixel's key: none for a keyless source; for a keyed one, one
     /// of its `pixel_keys`, never an api key.
-    pub fn authenticate_pixel(&self, presented: Option<&str>) -> Result<(), Reason> {
+    pub(crate) fn authenticate_pixel(&self, presented: Option<&str>) -> Result<(), Rejection> {
         if self.keys.is_empty() && self.pixel_keys.is_empty() {
             return Ok(());
         }
@@ -134,51 +137,55 @@ impl Source {
     }
 
     /// Gives the source its pixel keys; a keyed source takes pixels with them.
-    pub fn set_pixel_keys(&mut self, keys: Vec<String>) {
+    pub(crate) fn set_pixel_keys(&mut self, keys: Vec<String>) {
         self.pixel_keys = keys.into_iter().map(String::into_bytes).collect();
     }
 
     /// The key handed out in pixel URLs: the first pixel key.
-    pub fn first_pixel_key(&self) -> Option<&str> {
+    pub(crate) fn first_pixel_key(&self) -> Option<&str> {
         self.pixel_keys
             .first()
             .and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// Whether the source asks S2S postbacks for a key.
-    pub fn is_keyed(&self) -> bool {
+    pub(crate) fn is_keyed(&self) -> bool {
         !self.keys.is_empty()
     }
 
     /// The key handed out in postback URLs: the first one listed.
     /// How many api keys the source has (the console shows the count, never a key).
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.keys.len()
     }
 
     /// How many pixel keys the source has.
-    pub fn pixel_key_count(&self) -> usize {
+    pub(crate) fn pixel_key_count(&self) -> usize {
         self.pixel_keys.len()
     }
 
-    pub fn first_key(&self) -> Option<&str> {
+    pub(crate) fn first_key(&self) -> Option<&str> {
         self.keys.first().and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The client address (see [`net::client_ip`]), or `ip_not_allowed`.
-    pub fn admit(&self, peer: IpAddr, forwarded_for: Option<&str>) -> Result<IpAddr, Reason> {
+    pub(crate) fn admit(
+        &self,
+        peer: IpAddr,
+        forwarded_for: Option<&str>,
+    ) -> Result<IpAddr, Rejection> {
         let client = net::client_ip(peer, forwarded_for, &self.trusted_proxies);
         if self.allow.is_empty() || self.allow.contains(client) {
             Ok(client)
         } else {
-            Err(Reason::IpNotAllowed)
+            Err(Rejection::IpNotAllowed)
         }
     }
 }
 
 /// `presented` against `keys`, in constant time per key.
-fn check_key(keys: &[Vec<u8>], presented: Option<&str>) -> Result<(), Reason> {
-    let presented = presented.ok_or(Reason::MissingApiKey)?.as_bytes();
+fn check_key(keys: &[Vec<u8>], presented: Option<&str>) -> Result<(), Rejection> {
+    let presented = presented.ok_or(Rejection::MissingApiKey)?.as_bytes();
     let mut ok = subtle::Choice::from(0);
     for k in keys {
         ok |= k.as_slice().ct_eq(presented);
@@ -186,7 +193,7 @@ fn check_key(keys: &[Vec<u8>], presented: Option<&str>) -> Result<(), Reason> {
     if bool::from(ok) {
         Ok(())
     } else {
-        Err(Reason::BadApiKey)
+        Err(Rejection::BadApiKey)
     }
 }
 
@@ -217,7 +224,7 @@ impl Sources {
 
     /// Indexes `list`; the config has checked that names and hosts are unique.
     /// A source named `default` serves requests that name no source.
-    pub fn from_list(list: Vec<Source>) -> Sources {
+    pub(crate) fn from_list(list: Vec<Source>) -> Sources {
         let mut s = Sources::default();
         for src in list {
             let src = Arc::new(src);
@@ -236,16 +243,20 @@ impl Sources {
     }
 
     /// The source named in a path, or the default one.
-    pub fn resolve(&self, name: Option<&str>) -> Result<&Arc<Source>, Reason> {
+    pub(crate) fn resolve(&self, name: Option<&str>) -> Result<&Arc<Source>, Rejection> {
         match name {
-            Some(n) => self.by_name.get(n).ok_or(Reason::UnknownSource),
-            None => self.default.as_ref().ok_or(Reason::UnknownSource),
+            Some(n) => self.by_name.get(n).ok_or(Rejection::UnknownSource),
+            None => self.default.as_ref().ok_or(Rejection::UnknownSource),
         }
     }
 
     /// The source of a request: named in its path, else the one its `Host`
     /// selects, else the default.
-    pub fn select(&self, name: Option<&str>, host: Option<&str>) -> Result<&Arc<Source>, Reason> {
+    pub(crate) fn select(
+        &self,
+        name: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<&Arc<Source>, Rejection> {
         if name.is_none() && !self.by_host.is_empty() {
             if let Some(h) = host.map(host_name) {
                 if let Some(s) = self.by_host.get(h.as_ref()) {
@@ -258,41 +269,39 @@ impl Sources {
 
     /// The source whose key is `key`, for `/{key}/postback`. Every candidate is
     /// checked in constant time; no match is `bad_api_key`.
-    pub fn by_path_key(&self, key: &str) -> Result<&Arc<Source>, Reason> {
+    pub(crate) fn by_path_key(&self, key: &str) -> Result<&Arc<Source>, Rejection> {
         self.path_keyed
             .iter()
             .find(|s| s.authenticate(Some(key)).is_ok())
-            .ok_or(Reason::BadApiKey)
+            .ok_or(Rejection::BadApiKey)
     }
 
     /// Whether `value` is one of the api or pixel keys of any source (for
     /// redacting a key wherever a sender put it).
-    pub fn is_key(&self, value: &[u8]) -> bool {
+    pub(crate) fn is_key(&self, value: &[u8]) -> bool {
         !value.is_empty()
             && self
                 .all()
                 .any(|s| s.keys.iter().chain(&s.pixel_keys).any(|k| k == value))
     }
 
+    /// The source called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
         self.by_name.get(name)
     }
 
     /// Every source.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Source>> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Source>> {
         self.by_name.values()
     }
 
+    /// Every source's name, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
     }
 }
 
@@ -316,16 +325,17 @@ fn host_name(host: &str) -> Cow<'_, str> {
 pub struct SharedSources(RwLock<Arc<Sources>>);
 
 impl SharedSources {
+    /// Starts with `sources`.
     pub fn new(sources: Arc<Sources>) -> SharedSources {
         SharedSources(RwLock::new(sources))
     }
 
     /// The current set; the lock is held only for the clone of an `Arc`.
-    pub fn load(&self) -> Arc<Sources> {
+    pub(crate) fn load(&self) -> Arc<Sources> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn store(&self, sources: Arc<Sources>) {
+    pub(crate) fn store(&self, sources: Arc<Sources>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = sources;
     }
 }
@@ -343,13 +353,13 @@ mod tests {
         );
         assert_eq!(s.authenticate(Some("new")), Ok(()));
         assert_eq!(s.authenticate(Some("old")), Ok(()));
-        assert_eq!(s.authenticate(Some("ne")), Err(Reason::BadApiKey));
-        assert_eq!(s.authenticate(Some("newer")), Err(Reason::BadApiKey));
-        assert_eq!(s.authenticate(None), Err(Reason::MissingApiKey));
+        assert_eq!(s.authenticate(Some("ne")), Err(Rejection::BadApiKey));
+        assert_eq!(s.authenticate(Some("newer")), Err(Rejection::BadApiKey));
+        assert_eq!(s.authenticate(None), Err(Rejection::MissingApiKey));
         // A keyless source takes pixels without a key, and S2S only when told.
         let mut open = Source::new("n", vec![], ParseRules::reference());
         assert_eq!(open.authenticate_pixel(None), Ok(()));
-        assert_eq!(open.authenticate(None), Err(Reason::PixelOnly));
+        assert_eq!(open.authenticate(None), Err(Rejection::PixelOnly));
         open.s2s_without_key = true;
         assert_eq!(open.authenticate(None), Ok(()));
         // Pixel keys open pixels only; api keys never open pixels.
@@ -359,9 +369,9 @@ mod tests {
         assert_eq!(keyed.authenticate_pixel(Some("pix")), Ok(()));
         assert_eq!(
             keyed.authenticate_pixel(Some("api")),
-            Err(Reason::BadApiKey)
+            Err(Rejection::BadApiKey)
         );
-        assert_eq!(keyed.authenticate(Some("pix")), Err(Reason::BadApiKey));
+        assert_eq!(keyed.authenticate(Some("pix")), Err(Rejection::BadApiKey));
     }
 
     #[test]
@@ -369,7 +379,10 @@ mod tests {
         let s = Sources::single_default("k".into(), None);
         assert_eq!(&*s.resolve(None).unwrap().name, "default");
         assert_eq!(&*s.resolve(Some("default")).unwrap().name, "default");
-        assert_eq!(s.resolve(Some("nope")).unwrap_err(), Reason::UnknownSource);
+        assert_eq!(
+            s.resolve(Some("nope")).unwrap_err(),
+            Rejection::UnknownSource
+        );
     }
 
     #[test]
@@ -379,7 +392,7 @@ mod tests {
         let mut b = Source::new("b", vec!["key-of-b".into()], ParseRules::reference());
         b.key_in_path = true;
         let s = Sources::from_list(vec![a, b]);
-        let name = |r: Result<&Arc<Source>, Reason>| r.map(|s| s.name.to_string());
+        let name = |r: Result<&Arc<Source>, Rejection>| r.map(|s| s.name.to_string());
         assert_eq!(
             name(s.select(None, Some("TRACK.a.example:8080"))),
             Ok("a".into())
@@ -390,10 +403,10 @@ mod tests {
         );
         assert_eq!(
             name(s.select(None, Some("other"))),
-            Err(Reason::UnknownSource)
+            Err(Rejection::UnknownSource)
         );
         assert_eq!(name(s.by_path_key("key-of-b")), Ok("b".into()));
-        assert_eq!(name(s.by_path_key("key-of-a")), Err(Reason::BadApiKey));
+        assert_eq!(name(s.by_path_key("key-of-a")), Err(Rejection::BadApiKey));
         assert_eq!(host_name("[::1]:80"), "[::1]");
     }
 
@@ -404,10 +417,13 @@ mod tests {
         s.trusted_proxies = Networks(vec!["10.0.0.1".parse().unwrap()]);
         let ip = |t: &str| t.parse::<IpAddr>().unwrap();
         assert_eq!(s.admit(ip("203.0.113.5"), None), Ok(ip("203.0.113.5")));
-        assert_eq!(s.admit(ip("198.51.100.1"), None), Err(Reason::IpNotAllowed));
+        assert_eq!(
+            s.admit(ip("198.51.100.1"), None),
+            Err(Rejection::IpNotAllowed)
+        );
         assert_eq!(
             s.admit(ip("198.51.100.1"), Some("203.0.113.5")),
-            Err(Reason::IpNotAllowed),
+            Err(Rejection::IpNotAllowed),
             "a header from an untrusted peer is ignored"
         );
         assert_eq!(

@@ -8,13 +8,13 @@ use std::str::FromStr;
 
 /// One CIDR block (`203.0.113.0/24`, `2001:db8::/32`) or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     addr: IpAddr,
     prefix: u8,
 }
 
 impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -108,14 +108,14 @@ impl fmt::Display for Cidr {
 
 /// A list of blocks; empty matches nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Networks(pub Vec<Cidr>);
+pub(crate) struct Networks(pub Vec<Cidr>);
 
 impl Networks {
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -123,7 +123,7 @@ impl Networks {
 /// The client address of a request: the peer, or, when the peer is a trusted
 /// proxy, the nearest address in `X-Forwarded-For` that is not itself a
 /// trusted proxy. An unparsable header entry stops the walk at the proxy.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &Networks) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &Networks) -> IpAddr {
     if trusted.is_empty() || !trusted.contains(peer) {
         return peer;
     }

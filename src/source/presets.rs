@@ -15,21 +15,34 @@ use crate::postback::{Names, ParseRules, Status};
 /// A parameter role of SPEC §3, as named in config (`[sources.x.params]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// The credentials.
     ApiKey,
+    /// The tracking token (click id).
     Tracking,
+    /// The amount.
     Amount,
+    /// The transaction id.
     Txid,
+    /// The goal or event type.
     Goal,
+    /// The conversion's status.
     Status,
+    /// The currency.
     Currency,
+    /// The click or visit time.
     ClickTime,
+    /// The tracking template's campaign id.
     CampaignId,
+    /// The tracking template's ad set id.
     AdsetId,
+    /// The tracking template's ad id.
     AdId,
+    /// The tracking template's placement.
     Placement,
 }
 
 impl Role {
+    /// Every role, in the order of SPEC §3.
     pub const ALL: [Role; 12] = [
         Role::ApiKey,
         Role::Tracking,
@@ -46,9 +59,10 @@ impl Role {
     ];
 
     /// The four ids a tracking template must carry.
-    pub const TEMPLATE_IDS: [Role; 4] =
+    pub(crate) const TEMPLATE_IDS: [Role; 4] =
         [Role::CampaignId, Role::AdsetId, Role::AdId, Role::Placement];
 
+    /// The role's name in config and its default parameter name.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::ApiKey => "api_key",
@@ -66,10 +80,11 @@ impl Role {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Role> {
+    pub(crate) fn parse(s: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
+    /// The parameter names this role goes by in `n`.
     pub fn names(self, n: &Names) -> &Vec<String> {
         match self {
             Role::ApiKey => &n.api_key,
@@ -87,7 +102,7 @@ impl Role {
         }
     }
 
-    pub fn names_mut(self, n: &mut Names) -> &mut Vec<String> {
+    pub(crate) fn names_mut(self, n: &mut Names) -> &mut Vec<String> {
         match self {
             Role::ApiKey => &mut n.api_key,
             Role::Tracking => &mut n.tracking,
@@ -101,24 +116,6 @@ impl Role {
             Role::AdsetId => &mut n.adset_id,
             Role::AdId => &mut n.ad_id,
             Role::Placement => &mut n.placement,
-        }
-    }
-}
-
-/// How a platform writes a macro, for roles its preset does not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacroStyle {
-    /// `{name}`
-    Braces,
-    /// `#name#` (CAKE)
-    Hashes,
-}
-
-impl MacroStyle {
-    pub fn wrap(self, name: &str) -> String {
-        match self {
-            MacroStyle::Braces => format!("{{{name}}}"),
-            MacroStyle::Hashes => format!("#{name}#"),
         }
     }
 }
@@ -140,6 +137,8 @@ struct DataFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NetworkFile {
+    /// How its macros are written (`braces`, the default, or `hashes`), for
+    /// the record: its URLs use `macros` as written.
     style: Option<String>,
     #[serde(default)]
     macros: Vec<(String, String)>,
@@ -157,38 +156,37 @@ struct NetworkFile {
 /// from its `[presets.NAME]` table exactly as a `[sources.NAME]` table is.
 #[derive(Debug, Clone)]
 pub struct Preset {
-    pub name: String,
+    pub(crate) name: String,
+    /// How a source of this platform parses its postbacks.
     pub rules: ParseRules,
     /// The secret travels as the first path segment (`/{key}/postback`).
     pub key_in_path: bool,
     /// Whether sources of this platform take browser pixels.
-    pub pixels: bool,
+    pub(crate) pixels: bool,
     /// How postback URLs for this format are written, and for which network.
-    pub url: UrlTemplate,
+    pub(crate) url: UrlTemplate,
 }
 
 /// A sender: the macros it fills into a postback URL and what it fills in.
 #[derive(Debug, Clone)]
 pub struct Network {
-    pub name: String,
-    /// How its macros are written, for the record; the URL uses `macros`.
-    pub style: MacroStyle,
+    pub(crate) name: String,
     /// Roles in the order its URLs list them, with its macro for each.
-    pub macros: Vec<(Role, String)>,
+    pub(crate) macros: Vec<(Role, String)>,
     /// What it fills in per role, in the shapes its documentation shows.
-    pub samples: HashMap<Role, Vec<String>>,
+    pub(crate) samples: HashMap<Role, Vec<String>>,
     /// The status words it sends, with what each means.
-    pub statuses: Vec<(String, Status)>,
+    pub(crate) statuses: Vec<(String, Status)>,
     /// It fills no URL but posts the fields of this preset as a form body.
-    pub posts_fields_of: Option<String>,
+    pub(crate) posts_fields_of: Option<String>,
     /// What the operator must know about its macros (one that is not on the
     /// network's own pages, say), printed with every URL for it.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl Network {
     /// The values this network puts in place of `role`'s macro.
-    pub fn samples(&self, role: Role) -> &[String] {
+    pub(crate) fn samples(&self, role: Role) -> &[String] {
         self.samples.get(&role).map_or(&[], Vec::as_slice)
     }
 }
@@ -264,14 +262,13 @@ fn network(
     errors: &mut Vec<String>,
 ) -> Network {
     let mut err = |msg: String| errors.push(format!("network {name}: {msg}"));
-    let style = match n.style.as_deref() {
-        None | Some("braces") => MacroStyle::Braces,
-        Some("hashes") => MacroStyle::Hashes,
-        Some(other) => {
-            err(format!("style {other:?} is \"braces\" or \"hashes\""));
-            MacroStyle::Braces
-        }
-    };
+    if let Some(other) = n
+        .style
+        .as_deref()
+        .filter(|s| !matches!(*s, "braces" | "hashes"))
+    {
+        err(format!("style {other:?} is \"braces\" or \"hashes\""));
+    }
     let role = |r: &str, err: &mut dyn FnMut(String)| {
         let role = Role::parse(r);
         if role.is_none() {
@@ -309,7 +306,6 @@ fn network(
     }
     Network {
         name: name.to_owned(),
-        style,
         macros,
         samples,
         statuses,
@@ -342,7 +338,7 @@ pub fn network_named(name: &str) -> Option<&'static Network> {
 }
 
 /// What a sender fills in for `role` when no network says (`[samples]`).
-pub fn default_sample(role: Role) -> Option<&'static str> {
+pub(crate) fn default_sample(role: Role) -> Option<&'static str> {
     catalog()
         .samples
         .get(role.as_str())

@@ -19,12 +19,13 @@ pub struct UrlTemplate {
     /// The network that fires into the source when none is named.
     pub network: Option<String>,
     /// The source's own macros, per role, over the network's.
-    pub macros: Vec<(Role, String)>,
+    pub(crate) macros: Vec<(Role, String)>,
 }
 
 /// What `postback-gateway postback-url` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceUrls {
+    /// The S2S postback URL.
     pub postback: String,
     /// When the source takes pixels.
     pub pixel: Option<String>,
@@ -157,12 +158,14 @@ pub fn source_urls(
 }
 
 /// A value a network fills in, with the status it means (statuses only).
-pub type Sample = (String, Option<Status>);
+pub(crate) type Sample = (String, Option<Status>);
 
 /// One parameter of the URL (or of the posted body).
 #[derive(Debug, Clone)]
 pub struct Field {
+    /// The role it fills.
     pub role: Role,
+    /// The parameter's name in the URL (or body).
     pub param: String,
     /// The network's macro, the source's own, or a placeholder.
     pub macro_text: String,
@@ -174,7 +177,7 @@ pub struct Field {
 
 impl Field {
     /// A placeholder the operator replaces: no network fills it.
-    pub fn is_placeholder(&self) -> bool {
+    pub(crate) fn is_placeholder(&self) -> bool {
         self.macro_text.starts_with("REPLACE_")
     }
 }
@@ -423,7 +426,7 @@ pub fn rounds(fields: &[Field]) -> usize {
 /// each with the status it means: as many as the longest sample list, so
 /// every documented value is tried. Placeholders are left out: the operator
 /// fills them.
-pub fn sample_queries(fields: &[Field]) -> Vec<(String, Option<Status>)> {
+pub(crate) fn sample_queries(fields: &[Field]) -> Vec<(String, Option<Status>)> {
     (0..rounds(fields))
         .map(|i| {
             let mut meaning = None;
