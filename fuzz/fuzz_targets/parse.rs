@@ -9,7 +9,10 @@ use postback_gateway::postback::{self, AmountFormat, Params, ParseRules, Status}
 
 fn lenient() -> ParseRules {
     let mut r = ParseRules::reference();
-    r.amount.format = AmountFormat::Decimal { max_decimals: 6 };
+    r.amount.format = AmountFormat::Decimal {
+        min_decimals: 0,
+        max_decimals: 6,
+    };
     r.amount.allow_negative = true;
     r.amount.required = false;
     r.plus_as_space = true;
