@@ -256,14 +256,17 @@ impl Recent {
         }
     }
 
-    fn log_of(&self, name: &Arc<str>) -> Arc<Mutex<Log>> {
-        let found = self
-            .logs
+    /// The log of `name`, when it has one.
+    fn existing(&self, name: &str) -> Option<Arc<Mutex<Log>>> {
+        self.logs
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .cloned();
-        found.unwrap_or_else(|| {
+            .cloned()
+    }
+
+    fn log_of(&self, name: &Arc<str>) -> Arc<Mutex<Log>> {
+        self.existing(name).unwrap_or_else(|| {
             let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
             logs.entry(name.clone()).or_default().clone()
         })
@@ -297,30 +300,16 @@ impl Recent {
     pub(crate) fn entries(&self, source: Option<&str>) -> Vec<Entry> {
         let take = |log: &Log| log.entries.iter().rev().cloned().collect();
         match source {
-            Some(name) => {
-                let log = self
-                    .logs
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(name)
-                    .cloned();
-                log.map_or_else(Vec::new, |l| {
-                    take(&l.lock().unwrap_or_else(|e| e.into_inner()))
-                })
-            }
+            Some(name) => self.existing(name).map_or_else(Vec::new, |l| {
+                take(&l.lock().unwrap_or_else(|e| e.into_inner()))
+            }),
             None => take(&self.unmatched.lock().unwrap_or_else(|e| e.into_inner())),
         }
     }
 
     /// The counts of `source` since start.
     pub(crate) fn counts(&self, source: &str) -> Counts {
-        let log = self
-            .logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(source)
-            .cloned();
-        log.map_or_else(Counts::default, |l| {
+        self.existing(source).map_or_else(Counts::default, |l| {
             l.lock().unwrap_or_else(|e| e.into_inner()).counts()
         })
     }
