@@ -20,6 +20,12 @@
 //!   774.0 MiB right after the last insert (80.7 bytes per key), 771.9 MiB a
 //!   second later (80.5 bytes per key): the bench's 10 million keys fall in
 //!   one 3-hour span, which fills four generations of an eighth of the bound.
+//! The rest of those 80 bytes was transparent huge pages: mimalloc advises
+//!   them on its arena, and the tables' pages were then held twice over. With
+//!   them off for the process (as the gateway does at start), 2026-12-02:
+//!   4.2 MiB -> 426.3 MiB right after the last insert (44.3 bytes per key),
+//!   416.3 MiB a second later (43.2 bytes per key; 420 ns per insert);
+//!   `DEDUP_HUGE_PAGES=1` (leave them on), same sitting: 82.4 bytes per key.
 //! Where it went in 51f00f8: each map entry is a u128 key and a 32-byte `Slot` (the enum
 //! of a u128 event id and a u32 time, padded to 16-byte alignment) plus a
 //! control byte, in hashbrown tables 55-87% full; and 32 bytes per key in the
@@ -58,6 +64,10 @@ fn main() {
     );
     let at = (dedup::system_clock())();
     let id = Uuid::now_v7();
+    // As the gateway does at start: see `no_transparent_huge_pages`.
+    if std::env::var_os("DEDUP_HUGE_PAGES").is_none() {
+        postback_gateway::sink::native::no_transparent_huge_pages();
+    }
     let before = rss_bytes();
     let started = Instant::now();
     for i in 0..keys {

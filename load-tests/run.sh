@@ -12,6 +12,8 @@
 #             shows medians
 # Environment: RATE (open-loop requests/s), DURATION (s), CONCURRENCY,
 #   SKIP_BUILD=1 (use the binaries already built),
+#   GATEWAY_BIN=PATH (run that gateway binary instead of the one built here:
+#   alternate two builds in one sitting to compare them),
 #   TANSU_CPU (default 1: Kafka shares the generator's core and each server
 #   has core 0 to itself, as in production where Kafka runs on other machines;
 #   TANSU_CPU=0 puts Tansu on the servers' core instead),
@@ -76,7 +78,7 @@ wait_port "$kport"
 
 taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=$key POSTBACK_PIXEL_KEY=bench-pixel-key RUST_LOG=warn \
   LISTEN_ADDR="127.0.0.1:$gport" ADMIN_ADDR="127.0.0.1:$aport" SPOOL_DIR="$spool" \
-  "$bin/postback-gateway" >"$out/gateway.log" 2>&1 &
+  "${GATEWAY_BIN:-$bin/postback-gateway}" >"$out/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=("$gw_pid")
 for _ in $(seq 200); do

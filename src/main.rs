@@ -93,6 +93,7 @@ fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
 }
 
 fn main() -> ExitCode {
+    postback_gateway::sink::native::no_transparent_huge_pages();
     let (command, path, url_args) = match parse_args() {
         Ok(x) => x,
         Err(e) => {

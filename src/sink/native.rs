@@ -70,6 +70,25 @@ pub fn keep_c_heap() {
     }
 }
 
+/// Turns transparent huge pages off for this process. mimalloc asks for huge
+/// pages on the gigabyte it reserves at start (`madvise(MADV_HUGEPAGE)`), and
+/// the dedup window's tables live there: with huge pages its resident set
+/// was twice the tables' size (`cargo bench --bench dedup_memory`: 82 bytes
+/// per key with them, 43 without, at 10 million keys; the tables hold 33 bytes
+/// per entry). The flag counts at each page fault, so it also covers memory
+/// mapped before the call. Call once, early.
+pub fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag
+        // on this process's memory map.
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "Cannot turn transparent huge pages off.");
+        }
+    }
+}
+
 /// Raises this process's open-file limit to its hard limit (every connection
 /// and every spool segment is a file descriptor; distributions often start
 /// services at 1,024). Returns the soft limit before and after.
@@ -110,6 +129,14 @@ mod tests {
         // The command name is in parentheses and may hold spaces: count after it.
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         after.split(' ').nth(38).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn transparent_huge_pages_are_off_after_the_call() {
+        no_transparent_huge_pages();
+        // SAFETY: PR_GET_THP_DISABLE takes no pointer; it returns the flag.
+        let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(flag, 1);
     }
 
     #[test]
