@@ -166,7 +166,7 @@ for key, cost in exclusive.items():
 for group, cost in groups.most_common(14):
     print(f"  {cost / replies:9,.0f}  {group}")
 clock = sum(c for k, c in calls_to.items() if names.get(k, "").startswith("clock_gettime"))
-print(f"clock reads per reply: {clock / replies:.1f}")
+print(f"clock_gettime calls per reply (precise and coarse): {clock / replies:.1f}")
 print(f"top {top} functions (instructions per reply, own cost):")
 for key, cost in exclusive.most_common(top):
     print(f"  {cost / replies:9,.0f}  {names.get(key, key)[:110]}")

@@ -159,14 +159,10 @@ enum Flight {
 /// Seconds since the unix epoch; injectable so tests use a fixed clock.
 pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
 
-/// The real clock.
+/// The real clock, to the second (the kernel's coarse clock: see
+/// [`crate::sink::native::coarse_unix_seconds`]).
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0)
-    })
+    Arc::new(|| crate::sink::native::coarse_unix_seconds() as u32)
 }
 
 /// The fields of a conversion that make it one conversion.
