@@ -97,6 +97,7 @@ stamp=$(date +%Y%m%d-%H%M%S)
 cp "$dump" "$out/instructions-$stamp.callgrind"
 
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+echo "clock source: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)"
 echo "gateway: $gateway"
 python3 - "$dump" "$work/measure.json" "${TOP:-25}" <<'PY'
 import collections, json, re, sys

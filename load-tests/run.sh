@@ -97,6 +97,9 @@ echo "gateway idle: $(grep VmRSS /proc/$gw_pid/status | tr -s ' \t' ' ')"
 # CPU left over by anything else on the machine spoils the numbers: say so.
 read -r _ u1 n1 s1 i1 _ < /proc/stat; sleep 1; read -r _ u2 n2 s2 i2 _ < /proc/stat
 busy=$(( (u2 + n2 + s2) - (u1 + n1 + s1) )); total=$(( busy + i2 - i1 ))
+# Each clock read is a system call where the clock source is not the TSC
+# (some VMs): the gateway reads the clock about 15 times per postback.
+echo "clock source: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)"
 echo "machine busy before the run: $(( 100 * busy / (total > 0 ? total : 1) ))% of 2 cores (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 
 extra=()
