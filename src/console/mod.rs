@@ -214,9 +214,6 @@ pub struct Recent {
     bytes: AtomicUsize,
     /// Entries pushed out of a full ring, for the record.
     evicted: AtomicU64,
-    /// `postback_console_bytes`, registered on first use (the recorder may be
-    /// installed after this is made).
-    gauge: std::sync::OnceLock<metrics::Gauge>,
 }
 
 impl Recent {
@@ -229,7 +226,6 @@ impl Recent {
             unmatched: Mutex::new(Log::default()),
             bytes: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
-            gauge: std::sync::OnceLock::new(),
         }
     }
 
@@ -291,9 +287,6 @@ impl Recent {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.gauge
-            .get_or_init(|| metrics::gauge!(crate::metrics::CONSOLE_BYTES))
-            .set(self.bytes.load(Ordering::Relaxed) as f64);
     }
 
     /// The entries of `source` (`None`: the unmatched list), newest first.
@@ -314,7 +307,8 @@ impl Recent {
         })
     }
 
-    /// Bytes the console holds now.
+    /// Bytes the console holds now (`postback_console_bytes`, set when
+    /// `/metrics` is read rather than on every request).
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }

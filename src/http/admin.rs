@@ -24,6 +24,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         "/metrics" => {
             let ready = app.ready();
             metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
+            metrics::gauge!(m::CONSOLE_BYTES).set(app.console.bytes() as f64);
             let mut resp = Response::new(Full::new(Bytes::from(app.metrics.render())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
