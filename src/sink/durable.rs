@@ -124,7 +124,7 @@ impl Sink for Durable {
             // While Kafka is known to be unreachable, waiting for its timeout
             // would only slow every sender down: go to disk at once.
             if self.kafka.ready() && self.topic_warm.load(Ordering::Acquire) {
-                match self.kafka.deliver(event).await {
+                match self.kafka.send_event(event).await {
                     Ok(()) => return Ok(()),
                     Err(SinkError::Closed) => return Err(SinkError::Closed),
                     Err(SinkError::QueueFull) => {}
@@ -407,7 +407,7 @@ async fn deliver_all(
                 if super::faults::drain_delivery_panics() {
                     panic!("a delivery panic injected by a test");
                 }
-                (i, kafka.deliver(&ev).await)
+                (i, kafka.send_event(&ev).await)
             });
         }
         // Per record: delivered (or dead-lettered), or still to do.

@@ -433,61 +433,68 @@ async fn ensure_topic(
     Ok(true)
 }
 
-impl Sink for KafkaSink {
-    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            let headers = OwnedHeaders::new_with_capacity(2)
-                .insert(Header {
-                    key: "source",
-                    value: Some(event.source.as_bytes()),
-                })
-                .insert(Header {
-                    key: "schema",
-                    value: Some(SCHEMA),
-                });
-            let (verdict, waiting) = oneshot::channel();
-            let record = BaseRecord::with_opaque_to(&self.topic, Box::new(verdict))
-                .key(event.key.as_bytes())
-                .payload(&event.payload)
-                .headers(headers);
-            let started = Instant::now();
-            let result = match self.producer().send(record) {
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    Err(SinkError::QueueFull)
+impl KafkaSink {
+    /// Sends `event` and waits for the broker's verdict. The sink on the
+    /// request path calls this directly: through [`Sink::deliver`] each
+    /// event's wait would be boxed once more.
+    pub(crate) async fn send_event(&self, event: &Event) -> Result<(), SinkError> {
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: "source",
+                value: Some(event.source.as_bytes()),
+            })
+            .insert(Header {
+                key: "schema",
+                value: Some(SCHEMA),
+            });
+        let (verdict, waiting) = oneshot::channel();
+        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(verdict))
+            .key(event.key.as_bytes())
+            .payload(&event.payload)
+            .headers(headers);
+        let started = Instant::now();
+        let result = match self.producer().send(record) {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SinkError::QueueFull)
+            }
+            Err((e, _)) => Err(sink_error(&e)),
+            Ok(()) => match tokio::time::timeout(self.verdict_wait, waiting).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))) => {
+                    Err(SinkError::Timeout)
                 }
-                Err((e, _)) => Err(sink_error(&e)),
-                Ok(()) => match tokio::time::timeout(self.verdict_wait, waiting).await {
-                    Ok(Ok(Ok(()))) => Ok(()),
-                    Ok(Ok(Err(KafkaError::MessageProduction(
-                        RDKafkaErrorCode::MessageTimedOut,
-                    )))) => Err(SinkError::Timeout),
-                    Ok(Ok(Err(e))) => Err(sink_error(&e)),
-                    // The producer instance went away without a verdict (replaced):
-                    // whether the broker wrote it is unknown.
-                    Ok(Err(_dropped)) => Err(SinkError::Kafka(
-                        "no verdict from a replaced producer".into(),
-                    )),
-                    Err(_) => Err(SinkError::Timeout),
-                },
-            };
-            match &result {
-                Ok(()) => {
-                    let acked = Instant::now();
-                    self.last_ack_ms
-                        .store(self.ms_at(acked).max(1), Ordering::Relaxed);
-                    m::hot()
-                        .kafka_delivery_seconds
-                        .record(acked.duration_since(started).as_secs_f64());
-                }
-                Err(e) => {
-                    metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
-                    logs::LOG.say(e.cause(), Level::WARN, || {
+                Ok(Ok(Err(e))) => Err(sink_error(&e)),
+                // The producer instance went away without a verdict (replaced):
+                // whether the broker wrote it is unknown.
+                Ok(Err(_dropped)) => Err(SinkError::Kafka(
+                    "no verdict from a replaced producer".into(),
+                )),
+                Err(_) => Err(SinkError::Timeout),
+            },
+        };
+        match &result {
+            Ok(()) => {
+                let acked = Instant::now();
+                self.last_ack_ms
+                    .store(self.ms_at(acked).max(1), Ordering::Relaxed);
+                m::hot()
+                    .kafka_delivery_seconds
+                    .record(acked.duration_since(started).as_secs_f64());
+            }
+            Err(e) => {
+                metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
+                logs::LOG.say(e.cause(), Level::WARN, || {
                         format!("A Kafka delivery failed ({e}); the event is kept in the spool until Kafka takes it.")
                     });
-                }
             }
-            result
-        })
+        }
+        result
+    }
+}
+
+impl Sink for KafkaSink {
+    fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.send_event(event))
     }
 
     fn ready(&self) -> bool {
