@@ -41,24 +41,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The closed keep-alive scenario's mix, with fewer connections and a count
+# instead of a duration.
 scenario() {
-  cat <<EOF
-name = "$1"
-pacing = "closed"
-connections = "keep_alive"
-concurrency = 64
-duration_secs = 600
-max_requests = $2
-request_timeout_ms = 30000
-[mix]
-valid = 90
-repeat = 5
-malformed = 5
-[methods]
-s2s_get = 70
-form_post = 15
-pixel = 15
-EOF
+  sed -e "s/^name = .*/name = \"$1\"/" -e 's/^concurrency = .*/concurrency = 64/' \
+    -e 's/^duration_secs = .*/duration_secs = 600/' -e "s/^max_requests = .*/max_requests = $2/" \
+    -e 's/^request_timeout_ms = .*/request_timeout_ms = 30000/' \
+    load-tests/scenarios/closed-keepalive.toml
 }
 scenario instructions-warm 3000 >"$work/warm.toml"
 scenario instructions "$requests" >"$work/measure.toml"
@@ -81,7 +70,7 @@ for _ in $(seq 600); do
   curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null || { echo "the gateway did not become ready; see $work/gateway.log" >&2; cat "$work/gateway.log" >&2; exit 1; }
+curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null || { echo "the gateway did not become ready; its log:" >&2; cat "$work/gateway.log" >&2; exit 1; }
 
 "$bin/loadgen" run --scenario "$work/warm.toml" --target "127.0.0.1:$gport" --api-key bench-key \
   --label gateway --out "$work" --name warm >/dev/null
@@ -99,10 +88,10 @@ cp "$dump" "$out/instructions-$stamp.callgrind"
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
 echo "clock source: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown)"
 echo "gateway: $gateway"
-python3 - "$dump" "$work/measure.json" "${TOP:-25}" <<'PY'
+python3 - "$dump" "$work/measure.json" "${TOP:-25}" "$(basename "$gateway")" <<'PY'
 import collections, json, re, sys
 
-path, report, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, report, top, binary = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 replies = json.load(open(report))["replies"]
 names, objs = {}, {}
 fn = callee = None
@@ -147,7 +136,7 @@ for line in open(path):
 def component(key):
     name = names.get(key, key)
     obj = (obj_of.get(key) or "?").rsplit("/", 1)[-1]
-    if not obj.startswith("postback-gateway") and not obj.startswith(("gw", "postback")):
+    if obj != binary:
         if "memset" in name or "memcpy" in name or "memmove" in name:
             return "libc memset/memcpy (rep: counted per byte)"
         return obj
