@@ -61,8 +61,8 @@ impl Sink for AtOnce {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn ready(&self) -> bool {
-        true
+    fn problem(&self) -> Option<String> {
+        None
     }
 
     fn flush(&self, _: Duration) -> BoxFuture<'_, ()> {

@@ -13,11 +13,16 @@ use serde::Deserialize;
 
 use crate::source::Sources;
 
+pub mod kafka;
+
 /// Where settings come from besides the file. A trait, so tests pass a map
 /// instead of mutating the process environment.
 pub trait Env {
     /// The value of the variable `name`, if set.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Every variable whose name starts with `prefix`, with its value.
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
 }
 
 /// The real process environment.
@@ -29,11 +34,25 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect()
+    }
 }
 
 impl Env for BTreeMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
+    }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -76,7 +95,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 /// Where events go and how the producer sends them (`[kafka]`).
 pub struct KafkaConfig {
-    /// Bootstrap servers; `None` starts the embedded cluster.
+    /// Bootstrap servers; `None` starts the embedded cluster (nothing
+    /// configured at all, or `KAFKA_BROKERS=embedded`).
     pub brokers: Option<String>,
     /// The topic for events (`KAFKA_TOPIC`), created at start when missing.
     pub topic: String,
@@ -87,9 +107,16 @@ pub struct KafkaConfig {
     pub delivery_wait: Duration,
     /// Partitions and replication factor used when the topic has to be created.
     pub topic_partitions: i32,
-    /// Replication factor used when the topic has to be created.
-    pub topic_replication: i32,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...).
+    /// Replication factor used when the topic has to be created; `None`
+    /// is three, or fewer when the cluster has fewer brokers.
+    pub topic_replication: Option<i32>,
+    /// `min.insync.replicas` of a topic the gateway creates; `None` is two
+    /// when the topic has three replicas or more, else the broker's default.
+    pub topic_min_insync_replicas: Option<i32>,
+    /// Whether `brokers` is the embedded in-memory cluster (set when it starts).
+    pub embedded: bool,
+    /// librdkafka properties (`security.protocol`, `sasl.*`, ...), from the
+    /// file, secret files and `KAFKA_PROPERTY_*` (see [`kafka`]).
     pub properties: BTreeMap<String, String>,
 }
 
@@ -158,7 +185,9 @@ impl Default for Config {
                 linger_ms: 1.0,
                 delivery_wait: Duration::from_secs(2),
                 topic_partitions: 3,
-                topic_replication: 1,
+                topic_replication: None,
+                topic_min_insync_replicas: None,
+                embedded: false,
                 properties: BTreeMap::new(),
             },
             api_key: None,
@@ -246,8 +275,12 @@ struct FileKafka {
     delivery_wait_ms: Option<u64>,
     topic_partitions: Option<i32>,
     topic_replication: Option<i32>,
+    topic_min_insync_replicas: Option<i32>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
+    /// Properties whose values are read from files (mounted secrets).
+    #[serde(default)]
+    property_files: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,18 +356,24 @@ pub(crate) fn redact_values(message: &str) -> String {
 impl Config {
     /// Loads the file at `path` (if any), then applies `env` on top.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigErrors> {
-        let text = match path {
-            None => String::new(),
-            Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", p.display())]))?,
+        let Some(p) = path else {
+            return Config::parse("", env, false);
         };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| ConfigErrors(vec![format!("cannot read {}: {e}", p.display())]))?;
         let mut c = Config::from_toml(&text, env)?;
-        c.path = path.map(Path::to_path_buf);
+        c.path = Some(p.to_path_buf());
         Ok(c)
     }
 
-    /// Parses TOML text, then applies `env` on top, and validates the result.
+    /// Parses the text of a config file, then applies `env` on top, and
+    /// validates the result. A file must name the brokers (or `embedded`),
+    /// here or in `KAFKA_BROKERS`.
     pub fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        Config::parse(text, env, true)
+    }
+
+    fn parse(text: &str, env: &dyn Env, from_file: bool) -> Result<Config, ConfigErrors> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigErrors(vec![toml_error(text, &e)]))?;
         let mut errors = Vec::new();
@@ -352,11 +391,11 @@ impl Config {
             c.admin_addr,
             &mut errors,
         );
-        c.kafka.brokers = brokers(env, file.kafka.brokers.clone(), &mut errors);
+        c.kafka.brokers = brokers(env, file.kafka.brokers.clone(), from_file, &mut errors);
         if let Some(t) = var("KAFKA_TOPIC").or(file.kafka.topic.clone()) {
             c.kafka.topic = t;
         }
-        apply_kafka(&mut c.kafka, file.kafka, &mut errors);
+        apply_kafka(&mut c.kafka, file.kafka, env, &mut errors, &mut c.warnings);
 
         if file.api_key.is_some() && !file.sources.is_empty() {
             errors.push(
@@ -422,30 +461,57 @@ fn address(
     })
 }
 
-/// `KAFKA_BROKERS`, else the file's. Set but empty is a templating mistake,
-/// not a wish for the embedded, memory-only cluster that an unset variable
-/// starts.
-fn brokers(env: &dyn Env, file: Option<String>, errors: &mut Vec<String>) -> Option<String> {
+/// The word that asks for the embedded, in-memory cluster by name.
+pub const EMBEDDED: &str = "embedded";
+
+/// `KAFKA_BROKERS`, else the file's; `None` is the embedded cluster. It runs
+/// only when asked for by name or when nothing is configured at all: a
+/// deployment (a config file) that names no brokers is refused, never
+/// acknowledged into memory. Set but empty is a templating mistake too.
+fn brokers(
+    env: &dyn Env,
+    file: Option<String>,
+    from_file: bool,
+    errors: &mut Vec<String>,
+) -> Option<String> {
     let brokers = match env.var("KAFKA_BROKERS") {
         Some(b) if b.trim().is_empty() => {
-            errors.push(
-                "KAFKA_BROKERS is set but empty: name the brokers (host:port,...), or unset \
-                 it to run on the embedded in-memory cluster (events are lost at exit)"
-                    .into(),
-            );
+            errors.push(format!(
+                "KAFKA_BROKERS is set but empty: name the brokers (host:port,...), or set \
+                 KAFKA_BROKERS={EMBEDDED} for the in-memory cluster (events are lost at exit)"
+            ));
             return None;
         }
         Some(b) => Some(b),
         None => file,
     };
-    if matches!(&brokers, Some(b) if b.trim().is_empty()) {
-        errors.push("kafka.brokers is empty: name the brokers (host:port,...)".into());
+    match brokers {
+        Some(b) if b.trim() == EMBEDDED => None,
+        Some(b) if b.trim().is_empty() => {
+            errors.push("kafka.brokers is empty: name the brokers (host:port,...)".into());
+            None
+        }
+        Some(b) => Some(b),
+        None if from_file => {
+            errors.push(format!(
+                "no Kafka brokers named: set KAFKA_BROKERS or [kafka] brokers (host:port,...); \
+                 KAFKA_BROKERS={EMBEDDED} runs on an in-memory cluster whose events are lost \
+                 at exit"
+            ));
+            None
+        }
+        None => None,
     }
-    brokers
 }
 
 /// The `[kafka]` table, but for the brokers and topic the environment may set.
-fn apply_kafka(k: &mut KafkaConfig, f: FileKafka, errors: &mut Vec<String>) {
+fn apply_kafka(
+    k: &mut KafkaConfig,
+    f: FileKafka,
+    env: &dyn Env,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
     if k.topic.is_empty() || k.topic.len() > 249 {
         errors.push("kafka topic must be 1 to 249 characters".into());
     }
@@ -458,10 +524,32 @@ fn apply_kafka(k: &mut KafkaConfig, f: FileKafka, errors: &mut Vec<String>) {
     if let Some(v) = f.topic_partitions {
         k.topic_partitions = v;
     }
-    if let Some(v) = f.topic_replication {
-        k.topic_replication = v;
+    if f.topic_partitions.is_some_and(|p| p < 1) {
+        errors.push("kafka.topic_partitions must be at least 1".into());
     }
-    k.properties = f.properties;
+    match f.topic_replication {
+        Some(r) if r < 1 => errors.push("kafka.topic_replication must be at least 1".into()),
+        Some(1) if k.brokers.is_some() => warnings.push(
+            "kafka.topic_replication = 1: a topic the gateway creates keeps one copy of each \
+             event, so acks=all means one broker; leave it unset for three (or as many as \
+             the cluster has)"
+                .into(),
+        ),
+        _ => {}
+    }
+    k.topic_replication = f.topic_replication;
+    match (f.topic_min_insync_replicas, f.topic_replication) {
+        (Some(m), _) if m < 1 => {
+            errors.push("kafka.topic_min_insync_replicas must be at least 1".into())
+        }
+        (Some(m), Some(r)) if m > r => errors.push(format!(
+            "kafka.topic_min_insync_replicas = {m} is above kafka.topic_replication = {r}: \
+             no write could ever succeed"
+        )),
+        _ => {}
+    }
+    k.topic_min_insync_replicas = f.topic_min_insync_replicas;
+    kafka::resolve(k, f.properties, f.property_files, env, errors);
 }
 
 /// The `[limits]` table.
@@ -599,7 +687,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_spec() {
-        let c = Config::from_toml("", &env(&[])).unwrap();
+        let c = Config::load(None, &env(&[])).unwrap();
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9090");
         assert_eq!(c.kafka.topic, "conversions");
@@ -629,8 +717,41 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let toml = "[kafka]\ndelivery_wait_ms = 5\n[dedup]\nhash_key = \"xyz\"\nmax_keys = 0\n";
-        let err = Config::from_toml(toml, &env(&[("ADMIN_ADDR", "nowhere")])).unwrap_err();
+        let err = Config::from_toml(
+            toml,
+            &env(&[("ADMIN_ADDR", "nowhere"), ("KAFKA_BROKERS", "embedded")]),
+        )
+        .unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn a_config_file_without_brokers_is_refused_and_embedded_is_asked_for_by_name() {
+        let err = Config::from_toml("[kafka]\ntopic = \"t\"\n", &env(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no Kafka brokers named")
+                && text.contains("KAFKA_BROKERS")
+                && text.contains("KAFKA_BROKERS=embedded"),
+            "{text}"
+        );
+        // An empty file is a file.
+        assert!(Config::from_toml("", &env(&[])).is_err());
+        for (file, vars) in [
+            ("", vec![("KAFKA_BROKERS", "embedded")]),
+            ("[kafka]\nbrokers = \"embedded\"\n", vec![]),
+        ] {
+            let c = Config::from_toml(file, &env(&vars)).unwrap();
+            assert!(c.kafka.brokers.is_none(), "{file} {vars:?}");
+        }
+        // Nothing configured at all: the embedded cluster, as the first command runs it.
+        assert!(Config::load(None, &env(&[]))
+            .unwrap()
+            .kafka
+            .brokers
+            .is_none());
+        let c = Config::load(None, &env(&[("KAFKA_BROKERS", "k:9092")])).unwrap();
+        assert_eq!(c.kafka.brokers.as_deref(), Some("k:9092"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod postback;
+pub mod preflight;
 pub mod ratelimit;
 pub mod rejection;
 mod reload;
@@ -99,6 +100,16 @@ pub async fn run(
         metrics::upkeep(metrics.clone(), tasks.token()),
     );
     let (brokers, sources) = brokers_and_sources(&config)?;
+    ::metrics::gauge!(crate::metrics::KAFKA_EMBEDDED).set(if config.kafka.embedded {
+        1.0
+    } else {
+        0.0
+    });
+    info!(
+        topic = %config.kafka.topic,
+        settings = %config::kafka::effective(&config.kafka),
+        "Kafka producer settings."
+    );
     let clock = dedup::system_clock();
     let (spool, spooled) = open_spool(&config).await?;
     let kafka = tokio::select! {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use postback_gateway::config::{Config, ProcessEnv};
+use postback_gateway::config::{kafka as kafka_config, Config, ProcessEnv};
 use postback_gateway::sink::embedded::Embedded;
 use postback_gateway::source::url::{source_urls, UrlError};
 use postback_gateway::source::{Source, Sources};
@@ -23,7 +23,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage:
   postback-gateway [--config PATH]               run the gateway
-  postback-gateway check-config [--config PATH]  validate a config and print every problem (exit 64 on any)
+  postback-gateway check-config [--connect] [--config PATH]
+                                                 validate a config and print every problem (exit 64 on any);
+                                                 --connect also checks the cluster, topic and rights (exit 69 on a failure)
   postback-gateway postback-url --source NAME --base-url URL [--network NET] [--config PATH]
                                                  print the postback URL to hand to that sender,
                                                  with the macros of the network NET fills in
@@ -40,6 +42,8 @@ SIGHUP reloads the sources from the config file; a config with problems is refus
 const EX_USAGE: u8 = 64;
 /// Exit code for a network whose values the source would refuse (EX_DATAERR).
 const EX_DATAERR: u8 = 65;
+/// Exit code for a failed `check-config --connect` (EX_UNAVAILABLE).
+const EX_UNAVAILABLE: u8 = 69;
 
 enum Command {
     Run,
@@ -58,6 +62,7 @@ struct UrlArgs {
     brokers: Option<String>,
     follow: bool,
     count: Option<u64>,
+    connect: bool,
 }
 
 fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
@@ -73,6 +78,7 @@ fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
             "events" => command = Command::Events,
             "--brokers" => url.brokers = Some(args.next().ok_or("--brokers needs HOST:PORT")?),
             "--follow" => url.follow = true,
+            "--connect" => url.connect = true,
             "--count" => {
                 let n = args.next().ok_or("--count needs a number")?;
                 url.count = Some(
@@ -104,7 +110,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let config = match Config::load(path.as_deref(), &ProcessEnv) {
+    // The tools that only read the sources (or name their own brokers) run
+    // on a deployment's config file without its brokers.
+    let tool_env = ToolEnv;
+    let env: &dyn postback_gateway::config::Env = match command {
+        Command::Run | Command::CheckConfig => &ProcessEnv,
+        _ => &tool_env,
+    };
+    let config = match Config::load(path.as_deref(), env) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("The config has {} problem(s):", errors.0.len());
@@ -119,6 +132,12 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
+            if config.kafka.brokers.is_some() {
+                if let Err(e) = kafka_config::check_client(&config.kafka) {
+                    eprintln!("The config has 1 problem(s):\n  - {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
             match &config.sources {
                 Some(s) => {
                     let mut names: Vec<&str> = s.names().collect();
@@ -130,6 +149,21 @@ fn main() -> ExitCode {
                     );
                 }
                 None => println!("The config is valid (no sources: the default source only)."),
+            }
+            match &config.kafka.brokers {
+                Some(b) => println!(
+                    "Kafka: {} at {}; producer settings: {}",
+                    config.kafka.topic,
+                    b.escape_debug(),
+                    kafka_config::effective(&config.kafka)
+                ),
+                None => println!(
+                    "Kafka: the embedded in-memory cluster (KAFKA_BROKERS=embedded, or nothing \
+                     configured): events are lost at exit"
+                ),
+            }
+            if url_args.connect {
+                return preflight(&config);
             }
             return ExitCode::SUCCESS;
         }
@@ -193,6 +227,11 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
     if config.kafka.brokers.is_none() {
         let e = Embedded::start(&config.kafka.topic, config.kafka.topic_partitions)
             .context("cannot start the embedded Kafka cluster")?;
+        if !config.kafka.properties.is_empty() {
+            warn!("The Kafka properties are not used on the embedded cluster (plain TCP, no authentication).");
+            config.kafka.properties.clear();
+        }
+        config.kafka.embedded = true;
         let bootstrap = e.bootstrap_servers();
         warn!(
             bootstrap = %bootstrap,
@@ -386,6 +425,59 @@ fn test_fire(config: &Config, args: UrlArgs) -> ExitCode {
             println!("event: cannot read {}: {e:#}", config.kafka.topic);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check-config --connect`: one line per check, exit 0 when none failed.
+fn preflight(config: &Config) -> ExitCode {
+    let Some(brokers) = &config.kafka.brokers else {
+        eprintln!(
+            "--connect: the config names no cluster (the embedded one runs inside the gateway)"
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = runtime.block_on(postback_gateway::preflight::run(
+        &config.kafka,
+        brokers,
+        std::time::Duration::from_secs(10),
+    ));
+    for c in &checks {
+        println!("{c}");
+    }
+    if checks
+        .iter()
+        .any(|c| c.verdict == postback_gateway::preflight::Verdict::Fail)
+    {
+        ExitCode::from(EX_UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The process environment for the tools: `KAFKA_BROKERS` defaults to the
+/// embedded cluster, so a deployment's config file without brokers still
+/// names its sources (the brokers come with `--brokers` where needed).
+struct ToolEnv;
+
+impl postback_gateway::config::Env for ToolEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        ProcessEnv.var(name).or_else(|| {
+            (name == "KAFKA_BROKERS").then(|| postback_gateway::config::EMBEDDED.to_owned())
+        })
+    }
+
+    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        ProcessEnv.with_prefix(prefix)
     }
 }
 

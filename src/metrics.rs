@@ -22,6 +22,8 @@ pub(crate) const KAFKA_DELIVERY_SECONDS: &str = "postback_kafka_delivery_duratio
 pub(crate) const KAFKA_FAILURES: &str = "postback_kafka_delivery_failures_total";
 pub(crate) const KAFKA_QUEUE: &str = "postback_kafka_queue_depth";
 pub(crate) const KAFKA_UP: &str = "postback_kafka_reachable";
+pub(crate) const KAFKA_EMBEDDED: &str = "postback_kafka_embedded";
+pub(crate) const KAFKA_TOPIC_MISSING: &str = "postback_kafka_topic_missing";
 pub(crate) const KAFKA_PRODUCER_RESTARTS: &str = "postback_kafka_producer_restarts_total";
 pub(crate) const DEDUP_KEYS: &str = "postback_dedup_keys";
 pub(crate) const DEDUP_EVICTIONS: &str = "postback_dedup_evictions_total";
@@ -187,6 +189,14 @@ fn describe() {
     describe_gauge!(
         KAFKA_UP,
         "1 while the last metadata request to the cluster succeeded."
+    );
+    describe_gauge!(
+        KAFKA_EMBEDDED,
+        "1 when events go to the embedded in-memory cluster (lost at exit): never in production."
+    );
+    describe_gauge!(
+        KAFKA_TOPIC_MISSING,
+        "1 while the topic does not exist on the cluster and the gateway cannot create it."
     );
     describe_gauge!(
         DEDUP_KEYS,

@@ -12,8 +12,21 @@ fn gateway(args: &[&str], config: &Path) -> Output {
         .args(args)
         .env_clear()
         .env("POSTBACK_CONFIG", config)
+        .env("KAFKA_BROKERS", "embedded")
         // A port nobody listens on: the run must end before binding anything.
         .env("LISTEN_ADDR", "127.0.0.1:1")
+        .output()
+        .unwrap()
+}
+
+/// The binary with `args`, the config file `config` and only the variables `vars`.
+fn gateway_with(args: &[&str], config: &Path, vars: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+        .args(args)
+        .env_clear()
+        .env("POSTBACK_CONFIG", config)
+        .env("LISTEN_ADDR", "127.0.0.1:1")
+        .envs(vars.iter().copied())
         .output()
         .unwrap()
 }
@@ -85,9 +98,10 @@ fn a_good_config_checks_clean_and_lists_its_sources() {
     ));
     let out = gateway(&["check-config"], &path);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        "The config is valid: 2 source(s): a, b.\n"
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("The config is valid: 2 source(s): a, b.\nKafka: the embedded"),
+        "{stdout}"
     );
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sources.example.toml");
     let out = gateway(&["check-config"], &sample);
@@ -188,4 +202,100 @@ fn rates_must_be_finite_and_sane() {
     let (_dir, path) = config("[limits]\nclient_rate_per_second = 50\nclient_burst = 0.5\n");
     let stderr = String::from_utf8_lossy(&gateway(&["check-config"], &path).stderr).into_owned();
     assert!(stderr.contains("burst must be a number from 1"), "{stderr}");
+}
+
+/// A deployment (a config file) that names no brokers never acknowledges
+/// into the memory of an embedded cluster: check-config and the server both
+/// refuse it, naming both ways out.
+#[test]
+fn a_config_file_without_brokers_is_refused() {
+    let (_dir, path) = config(&format!("[sources.a]\napi_keys = [\"{KEY}\"]\n"));
+    for args in [&["check-config"][..], &[][..]] {
+        let out = gateway_with(args, &path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no Kafka brokers named: set KAFKA_BROKERS or [kafka] brokers")
+                && stderr.contains("KAFKA_BROKERS=embedded"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("EMBEDDED KAFKA"),
+            "nothing started: {stderr}"
+        );
+    }
+    // Asked for by name, the embedded cluster is fine.
+    let out = gateway_with(&["check-config"], &path, &[("KAFKA_BROKERS", "embedded")]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// check-config builds librdkafka's configuration (without connecting): a
+/// misspelt property or a mechanism this build lacks is exit 64 with its name.
+#[test]
+fn check_config_builds_the_kafka_client_without_connecting() {
+    let brokers = [("KAFKA_BROKERS", "127.0.0.1:1")];
+    for (props, says) in [
+        (
+            "\"sasl.mechansim\" = \"PLAIN\"",
+            "No such configuration property: \"sasl.mechansim\"",
+        ),
+        (
+            "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"GSSAPI\"",
+            "GSSAPI",
+        ),
+        ("\"compression.type\" = \"brotli\"", "compression.type"),
+        ("acks = \"1\"", "kafka property acks = 1 cannot be changed"),
+    ] {
+        let (_dir, path) = config(&format!("[kafka.properties]\n{props}\n"));
+        let out = gateway_with(&["check-config"], &path, &brokers);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{props}: {stderr}");
+        assert!(stderr.contains(says), "{props}: {stderr}");
+    }
+    // The server refuses the same at start.
+    let (_dir, path) = config("[kafka.properties]\n\"enable.idempotence\" = \"false\"\n");
+    let out = gateway_with(&[], &path, &brokers);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("enable.idempotence"), "{stderr}");
+}
+
+/// The password comes from the environment or a secret file, check-config
+/// shows the effective settings, and never the secret.
+#[test]
+fn check_config_shows_the_settings_but_never_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("ssl-key-password");
+    std::fs::write(&secret, "FiLe-SeCrEt-7781\n").unwrap();
+    let (_dir, path) = config(&format!(
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\n[kafka.properties]\n\
+         \"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+         \"sasl.username\" = \"gateway\"\n\"compression.type\" = \"zstd\"\n\
+         [kafka.property_files]\n\"ssl.key.password\" = {:?}\n",
+        secret.display().to_string()
+    ));
+    let out = gateway_with(
+        &["check-config"],
+        &path,
+        &[("KAFKA_PROPERTY_SASL_PASSWORD", "EnV-SeCrEt-4412")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    for shown in [
+        "sasl.password=[redacted]",
+        "ssl.key.password=[redacted]",
+        "sasl.username=gateway",
+        "compression.type=zstd",
+        "acks=all",
+        "enable.idempotence=true",
+    ] {
+        assert!(stdout.contains(shown), "{shown}: {stdout}");
+    }
+    for secret in ["EnV-SeCrEt-4412", "FiLe-SeCrEt-7781"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stdout}{stderr}"
+        );
+    }
 }

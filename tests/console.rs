@@ -41,7 +41,7 @@ async fn start(
     let toml = config(recent);
     let c = postback_gateway::config::Config::from_toml(
         &toml,
-        &std::collections::BTreeMap::<String, String>::new(),
+        &std::collections::BTreeMap::from([("KAFKA_BROKERS".to_owned(), "embedded".to_owned())]),
     )
     .unwrap();
     let gw = Gateway::start(&kafka.bootstrap_servers(), move |cfg| {

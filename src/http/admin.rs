@@ -33,8 +33,14 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
             resp
         }
         "/healthz" => ok("ok\n"),
-        "/readyz" if app.ready() => ok("ready\n"),
-        "/readyz" => rejected(Rejection::NotReady, false),
+        "/readyz" => match app.not_ready() {
+            None => ok("ready\n"),
+            Some(why) => {
+                let mut resp = rejected(Rejection::NotReady, false);
+                *resp.body_mut() = Full::new(Bytes::from(format!("not ready: {why}\n")));
+                resp
+            }
+        },
         "/" => with_type(console::page::HTML.into(), "text/html; charset=utf-8"),
         "/sources" => json(console::sources_json(&app.console, &app.sources.load())),
         "/unmatched/recent" => {

@@ -74,9 +74,18 @@ pub struct App {
 impl App {
     /// Whether events can be made durable now.
     pub(crate) fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed)
-            && !self.warming.load(Ordering::Relaxed)
-            && self.sink.ready()
+        self.not_ready().is_none()
+    }
+
+    /// Why the instance must not take traffic now, if it must not.
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Some("shutting down".into());
+        }
+        if self.warming.load(Ordering::Relaxed) {
+            return Some("rebuilding the dedup window from the topic".into());
+        }
+        self.sink.problem()
     }
 }
 

@@ -135,8 +135,20 @@ impl Sink for Durable {
         }))
     }
 
-    fn ready(&self) -> bool {
-        self.kafka.ready() || self.spool.has_room()
+    /// Ready while Kafka or the spool takes events, unless the cluster
+    /// refuses the gateway's connections: a wrong password or CA does not
+    /// heal by itself, and a rollout with one must stop at its first pod.
+    fn problem(&self) -> Option<String> {
+        let kafka = self.kafka.problem()?;
+        if super::logs::refusal().is_some() || !self.spool.has_room() {
+            Some(if self.spool.has_room() {
+                kafka
+            } else {
+                format!("{kafka}, and the spool is full")
+            })
+        } else {
+            None
+        }
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {

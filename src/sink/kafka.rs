@@ -32,6 +32,7 @@ use super::logs::{self, Quiet};
 use super::native;
 use super::reports::Reports;
 use super::{BoxFuture, Sink, SinkError};
+use crate::config::kafka as kafka_config;
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
 use crate::metrics as m;
@@ -178,15 +179,6 @@ impl KafkaSink {
     }
 }
 
-fn client_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
-    c
-}
-
 /// Starts a producer instance, with its delivery reports served on the
 /// runtime by a task of `tasks` that ends once the instance is let go of.
 fn start_producer(
@@ -218,20 +210,11 @@ impl KafkaSink {
         brokers: &str,
         tasks: &Tasks,
     ) -> anyhow::Result<Arc<KafkaSink>> {
-        let wait_ms = cfg.delivery_wait.as_millis().to_string();
-        let mut config = client_config(cfg, brokers);
-        config
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("compression.type", "lz4")
-            .set("linger.ms", cfg.linger_ms.to_string())
-            .set("message.timeout.ms", &wait_ms)
-            .set("request.timeout.ms", &wait_ms)
-            .set("queue.buffering.max.messages", "200000");
+        let config = kafka_config::producer_config(cfg, Some(brokers));
         let broken = Arc::new(Notify::new());
         let producer = start_producer(&config, &broken, tasks)?;
         let prober: Arc<AdminClient<Quiet>> = Arc::new(
-            client_config(cfg, brokers)
+            kafka_config::client_config(cfg, Some(brokers))
                 .create_with_context(Quiet)
                 .context("cannot create the Kafka admin client")?,
         );
@@ -374,6 +357,9 @@ async fn probe(sink: &Arc<KafkaSink>) {
             })
             .await
             .unwrap_or(false);
+    if ok {
+        logs::accepted();
+    }
     if ok != sink.reachable.swap(ok, Ordering::Relaxed) {
         if ok {
             info!(topic = %sink.topic, "Kafka is reachable again.");
@@ -394,43 +380,75 @@ async fn ensure_topic(
     timeout: Duration,
 ) -> anyhow::Result<bool> {
     let (asker, topic) = (admin.clone(), cfg.topic.clone());
-    let exists = tokio::task::spawn_blocking(move || {
+    let found = tokio::task::spawn_blocking(move || {
         asker
             .inner()
             .fetch_metadata(Some(&topic), timeout)
             .map(|md| {
-                md.topics()
-                    .iter()
-                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+                let exists = md.topics().iter().any(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                });
+                (exists, md.brokers().len())
             })
     })
     .await;
-    match exists {
-        Ok(Ok(true)) => return Ok(true),
-        Ok(Ok(false)) => {}
+    let brokers = match found {
+        Ok(Ok((true, _))) => {
+            metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(0.0);
+            return Ok(true);
+        }
+        Ok(Ok((false, brokers))) => brokers,
         _ => return Ok(false),
-    }
-    let new = NewTopic::new(
+    };
+    let (replication, min_insync) = replication_for(cfg, brokers);
+    let mut new = NewTopic::new(
         &cfg.topic,
         cfg.topic_partitions,
-        TopicReplication::Fixed(cfg.topic_replication),
+        TopicReplication::Fixed(replication),
     );
+    let min_insync_text = min_insync.map(|m| m.to_string());
+    if let Some(m) = &min_insync_text {
+        new = new.set("min.insync.replicas", m);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(timeout));
     let Ok(results) = admin.create_topics([&new], &opts).await else {
         return Ok(false);
     };
     for r in results {
         match r {
-            Ok(t) => info!(topic = %t, partitions = cfg.topic_partitions, "Created the topic."),
+            Ok(t) => info!(
+                topic = %t,
+                partitions = cfg.topic_partitions,
+                replication,
+                min_insync_replicas = min_insync_text.as_deref().unwrap_or("the broker's default"),
+                "Created the topic."
+            ),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((
                 _,
                 RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::BrokerTransportFailure,
             )) => return Ok(false),
-            Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
+            Err((t, e)) => {
+                metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(1.0);
+                anyhow::bail!("cannot create topic {t}: {e}")
+            }
         }
     }
+    metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(0.0);
     Ok(true)
+}
+
+/// Replication and `min.insync.replicas` of a topic the gateway creates on
+/// a cluster of `brokers` brokers: as configured, else three copies (fewer
+/// on a smaller cluster) and two in sync when there are three or more, so
+/// that acks=all means two brokers have each event.
+pub(crate) fn replication_for(cfg: &KafkaConfig, brokers: usize) -> (i32, Option<i32>) {
+    let brokers = i32::try_from(brokers).unwrap_or(i32::MAX).max(1);
+    let replication = cfg.topic_replication.unwrap_or(brokers.min(3));
+    let min_insync = cfg
+        .topic_min_insync_replicas
+        .or((replication >= 3).then_some(2));
+    (replication, min_insync)
 }
 
 impl KafkaSink {
@@ -499,6 +517,19 @@ impl Sink for KafkaSink {
 
     fn ready(&self) -> bool {
         self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.reachable.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(logs::refusal().unwrap_or_else(|| {
+            if self.topic_ready.load(Ordering::Relaxed) {
+                "Kafka is not reachable".into()
+            } else {
+                format!("the topic {} is not there yet", self.topic)
+            }
+        }))
     }
 
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {

@@ -135,11 +135,51 @@ pub(crate) fn librdkafka_log(level: RDKafkaLogLevel, facility: &str, message: &s
     });
 }
 
+/// Why the cluster refuses the gateway's connections, while it does: a
+/// failed TLS handshake or SASL authentication is configuration (a password,
+/// a CA), not an outage, and does not heal by waiting.
+static REFUSAL: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why the cluster refuses the gateway's connections, if it does now.
+pub(crate) fn refusal() -> Option<String> {
+    REFUSAL.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The cluster took a request of the gateway's: any refusal is over.
+pub(crate) fn accepted() {
+    REFUSAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+}
+
+/// The operator's words for a refusal of the connection itself, with what to check.
+fn refusal_of(code: RDKafkaErrorCode, reason: &str) -> Option<String> {
+    let what = match code {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+            "Kafka refuses the gateway's credentials (check sasl.mechanism, sasl.username, \
+             sasl.password or the OAUTHBEARER settings)"
+        }
+        RDKafkaErrorCode::SSL => {
+            "The TLS handshake with Kafka failed (check ssl.ca.location against the brokers' \
+             certificates, and ssl.certificate.location / ssl.key.location where the brokers \
+             require a client certificate)"
+        }
+        _ => return None,
+    };
+    Some(format!("{what}: {reason}"))
+}
+
 /// A global error of a librdkafka client, classified. Fatal errors are the
 /// producer's watcher's to report (it replaces the producer); the end of a
-/// partition is how a reader knows it caught up, not an error at all.
+/// partition is how a reader knows it caught up, not an error at all; a
+/// refused handshake or login is an ERROR, and `/readyz` says it.
 pub(crate) fn librdkafka_error(error: &KafkaError, reason: &str) {
     let code = error.rdkafka_error_code();
+    if let Some(refused) = code.and_then(|c| refusal_of(c, reason)) {
+        LOG.say(&format!("kafka-refusal/{code:?}"), Level::ERROR, || {
+            refused.clone()
+        });
+        *REFUSAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(refused);
+        return;
+    }
     let level = match code {
         Some(RDKafkaErrorCode::PartitionEOF) | Some(RDKafkaErrorCode::Fatal) => Level::DEBUG,
         _ => Level::WARN,

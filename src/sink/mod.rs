@@ -74,7 +74,13 @@ pub trait Sink: Send + Sync + 'static {
     fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), SinkError>>;
 
     /// Whether events can be made durable now (for `/readyz`).
-    fn ready(&self) -> bool;
+    fn ready(&self) -> bool {
+        self.problem().is_none()
+    }
+
+    /// Why events cannot be made durable now, or why the instance must not
+    /// take traffic (`/readyz` says it).
+    fn problem(&self) -> Option<String>;
 
     /// Waits until everything enqueued is acknowledged or `timeout` passes.
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, ()>;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tracing::warn;
 use uuid::Uuid;
@@ -50,16 +50,12 @@ pub(super) fn reader(
     group: &str,
     extra: &[(&str, &str)],
 ) -> KafkaResult<BaseConsumer<Quiet>> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
+    let mut c = crate::config::kafka::client_config(cfg, Some(brokers));
+    c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
     for (k, v) in extra {
         c.set(*k, *v);
-    }
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
     }
     c.create_with_context(Quiet)
 }

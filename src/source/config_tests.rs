@@ -9,7 +9,9 @@ use crate::postback::Status;
 const KEY: &str = "key-0123456789abcdef";
 
 fn load(toml: &str) -> Result<Config, Vec<String>> {
-    Config::from_toml(toml, &BTreeMap::<String, String>::new()).map_err(|e| e.0)
+    let env: BTreeMap<String, String> =
+        [("KAFKA_BROKERS".to_owned(), "embedded".to_owned())].into();
+    Config::from_toml(toml, &env).map_err(|e| e.0)
 }
 
 fn problems(toml: &str) -> Vec<String> {

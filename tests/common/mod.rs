@@ -271,12 +271,27 @@ pub fn query(token_encoded: &str, amount: &str) -> String {
 /// at least `expect` arrived and then `settle` passed with nothing new, or
 /// until `deadline`; so a test also sees messages that should not be there.
 pub fn read_topic(brokers: &str, topic: &str, expect: usize, settle: Duration) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    read_topic_configured(brokers, &[], topic, expect, settle)
+}
+
+/// [`read_topic`] with the extra client properties `props` (a secured
+/// broker's, say).
+fn read_topic_configured(
+    brokers: &str,
+    props: &[(String, String)],
+    topic: &str,
+    expect: usize,
+    settle: Duration,
+) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", "postback-gateway-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+        .set("enable.auto.commit", "false");
+    for (k, v) in props {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -378,9 +393,12 @@ pub fn enc(s: &str) -> String {
 
 /// The sources of a config file's text, for `Gateway::start`'s tweak.
 pub fn sources_from(toml: &str) -> Option<std::sync::Arc<postback_gateway::source::Sources>> {
-    Config::from_toml(toml, &BTreeMap::<String, String>::new())
-        .unwrap_or_else(|e| panic!("bad test config: {e}"))
-        .sources
+    Config::from_toml(
+        toml,
+        &BTreeMap::from([("KAFKA_BROKERS".to_owned(), "embedded".to_owned())]),
+    )
+    .unwrap_or_else(|e| panic!("bad test config: {e}"))
+    .sources
 }
 
 /// A client whose connections come from 127.0.0.`last_octet` (the whole

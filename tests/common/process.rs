@@ -18,7 +18,7 @@ pub fn free_port() -> u16 {
 
 /// Waits until `addr` accepts connections; `Err` when the child exited first
 /// (typically: another process took the port between `free_port` and its bind).
-fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) -> Result<(), String> {
+pub(crate) fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -37,7 +37,7 @@ fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) -> Result<(), 
 const ATTEMPTS: usize = 4;
 
 /// The Tansu binary: `TANSU_BIN`, then `PATH`, then cargo's bin folder.
-fn tansu_bin() -> PathBuf {
+pub(crate) fn tansu_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TANSU_BIN") {
         return p.into();
     }
@@ -214,8 +214,15 @@ impl GatewayProcess {
                 .env("SPOOL_DIR", spool.path())
                 .stdout(stdout)
                 .stderr(stderr);
-            if let Some(b) = brokers {
-                cmd.env("KAFKA_BROKERS", b);
+            match brokers {
+                Some(b) => {
+                    cmd.env("KAFKA_BROKERS", b);
+                }
+                // A config file never falls back to the embedded cluster: ask for it.
+                None if env.iter().any(|(k, _)| *k == "POSTBACK_CONFIG") => {
+                    cmd.env("KAFKA_BROKERS", "embedded");
+                }
+                None => {}
             }
             for (k, v) in env {
                 cmd.env(k, v);
