@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine with only the Rust toolchain:
-# installs what the tests need (a C toolchain for librdkafka, the Tansu broker,
-# cargo-nextest, promtool, nginx, chromium), checks formatting and lints, then runs every test.
+# installs what the tests need (a C toolchain and OpenSSL and libcurl headers for
+# librdkafka, the Tansu broker, stunnel4, cargo-nextest, promtool, nginx, chromium), checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,14 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # tests/browser.rs loads a landing page in headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# librdkafka's TLS and SCRAM (OpenSSL) and its OAUTHBEARER/OIDC client (libcurl).
+for dev in libssl-dev libcurl4-openssl-dev pkg-config; do
+  dpkg -s "$dev" >/dev/null 2>&1 || missing+=("$dev")
+done
+# tests/secure_kafka.rs puts TLS in front of Tansu, whose own TLS cannot take
+# a certificate and a key together in 0.6; openssl makes the test certificates.
+command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -34,9 +42,15 @@ fi
 if ! command -v tansu >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
-if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  echo "==> installing the Tansu broker $TANSU_VERSION (takes about 12 minutes, once)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+# The libsql feature gives Tansu a storage that keeps SCRAM users across the
+# restart that turns authentication on (tests/secure_kafka.rs).
+tansu_features() {
+  grep -o "\"tansu $TANSU_VERSION [^}]*" "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" 2>/dev/null \
+    | grep -o '"features":\[[^]]*\]' || true
+}
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION" || ! tansu_features | grep -q libsql; then
+  echo "==> installing the Tansu broker $TANSU_VERSION (takes about 15 minutes, once)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

@@ -331,12 +331,12 @@ async fn a_fenced_producer_is_replaced_and_delivery_resumes() {
     gw.stop().await;
 }
 
-/// A record Kafka refuses for good (here: larger than the producer may send)
-/// must not hold up the spool: it goes to the dead-letter file, is counted,
-/// and the records behind it drain. Renamed to a segment name, the
-/// dead-letter file drains at the next start (the replay step of docs/durability.md).
+/// A postback Kafka refuses for good on the direct path (here: larger than
+/// the producer may send) is answered 503, not 200 and a dead letter later:
+/// nothing is spooled, the refusal is counted, and the sender's retry is
+/// taken once Kafka would take it (its dedup key was released).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_drains() {
+async fn a_postback_refused_for_good_is_answered_503_and_its_retry_is_taken() {
     let kafka = mock_cluster();
     let spool_dir = tempfile::tempdir().unwrap();
     let dir = spool_dir.path().to_owned();
@@ -347,21 +347,99 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_dra
             .insert("message.max.bytes".into(), "3000".into());
     })
     .await;
-    let client = reqwest::Client::new();
-    let get = |url: String| {
-        let c = client.clone();
-        async move { reply(c.get(url).send().await.unwrap()).await }
-    };
     let padding: String = (1..=5)
         .map(|i| format!("&sub{i}={}", "x".repeat(900)))
         .collect();
-    let (status, small1) = get(gw.url(&query("dl-small-1", "1.00"))).await;
-    assert_eq!(status, 200, "{small1}");
-    let (status, big) = get(gw.url(&format!("{}{padding}", query("dl-big", "1.00")))).await;
-    assert_eq!(status, 200, "the big one is answered from the spool: {big}");
-    let (status, small2) = get(gw.url(&query("dl-small-2", "1.00"))).await;
-    assert_eq!(status, 200, "{small2}");
+    let big_query = format!("{}{padding}", query("refused-big", "1.00"));
+    let (status, small) = reply(
+        reqwest::get(gw.url(&query("refused-small", "1.00")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{small}");
+    let (status, big) = reply(reqwest::get(gw.url(&big_query)).await.unwrap()).await;
+    assert_eq!((status, big.as_str()), (503, "ERROR unavailable"));
+    assert_eq!(
+        series(
+            &gw,
+            "postback_kafka_delivery_failures_total{cause=\"refused\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        series(&gw, "postback_spooled_total").await,
+        0.0,
+        "nothing spooled"
+    );
+    assert_eq!(series(&gw, "postback_spool_events").await, 0.0);
+    gw.stop().await;
+    assert!(!dir.join("dead-letter.log").exists(), "no dead letter");
 
+    // The sender retries once the producer may send it: taken, once.
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool_dir = dir.clone()).await;
+    let (status, retried) = reply(reqwest::get(gw.url(&big_query)).await.unwrap()).await;
+    assert_eq!(status, 200, "{retried}");
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, Duration::from_secs(1));
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(with_token(&records, "refused-big").len(), 1);
+    assert_eq!(
+        with_token(&records, "refused-big")[0].value["event_id"],
+        ok_id(&retried).as_str()
+    );
+    gw.stop().await;
+}
+
+/// Spooled records for the dead-letter tests: one too large for a producer
+/// limited to 3000 bytes, and a small one.
+async fn spool_a_big_and_a_small_record(
+    dir: &std::path::Path,
+) -> Vec<postback_gateway::sink::spool::Record> {
+    use postback_gateway::sink::spool::{Record, Spool};
+    let record = |i: u32, token: &str, filler: usize| {
+        let id = uuid::Uuid::now_v7();
+        let payload = serde_json::json!({
+            "schema": "conversion.v1", "event_id": id.to_string(),
+            "dedup_key": format!("{:032x}", 7000 + i), "source": "default", "kind": "s2s",
+            "token": token, "amount": "1.00", "params": { "filler": "x".repeat(filler) },
+        });
+        Record {
+            event_id: id,
+            dedup_key: 7000 + u128::from(i),
+            at: (postback_gateway::dedup::system_clock())(),
+            source: "default".into(),
+            key: token.into(),
+            payload: payload.to_string().into_bytes(),
+        }
+    };
+    let records = vec![record(1, "dl-big", 5000), record(2, "dl-small", 10)];
+    let (spool, _) = Spool::open(dir, 1 << 20, 1 << 20).unwrap();
+    for r in &records {
+        spool.append(r).await.unwrap();
+    }
+    spool.close();
+    records
+}
+
+/// A spooled record Kafka refuses for good (an event accepted during an
+/// outage, say) must not hold up the spool: it goes to the dead-letter file,
+/// is counted, and the records behind it drain. Renamed to a segment name,
+/// the dead-letter file drains at the next start (the replay step of
+/// docs/durability.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_drains() {
+    let kafka = mock_cluster();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let dir = spool_dir.path().to_owned();
+    let spooled = spool_a_big_and_a_small_record(&dir).await;
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.spool_dir = dir.clone();
+        c.kafka
+            .properties
+            .insert("message.max.bytes".into(), "3000".into());
+    })
+    .await;
     wait_until("the refused record is dead-lettered", async || {
         series(&gw, "postback_spool_dead_letters_total").await == 1.0
     })
@@ -375,10 +453,9 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_dra
         dead.windows(6).any(|w| w == b"dl-big"),
         "the dead-letter file holds the refused event"
     );
-    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, Duration::from_secs(1));
-    assert_eq!(records.len(), 2, "only the two small ones reached Kafka");
-    assert_eq!(with_token(&records, "dl-small-1").len(), 1);
-    assert_eq!(with_token(&records, "dl-small-2").len(), 1);
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 1, Duration::from_secs(1));
+    assert_eq!(records.len(), 1, "only the small one reached Kafka");
+    assert_eq!(with_token(&records, "dl-small").len(), 1);
     gw.stop().await;
 
     // Replay: the dead-letter file renamed to a segment name drains at the
@@ -389,9 +466,55 @@ async fn a_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_dra
         series(&gw, "postback_spool_events").await == 0.0
     })
     .await;
-    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 3, Duration::from_secs(1));
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, Duration::from_secs(1));
     let found = with_token(&records, "dl-big");
     assert_eq!(found.len(), 1, "replayed once");
-    assert_eq!(found[0].value["event_id"], ok_id(&big).as_str());
+    assert_eq!(
+        found[0].value["event_id"],
+        spooled[0].event_id.to_string().as_str()
+    );
+    gw.stop().await;
+}
+
+/// The dead-letter file counts toward `[spool] max_bytes`: when it would
+/// pass the bound, the refused record stays in the spool (counted, retried)
+/// instead of growing a file outside the limit until the disk is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_file_is_bounded_by_the_spools_limit() {
+    let kafka = mock_cluster();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let dir = spool_dir.path().to_owned();
+    spool_a_big_and_a_small_record(&dir).await;
+    let on_disk: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.spool_dir = dir.clone();
+        // Room for what is spooled, not for a second copy of the big record.
+        c.spool.max_bytes = on_disk + 1000;
+        c.kafka
+            .properties
+            .insert("message.max.bytes".into(), "3000".into());
+    })
+    .await;
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 1, Duration::from_secs(3));
+    assert_eq!(
+        with_token(&records, "dl-small").len(),
+        1,
+        "the small one drains"
+    );
+    assert_eq!(series(&gw, "postback_spool_dead_letters_total").await, 0.0);
+    assert!(
+        series(&gw, "postback_spool_events").await >= 1.0,
+        "the big one stays spooled"
+    );
+    assert!(
+        !dir.join("dead-letter.log").exists()
+            || std::fs::metadata(dir.join("dead-letter.log"))
+                .unwrap()
+                .len()
+                == 0
+    );
     gw.stop().await;
 }

@@ -127,6 +127,9 @@ impl Sink for Durable {
                 match self.kafka.send_event(event).await {
                     Ok(()) => return Ok(()),
                     Err(SinkError::Closed) => return Err(SinkError::Closed),
+                    // Not written, and sending it again cannot succeed: the
+                    // sender hears 503 now, not 200 and a dead letter later.
+                    Err(e @ SinkError::Refused(_)) => return Err(e),
                     Err(SinkError::QueueFull) => {}
                     Err(_) => self.ambiguous.store(true, Ordering::Release),
                 }

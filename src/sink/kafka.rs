@@ -344,7 +344,7 @@ async fn probe(sink: &Arc<KafkaSink>) {
     let s = sink.clone();
     let ok = recent
         || sink.topic_ready.load(Ordering::Relaxed)
-            && tokio::task::spawn_blocking(move || {
+            && match tokio::task::spawn_blocking(move || {
                 s.prober
                     .inner()
                     .fetch_metadata(Some(&s.topic), Duration::from_millis(800))
@@ -353,10 +353,26 @@ async fn probe(sink: &Arc<KafkaSink>) {
                             .iter()
                             .any(|t| t.error().is_none() && !t.partitions().is_empty())
                     })
-                    .unwrap_or(false)
             })
             .await
-            .unwrap_or(false);
+            {
+                Ok(Ok(true)) => true,
+                // The cluster answered, without the topic: deleted while the
+                // gateway ran. The watcher creates it again (or says why not).
+                Ok(Ok(false)) => {
+                    sink.topic_ready.store(false, Ordering::Relaxed);
+                    metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(1.0);
+                    logs::LOG.say("topic-gone", Level::ERROR, || {
+                        format!(
+                            "The topic {} is gone from the cluster; postbacks go to the spool \
+                             while it is created again.",
+                            sink.topic
+                        )
+                    });
+                    false
+                }
+                _ => false,
+            };
     if ok {
         logs::accepted();
     }
@@ -498,6 +514,12 @@ impl KafkaSink {
                 m::hot()
                     .kafka_delivery_seconds
                     .record(acked.duration_since(started).as_secs_f64());
+            }
+            Err(e @ SinkError::Refused(_)) => {
+                metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
+                logs::LOG.say(e.cause(), Level::ERROR, || {
+                    format!("{e}; the postback is answered 503 (check the gateway's ACLs on the topic, the topic's policy and max.message.bytes).")
+                });
             }
             Err(e) => {
                 metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);

@@ -346,6 +346,12 @@ impl Spool {
             pending,
             bytes,
         } = recover(dir, segments_on_disk(dir)?)?;
+        // The dead-letter file shares the bound: Kafka refusing every event
+        // (an ACL change) must not fill the disk behind the limit's back.
+        let bytes = bytes
+            + fs::metadata(dir.join(DEAD_LETTER_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0);
         let next_seq = segments.back().map_or(0, |s| s.seq + 1);
         let active = segment_path(dir, next_seq);
         let file = create_segment(&active)?;
@@ -518,13 +524,29 @@ impl Spool {
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// Appends `record` to the dead-letter file and syncs it. Blocking.
+    /// Appends `record` to the dead-letter file and syncs it. Blocking. The
+    /// file counts toward `max_bytes`: past it the record stays in the spool
+    /// (and the spool fills, and `/readyz` says so) instead of the disk.
     pub(crate) fn dead_letter(&self, record: &Record) -> io::Result<()> {
         let path = self.dir.join(DEAD_LETTER_FILE);
         let new = !path.exists();
-        let mut file = create_segment(&path)?;
-        file.write_all(&record.encode())?;
-        file.sync_data()?;
+        let bytes = record.encode();
+        let n = bytes.len() as u64;
+        if self.bytes.fetch_add(n, Ordering::AcqRel) + n > self.max_bytes {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(io::Error::other(
+                "the dead-letter file would pass [spool] max_bytes",
+            ));
+        }
+        let written = create_segment(&path).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_data()
+        });
+        if let Err(e) = written {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(e);
+        }
+        self.publish();
         if new {
             sync_dir(&self.dir)?;
         }
