@@ -224,7 +224,11 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     let (status, body) = get(query("metrics-refused-once", "3.00")).await;
-    assert_eq!(status, 200, "answered from the spool: {body}");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "ERROR unavailable"),
+        "refused for good: answered 503"
+    );
 
     let must_appear: BTreeSet<&str> = wanted
         .keys()
@@ -441,13 +445,20 @@ fn the_config_in_the_kubernetes_secret_passes_check_config() {
         secret["stringData"]["gateway.toml"].as_str().unwrap(),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .env_clear()
-        .output()
-        .unwrap();
+    let env = &m[&("ConfigMap".to_owned(), "postback-gateway-env".to_owned())]["data"];
+    let brokers = env["KAFKA_BROKERS"].as_str().unwrap();
+    let check = |brokers: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-gateway"));
+        cmd.arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .env_clear();
+        if let Some(b) = brokers {
+            cmd.env("KAFKA_BROKERS", b);
+        }
+        cmd.output().unwrap()
+    };
+    let out = check(Some(brokers));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -458,6 +469,31 @@ fn the_config_in_the_kubernetes_secret_passes_check_config() {
         stdout.contains("3 source(s): default, landers, tune-acme"),
         "{stdout}"
     );
+    // Without the ConfigMap's KAFKA_BROKERS (a typo in its key), the pod
+    // refuses to start instead of running on an in-memory cluster.
+    let out = check(None);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Kafka brokers named"));
+}
+
+/// The image names a config file that names no brokers: a container started
+/// without KAFKA_BROKERS exits 64 and never acknowledges into memory.
+#[test]
+fn the_image_without_kafka_brokers_refuses_to_start() {
+    let text = read("deploy/Dockerfile");
+    assert!(text.contains("COPY deploy/gateway.toml /etc/postback-gateway/gateway.toml"));
+    assert!(text.contains("POSTBACK_CONFIG=/etc/postback-gateway/gateway.toml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
+        .env_clear()
+        .env("POSTBACK_CONFIG", root().join("deploy/gateway.toml"))
+        .env("LISTEN_ADDR", "127.0.0.1:1")
+        .env("POSTBACK_API_KEY", "image-key-0123456789")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("no Kafka brokers named"), "{stderr}");
+    assert!(!stderr.contains("EMBEDDED KAFKA"), "{stderr}");
 }
 
 #[test]

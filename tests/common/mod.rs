@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 pub mod browser;
 pub mod process;
+pub mod secure;
 
 pub const API_KEY: &str = "test-key-0123456789";
 /// The default source's pixel key: public by nature, never valid for S2S.
