@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer as _, ProducerContext};
 
 use crate::config::kafka::client_config;
 use crate::config::KafkaConfig;
@@ -54,16 +55,25 @@ impl std::fmt::Display for Check {
 /// or authentication is said there, not in the failed request's error.
 #[derive(Default)]
 struct Recorder {
-    last: Mutex<Option<String>>,
+    said: Mutex<Vec<String>>,
 }
 
 impl Recorder {
     fn note(&self, what: String) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        if said.len() < 32 {
+            said.push(what);
+        }
     }
 
-    fn last(&self) -> Option<String> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The cause: a refused handshake or login before the "all brokers
+    /// down" that follows it.
+    fn cause(&self) -> Option<String> {
+        let said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        said.iter()
+            .find(|s| s.contains("SSL") || s.contains("SASL") || s.contains("uthentication"))
+            .or(said.first())
+            .cloned()
     }
 }
 
@@ -78,6 +88,12 @@ impl ClientContext for Recorder {
     fn error(&self, error: KafkaError, reason: &str) {
         self.note(format!("{error}: {reason}"));
     }
+}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 /// Runs every check against `brokers`, in order; a check whose premise
@@ -98,7 +114,7 @@ pub async fn run(cfg: &KafkaConfig, brokers: &str, timeout: Duration) -> Vec<Che
         .map(str::to_owned)
         .collect();
     if unresolved.is_empty() {
-        check("resolve", Verdict::Ok, format!("{brokers}"));
+        check("resolve", Verdict::Ok, brokers.to_owned());
     } else {
         check(
             "resolve",
@@ -108,9 +124,11 @@ pub async fn run(cfg: &KafkaConfig, brokers: &str, timeout: Duration) -> Vec<Che
         return checks;
     }
 
-    let admin: AdminClient<Recorder> =
+    // A producer's handle, not an admin client's: librdkafka hands a failed
+    // handshake or login to the context only when the handle is polled.
+    let client: BaseProducer<Recorder> =
         match client_config(cfg, Some(brokers)).create_with_context(Recorder::default()) {
-            Ok(a) => a,
+            Ok(c) => c,
             Err(e) => {
                 check("connect", Verdict::Fail, e.to_string());
                 return checks;
@@ -127,14 +145,14 @@ pub async fn run(cfg: &KafkaConfig, brokers: &str, timeout: Duration) -> Vec<Che
         .or_else(|| cfg.properties.get("sasl.mechanisms"))
         .map_or("GSSAPI", String::as_str);
     let topic = cfg.topic.clone();
-    let md = {
-        let client = admin.inner();
-        client.fetch_metadata(Some(&topic), timeout)
-    };
+    let md = client.client().fetch_metadata(Some(&topic), timeout);
     let md = match md {
         Ok(md) => md,
         Err(e) => {
-            let said = admin.inner().context().last();
+            for _ in 0..5 {
+                client.poll(Duration::from_millis(100));
+            }
+            let said = client.context().cause();
             check(
                 "connect and authenticate",
                 Verdict::Fail,
@@ -203,6 +221,14 @@ pub async fn run(cfg: &KafkaConfig, brokers: &str, timeout: Duration) -> Vec<Che
         },
     );
 
+    let admin: AdminClient<DefaultClientContext> = match client_config(cfg, Some(brokers)).create()
+    {
+        Ok(a) => a,
+        Err(e) => {
+            check("min.insync.replicas", Verdict::Warn, e.to_string());
+            return checks;
+        }
+    };
     let resource = ResourceSpecifier::Topic(&topic);
     let opts = AdminOptions::new().request_timeout(Some(timeout));
     let min_insync = match admin.describe_configs([&resource], &opts).await {
@@ -235,7 +261,7 @@ pub async fn run(cfg: &KafkaConfig, brokers: &str, timeout: Duration) -> Vec<Che
         Some(m) => check("min.insync.replicas", Verdict::Ok, m.to_string()),
     }
 
-    match acl::write_allowed(admin.inner(), &topic, timeout) {
+    match acl::write_allowed(client.client(), &topic, timeout) {
         Ok(acl::Write::Allowed) => check(
             "write",
             Verdict::Ok,

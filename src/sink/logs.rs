@@ -154,10 +154,14 @@ pub(crate) fn accepted() {
 fn refusal_of(code: RDKafkaErrorCode, reason: &str) -> Option<String> {
     let what = match code {
         RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
-            "Kafka refuses the gateway's credentials (check sasl.mechanism, sasl.username, \
+            "Kafka refuses the credentials (check sasl.mechanism, sasl.username, \
              sasl.password or the OAUTHBEARER settings)"
         }
-        RDKafkaErrorCode::SSL => {
+        // TLS 1.3 reports a refused client certificate on the first read, as
+        // a transport error.
+        RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure
+            if code == RDKafkaErrorCode::SSL || reason.contains("SSL") =>
+        {
             "The TLS handshake with Kafka failed (check ssl.ca.location against the brokers' \
              certificates, and ssl.certificate.location / ssl.key.location where the brokers \
              require a client certificate)"

@@ -169,14 +169,27 @@ impl GatewayProcess {
         spool: Arc<tempfile::TempDir>,
     ) -> GatewayProcess {
         // Logs go to stdout; the test runner shows them when a test fails.
-        GatewayProcess::start_with_output(brokers, env, spool, || {
-            (Stdio::inherit(), Stdio::inherit())
-        })
-        .await
+        let gw =
+            GatewayProcess::spawn(brokers, env, spool, || (Stdio::inherit(), Stdio::inherit()))
+                .await;
+        gw.wait_ready().await;
+        gw
     }
 
     /// Like [`GatewayProcess::start`], with the log (stdout) and stderr both written to `log`.
     pub async fn start_logging_to(
+        brokers: Option<&str>,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> GatewayProcess {
+        let gw = GatewayProcess::spawn_logging_to(brokers, env, log).await;
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Like [`GatewayProcess::start_logging_to`], without waiting for
+    /// `/readyz`: for a gateway that is not to become ready.
+    pub async fn spawn_logging_to(
         brokers: Option<&str>,
         env: &[(&str, &str)],
         log: &std::path::Path,
@@ -188,10 +201,11 @@ impl GatewayProcess {
             let err = file.try_clone().expect("log file");
             (Stdio::from(out), Stdio::from(err))
         };
-        GatewayProcess::start_with_output(brokers, env, spool, io).await
+        GatewayProcess::spawn(brokers, env, spool, io).await
     }
 
-    async fn start_with_output(
+    /// Starts the process and waits for its admin port.
+    async fn spawn(
         brokers: Option<&str>,
         env: &[(&str, &str)],
         spool: Arc<tempfile::TempDir>,
@@ -234,17 +248,21 @@ impl GatewayProcess {
                 Err(_) => continue,
             }
         };
-        let gw = GatewayProcess {
+        GatewayProcess {
             child,
             spool,
             public,
             admin,
-        };
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; fails the test after 20 s.
+    async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(gw.admin_url("/readyz")).await {
+            if let Ok(r) = reqwest::get(self.admin_url("/readyz")).await {
                 if r.status() == 200 {
-                    return gw;
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
