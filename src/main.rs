@@ -191,15 +191,9 @@ fn main() -> ExitCode {
              instance, so that nobody can compute dedup keys (and aim at them) from outside."
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut embedded = None;
     let result = runtime.block_on(serve(config, &mut embedded));
@@ -428,6 +422,14 @@ fn test_fire(config: &Config, args: UrlArgs) -> ExitCode {
     }
 }
 
+/// The runtime `builder` makes, or the exit code after saying why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `check-config --connect`: one line per check, exit 0 when none failed.
 fn preflight(config: &Config) -> ExitCode {
     let Some(brokers) = &config.kafka.brokers else {
@@ -436,15 +438,9 @@ fn preflight(config: &Config) -> ExitCode {
         );
         return ExitCode::from(EX_USAGE);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let checks = runtime.block_on(postback_gateway::preflight::run(
         &config.kafka,

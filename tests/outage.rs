@@ -340,13 +340,7 @@ async fn a_postback_refused_for_good_is_answered_503_and_its_retry_is_taken() {
     let kafka = mock_cluster();
     let spool_dir = tempfile::tempdir().unwrap();
     let dir = spool_dir.path().to_owned();
-    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
-        c.spool_dir = dir.clone();
-        c.kafka
-            .properties
-            .insert("message.max.bytes".into(), "3000".into());
-    })
-    .await;
+    let gw = gateway_sending_3000_bytes(&kafka.bootstrap_servers(), &dir, |_| {}).await;
     let padding: String = (1..=5)
         .map(|i| format!("&sub{i}={}", "x".repeat(900)))
         .collect();
@@ -391,6 +385,23 @@ async fn a_postback_refused_for_good_is_answered_503_and_its_retry_is_taken() {
     gw.stop().await;
 }
 
+/// A gateway on `kafka` and the spool `dir` whose producer may send 3000
+/// bytes at most, with `tweak` applied.
+async fn gateway_sending_3000_bytes(
+    kafka: &str,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut postback_gateway::Config),
+) -> Gateway {
+    Gateway::start(kafka, |c| {
+        c.spool_dir = dir.to_owned();
+        c.kafka
+            .properties
+            .insert("message.max.bytes".into(), "3000".into());
+        tweak(c);
+    })
+    .await
+}
+
 /// Spooled records for the dead-letter tests: one too large for a producer
 /// limited to 3000 bytes, and a small one.
 async fn spool_a_big_and_a_small_record(
@@ -433,13 +444,7 @@ async fn a_spooled_record_refused_for_good_goes_to_the_dead_letter_file_and_the_
     let spool_dir = tempfile::tempdir().unwrap();
     let dir = spool_dir.path().to_owned();
     let spooled = spool_a_big_and_a_small_record(&dir).await;
-    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
-        c.spool_dir = dir.clone();
-        c.kafka
-            .properties
-            .insert("message.max.bytes".into(), "3000".into());
-    })
-    .await;
+    let gw = gateway_sending_3000_bytes(&kafka.bootstrap_servers(), &dir, |_| {}).await;
     wait_until("the refused record is dead-lettered", async || {
         series(&gw, "postback_spool_dead_letters_total").await == 1.0
     })
@@ -489,13 +494,9 @@ async fn the_dead_letter_file_is_bounded_by_the_spools_limit() {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
-        c.spool_dir = dir.clone();
-        // Room for what is spooled, not for a second copy of the big record.
+    // Room for what is spooled, not for a second copy of the big record.
+    let gw = gateway_sending_3000_bytes(&kafka.bootstrap_servers(), &dir, |c| {
         c.spool.max_bytes = on_disk + 1000;
-        c.kafka
-            .properties
-            .insert("message.max.bytes".into(), "3000".into());
     })
     .await;
     let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 1, Duration::from_secs(3));

@@ -36,6 +36,17 @@ async fn get(url: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// What the topic of `kafka` holds, read as a client with its credentials.
+fn read_back(kafka: &SecureKafka, expect: usize) -> Vec<Record> {
+    read_topic_with(
+        &kafka.bootstrap(),
+        &kafka.client_properties(),
+        TOPIC,
+        expect,
+        SETTLE,
+    )
+}
+
 /// `/readyz`'s status and body.
 async fn readyz(gw: &GatewayProcess) -> (u16, String) {
     get(&gw.admin_url("/readyz")).await
@@ -76,13 +87,7 @@ async fn postbacks_over_sasl_ssl_are_acknowledged_and_read_back_once() {
     let (status, body) = get(&gw.url(&query("tls-scram-2", "0.50"))).await;
     assert_eq!(status, 200, "{body}");
 
-    let records = read_topic_with(
-        &kafka.bootstrap(),
-        &kafka.client_properties(),
-        TOPIC,
-        2,
-        SETTLE,
-    );
+    let records = read_back(&kafka, 2);
     assert_eq!(records.len(), 2, "{records:?}");
     let first = with_token(&records, "tls-scram-1");
     assert_eq!(first.len(), 1);
@@ -124,13 +129,7 @@ async fn the_password_can_come_from_a_secret_file() {
     let gw = GatewayProcess::start(Some(&kafka.bootstrap()), &[("POSTBACK_CONFIG", &config)]).await;
     let (status, body) = get(&gw.url(&query("from-secret-file", "3.00"))).await;
     assert_eq!(status, 200, "{body}");
-    let records = read_topic_with(
-        &kafka.bootstrap(),
-        &kafka.client_properties(),
-        TOPIC,
-        1,
-        SETTLE,
-    );
+    let records = read_back(&kafka, 1);
     assert_eq!(with_token(&records, "from-secret-file").len(), 1);
 }
 
@@ -212,13 +211,7 @@ async fn mutual_tls_with_a_client_certificate() {
     let gw = GatewayProcess::start(Some(&kafka.bootstrap()), &[("POSTBACK_CONFIG", &config)]).await;
     let (status, body) = get(&gw.url(&query("mtls-1", "7.00"))).await;
     assert_eq!(status, 200, "{body}");
-    let records = read_topic_with(
-        &kafka.bootstrap(),
-        &kafka.client_properties(),
-        TOPIC,
-        1,
-        SETTLE,
-    );
+    let records = read_back(&kafka, 1);
     let found = with_token(&records, "mtls-1");
     assert_eq!(found.len(), 1, "{records:?}");
     assert_event(found[0], &ok_id(&body), "mtls-1", "7.00", "s2s");

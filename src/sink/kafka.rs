@@ -567,3 +567,26 @@ impl Sink for KafkaSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_created_topic_has_three_replicas_and_two_in_sync_unless_told_otherwise() {
+        let k = Config::default().kafka;
+        assert_eq!(replication_for(&k, 1), (1, None));
+        assert_eq!(replication_for(&k, 2), (2, None));
+        assert_eq!(replication_for(&k, 3), (3, Some(2)));
+        assert_eq!(replication_for(&k, 9), (3, Some(2)));
+        let mut k = k;
+        k.topic_replication = Some(5);
+        assert_eq!(replication_for(&k, 9), (5, Some(2)));
+        k.topic_min_insync_replicas = Some(3);
+        assert_eq!(replication_for(&k, 9), (5, Some(3)));
+        k.topic_replication = Some(2);
+        k.topic_min_insync_replicas = None;
+        assert_eq!(replication_for(&k, 9), (2, None));
+    }
+}

@@ -150,25 +150,31 @@ pub(crate) fn accepted() {
     REFUSAL.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
-/// The operator's words for a refusal of the connection itself, with what to check.
-fn refusal_of(code: RDKafkaErrorCode, reason: &str) -> Option<String> {
-    let what = match code {
-        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+/// The kind and the operator's words for a refusal of the connection
+/// itself, with what to check. One kind per cause, whatever the error code
+/// (a failed handshake arrives as `SSL` or as a transport error).
+fn refusal_of(code: RDKafkaErrorCode, reason: &str) -> Option<(&'static str, String)> {
+    let (kind, what) = match code {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => (
+            "kafka-refusal/login",
             "Kafka refuses the credentials (check sasl.mechanism, sasl.username, \
-             sasl.password or the OAUTHBEARER settings)"
-        }
+             sasl.password or the OAUTHBEARER settings)",
+        ),
         // TLS 1.3 reports a refused client certificate on the first read, as
         // a transport error.
         RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure
             if code == RDKafkaErrorCode::SSL || reason.contains("SSL") =>
         {
-            "The TLS handshake with Kafka failed (check ssl.ca.location against the brokers' \
-             certificates, and ssl.certificate.location / ssl.key.location where the brokers \
-             require a client certificate)"
+            (
+                "kafka-refusal/tls",
+                "The TLS handshake with Kafka failed (check ssl.ca.location against the \
+                 certificates of the brokers, and ssl.certificate.location and \
+                 ssl.key.location where the brokers require a client certificate)",
+            )
         }
         _ => return None,
     };
-    Some(format!("{what}: {reason}"))
+    Some((kind, format!("{what}: {reason}")))
 }
 
 /// A global error of a librdkafka client, classified. Fatal errors are the
@@ -177,10 +183,8 @@ fn refusal_of(code: RDKafkaErrorCode, reason: &str) -> Option<String> {
 /// refused handshake or login is an ERROR, and `/readyz` says it.
 pub(crate) fn librdkafka_error(error: &KafkaError, reason: &str) {
     let code = error.rdkafka_error_code();
-    if let Some(refused) = code.and_then(|c| refusal_of(c, reason)) {
-        LOG.say(&format!("kafka-refusal/{code:?}"), Level::ERROR, || {
-            refused.clone()
-        });
+    if let Some((kind, refused)) = code.and_then(|c| refusal_of(c, reason)) {
+        LOG.say(kind, Level::ERROR, || refused.clone());
         *REFUSAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(refused);
         return;
     }
