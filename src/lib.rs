@@ -142,9 +142,18 @@ pub async fn run(
     // The drainer stops before the producer is flushed, the other tasks after.
     let stop_drain = tasks.token().child_token();
     let drainer = (!stopped_early).then(|| {
-        let lookback = lookback(&config, &brokers, &dedup, &app);
-        let drain = sink::durable::drain(durable.clone(), clock, lookback, stop_drain.clone());
-        tasks.spawn(tasks::SPOOL_DRAINER, drain)
+        let lookback = Arc::new(lookback(&config, &brokers, &dedup, &app));
+        let (durable, stop) = (durable.clone(), stop_drain.clone());
+        // A drainer that panicked is started again: a dead one would leave
+        // every spooled event undelivered until a restart.
+        tasks.spawn_restarting(tasks::SPOOL_DRAINER, stop.clone(), move || {
+            sink::durable::drain(
+                durable.clone(),
+                clock.clone(),
+                lookback.clone(),
+                stop.clone(),
+            )
+        })
     });
     tasks.spawn(
         tasks::DEDUP_SWEEPER,

@@ -47,6 +47,7 @@ pub(crate) const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub(crate) const SOURCES: &str = "postback_sources";
 pub(crate) const CONSOLE_BYTES: &str = "postback_console_bytes";
 pub(crate) const TASK_PANICS: &str = "postback_task_panics_total";
+pub(crate) const TASK_RESTARTS: &str = "postback_task_restarts_total";
 pub(crate) const BACKGROUND_TASKS: &str = "postback_background_tasks";
 
 /// The series every request touches, registered once: `counter!` with labels
@@ -145,6 +146,7 @@ pub fn install() -> PrometheusHandle {
             for task in crate::tasks::NAMES {
                 counter!(TASK_PANICS, "task" => task).increment(0);
             }
+            counter!(TASK_RESTARTS, "task" => crate::tasks::SPOOL_DRAINER).increment(0);
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
@@ -269,7 +271,11 @@ fn describe() {
     );
     describe_counter!(
         TASK_PANICS,
-        "Background tasks that panicked and stopped, by task (not restarted: restart the instance)."
+        "Background tasks that panicked, by task (the spool's drainer is started again; the others stop: restart the instance)."
+    );
+    describe_counter!(
+        TASK_RESTARTS,
+        "Background tasks started again after a panic, by task (the spool's drainer)."
     );
     describe_gauge!(
         BACKGROUND_TASKS,

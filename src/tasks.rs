@@ -15,6 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -96,6 +97,47 @@ impl Tasks {
             let _running = running;
             if let Err(panic) = (CatchUnwind(Box::pin(task))).await {
                 report_panic(name, panic.as_ref());
+            }
+        })
+    }
+
+    /// Spawns the task `make` builds under `name`, and builds and runs it
+    /// again after a panic (logged and counted like any task's, and in
+    /// `postback_task_restarts_total`), after a pause that doubles from one
+    /// second to half a minute while it keeps panicking; until `stop` is
+    /// cancelled or the task returns.
+    pub(crate) fn spawn_restarting<F>(
+        &self,
+        name: &'static str,
+        stop: CancellationToken,
+        make: impl Fn() -> F + Send + 'static,
+    ) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let running = self.running(name);
+        self.tracker.spawn(async move {
+            let _running = running;
+            let mut pause = Duration::from_secs(1);
+            loop {
+                let started = tokio::time::Instant::now();
+                match (CatchUnwind(Box::pin(make()))).await {
+                    Ok(()) => return,
+                    Err(panic) => report_panic(name, panic.as_ref()),
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    pause = Duration::from_secs(1);
+                }
+                if stop
+                    .run_until_cancelled(tokio::time::sleep(pause))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(30));
+                ::metrics::counter!(m::TASK_RESTARTS, "task" => name).increment(1);
+                tracing::warn!(task = name, "Restarted a background task after its panic.");
             }
         })
     }

@@ -142,3 +142,31 @@ async fn a_background_task_panic_is_counted_and_shutdown_waits_for_every_task() 
         );
     }
 }
+
+/// A drainer that panics is started again (after a pause), counted, and
+/// the spooled events still reach Kafka, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drainer_that_panics_is_started_again_and_the_spool_drains() {
+    let kafka = mock_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    spool_records(
+        dir.path(),
+        &[("drainer-panic-1", 8001), ("drainer-panic-2", 8002)],
+    )
+    .await;
+    faults::DRAINER_PANICS.store(true, Ordering::Relaxed);
+    let path = dir.path().to_owned();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool_dir = path).await;
+    let panics = "postback_task_panics_total{task=\"spool-drainer\"}";
+    let restarts = "postback_task_restarts_total{task=\"spool-drainer\"}";
+    wait_until("the spool is drained", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    assert_eq!(series(&gw, panics).await, 1.0);
+    assert_eq!(series(&gw, restarts).await, 1.0);
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, Duration::from_secs(1));
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(with_token(&records, "drainer-panic-1").len(), 1);
+    gw.stop().await;
+}

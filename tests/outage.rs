@@ -519,3 +519,31 @@ async fn the_dead_letter_file_is_bounded_by_the_spools_limit() {
     );
     gw.stop().await;
 }
+
+/// Two spooled events of one conversion (an append that timed out, its
+/// sender answered 503, that landed after all; and the sender's retry) are
+/// one event in Kafka, also when the gateway restarted in between and no
+/// longer knows of the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_spooled_events_of_one_conversion_reach_kafka_once() {
+    let kafka = mock_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = spool_records(
+        dir.path(),
+        &[("withdrawn", 9001), ("between", 9002), ("withdrawn", 9001)],
+    )
+    .await;
+    let path = dir.path().to_owned();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool_dir = path).await;
+    wait_until("the spool is drained", async || {
+        series(&gw, "postback_spool_events").await == 0.0
+    })
+    .await;
+    let records = read_topic(&kafka.bootstrap_servers(), TOPIC, 2, Duration::from_secs(1));
+    assert_eq!(records.len(), 2, "{records:?}");
+    let found = with_token(&records, "withdrawn");
+    assert_eq!(found.len(), 1, "{records:?}");
+    assert_eq!(found[0].value["event_id"], ids[0].to_string().as_str());
+    assert_eq!(series(&gw, "postback_spool_skipped_total").await, 1.0);
+    gw.stop().await;
+}

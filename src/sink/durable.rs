@@ -204,7 +204,7 @@ impl InKafka {
 pub(crate) async fn drain(
     sink: Arc<Durable>,
     clock: Clock,
-    lookback: Lookback,
+    lookback: Arc<Lookback>,
     stop: CancellationToken,
 ) {
     let spool = sink.spool.clone();
@@ -213,7 +213,7 @@ pub(crate) async fn drain(
         spool,
         sink,
         clock,
-        lookback: Arc::new(lookback),
+        lookback,
         stop,
         pos: 0,
         need_scan: true,
@@ -247,6 +247,9 @@ impl Drainer {
     /// Kafka, or sends the next records of the oldest segment (deleting the
     /// segment once it is drained). `Err` when told to stop.
     async fn round(&mut self) -> Result<(), Stopped> {
+        if super::faults::drainer_panics() {
+            panic!("a drainer panic injected by a test");
+        }
         if !self.sink.topic_warm.load(Ordering::Acquire) {
             return self.warm_from_topic().await;
         }
@@ -359,11 +362,21 @@ impl Drainer {
             }
         }
         for chunk in batch.records.chunks(DRAIN_CHUNK) {
-            let (skip, send): (Vec<&Record>, Vec<&Record>) =
-                chunk.iter().map(|(_, r)| r).partition(|r| {
-                    self.sink.take_withdrawn(r.event_id.as_u128())
-                        || self.in_kafka.has(r.event_id.as_u128(), r.dedup_key)
-                });
+            let mut skip = Vec::new();
+            let mut send = Vec::new();
+            for (_, r) in chunk {
+                let id = r.event_id.as_u128();
+                if self.sink.take_withdrawn(id) || self.in_kafka.has(id, r.dedup_key) {
+                    skip.push(r);
+                } else {
+                    // Two spooled events of one conversion: an append that
+                    // timed out (its sender got 503) and landed after all,
+                    // and the sender's retry. The first one sent counts for
+                    // both, also after a restart has forgotten the timeout.
+                    self.in_kafka.keys.insert(r.dedup_key, id);
+                    send.push(r);
+                }
+            }
             if !skip.is_empty() {
                 metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
             }

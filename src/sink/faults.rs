@@ -32,3 +32,11 @@ pub static SWEEPER_PANICS: AtomicBool = AtomicBool::new(false);
 pub(crate) fn sweeper_panics() -> bool {
     SWEEPER_PANICS.swap(false, Ordering::Relaxed)
 }
+
+/// The spool's drainer panics at its next round (a task restarted after a panic).
+pub static DRAINER_PANICS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the drainer is to panic now (once per setting).
+pub(crate) fn drainer_panics() -> bool {
+    DRAINER_PANICS.swap(false, Ordering::Relaxed)
+}

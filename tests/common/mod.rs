@@ -421,3 +421,32 @@ pub async fn reply(r: reqwest::Response) -> (u16, String) {
     let body = r.text().await.unwrap();
     (status, result.unwrap_or(body))
 }
+
+/// Leaves in the spool directory `dir` what a gateway that answered these
+/// postbacks from its spool leaves there: one record per `(token,
+/// dedup_key)`, each with an event id of its own; returns the event ids.
+pub async fn spool_records(dir: &std::path::Path, records: &[(&str, u128)]) -> Vec<uuid::Uuid> {
+    use postback_gateway::sink::spool::{Record as Spooled, Spool};
+    let (spool, _) = Spool::open(dir, 1 << 20, 1 << 20).unwrap();
+    let mut ids = Vec::new();
+    for &(token, dedup_key) in records {
+        let id = uuid::Uuid::now_v7();
+        let payload = serde_json::json!({
+            "schema": "conversion.v1", "event_id": id.to_string(),
+            "dedup_key": format!("{dedup_key:032x}"), "source": "default", "kind": "s2s",
+            "token": token, "amount": "1.00",
+        });
+        let record = Spooled {
+            event_id: id,
+            dedup_key,
+            at: (postback_gateway::dedup::system_clock())(),
+            source: "default".into(),
+            key: token.into(),
+            payload: payload.to_string().into_bytes(),
+        };
+        spool.append(&record).await.unwrap();
+        ids.push(id);
+    }
+    spool.close();
+    ids
+}
