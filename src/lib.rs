@@ -362,10 +362,7 @@ impl Running {
         // saves the next start some reading back.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = listening.stop_admin.send(true);
-        let flush = app.sink.flush(
-            left.min(Duration::from_secs(5))
-                .max(Duration::from_millis(100)),
-        );
+        let flush = app.sink.flush(left.max(Duration::from_millis(10)));
         let _ = tokio::join!(flush, listening.admin);
         // The sweeper, the reloader, metrics upkeep and the Kafka watcher stop
         // on the token; each producer's report task once nothing holds the sink.
@@ -388,7 +385,9 @@ async fn close_spool(spool: Arc<sink::spool::Spool>, deadline: tokio::time::Inst
         );
     }
     let closing = tokio::task::spawn_blocking(move || spool.close());
-    let at_least = tokio::time::Instant::now() + Duration::from_secs(1);
+    // The writer's last group commit is one fdatasync: a moment, unless the
+    // disk stalls, and then what it holds was never acknowledged anyway.
+    let at_least = tokio::time::Instant::now() + Duration::from_millis(200);
     if tokio::time::timeout_at(deadline.max(at_least), closing)
         .await
         .is_err()

@@ -199,7 +199,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(serve(config, &mut embedded));
     // A reader of the topic (the warm-up, the drainer's look-back) may still
     // run on a blocking thread; it holds nothing that needs finishing.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     // The embedded cluster goes last: its clients are gone by now, so none
     // of them reports the brokers down on the way out.
     drop(embedded);

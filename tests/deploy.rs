@@ -389,7 +389,8 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
         .as_str()
         .unwrap();
 
-    // Grace: the preStop sleep, the shutdown grace, the producer flush (10 s).
+    // Grace: the preStop sleep and the shutdown grace (which the producer's
+    // flush shares), with a margin of 10 s.
     let grace_ms: u64 = toml
         .lines()
         .find_map(|l| l.strip_prefix("shutdown_grace_ms = "))

@@ -261,3 +261,68 @@ async fn a_topic_deleted_at_run_time_is_created_again() {
     assert_eq!(found.len(), 1, "{records:?}");
     assert_eq!(found[0].value["event_id"], ok_id(&after).as_str());
 }
+
+/// SIGTERM with the broker frozen and postbacks in flight: the process exits
+/// within `shutdown_grace_ms` and half a second, and every postback
+/// answered OK reaches the topic once the broker is back (from the spool, at
+/// the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_a_frozen_broker_ends_within_the_grace_period() {
+    use std::sync::Arc;
+
+    let tansu = Tansu::start();
+    let (_dir, config) = common::process::config_file("shutdown_grace_ms = 2000\n");
+    let env = [("POSTBACK_CONFIG", config.as_str())];
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &env).await;
+    let (status, before) = get(&gw.url(&query("frozen-before", "1.00"))).await;
+    assert_eq!(status, 200, "{before}");
+    let spool = gw.spool.clone();
+
+    tansu.pause();
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (c, u) = (
+            client.clone(),
+            gw.url(&query(&format!("frozen-{i}"), "1.00")),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.get(u).send().await.ok()?.text().await.ok()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = std::time::Instant::now();
+    signal(gw.child.id(), "TERM");
+    let status = gw.exit_status().await;
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took <= Duration::from_millis(2500),
+        "exits within shutdown_grace_ms + 0.5 s: {took:?}"
+    );
+    let mut ids = vec![ok_id(&before)];
+    for t in tasks {
+        if let Some(body) = t.await.unwrap() {
+            if let Some(id) = body.strip_prefix("OK ") {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+
+    tansu.resume();
+    let gw = GatewayProcess::start_with_spool(Some(&tansu.brokers), &env, Arc::clone(&spool)).await;
+    let metrics = gw.admin_url("/metrics");
+    wait_until("the spool is drained", async || {
+        value_at(&metrics, "postback_spool_events").await == Some(0.0)
+    })
+    .await;
+    let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
+    for id in &ids {
+        let n = records
+            .iter()
+            .filter(|r| r.value["event_id"] == id.as_str())
+            .count();
+        assert_eq!(n, 1, "event {id} is in the topic once: {records:?}");
+    }
+}
