@@ -21,7 +21,9 @@ pub(crate) async fn on_hangup(app: Arc<pipeline::App>, running: Config) {
             }
         };
         while hangups.recv().await.is_some() {
-            let _ = reload(&app, &running, &config::ProcessEnv);
+            // Reading the file (and any secret files it names) is disk work.
+            let (a, r) = (app.clone(), running.clone());
+            let _ = tokio::task::spawn_blocking(move || reload(&a, &r, &config::ProcessEnv)).await;
         }
     }
     #[cfg(not(unix))]

@@ -326,7 +326,12 @@ impl Drainer {
     /// for the next append.
     async fn caught_up(&mut self, batch: &spool::Batch) {
         if batch.sealed && self.pos >= batch.synced {
-            match self.spool.remove(self.seq) {
+            // An unlink waits for the disk: off the runtime's workers.
+            let (spool, seq) = (self.spool.clone(), self.seq);
+            let removed = tokio::task::spawn_blocking(move || spool.remove(seq))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            match removed {
                 Ok(()) => self.next_segment(),
                 Err(e) => {
                     warn!(error = %e, "Cannot delete a drained spool segment.");

@@ -265,7 +265,17 @@ impl KafkaSink {
         );
         metrics::counter!(m::KAFKA_PRODUCER_RESTARTS).increment(1);
         let new = loop {
-            match start_producer(&self.producer_config, &self.broken, &self.tasks) {
+            // Starting a producer joins a thread: off the runtime's workers.
+            let (config, broken, tasks) = (
+                self.producer_config.clone(),
+                self.broken.clone(),
+                self.tasks.clone(),
+            );
+            let started =
+                tokio::task::spawn_blocking(move || start_producer(&config, &broken, &tasks))
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the producer's start stopped: {e}")));
+            match started {
                 Ok(p) => break p,
                 Err(e) => {
                     warn!(error = %e, "Cannot start a new Kafka producer; trying again in a second.");
@@ -277,7 +287,9 @@ impl KafkaSink {
             &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
             new,
         );
-        old.purge(PurgeConfig::default().queue().inflight());
+        // Without waiting for librdkafka's threads: the purged messages'
+        // verdicts still arrive, through the old instance's report task.
+        old.purge(PurgeConfig::default().queue().inflight().non_blocking());
         // The old instance's report task holds the last reference and lets go
         // of it once the purged messages' verdicts are served.
         drop(old);
