@@ -105,6 +105,7 @@ impl Pipeline {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(console::DEFAULT_PER_SOURCE),
                 )),
+                admin: Default::default(),
                 tasks: postback_gateway::Tasks::new(),
             }),
         }

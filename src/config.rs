@@ -90,6 +90,8 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// Requests the admin console keeps per source (`[console] recent_per_source`); 0 keeps none.
     pub console_recent: usize,
+    /// Who may read the console (`POSTBACK_ADMIN_TOKEN`, `[admin]`).
+    pub admin: crate::http::access::AdminAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +223,7 @@ impl Default for Config {
             sources: None,
             path: None,
             console_recent: crate::console::DEFAULT_PER_SOURCE,
+            admin: Default::default(),
         }
     }
 }
@@ -247,9 +250,21 @@ struct FileConfig {
     spool: FileSpool,
     #[serde(default)]
     console: FileConsole,
+    #[serde(default)]
+    admin: FileAdmin,
     /// Checked one by one in `source::config`, so every source's problems are reported.
     #[serde(default)]
     sources: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    token: Option<String>,
+    /// A file holding the token (a mounted secret).
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -430,6 +445,12 @@ impl Config {
         // After the spool's: problems are reported in the order they always were.
         apply_hash_key(&mut c.dedup, hash_key, &mut errors);
         check_dedup_shares(&c, &mut errors);
+        apply_admin(
+            &mut c.admin,
+            file.admin,
+            var("POSTBACK_ADMIN_TOKEN"),
+            &mut errors,
+        );
         match file.console.recent_per_source {
             Some(n) if n > 10_000 => errors.push(format!(
                 "console.recent_per_source = {n}: at most 10000 (each keeps up to 2 KiB per request)"
@@ -639,6 +660,43 @@ fn apply_spool(s: &mut SpoolConfig, f: FileSpool, errors: &mut Vec<String>) {
     if let Some(ms) = f.append_timeout_ms {
         s.append_timeout = bounded_millis("spool.append_timeout_ms", ms, errors);
     }
+}
+
+/// The console's token: `POSTBACK_ADMIN_TOKEN`, else `[admin] token`, else
+/// the contents of `[admin] token_file`; 16 to 256 visible ASCII characters.
+fn apply_admin(
+    a: &mut crate::http::access::AdminAccess,
+    f: FileAdmin,
+    env: Option<String>,
+    errors: &mut Vec<String>,
+) {
+    if f.token.is_some() && f.token_file.is_some() {
+        errors.push("admin.token and admin.token_file: give one".into());
+    }
+    let from_file = f
+        .token_file
+        .and_then(|p| match std::fs::read_to_string(&p) {
+            Ok(t) => Some(t.trim_end_matches(['\r', '\n']).to_owned()),
+            Err(e) => {
+                errors.push(format!(
+                    "admin.token_file: cannot read {}: {e}",
+                    p.display()
+                ));
+                None
+            }
+        });
+    let token = env.or(f.token).or(from_file);
+    if let Some(t) = &token {
+        if !(16..=256).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            errors.push(
+                "the admin token (POSTBACK_ADMIN_TOKEN, admin.token or admin.token_file) must be \
+                 16 to 256 visible ASCII characters"
+                    .into(),
+            );
+        }
+    }
+    a.token = token;
+    a.hosts = f.hosts;
 }
 
 /// `ms` milliseconds; a problem unless within 100..=60000.

@@ -13,7 +13,7 @@ pub mod config;
 pub mod console;
 pub mod dedup;
 pub mod event;
-pub(crate) mod http;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod postback;
@@ -260,6 +260,7 @@ fn new_app(
             .map(|r| ratelimit::PerClient::new(r, 100_000)),
         metrics,
         console: Arc::new(console::Recent::new(config.console_recent)),
+        admin: config.admin.clone(),
         tasks: tasks.clone(),
     })
 }

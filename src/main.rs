@@ -239,6 +239,19 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
         );
         config.kafka.brokers = Some(bootstrap);
         *embedded = Some(e);
+        // Trying things out: a console to look at. A deployment names its
+        // own token; a generated one is never printed into its logs.
+        if config.admin.token.is_none() {
+            let token = random_key();
+            eprintln!(
+                "  admin console (set POSTBACK_ADMIN_TOKEN to choose its token): http://{}/#token={token}",
+                config.admin_addr
+            );
+            config.admin.token = Some(token);
+        }
+    }
+    if config.admin.token.is_none() {
+        info!("The admin console is closed: set POSTBACK_ADMIN_TOKEN (or [admin] token_file) to open it.");
     }
     for w in &config.warnings {
         warn!("{}", w.escape_debug());

@@ -52,8 +52,21 @@ async fn start(
     (gw, kafka)
 }
 
+/// A console request with the admin token.
 async fn get_text(url: &str) -> (u16, String) {
-    reply(reqwest::get(url).await.unwrap()).await
+    get_as(url, Some(ADMIN_TOKEN), None).await
+}
+
+/// A request with the bearer `token` (if any) and the Host `host` (if any).
+async fn get_as(url: &str, token: Option<&str>, host: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    reply(req.send().await.unwrap()).await
 }
 
 /// Everything the console serves: the page, the sources, every recent list.
@@ -250,7 +263,8 @@ async fn the_page_in_chromium_shows_a_refused_postback_with_its_reason() {
     ));
     assert_eq!(get_text(&refused).await.0, 400);
 
-    let url = gw.admin_url("/");
+    // The token once, in the fragment: the page keeps it and drops it from the URL.
+    let url = format!("{}#token={ADMIN_TOKEN}", gw.admin_url("/"));
     let profile = tempfile::tempdir().unwrap();
     // No name resolves (nothing beyond the admin port is reachable by name),
     // and no proxy: the page must work from the admin port alone.
@@ -301,5 +315,48 @@ async fn the_page_in_chromium_shows_a_refused_postback_with_its_reason() {
         shot.display()
     );
     eprintln!("screenshot: {}", shot.display());
+    gw.stop().await;
+}
+
+/// The console needs the admin token; a foreign Host (a page of another
+/// site whose name was pointed here) gets 421; the metrics and the probes
+/// stay open for Prometheus and the kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_needs_the_token_and_the_probes_do_not() {
+    let (gw, _kafka) = start(200).await;
+    for path in ["/sources", "/sources/acme/recent", "/unmatched/recent"] {
+        let url = gw.admin_url(path);
+        assert_eq!(
+            get_as(&url, None, None).await.0,
+            401,
+            "{path} without a token"
+        );
+        assert_eq!(
+            get_as(&url, Some("test-admin-token-012345678X"), None)
+                .await
+                .0,
+            401,
+            "{path} with a wrong token"
+        );
+        assert_eq!(get_as(&url, Some(ADMIN_TOKEN), None).await.0, 200, "{path}");
+        assert_eq!(
+            get_as(&url, Some(ADMIN_TOKEN), Some("rebound.attacker.example"))
+                .await
+                .0,
+            421,
+            "{path} with a foreign Host"
+        );
+    }
+    // The page itself holds no data: without the token it is the login form.
+    let (status, page) = get_as(&gw.admin_url("/"), None, None).await;
+    assert_eq!(status, 401);
+    assert!(page.contains("admin token"), "{page}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(
+            get_as(&gw.admin_url(path), None, None).await.0,
+            200,
+            "{path}"
+        );
+    }
     gw.stop().await;
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Method, Request, Response};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
 
+use super::access::Denied;
 use super::reply::{ok, rejected, Body};
 use crate::console;
 use crate::metrics as m;
@@ -41,7 +42,37 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
                 resp
             }
         },
-        "/" => with_type(console::page::HTML.into(), "text/html; charset=utf-8"),
+        path => console(&app, &req, path),
+    }
+}
+
+/// The console's routes, for a request that passes [`AdminAccess::check`].
+fn console(app: &App, req: &Request<Incoming>, path: &str) -> Response<Body> {
+    if let Err(denied) = app.admin.check(req.headers()) {
+        return match (denied, path) {
+            (Denied::ForeignHost, _) => status_text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this Host is not one of the console's names ([admin] hosts)\n",
+            ),
+            // The page holds no data: it is the form that asks for the token.
+            (Denied::NoToken, "/") => {
+                let mut resp = page();
+                *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                resp
+            }
+            (Denied::NoToken, _) => {
+                let mut resp = status_text(
+                    StatusCode::UNAUTHORIZED,
+                    "the console needs the admin token: Authorization: Bearer <token>\n",
+                );
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp
+            }
+        };
+    }
+    match path {
+        "/" => page(),
         "/sources" => json(console::sources_json(&app.console, &app.sources.load())),
         "/unmatched/recent" => {
             json(console::recent_json(&app.console, &app.sources.load(), None).unwrap_or_default())
@@ -59,6 +90,19 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
             None => rejected(Rejection::NotFound, false),
         },
     }
+}
+
+fn page() -> Response<Body> {
+    with_type(console::page::HTML.into(), "text/html; charset=utf-8")
+}
+
+fn status_text(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut resp = with_type(
+        Bytes::from_static(text.as_bytes()),
+        "text/plain; charset=utf-8",
+    );
+    *resp.status_mut() = status;
+    resp
 }
 
 fn json(value: serde_json::Value) -> Response<Body> {

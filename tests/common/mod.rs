@@ -19,6 +19,8 @@ pub mod process;
 pub mod secure;
 
 pub const API_KEY: &str = "test-key-0123456789";
+/// The admin console's token of the gateways the tests start.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The default source's pixel key: public by nature, never valid for S2S.
 pub const PIXEL_KEY: &str = "test-pixel-key-0123456789";
 pub const TOPIC: &str = "conversions";
@@ -191,6 +193,7 @@ impl Gateway {
         config.kafka.delivery_wait = Duration::from_millis(1500);
         config.api_key = Some(API_KEY.to_owned());
         config.pixel_key = Some(PIXEL_KEY.to_owned());
+        config.admin.token = Some(ADMIN_TOKEN.to_owned());
         config.shutdown_grace = Duration::from_secs(5);
         tweak(&mut config);
         let listeners = Listeners::bind(&config).await.unwrap();
