@@ -28,6 +28,7 @@ const ENV_VARS: &[&str] = &[
     "SPOOL_DIR",
     "RUST_LOG",
     "POSTBACK_CONFIG",
+    "POSTBACK_ADMIN_TOKEN",
 ];
 const PUBLIC_PORT: u64 = 8080;
 const ADMIN_PORT: u64 = 9090;
@@ -314,6 +315,22 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
         ports,
         BTreeMap::from([("http", PUBLIC_PORT), ("admin", ADMIN_PORT)])
     );
+
+    // The admin port is reached only from the monitoring namespace, the
+    // public one only from the ingress controller.
+    let policy = get("NetworkPolicy", "postback-gateway");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], *labels);
+    let admitted: Vec<&str> = policy["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|rule| rule["ports"][0]["port"].as_str().unwrap())
+        .collect();
+    assert_eq!(admitted, ["http", "admin"]);
+    let public = get("Service", "postback-gateway");
+    for p in public["spec"]["ports"].as_sequence().unwrap() {
+        assert_ne!(p["targetPort"], "admin", "the public Service has no admin port");
+    }
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for e in c["env"].as_sequence().unwrap() {
