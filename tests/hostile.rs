@@ -211,3 +211,54 @@ async fn a_pixel_flood_cannot_empty_the_dedup_window_of_a_keyed_source() {
     .await;
     assert_eq!(again, format!("DUPLICATE {id}"), "and the restart");
 }
+
+/// A pixel key sits in public pages: whoever copies it spends only the
+/// pixels' own bucket (a tenth of the source's rate unless
+/// `pixel_rate_limit` says otherwise), never what the source's S2S postbacks
+/// need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pixel_flood_with_a_public_pixel_key_cannot_spend_the_sources_s2s_budget() {
+    const SHOP: &str = r#"
+[sources.shop]
+api_keys = ["budget-shop-key-0123456789"]
+pixel_keys = ["budget-shop-pixel-0123456789"]
+rate_limit = { per_second = 1, burst = 20 }
+"#;
+    let tansu = Tansu::start();
+    let (_dir, config) = common::process::config_file(SHOP);
+    let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
+    let client = reqwest::Client::new();
+    let mut limited = 0;
+    for i in 0..200 {
+        let r = client
+            .get(gw.url(&format!(
+                "/pixel/shop?api_key=budget-shop-pixel-0123456789&tracking=flood-{i}&amount=0.00"
+            )))
+            .send()
+            .await
+            .unwrap();
+        let result = r.headers()["x-postback-result"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if result == "ERROR rate_limited" {
+            limited += 1;
+        }
+    }
+    // The pixels' bucket holds 2 (a tenth of 20): the flood is mostly refused.
+    assert!(limited >= 190, "{limited} of 200 pixels refused");
+    // The source's S2S postbacks still have their whole burst.
+    for i in 0..20 {
+        let (status, body) = reply(
+            client
+                .get(gw.url(&format!(
+                    "/postback/shop?api_key=budget-shop-key-0123456789&tracking=s2s-{i}&amount=1.00"
+                )))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "S2S postback {i}: {body}");
+    }
+}

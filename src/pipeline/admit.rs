@@ -89,9 +89,15 @@ pub(super) fn authenticate(
     }
 }
 
-/// The source's own rate, spent only by authenticated requests.
-pub(super) fn check_source_rate(source: &Source) -> Result<(), Rejection> {
-    match &source.rate {
+/// The source's own rate, spent only by authenticated requests; pixels
+/// spend a bucket of their own, so a public pixel key cannot starve the
+/// source's S2S postbacks.
+pub(super) fn check_source_rate(kind: Kind, source: &Source) -> Result<(), Rejection> {
+    let limiter = match kind {
+        Kind::S2s => &source.rate,
+        Kind::Pixel => &source.pixel_rate,
+    };
+    match limiter {
         Some(rate) if rate.check().is_err() => Err(Rejection::RateLimited),
         _ => Ok(()),
     }

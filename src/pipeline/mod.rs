@@ -371,6 +371,6 @@ fn checked(
 ) -> Result<postback::Params, Rejection> {
     let params = params::read(kind, source, req)?;
     admit::authenticate(kind, target, source, &params)?;
-    admit::check_source_rate(source)?;
+    admit::check_source_rate(kind, source)?;
     Ok(params)
 }

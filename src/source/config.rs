@@ -76,6 +76,9 @@ struct SourceFile {
     /// The network that fires into this source: whose macros `postback-url` writes.
     network: Option<String>,
     rate_limit: Option<RateFile>,
+    /// The pixels' own bucket; pixel keys are public, so pixels never spend
+    /// what the source's S2S postbacks need.
+    pixel_rate_limit: Option<RateFile>,
 }
 
 /// `rate_limit = { per_second = 500, burst = 1000 }`
@@ -197,6 +200,7 @@ pub(super) fn build_preset(
         ("allow_networks", !f.allow_networks.is_empty()),
         ("trusted_proxies", !f.trusted_proxies.is_empty()),
         ("rate_limit", f.rate_limit.is_some()),
+        ("pixel_rate_limit", f.pixel_rate_limit.is_some()),
         ("tracking_template", f.tracking_template),
     ];
     for (field, set) in owned_by_sources {
@@ -294,12 +298,26 @@ fn build_one(
     s.allow = networks("allow_networks", &f.allow_networks, &mut err);
     s.trusted_proxies = networks("trusted_proxies", &f.trusted_proxies, &mut err);
     s.url = fmt.url;
-    if let Some(r) = f.rate_limit.take() {
-        match crate::ratelimit::Rate::checked(r.per_second, r.burst) {
-            Ok(rate) => s.rate = Some(crate::ratelimit::Limiter::new(rate)),
-            Err(e) => err(format!("rate_limit: {e}")),
-        }
-    }
+    let source_rate = f.rate_limit.take().and_then(|r| {
+        crate::ratelimit::Rate::checked(r.per_second, r.burst)
+            .map_err(|e| err(format!("rate_limit: {e}")))
+            .ok()
+    });
+    s.rate = source_rate.map(crate::ratelimit::Limiter::new);
+    let pixel_rate = match f.pixel_rate_limit.take() {
+        Some(r) => crate::ratelimit::Rate::checked(r.per_second, r.burst)
+            .map_err(|e| err(format!("pixel_rate_limit: {e}")))
+            .ok(),
+        // A tenth of the source's rate, in a bucket of its own.
+        None => source_rate.and_then(|r| {
+            crate::ratelimit::Rate::checked(
+                (r.per_second / 10.0).max(0.0001),
+                Some((r.burst / 10.0).max(1.0)),
+            )
+            .ok()
+        }),
+    };
+    s.pixel_rate = pixel_rate.map(crate::ratelimit::Limiter::new);
     s
 }
 

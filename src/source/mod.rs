@@ -55,8 +55,11 @@ pub struct Source {
     pub(crate) trusted_proxies: Networks,
     /// How the postback URL handed to this sender is written.
     pub url: UrlTemplate,
-    /// Postbacks per second this source may send; `None` is unlimited.
+    /// S2S postbacks per second this source may send; `None` is unlimited.
     pub(crate) rate: Option<crate::ratelimit::Limiter>,
+    /// Pixels per second, in a bucket of their own (pixel keys are public);
+    /// `None` is unlimited.
+    pub(crate) pixel_rate: Option<crate::ratelimit::Limiter>,
     /// This source's counters, registered on first use (the recorder may be
     /// installed after the config is read), so a request allocates no label.
     counters: std::sync::OnceLock<SourceCounters>,
@@ -91,6 +94,7 @@ impl Source {
             trusted_proxies: Networks::default(),
             url: UrlTemplate::default(),
             rate: None,
+            pixel_rate: None,
             counters: std::sync::OnceLock::new(),
         }
     }
