@@ -40,6 +40,7 @@ pub(crate) const SPOOL_SKIPPED: &str = "postback_spool_skipped_total";
 pub(crate) const SPOOL_TIMEOUTS: &str = "postback_spool_timeouts_total";
 pub(crate) const SPOOL_CORRUPT: &str = "postback_spool_corrupt_ranges_total";
 pub(crate) const SPOOL_DEAD_LETTERS: &str = "postback_spool_dead_letters_total";
+pub(crate) const SPOOL_WRITABLE: &str = "postback_spool_writable";
 pub(crate) const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub(crate) const BUILD_INFO: &str = "postback_build_info";
 pub(crate) const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
@@ -251,6 +252,10 @@ fn describe() {
         "Spooled events Kafka refused for good, moved to the spool's dead-letter file."
     );
     describe_counter!(SPOOL_SYNCS, "Group commits (fdatasync calls) of the spool.");
+    describe_gauge!(
+        SPOOL_WRITABLE,
+        "1 while the spool takes writes; 0 from a failed write or sync until a write succeeds, and once its writer has stopped."
+    );
     describe_gauge!(
         WARMUP_SECONDS,
         "How long rebuilding the dedup window took at start."

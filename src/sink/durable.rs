@@ -141,16 +141,19 @@ impl Sink for Durable {
     /// Ready while Kafka or the spool takes events, unless the cluster
     /// refuses the gateway's connections: a wrong password or CA does not
     /// heal by itself, and a rollout with one must stop at its first pod.
+    /// The spool's disk matters only while Kafka is away: then a disk that
+    /// refuses writes (full, read-only, failing) leaves nothing to make an
+    /// event durable with.
     fn problem(&self) -> Option<String> {
         let kafka = self.kafka.problem()?;
-        if super::logs::refusal().is_some() || !self.spool.has_room() {
-            Some(if self.spool.has_room() {
-                kafka
-            } else {
-                format!("{kafka}, and the spool is full")
-            })
-        } else {
-            None
+        let spool = match self.spool.health() {
+            Some(why) => Some(format!("the spool cannot be written: {why}")),
+            None if !self.spool.has_room() => Some("the spool is full".to_owned()),
+            None => None,
+        };
+        match spool {
+            Some(spool) => Some(format!("{kafka}, and {spool}")),
+            None => super::logs::refusal().map(|_| kafka),
         }
     }
 

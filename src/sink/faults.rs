@@ -7,6 +7,20 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 /// The spool writer sleeps this long before each write (a stalled disk).
 pub static SPOOL_WRITE_STALL_MS: AtomicU64 = AtomicU64::new(0);
 
+/// The spool's disk takes this long over each write the writer has begun:
+/// appends whose callers stop waiting meanwhile are written all the same.
+pub static SPOOL_SLOW_WRITE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// While set, spool writes fail as on a full disk: half of each batch
+/// reaches the file, then the write fails with ENOSPC.
+pub static SPOOL_DISK_FULL: AtomicBool = AtomicBool::new(false);
+
+/// While set, the spool cannot cut a failed write's bytes off its segment.
+pub static SPOOL_TRUNCATE_FAILS: AtomicBool = AtomicBool::new(false);
+
+/// While set, the spool cannot create a new segment file.
+pub static SPOOL_CREATE_FAILS: AtomicBool = AtomicBool::new(false);
+
 /// The drainer's next this-many deliveries panic.
 pub static DRAIN_DELIVERY_PANICS: AtomicU32 = AtomicU32::new(0);
 
@@ -16,6 +30,35 @@ pub(crate) fn spool_write() {
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
+}
+
+/// Sleeps while the disk is told to be slow, once a write has begun.
+pub(crate) fn spool_slow_write() {
+    let ms = SPOOL_SLOW_WRITE_MS.load(Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Whether the spool's disk is told to be full.
+pub(crate) fn spool_disk_full() -> bool {
+    SPOOL_DISK_FULL.load(Ordering::Relaxed)
+}
+
+/// Fails when the spool is told it cannot cut a segment.
+pub(crate) fn spool_truncate() -> std::io::Result<()> {
+    if SPOOL_TRUNCATE_FAILS.load(Ordering::Relaxed) {
+        return Err(std::io::Error::other("truncation refused by a test"));
+    }
+    Ok(())
+}
+
+/// Fails when the spool is told it cannot create a segment.
+pub(crate) fn spool_create() -> std::io::Result<()> {
+    if SPOOL_CREATE_FAILS.load(Ordering::Relaxed) {
+        return Err(std::io::Error::other("segment creation refused by a test"));
+    }
+    Ok(())
 }
 
 /// Whether this drain delivery is to panic (and counts it).

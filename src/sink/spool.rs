@@ -7,13 +7,17 @@
 //! covered by the next one, and each append is acknowledged only after the sync
 //! that covers it. A segment is deleted only once every record in it is
 //! acknowledged by Kafka. On start, a torn last record (a crash mid-write, never
-//! acknowledged) fails its checksum and is cut off.
+//! acknowledged) fails its checksum and is cut off; a damaged record with whole
+//! ones after it (a flipped byte, a bad sector) costs that record only, at
+//! start and while the drainer reads alike. A record that passes its checksum
+//! is never thrown away: one in a format version this build does not read
+//! stops the start instead.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
@@ -29,6 +33,9 @@ const VERSION: u8 = 1;
 const MAX_RECORD: usize = 4 << 20;
 /// The drainer reads at most this much at a time (more than one record's worth).
 const READ_CHUNK: u64 = 8 << 20;
+// A read that begins at a record always holds the whole record, so a record
+// a read cuts short is never taken for damage.
+const _: () = assert!(READ_CHUNK as usize >= HEADER + MAX_RECORD);
 
 /// The lock file in a spool directory.
 const LOCK_FILE: &str = "LOCK";
@@ -175,19 +182,126 @@ pub struct Spooled {
     pub source: String,
 }
 
-/// A whole, checksummed record at `pos` of `bytes`, and its length with the header.
-fn record_at(bytes: &[u8], pos: usize) -> Option<(usize, Record)> {
-    let header = bytes.get(pos..pos + HEADER)?;
+/// What the bytes at one offset of a segment hold.
+enum At {
+    /// A whole record, its checksum verified, and its length with the header.
+    Whole(usize, Record),
+    /// A record whose checksum holds, in a format version this build does
+    /// not read (a newer build wrote it): not damage.
+    Newer(u8),
+    /// No whole record: damage, or a record cut short at the end of the file.
+    Bad,
+    /// The bytes at hand end before it can be told.
+    Short,
+}
+
+/// What is at `pos` of `bytes`.
+fn record_at(bytes: &[u8], pos: usize) -> At {
+    let Some(header) = bytes.get(pos..pos + HEADER) else {
+        return At::Short;
+    };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     if len > MAX_RECORD {
-        return None;
+        return At::Bad;
     }
-    let body = bytes.get(pos + HEADER..pos + HEADER + len)?;
+    let Some(body) = bytes.get(pos + HEADER..pos + HEADER + len) else {
+        return At::Short;
+    };
     if crc32fast::hash(body) != crc {
-        return None;
+        return At::Bad;
     }
-    Some((HEADER + len, Record::decode(body)?))
+    match body.first() {
+        Some(&version) if version != VERSION => At::Newer(version),
+        _ => match Record::decode(body) {
+            Some(record) => At::Whole(HEADER + len, record),
+            None => At::Bad,
+        },
+    }
+}
+
+/// Whole records read out of part of a segment, and the damage between them.
+#[derive(Default)]
+struct Scan {
+    /// Each whole record, with where it begins and ends in the segment.
+    records: Vec<(u64, u64, Record)>,
+    /// Ranges of the segment in which no whole record begins (damage).
+    damaged: Vec<(u64, u64)>,
+    /// Where the scan stopped: the end of the bytes, or where the next read
+    /// must begin.
+    end: u64,
+    /// Where damage began that the bytes ended in before a whole record
+    /// followed it; the next read, from `end`, goes on with it.
+    open_damage: Option<u64>,
+}
+
+/// A record in a format version this build does not read, at `offset`.
+struct Newer {
+    offset: u64,
+    version: u8,
+}
+
+/// Reads whole records out of `bytes`, which begin at byte `base` of a
+/// segment (at a record, or inside damage that began at `damaged_since`). A
+/// record that fails its checksum is skipped by resynchronising on the next
+/// whole record after it, byte by byte. `complete` says the bytes reach the
+/// end of what there is to read (the file, or its synced length): a record
+/// they cut short is damage then, and otherwise where the next read begins.
+/// A record of another version is refused with `Err`, or taken for damage
+/// when `newer_is_damage`.
+fn scan(
+    bytes: &[u8],
+    base: u64,
+    complete: bool,
+    damaged_since: Option<u64>,
+    newer_is_damage: bool,
+) -> Result<Scan, Newer> {
+    let mut out = Scan::default();
+    let mut since = damaged_since;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let at = base + pos as u64;
+        match record_at(bytes, pos) {
+            At::Whole(len, record) => {
+                if let Some(from) = since.take() {
+                    out.damaged.push((from, at));
+                }
+                out.records.push((at, at + len as u64, record));
+                pos += len;
+            }
+            At::Newer(version) if !newer_is_damage => {
+                return Err(Newer {
+                    offset: at,
+                    version,
+                })
+            }
+            At::Short if !complete => break,
+            At::Newer(_) | At::Bad | At::Short => {
+                since.get_or_insert(at);
+                pos += 1;
+            }
+        }
+    }
+    out.end = base + pos as u64;
+    match since {
+        Some(from) if complete => out.damaged.push((from, out.end)),
+        since => out.open_damage = since,
+    }
+    Ok(out)
+}
+
+/// Why a segment is not read: a newer build wrote a record in it.
+fn refuse_newer(path: &Path, newer: Newer) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "spool segment {}: record at byte {} has format version {}, which this build \
+             does not read; start a newer build or move the segment away",
+            path.display(),
+            newer.offset,
+            newer.version
+        ),
+    )
 }
 
 /// Reads one segment at start. A record that fails its checksum in the
@@ -195,36 +309,29 @@ fn record_at(bytes: &[u8], pos: usize) -> Option<(usize, Record)> {
 /// next whole record after it: every record around it is kept, the skipped
 /// byte range is logged and counted, and the segment is rewritten without
 /// it. Only a damaged tail with no whole record after it (a crash in
-/// mid-write, never acknowledged) is cut. Returns the records' keys and the
-/// segment's length after recovery.
+/// mid-write, never acknowledged) is cut. A record in a format this build
+/// does not read is an error, found before anything is cut or rewritten: a
+/// rollback after a format change must not delete events a newer build
+/// acknowledged. Returns the records' keys and the segment's length after
+/// recovery.
 fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
     let bytes = fs::read(path)?;
-    let mut found = Vec::new();
-    let mut kept: Vec<(usize, usize)> = Vec::new();
-    let mut skipped: Vec<(usize, usize)> = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        if let Some((len, r)) = record_at(&bytes, pos) {
-            found.push(Spooled {
-                event_id: r.event_id,
-                dedup_key: r.dedup_key,
-                at: r.at,
-                source: r.source,
-            });
-            kept.push((pos, pos + len));
-            pos += len;
-            continue;
+    let len = bytes.len() as u64;
+    let Scan {
+        records,
+        mut damaged,
+        ..
+    } = scan(&bytes, 0, true, None, false).map_err(|newer| refuse_newer(path, newer))?;
+    // Damage that runs to the end of the file is a torn tail.
+    let torn = match damaged.last() {
+        Some(&(from, to)) if to == len => {
+            damaged.pop();
+            Some(from)
         }
-        match (pos + 1..bytes.len()).find(|&p| record_at(&bytes, p).is_some()) {
-            Some(next) => {
-                skipped.push((pos, next));
-                pos = next;
-            }
-            None => break,
-        }
-    }
-    let valid: u64 = kept.iter().map(|(a, b)| (b - a) as u64).sum();
-    for (from, to) in &skipped {
+        _ => None,
+    };
+    let valid: u64 = records.iter().map(|(from, to, _)| to - from).sum();
+    for (from, to) in &damaged {
         metrics::counter!(m::SPOOL_CORRUPT).increment(1);
         tracing::error!(
             segment = %path.display(),
@@ -234,52 +341,37 @@ fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
              are lost; every whole record around it is kept."
         );
     }
-    if pos < bytes.len() {
-        warn!(segment = %path.display(), cut = bytes.len() - pos,
+    if let Some(from) = torn {
+        warn!(segment = %path.display(), cut = len - from,
               "Cut a torn tail off a spool segment; those bytes were never acknowledged.");
     }
-    if !skipped.is_empty() {
+    if !damaged.is_empty() {
         // Rewrite the segment with the whole records only, so that readers
         // never meet the damage again; the old file goes only once the new
         // one is on disk.
         let tmp = path.with_extension("rewrite");
         let mut out = create_segment(&tmp)?;
-        for (a, b) in &kept {
-            out.write_all(&bytes[*a..*b])?;
+        for (from, to, _) in &records {
+            out.write_all(&bytes[*from as usize..*to as usize])?;
         }
         out.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)?;
-    } else if pos < bytes.len() {
+    } else if torn.is_some() {
         let f = OpenOptions::new().write(true).open(path)?;
         f.set_len(valid)?;
         f.sync_all()?;
     }
+    let found = records
+        .into_iter()
+        .map(|(_, _, r)| Spooled {
+            event_id: r.event_id,
+            dedup_key: r.dedup_key,
+            at: r.at,
+            source: r.source,
+        })
+        .collect();
     Ok((found, valid))
-}
-
-/// Reads whole, checksummed records from `bytes`; returns them with the
-/// length of the valid prefix (a torn or corrupt tail is not part of it).
-fn read_records(bytes: &[u8]) -> (Vec<(u64, Record)>, u64) {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while bytes.len() - pos >= HEADER {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - pos - HEADER < len {
-            break;
-        }
-        let body = &bytes[pos + HEADER..pos + HEADER + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let Some(rec) = Record::decode(body) else {
-            break;
-        };
-        pos += HEADER + len;
-        out.push((pos as u64, rec));
-    }
-    (out, pos as u64)
 }
 
 #[derive(Debug)]
@@ -290,6 +382,28 @@ struct Segment {
     synced: u64,
     /// Whether the writer has moved on to a newer segment.
     sealed: bool,
+    /// Whole records written to it (or found in it at start).
+    records: u64,
+    /// How far the drainer's reads have gone: records before this are
+    /// counted in `whole`, damage before it was reported.
+    seen: u64,
+    /// Whole records the drainer's reads found; fewer than `records` when
+    /// damage cost some.
+    whole: u64,
+}
+
+impl Segment {
+    fn new(seq: u64, path: PathBuf, synced: u64, records: u64, sealed: bool) -> Segment {
+        Segment {
+            seq,
+            path,
+            synced,
+            sealed,
+            records,
+            seen: 0,
+            whole: 0,
+        }
+    }
 }
 
 /// Why an append failed.
@@ -307,9 +421,92 @@ pub enum SpoolError {
 }
 
 enum Msg {
-    Append(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>),
+    Append(Pending),
     /// Seal the active segment (the drainer has caught up with it).
     Rotate,
+}
+
+/// One append on its way to the writer.
+struct Pending {
+    bytes: Vec<u8>,
+    reserved: Reservation,
+    /// Set once nobody waits for the answer (see [`Abandon`]).
+    abandoned: Arc<AtomicBool>,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// What the writer thread shares with the spool's other users. The writer
+/// settles each append's share of it itself, so an append whose caller
+/// stopped waiting (a timeout around [`Spool::append`]) is counted all the
+/// same.
+struct Shared {
+    /// Bytes on disk, and in appends on their way to it, so the bound holds.
+    bytes: AtomicU64,
+    /// Records not yet acknowledged by Kafka.
+    events: AtomicU64,
+    /// Why the spool cannot take writes now, if it cannot.
+    unwritable: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn publish(&self) {
+        metrics::gauge!(m::SPOOL_BYTES).set(self.bytes.load(Ordering::Acquire) as f64);
+        metrics::gauge!(m::SPOOL_EVENTS).set(self.events.load(Ordering::Acquire) as f64);
+    }
+
+    fn set_unwritable(&self, why: Option<String>) {
+        metrics::gauge!(m::SPOOL_WRITABLE).set(if why.is_some() { 0.0 } else { 1.0 });
+        *self.unwritable.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+}
+
+/// Bytes counted against `max_bytes` for a write on its way to disk. Dropped
+/// before it is kept (the write was discarded, or failed, or the writer
+/// stopped with it still queued), it gives them back, whoever holds it then.
+struct Reservation {
+    shared: Arc<Shared>,
+    n: u64,
+}
+
+impl Reservation {
+    /// Counts `n` bytes against the bound; `None` if they would pass `max`.
+    fn take(shared: &Arc<Shared>, n: u64, max: u64) -> Option<Reservation> {
+        if shared.bytes.fetch_add(n, Ordering::AcqRel) + n > max {
+            shared.bytes.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some(Reservation {
+            shared: shared.clone(),
+            n,
+        })
+    }
+
+    /// The bytes are on disk: they stay counted until their file is deleted.
+    fn keep(mut self) {
+        self.n = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.shared.bytes.fetch_sub(self.n, Ordering::AcqRel);
+            self.shared.publish();
+        }
+    }
+}
+
+/// Held by [`Spool::append`] while it waits: dropped with an append future
+/// that never got its answer (a timeout around it), it tells the writer that
+/// nobody waits any more, and a write not yet begun is discarded instead of
+/// landing behind the caller's back. Dropped after the answer it changes
+/// nothing: the writer is done with the append by then.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// The spool of one gateway process: appends through its writer thread,
@@ -323,10 +520,8 @@ pub struct Spool {
     /// The writer thread, joined at close.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     segments: Arc<Mutex<VecDeque<Segment>>>,
-    /// Bytes on disk, counted when an append is accepted so the bound holds.
-    bytes: Arc<AtomicU64>,
-    /// Records not yet acknowledged by Kafka.
-    events: Arc<AtomicU64>,
+    /// The counts and health the writer thread keeps.
+    shared: Arc<Shared>,
     max_bytes: u64,
     /// Wakes the drainer after a sync.
     pub(crate) appended: Arc<Notify>,
@@ -334,7 +529,9 @@ pub struct Spool {
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, cutting off a torn tail, and
-    /// returns it with every whole record still waiting for Kafka.
+    /// returns it with every whole record still waiting for Kafka. A record
+    /// in a format version this build does not read is an error that names
+    /// its segment: nothing is changed, so a newer build can still read it.
     pub fn open(
         dir: &Path,
         max_bytes: u64,
@@ -356,12 +553,7 @@ impl Spool {
         let active = segment_path(dir, next_seq);
         let file = create_segment(&active)?;
         sync_dir(dir)?;
-        segments.push_back(Segment {
-            seq: next_seq,
-            path: active,
-            synced: 0,
-            sealed: false,
-        });
+        segments.push_back(Segment::new(next_seq, active, 0, 0, false));
         if !pending.is_empty() {
             info!(
                 events = pending.len(),
@@ -369,14 +561,19 @@ impl Spool {
             );
         }
         let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            bytes: AtomicU64::new(bytes),
+            events: AtomicU64::new(pending.len() as u64),
+            unwritable: Mutex::new(None),
+        });
+        shared.set_unwritable(None);
         let spool = Arc::new(Spool {
             lock: Mutex::new(Some(lock)),
             dir: dir.to_owned(),
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             segments: Arc::new(Mutex::new(segments)),
-            bytes: Arc::new(AtomicU64::new(bytes)),
-            events: Arc::new(AtomicU64::new(pending.len() as u64)),
+            shared: shared.clone(),
             max_bytes,
             appended: Arc::new(Notify::new()),
         });
@@ -388,64 +585,84 @@ impl Spool {
             segment_bytes,
             segments: spool.segments.clone(),
             appended: spool.appended.clone(),
+            shared,
+            seal: false,
+            garbage: false,
         };
         *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer.start(rx)?);
         spool.publish();
         Ok((spool, pending))
     }
 
-    /// Appends `record` and resolves once it is on disk.
+    /// Appends `record` and resolves once it is on disk. Dropped before it
+    /// resolves, the append is not written if the writer has not begun its
+    /// write yet; if it has, it counts like any other.
     pub async fn append(&self, record: &Record) -> Result<(), SpoolError> {
         let bytes = record.encode();
-        let n = bytes.len() as u64;
-        if self.bytes.fetch_add(n, Ordering::AcqRel) + n > self.max_bytes {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
+        let Some(reserved) = Reservation::take(&self.shared, bytes.len() as u64, self.max_bytes)
+        else {
             return Err(SpoolError::Full);
-        }
+        };
+        let abandoned = Arc::new(AtomicBool::new(false));
         let (done, rx) = oneshot::channel();
+        let pending = Pending {
+            bytes,
+            reserved,
+            abandoned: abandoned.clone(),
+            done,
+        };
+        // An append the writer cannot take is dropped here, and gives its
+        // bytes back with it.
         let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(tx) => tx.send(Msg::Append(bytes, done)).is_ok(),
+            Some(tx) => tx.send(Msg::Append(pending)).is_ok(),
             None => false,
         };
         if !sent {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
             return Err(SpoolError::Closed);
         }
-        let result = rx.await.unwrap_or(Err(SpoolError::Closed));
-        match &result {
-            Ok(()) => {
-                self.events.fetch_add(1, Ordering::AcqRel);
-            }
-            Err(_) => {
-                self.bytes.fetch_sub(n, Ordering::AcqRel);
-            }
-        }
-        self.publish();
-        result
+        let _waiting = Abandon(abandoned);
+        rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
     /// Whether an append of a typical event would fit.
     pub(crate) fn has_room(&self) -> bool {
-        self.bytes.load(Ordering::Acquire) + 64 * 1024 <= self.max_bytes
+        self.bytes() + 64 * 1024 <= self.max_bytes
     }
 
-    /// Records not yet acknowledged by Kafka.
+    /// Why the spool cannot take writes now: the last write or sync failed
+    /// (until a later one succeeds), or the writer has stopped. Whether it is
+    /// full is [`Spool::has_room`]'s question.
+    pub(crate) fn health(&self) -> Option<String> {
+        if self.tx.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return Some(SpoolError::Closed.to_string());
+        }
+        self.shared
+            .unwritable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records not yet acknowledged by Kafka. Those lost to damage the
+    /// drainer found leave it when their segment is deleted.
     pub(crate) fn backlog(&self) -> u64 {
-        self.events.load(Ordering::Acquire)
+        self.shared.events.load(Ordering::Acquire)
     }
 
     /// Bytes on disk (counted against `max_bytes`).
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
+        self.shared.bytes.load(Ordering::Acquire)
     }
 
     fn publish(&self) {
-        metrics::gauge!(m::SPOOL_BYTES).set(self.bytes() as f64);
-        metrics::gauge!(m::SPOOL_EVENTS).set(self.backlog() as f64);
+        self.shared.publish();
     }
 
     /// The oldest segment's synced records from byte `from` on, and whether
-    /// that segment is sealed. `None` when there is nothing to read.
+    /// that segment is sealed. `None` when there is nothing to read. A
+    /// damaged record is skipped as at start (only it is lost, and the range
+    /// is logged and counted once); damage with no whole record after it
+    /// ends what the batch says there is to read.
     pub(crate) fn read_from(&self, seq: u64, from: u64) -> io::Result<Option<Batch>> {
         let (path, synced, sealed) = {
             let segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
@@ -462,18 +679,84 @@ impl Spool {
             }));
         }
         let mut f = File::open(&path)?;
-        f.seek(SeekFrom::Start(from))?;
-        let mut buf = vec![0; (synced - from).min(READ_CHUNK) as usize];
-        f.read_exact(&mut buf)?;
-        let (records, _) = read_records(&buf);
+        let mut records = Vec::new();
+        let mut damaged = Vec::new();
+        let mut at = from;
+        let mut since = None;
+        loop {
+            let mut buf = vec![0; (synced - at).min(READ_CHUNK) as usize];
+            f.seek(SeekFrom::Start(at))?;
+            f.read_exact(&mut buf)?;
+            let complete = at + buf.len() as u64 == synced;
+            // This build wrote every record a read meets (the start refused
+            // segments of a newer format), so one claiming another version
+            // is damage that happens to pass its checksum.
+            let Ok(found) = scan(&buf, at, complete, since, true) else {
+                unreachable!("newer records are damage here")
+            };
+            records.extend(found.records);
+            damaged.extend(found.damaged);
+            since = found.open_damage;
+            // Damage longer than one read: read on until a whole record ends
+            // it, since the drainer moves on by records only.
+            if since.is_some() && records.is_empty() && found.end > at {
+                at = found.end;
+                continue;
+            }
+            break;
+        }
+        self.note_read(seq, &path, &records, &damaged);
+        // Damage at the end of what is synced, with no whole record after
+        // it: the drainer is done with the segment once it is past the
+        // records before it.
+        let readable = match damaged.last() {
+            Some(&(start, end)) if end == synced => start,
+            _ => synced,
+        };
         Ok(Some(Batch {
-            records: records
-                .into_iter()
-                .map(|(end, r)| (from + end, r))
-                .collect(),
+            records: records.into_iter().map(|(_, end, r)| (end, r)).collect(),
             sealed,
-            synced,
+            synced: readable,
         }))
+    }
+
+    /// Counts the whole records a read found and reports the damage it met,
+    /// each once however often the drainer reads the same bytes.
+    fn note_read(
+        &self,
+        seq: u64,
+        path: &Path,
+        records: &[(u64, u64, Record)],
+        damaged: &[(u64, u64)],
+    ) {
+        let new_damage: Vec<(u64, u64)> = {
+            let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(seg) = segs.iter_mut().find(|s| s.seq == seq) else {
+                return;
+            };
+            let seen = seg.seen;
+            seg.whole += records.iter().filter(|(_, end, _)| *end > seen).count() as u64;
+            let new = damaged
+                .iter()
+                .filter(|(_, end)| *end > seen)
+                .copied()
+                .collect();
+            let last = records.iter().map(|(_, end, _)| *end);
+            seg.seen = last
+                .chain(damaged.iter().map(|(_, end)| *end))
+                .fold(seen, u64::max);
+            new
+        };
+        for (from, to) in new_damage {
+            metrics::counter!(m::SPOOL_CORRUPT).increment(1);
+            tracing::error!(
+                segment = %path.display(),
+                from,
+                to,
+                "Skipped a corrupt range in a spool segment while draining it: the \
+                 acknowledged events in it are lost; every whole record around it is sent."
+            );
+        }
     }
 
     /// The oldest segment's sequence number.
@@ -505,7 +788,18 @@ impl Spool {
             };
             segs.remove(i).expect("index from position")
         };
-        self.bytes.fetch_sub(seg.synced, Ordering::AcqRel);
+        self.shared.bytes.fetch_sub(seg.synced, Ordering::AcqRel);
+        // Records lost to damage were never sent, so never acknowledged:
+        // they leave the backlog with their segment.
+        let lost = seg.records.saturating_sub(seg.whole);
+        if lost > 0 {
+            let _ = self
+                .shared
+                .events
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                    Some(e.saturating_sub(lost))
+                });
+        }
         self.publish();
         Ok(())
     }
@@ -531,21 +825,17 @@ impl Spool {
         let path = self.dir.join(DEAD_LETTER_FILE);
         let new = !path.exists();
         let bytes = record.encode();
-        let n = bytes.len() as u64;
-        if self.bytes.fetch_add(n, Ordering::AcqRel) + n > self.max_bytes {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
+        let Some(reserved) = Reservation::take(&self.shared, bytes.len() as u64, self.max_bytes)
+        else {
             return Err(io::Error::other(
                 "the dead-letter file would pass [spool] max_bytes",
             ));
-        }
-        let written = create_segment(&path).and_then(|mut file| {
+        };
+        create_segment(&path).and_then(|mut file| {
             file.write_all(&bytes)?;
             file.sync_data()
-        });
-        if let Err(e) = written {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
-            return Err(e);
-        }
+        })?;
+        reserved.keep();
         self.publish();
         if new {
             sync_dir(&self.dir)?;
@@ -556,6 +846,7 @@ impl Spool {
     /// Marks `n` records acknowledged without removing their segment yet.
     pub(crate) fn acknowledged(&self, n: u64) {
         let _ = self
+            .shared
             .events
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
                 Some(e.saturating_sub(n))
@@ -580,6 +871,9 @@ impl Spool {
 pub(crate) struct Batch {
     pub records: Vec<(u64, Record)>,
     pub sealed: bool,
+    /// How far the segment's records go: its synced length, or where damage
+    /// begins that no whole record follows. The drainer is done with a
+    /// sealed segment once it is past this.
     pub synced: u64,
 }
 
@@ -630,13 +924,8 @@ fn recover(dir: &Path, found: Vec<(u64, PathBuf)>) -> io::Result<Recovered> {
         }
         let (records, valid) = recover_segment(dir, &path)?;
         bytes += valid;
+        segments.push_back(Segment::new(seq, path, valid, records.len() as u64, true));
         pending.extend(records);
-        segments.push_back(Segment {
-            seq,
-            path,
-            synced: valid,
-            sealed: true,
-        });
     }
     Ok(Recovered {
         segments,
@@ -654,17 +943,27 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 struct Writer {
     dir: PathBuf,
     file: File,
+    /// The active segment's synced length; the file holds nothing after it
+    /// unless `garbage` says so.
     len: u64,
     seq: u64,
     segment_bytes: u64,
     segments: Arc<Mutex<VecDeque<Segment>>>,
     appended: Arc<Notify>,
+    shared: Arc<Shared>,
+    /// The active segment is to be sealed (the drainer asked): tried again
+    /// after every batch until a new segment could be made.
+    seal: bool,
+    /// A failed write left bytes after `len` that could not be cut off:
+    /// nothing more is written to this segment.
+    garbage: bool,
 }
 
 impl Writer {
     /// Starts the writer's thread. A panic in it is reported there; appends
     /// waiting then and later get `Closed` (503).
     fn start(self, rx: mpsc::Receiver<Msg>) -> io::Result<std::thread::JoinHandle<()>> {
+        let shared = self.shared.clone();
         std::thread::Builder::new()
             .name(tasks::SPOOL_WRITER.into())
             .spawn(move || {
@@ -672,89 +971,155 @@ impl Writer {
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     tasks::report_panic(tasks::SPOOL_WRITER, panic.as_ref());
                 }
+                shared.set_unwritable(Some(SpoolError::Closed.to_string()));
             })
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         while let Ok(first) = rx.recv() {
             // Everything that queued up during the last sync goes into this one.
-            let mut batch = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-            }
-            let mut waiters = Vec::new();
-            let mut buf = Vec::new();
+            let mut appends = Vec::new();
             let mut rotate = false;
-            for msg in batch {
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
                 match msg {
-                    Msg::Append(bytes, done) => {
-                        buf.extend_from_slice(&bytes);
-                        waiters.push(done);
-                    }
+                    Msg::Append(pending) => appends.push(pending),
                     Msg::Rotate => rotate = true,
                 }
             }
-            if !buf.is_empty() {
-                super::faults::spool_write();
-                let result = self
-                    .file
-                    .write_all(&buf)
-                    .and_then(|()| self.file.sync_data());
-                match result {
-                    Ok(()) => {
-                        self.len += buf.len() as u64;
-                        self.set_synced();
-                        for w in waiters {
-                            let _ = w.send(Ok(()));
-                        }
-                        metrics::counter!(m::SPOOL_SYNCS).increment(1);
-                        self.appended.notify_one();
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "Cannot write the spool; those postbacks get 503.");
-                        // Keep the file consistent with what was acknowledged.
-                        let _ = self.file.set_len(self.len);
-                        for w in waiters {
-                            let _ = w
-                                .send(Err(SpoolError::Io(io::Error::new(e.kind(), e.to_string()))));
-                        }
-                    }
-                }
+            if !appends.is_empty() {
+                self.write(appends);
             }
-            if (rotate && self.len > 0) || self.len >= self.segment_bytes {
+            self.seal |= rotate && self.len > 0;
+            if self.seal || self.garbage || self.len >= self.segment_bytes {
                 if let Err(e) = self.rotate() {
-                    warn!(error = %e, "Cannot start a new spool segment.");
+                    warn!(error = %e, "Cannot start a new spool segment; trying again after the next write.");
                 }
             }
         }
     }
 
-    fn set_synced(&self) {
+    /// Writes one group of appends, syncs it, and answers each.
+    fn write(&mut self, appends: Vec<Pending>) {
+        super::faults::spool_write();
+        // Nothing may land after bytes a failed write left behind: cut them
+        // off now, or go on in a new segment.
+        if self.garbage {
+            if let Err(e) = self.truncate().or_else(|_| self.rotate()) {
+                warn!(error = %e, "Cannot write the spool; those postbacks get 503.");
+                self.fail(appends, &e);
+                return;
+            }
+        }
+        // The last moment to drop an append whose caller stopped waiting: its
+        // sender was answered 503 and sends it again, so it is not written.
+        // Dropping it gives its bytes back.
+        let live: Vec<Pending> = appends
+            .into_iter()
+            .filter(|p| !p.abandoned.load(Ordering::Acquire))
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(live.iter().map(|p| p.bytes.len()).sum());
+        for p in &live {
+            buf.extend_from_slice(&p.bytes);
+        }
+        match self.write_and_sync(&buf) {
+            Ok(()) => {
+                let n = live.len() as u64;
+                // Counted before the drainer can read them, so that its
+                // acknowledgements never come first.
+                self.shared.events.fetch_add(n, Ordering::AcqRel);
+                self.len += buf.len() as u64;
+                self.set_synced(n);
+                self.shared.set_unwritable(None);
+                let waiting: Vec<_> = live
+                    .into_iter()
+                    .map(|p| {
+                        p.reserved.keep();
+                        p.done
+                    })
+                    .collect();
+                // The gauges are right before anyone hears of the write.
+                self.shared.publish();
+                metrics::counter!(m::SPOOL_SYNCS).increment(1);
+                for done in waiting {
+                    let _ = done.send(Ok(()));
+                }
+                self.appended.notify_one();
+            }
+            Err(e) => {
+                warn!(error = %e, "Cannot write the spool; those postbacks get 503.");
+                // Keep the file consistent with what was acknowledged.
+                if let Err(cut) = self.truncate() {
+                    warn!(error = %cut, "Cannot cut a failed write off a spool segment; sealing it.");
+                    self.garbage = true;
+                }
+                self.fail(live, &e);
+            }
+        }
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
+        super::faults::spool_slow_write();
+        if super::faults::spool_disk_full() {
+            // What a full disk leaves: part of the batch in the file.
+            self.file.write_all(&buf[..buf.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.file.write_all(buf)?;
+        self.file.sync_data()
+    }
+
+    /// Answers `appends` with `e`; their bytes are given back, and the spool
+    /// says it cannot be written, before anyone hears of it.
+    fn fail(&self, appends: Vec<Pending>, e: &io::Error) {
+        let waiting: Vec<_> = appends.into_iter().map(|p| p.done).collect();
+        self.shared.set_unwritable(Some(e.to_string()));
+        for done in waiting {
+            // Each waiter gets its own copy, with the OS's code where there is one.
+            let e = match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            };
+            let _ = done.send(Err(SpoolError::Io(e)));
+        }
+    }
+
+    /// Cuts what a failed write left off the active segment.
+    fn truncate(&mut self) -> io::Result<()> {
+        super::faults::spool_truncate()?;
+        self.file.set_len(self.len)?;
+        self.garbage = false;
+        Ok(())
+    }
+
+    fn set_synced(&self, records: u64) {
         let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = segs.iter_mut().find(|s| s.seq == self.seq) {
             s.synced = self.len;
+            s.records += records;
         }
     }
 
+    /// Seals the active segment at its synced length and goes on in a new one.
     fn rotate(&mut self) -> io::Result<()> {
         let seq = self.seq + 1;
         let path = segment_path(&self.dir, seq);
+        super::faults::spool_create()?;
         let file = create_segment(&path)?;
         sync_dir(&self.dir)?;
         let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = segs.iter_mut().find(|s| s.seq == self.seq) {
             s.sealed = true;
         }
-        segs.push_back(Segment {
-            seq,
-            path,
-            synced: 0,
-            sealed: false,
-        });
+        segs.push_back(Segment::new(seq, path, 0, 0, false));
         drop(segs);
         self.file = file;
         self.seq = seq;
         self.len = 0;
+        self.seal = false;
+        self.garbage = false;
         self.appended.notify_one();
         Ok(())
     }
@@ -773,6 +1138,17 @@ mod tests {
             key: format!("token-{i}"),
             payload: format!("{{\"n\":{i}}}").into_bytes(),
         }
+    }
+
+    /// The whole records of a segment's bytes, each with the offset just
+    /// past it, and how far they go.
+    fn read_records(bytes: &[u8]) -> (Vec<(u64, Record)>, u64) {
+        let Ok(found) = scan(bytes, 0, true, None, false) else {
+            panic!("a record of a newer format");
+        };
+        let valid = found.records.last().map_or(0, |r| r.1);
+        let records = found.records.into_iter().map(|(_, end, r)| (end, r));
+        (records.collect(), valid)
     }
 
     fn keys(range: impl IntoIterator<Item = u32>) -> Vec<Spooled> {
@@ -938,5 +1314,191 @@ mod tests {
         drop(spool);
         let (_, pending) = Spool::open(dir.path(), 1 << 20, one * 3).unwrap();
         assert_eq!(pending, keys(0..10));
+    }
+
+    /// Flips one byte of the file at `offset`, in place, as a bad sector
+    /// would under a running gateway.
+    fn flip(path: &Path, offset: u64) {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.write_all(&[b[0] ^ 0x40]).unwrap();
+    }
+
+    fn sealed(spool: &Spool, seq: u64) -> bool {
+        let segs = spool.segments.lock().unwrap();
+        segs.iter().any(|s| s.seq == seq && s.sealed)
+    }
+
+    /// Segment 0 sealed with records 0-3 in it, and records 4 and 5 in
+    /// segment 1.
+    async fn two_segments(dir: &Path) -> (Arc<Spool>, u64) {
+        let one = record(0).encode().len() as u64;
+        let (spool, _) = Spool::open(dir, 1 << 20, one * 4).unwrap();
+        for i in 0..6 {
+            spool.append(&record(i)).await.unwrap();
+        }
+        assert!(sealed(&spool, 0));
+        (spool, one)
+    }
+
+    #[tokio::test]
+    async fn damage_found_while_draining_costs_that_record_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, one) = two_segments(dir.path()).await;
+        // A bit flips in the middle of the first record's body while the
+        // gateway runs.
+        flip(&segment_path(dir.path(), 0), one / 2);
+        let batch = spool.read_from(0, 0).unwrap().unwrap();
+        let ids: Vec<Uuid> = batch.records.iter().map(|(_, r)| r.event_id).collect();
+        let want: Vec<Uuid> = (1..4).map(|i| record(i).event_id).collect();
+        assert_eq!(ids, want, "the records after the damaged one are read");
+        let ends: Vec<u64> = batch.records.iter().map(|(end, _)| *end).collect();
+        assert_eq!(ends, [2 * one, 3 * one, 4 * one]);
+        assert!(batch.sealed);
+        assert_eq!(batch.synced, 4 * one);
+        // Read again (a retried round), the damage is the same and counted once.
+        let again = spool.read_from(0, 0).unwrap().unwrap();
+        assert_eq!(again.records.len(), 3);
+        // Drained and deleted, the segment takes the lost record off the
+        // backlog with it: what is left is segment 1's two records.
+        assert_eq!(spool.backlog(), 6);
+        spool.acknowledged(3);
+        spool.remove(0).unwrap();
+        assert_eq!(spool.backlog(), 2);
+        assert_eq!(spool.bytes(), 2 * one);
+        let rest = spool.read_from(1, 0).unwrap().unwrap();
+        assert_eq!(rest.records.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn damage_at_the_end_of_a_segment_does_not_hold_the_drainer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, one) = two_segments(dir.path()).await;
+        // The last record of the sealed segment is damaged: no whole record
+        // follows it to resynchronise on.
+        flip(&segment_path(dir.path(), 0), 3 * one + one / 2);
+        let batch = spool.read_from(0, 0).unwrap().unwrap();
+        assert_eq!(batch.records.len(), 3);
+        assert_eq!(
+            batch.synced,
+            3 * one,
+            "the records end where the damage begins"
+        );
+        // Past the last whole record there is nothing left to read, so the
+        // drainer (at `pos >= synced` of a sealed segment) deletes it.
+        let rest = spool.read_from(0, 3 * one).unwrap().unwrap();
+        assert!(rest.records.is_empty());
+        assert!(rest.sealed && rest.synced <= 3 * one);
+        spool.acknowledged(3);
+        spool.remove(0).unwrap();
+        assert_eq!(spool.backlog(), 2);
+    }
+
+    #[tokio::test]
+    async fn damage_in_the_segment_being_written_is_passed_by_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        let one = record(0).encode().len() as u64;
+        spool.append(&record(0)).await.unwrap();
+        spool.append(&record(1)).await.unwrap();
+        flip(&segment_path(dir.path(), 0), one + 10);
+        let batch = spool.read_from(0, 0).unwrap().unwrap();
+        assert_eq!(batch.records.len(), 1);
+        assert_eq!(batch.synced, one);
+        spool.append(&record(2)).await.unwrap();
+        let batch = spool.read_from(0, one).unwrap().unwrap();
+        let ids: Vec<Uuid> = batch.records.iter().map(|(_, r)| r.event_id).collect();
+        assert_eq!(ids, [record(2).event_id]);
+        assert_eq!(batch.synced, 3 * one);
+    }
+
+    /// `record(i)` as a newer build might write it: another version byte,
+    /// and a checksum that holds.
+    fn newer(i: u32) -> Vec<u8> {
+        let mut bytes = record(i).encode();
+        bytes[HEADER] = VERSION + 1;
+        let crc = crc32fast::hash(&bytes[HEADER..]);
+        bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_record_of_a_newer_format_stops_the_start_and_is_kept() {
+        let one = record(0).encode().len();
+        let mut damaged = record(1).encode();
+        damaged[20] ^= 0xff;
+        let torn = record(3).encode()[..one / 2].to_vec();
+        for (what, parts, offset) in [
+            (
+                "in the middle",
+                vec![record(0).encode(), newer(1), record(2).encode()],
+                one,
+            ),
+            (
+                "at the end",
+                vec![record(0).encode(), record(1).encode(), newer(2)],
+                2 * one,
+            ),
+            (
+                "after damage",
+                vec![record(0).encode(), damaged.clone(), newer(2)],
+                2 * one,
+            ),
+            (
+                "before a torn tail",
+                vec![newer(0), record(1).encode(), torn.clone()],
+                0,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let seg = segment_path(dir.path(), 7);
+            let bytes = parts.concat();
+            fs::write(&seg, &bytes).unwrap();
+            let Err(e) = Spool::open(dir.path(), 1 << 20, 1 << 20) else {
+                panic!("{what}: the spool opened");
+            };
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{what}");
+            let msg = e.to_string();
+            assert!(msg.contains("seg-0000000000000007.log"), "{what}: {msg}");
+            assert!(
+                msg.contains(&format!("record at byte {offset} ")),
+                "{what}: {msg}"
+            );
+            assert!(msg.contains("format version 2"), "{what}: {msg}");
+            assert_eq!(
+                fs::read(&seg).unwrap(),
+                bytes,
+                "{what}: the segment is untouched"
+            );
+            assert_eq!(
+                segments_on_disk(dir.path()).unwrap().len(),
+                1,
+                "{what}: no segment was added"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_spool_says_it_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
+        assert_eq!(spool.health(), None);
+        spool.close();
+        assert_eq!(
+            spool.health().as_deref(),
+            Some("the spool writer has stopped")
+        );
+        assert!(matches!(
+            spool.append(&record(0)).await,
+            Err(SpoolError::Closed)
+        ));
+        assert_eq!(spool.bytes(), 0, "a refused append is not counted");
     }
 }
