@@ -426,7 +426,8 @@ fn keyed(sources: &source::Sources, name: &str) -> bool {
 /// Rebuilds the dedup window from the spool and, when Kafka is reachable,
 /// from the topic, so that a retry arriving after a restart is still a
 /// duplicate. Returns whether the topic's keys are in; if not (a start during
-/// an outage) the drainer reads them back once Kafka is reachable.
+/// an outage, or a read of the topic that did not get to the end) the drainer
+/// reads them back once Kafka is reachable.
 async fn warm_up(
     config: &Config,
     brokers: &str,
@@ -458,26 +459,30 @@ async fn warm_up(
         app.sources.load(),
     );
     let (window, limit) = (config.dedup.window, config.dedup.warmup_limit);
+    // The whole window is read anyway: where the broker's time index does
+    // not answer, its partitions are read from their earliest offsets, within
+    // the same limit.
+    let since = sink::warmup::Since {
+        ms: sink::warmup::millis_ago(window),
+        or_earliest: true,
+    };
     let replayed = tokio::task::spawn_blocking(move || {
-        sink::warmup::replay_topic(
-            &cfg,
-            &brokers,
-            sink::warmup::millis_ago(window),
-            limit,
-            |k, id, at, source| {
-                d.of(source, keyed(&sources, source))
-                    .insert_committed(k, id, at);
-                true
-            },
-        )
+        sink::warmup::replay_topic(&cfg, &brokers, since, limit, |k, id, at, source| {
+            d.of(source, keyed(&sources, source))
+                .insert_committed(k, id, at);
+            true
+        })
     })
     .await;
     let took = started.elapsed();
     ::metrics::gauge!(metrics::WARMUP_SECONDS).set(took.as_secs_f64());
     match replayed {
-        Ok(Ok(n)) => {
+        Ok(sink::warmup::ReadBack {
+            read,
+            incomplete: None,
+        }) => {
             info!(
-                from_kafka = n,
+                from_kafka = read,
                 from_spool = spooled.len(),
                 keys = dedup.len(),
                 seconds = took.as_secs_f64(),
@@ -485,8 +490,21 @@ async fn warm_up(
             );
             true
         }
-        Ok(Err(e)) => {
-            warn!(error = %e, "Cannot rebuild the dedup window from Kafka now; postbacks go to the spool until the drainer has read the topic back.");
+        // The keys it read stay in the window (they are in the topic), but
+        // what it did not reach is unknown, and the newest events are the
+        // likeliest to be among it: the topic counts as not read.
+        Ok(sink::warmup::ReadBack {
+            read,
+            incomplete: Some(why),
+        }) => {
+            warn!(
+                from_kafka = read,
+                from_spool = spooled.len(),
+                seconds = took.as_secs_f64(),
+                reason = %why,
+                "The dedup window was not rebuilt from Kafka: reading the topic back did not get \
+                 to the end. Postbacks go to the spool until the drainer has read the topic back."
+            );
             false
         }
         Err(e) => {

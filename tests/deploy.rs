@@ -329,7 +329,10 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
     assert_eq!(admitted, ["http", "admin"]);
     let public = get("Service", "postback-gateway");
     for p in public["spec"]["ports"].as_sequence().unwrap() {
-        assert_ne!(p["targetPort"], "admin", "the public Service has no admin port");
+        assert_ne!(
+            p["targetPort"], "admin",
+            "the public Service has no admin port"
+        );
     }
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();

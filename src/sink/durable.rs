@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::kafka::KafkaSink;
 use super::spool::{self, Record, Spool, SpoolError};
-use super::warmup::replay_topic;
+use super::warmup::{replay_topic, Since};
 use super::{BoxFuture, Sink, SinkError};
 use crate::config::KafkaConfig;
 use crate::dedup::{Clock, Pools};
@@ -278,22 +278,19 @@ impl Drainer {
         self.send(batch).await
     }
 
-    /// After a start during an outage: reads the whole window back, into the
-    /// dedup map too, then lets postbacks go to Kafka directly again.
+    /// After a start without the topic's keys (an outage, or a read that
+    /// stopped short): reads the whole window back, into the dedup map too,
+    /// then lets postbacks go to Kafka directly again. Until a read gets to
+    /// the end, postbacks keep going through the spool and nothing is sent.
     async fn warm_from_topic(&mut self) -> Result<(), Stopped> {
-        settled(&self.sink, &self.lookback, &self.stop).await?;
         let since = (i64::from((self.clock)()) - self.lookback.window.as_secs() as i64) * 1000;
-        let Some(read) = already_in_kafka(&self.lookback, since, true).await else {
-            pause(&self.stop, Duration::from_secs(1)).await;
-            return Ok(());
-        };
-        self.in_kafka = read;
-        self.need_scan = false;
+        read_back(&self.sink, &self.lookback, since, true, &self.stop).await?;
+        // What to skip of the spooled events comes from the short read
+        // before they are sent.
+        self.in_kafka.clear();
+        self.need_scan = true;
         self.sink.topic_warm.store(true, Ordering::Release);
-        info!(
-            keys = self.in_kafka.keys.len(),
-            "Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again."
-        );
+        info!("Rebuilt the dedup window from Kafka after starting without it; postbacks go to Kafka directly again.");
         Ok(())
     }
 
@@ -361,11 +358,12 @@ impl Drainer {
             let age = (self.clock)().saturating_sub(first.at);
             metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
             if self.need_scan {
-                settled(&self.sink, &self.lookback, &self.stop).await?;
+                // Nothing of the batch goes out until a read-back got to the
+                // end: a read that stopped short may have missed the very
+                // attempts the broker wrote after all.
                 let since = (i64::from(first.at) - 60) * 1000;
-                self.in_kafka = already_in_kafka(&self.lookback, since, false)
-                    .await
-                    .unwrap_or_default();
+                self.in_kafka =
+                    read_back(&self.sink, &self.lookback, since, false, &self.stop).await?;
                 self.need_scan = false;
             }
         }
@@ -506,12 +504,8 @@ async fn deliver_all(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return Err(Stopped),
         }
-        settled(sink, lookback, stop).await?;
         let since = (i64::from(oldest_at) - 60) * 1000;
-        let in_kafka = tokio::select! {
-            read = already_in_kafka(lookback, since, false) => read.unwrap_or_default(),
-            _ = stop.cancelled() => return Err(Stopped),
-        };
+        let in_kafka = read_back(sink, lookback, since, false, stop).await?;
         let before = todo.len();
         todo.retain(|(ev, _)| !in_kafka.has(ev.event_id.as_u128(), ev.dedup_key));
         if todo.len() < before {
@@ -547,30 +541,118 @@ async fn settled(
     }
 }
 
-/// Event ids and dedup keys in the topic from `since_ms` on (bounded);
-/// `warm` also puts the keys into the dedup window. `None` when the topic
-/// could not be read.
-async fn already_in_kafka(lookback: &Arc<Lookback>, since_ms: i64, warm: bool) -> Option<InKafka> {
-    const MAX_IDS: usize = 5_000_000;
-    let lb = lookback.clone();
-    let started = std::time::Instant::now();
-    let limit = if warm {
+/// What one read of the topic found.
+enum Lookup {
+    /// Every partition was read to its end: the sets hold all the topic has
+    /// from the read's start on.
+    Complete(InKafka),
+    /// The read stopped short, for the reason given: the topic may hold
+    /// events it did not see, so it says nothing of what may be sent.
+    /// `out_of_time` when it ran out of its time limit.
+    Incomplete { why: String, out_of_time: bool },
+}
+
+/// Reads the topic back from `since_ms` on (`warm`: the whole window, into
+/// the dedup map too) until a read gets to the end, and returns what it
+/// found. Each try waits until Kafka has settled. A read that stops short is
+/// never used: the caller's records stay where they are (in the spool) and
+/// the read is tried again after a pause growing from 1 s to a minute, with
+/// a WARN line (one a minute) that says why; one that ran out of time gets
+/// twice the time on the next try, up to eight times its limit.
+async fn read_back(
+    sink: &Durable,
+    lookback: &Arc<Lookback>,
+    since_ms: i64,
+    warm: bool,
+    stop: &CancellationToken,
+) -> Result<InKafka, Stopped> {
+    let base = if warm {
         lookback.warmup_limit
     } else {
         Duration::from_secs(120)
+    };
+    let mut limit = base;
+    let mut failed = 0u32;
+    loop {
+        settled(sink, lookback, stop).await?;
+        let looked = tokio::select! {
+            looked = already_in_kafka(lookback, since_ms, warm, limit) => looked,
+            _ = stop.cancelled() => return Err(Stopped),
+        };
+        let (why, out_of_time) = match looked {
+            Lookup::Complete(read) => return Ok(read),
+            Lookup::Incomplete { why, out_of_time } => (why, out_of_time),
+        };
+        failed += 1;
+        let wait = Duration::from_secs(1 << (failed - 1).min(6)).min(Duration::from_secs(60));
+        let (kind, what) = if warm {
+            (
+                "readback/warm",
+                "Reading the dedup window back from Kafka did not get to the end; postbacks \
+                 keep going through the spool",
+            )
+        } else {
+            (
+                "readback/drain",
+                "Reading the topic back before sending spooled events did not get to the end; \
+                 they stay in the spool",
+            )
+        };
+        super::logs::LOG.say(kind, tracing::Level::WARN, || {
+            format!(
+                "{what}, and the read is tried again in {} s (attempt {failed}): {why}",
+                wait.as_secs()
+            )
+        });
+        // A read that is only slow (a large window, a slow broker) would
+        // run out of the same time again and again.
+        if out_of_time {
+            limit = (limit * 2).min(base * 8);
+        }
+        pause(stop, wait).await;
+        if stop.is_cancelled() {
+            return Err(Stopped);
+        }
+    }
+}
+
+/// Event ids and dedup keys in the topic from `since_ms` on, read within
+/// `limit`; `warm` also puts the keys into the dedup window (the keys of an
+/// incomplete read too: they are in the topic all the same).
+async fn already_in_kafka(
+    lookback: &Arc<Lookback>,
+    since_ms: i64,
+    warm: bool,
+    limit: Duration,
+) -> Lookup {
+    // Bounds the sets' memory (some hundreds of MB at the bound): a span with
+    // more events than this is never read to the end, and its spooled events
+    // stay in the spool, which the ERROR line below says.
+    const MAX_IDS: usize = 5_000_000;
+    let lb = lookback.clone();
+    let started = std::time::Instant::now();
+    // The whole window is read anyway when `warm`; the drainer's short span
+    // does not turn into a read of the whole retained topic on a passing
+    // failure of the time index, it is tried again.
+    let since = Since {
+        ms: since_ms,
+        or_earliest: warm,
     };
     let found = tokio::task::spawn_blocking(move || {
         let mut read = InKafka::default();
         let r = replay_topic(
             &lb.kafka,
             &lb.brokers,
-            since_ms,
+            since,
             limit,
             |key, id, at, source| {
+                // The whole window goes into the dedup window, which bounds
+                // itself; the drainer's skip sets come from its own short read.
                 if warm {
                     lb.dedup
                         .of(source, (lb.keyed)(source))
                         .insert_committed(key, id, at);
+                    return true;
                 }
                 read.event_ids.insert(id.as_u128());
                 read.keys.insert(key, id.as_u128());
@@ -580,21 +662,47 @@ async fn already_in_kafka(lookback: &Arc<Lookback>, since_ms: i64, warm: bool) -
         (r, read)
     })
     .await;
-    match found {
-        Ok((Ok(n), read)) => {
+    let (r, read) = match found {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            return Lookup::Incomplete {
+                why: format!("the read was cancelled: {e}"),
+                out_of_time: false,
+            }
+        }
+    };
+    match r.incomplete {
+        None => {
             info!(
-                read = n,
+                read = r.read,
                 seconds = started.elapsed().as_secs_f64(),
                 "Read the topic back before draining the spool."
             );
-            Some(read)
+            Lookup::Complete(read)
         }
-        Ok((Err(e), _)) => {
-            warn!(error = %e, "Cannot read the topic back; trying again before sending spooled events.");
-            None
+        Some(super::warmup::Incomplete::Stopped) => {
+            let span = if warm {
+                "in the dedup window"
+            } else {
+                "from a minute before the oldest spooled event on"
+            };
+            super::logs::LOG.say("readback/cap", tracing::Level::ERROR, || {
+                format!(
+                    "The topic holds more than {MAX_IDS} events {span}, the most one read back \
+                     of it holds: the spooled events cannot be checked against it and stay in \
+                     the spool."
+                )
+            });
+            Lookup::Incomplete {
+                why: format!("stopped at {MAX_IDS} events, the most one read holds"),
+                out_of_time: false,
+            }
         }
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => None,
+        Some(why) => Lookup::Incomplete {
+            out_of_time: matches!(why, super::warmup::Incomplete::Deadline { .. }),
+            why: format!("{} events read, then {why}", r.read),
+        },
     }
 }
 
