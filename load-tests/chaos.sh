@@ -2,7 +2,8 @@
 # The chaos test of the suite (tests/chaos.rs), for longer: postbacks stream
 # into the release binary against a Tansu broker while the fault cycle runs
 # CYCLES times (about 50 s each): the broker frozen for 3 s and for 12 s,
-# the gateway killed (SIGKILL) and restarted, stopped with SIGTERM with the
+# the spool's disk full while the broker is frozen, the gateway killed
+# (SIGKILL) and restarted, stopped with SIGTERM with the
 # broker up and with the broker frozen. After each cycle it prints the
 # gateway's resident memory and producer restarts; at the end it checks that
 # every postback answered 200 is in the topic exactly once, that re-sends

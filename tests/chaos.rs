@@ -5,6 +5,8 @@
 //! broker up and with the broker frozen. At the end every postback answered
 //! `200 OK` is in the topic exactly once, re-sends of them are `DUPLICATE`,
 //! every SIGTERM ended with exit 0 within the grace period, and the spool is empty.
+//! The spool sits on a tmpfs of its own (the suite runs as root), which the
+//! cycle fills while the broker is frozen.
 //!
 //! `load-tests/chaos.sh` runs the same cycle many times (`CHAOS_CYCLES`),
 //! printing the gateway's memory after each.
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use common::process::{signal, GatewayProcess, Tansu};
+use common::process::{signal, GatewayProcess, SmallDisk, Tansu};
 use common::*;
 
 /// The shutdown grace period the gateway is given (`shutdown_grace_ms`).
@@ -187,7 +189,10 @@ async fn a_minute_of_faults_loses_nothing_doubles_nothing_and_every_sigterm_ends
     let (_dir, config) =
         common::process::config_file(&format!("shutdown_grace_ms = {}\n", GRACE.as_millis()));
     let config = config.as_str();
-    let mut gw = start(&tansu, config, Arc::new(tempfile::tempdir().unwrap())).await;
+    // The spool on a disk of its own, which the cycle fills.
+    let disk = SmallDisk::mount(64 * 1024);
+    let spool = Arc::new(tempfile::tempdir_in(disk.path()).unwrap());
+    let mut gw = start(&tansu, config, spool).await;
     let senders = Senders::start(gw.public);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -206,6 +211,19 @@ async fn a_minute_of_faults_loses_nothing_doubles_nothing_and_every_sigterm_ends
             );
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
+        // The spool's disk fills while the broker is frozen: postbacks get
+        // 503 until there is room again, and what was answered OK drains.
+        tansu.pause();
+        disk.fill("filler");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let when = format!("cycle {cycle}, after a full disk");
+        let refused = gauge(&gw, "postback_spool_writable").await;
+        disk.free("filler");
+        tansu.resume();
+        spool_drains_within(&gw, Duration::from_secs(30), &when).await;
+        eprintln!("{when}: postback_spool_writable was {refused} while full");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
         eprintln!(
             "cycle {cycle}: gateway RSS {} MiB after two stalls, {} producer restart(s)",
             rss_mib(gw.child.id()),
