@@ -59,8 +59,8 @@ tansu broker --storage-engine memory://tansu/ \
   --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
   >"$work/tansu.log" 2>&1 &
 pids+=($!)
-taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=bench-key \
-  POSTBACK_PIXEL_KEY=bench-pixel-key RUST_LOG=warn SPOOL_DIR="$work/spool" \
+taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=bench-key-0123456789 \
+  POSTBACK_PIXEL_KEY=bench-pixel-key-0123456789 RUST_LOG=warn SPOOL_DIR="$work/spool" \
   LISTEN_ADDR="127.0.0.1:$gport" ADMIN_ADDR="127.0.0.1:$aport" \
   valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" --dump-instr=no \
   "$gateway" >"$work/gateway.log" 2>&1 &
@@ -72,11 +72,11 @@ for _ in $(seq 600); do
 done
 curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null || { echo "the gateway did not become ready; its log:" >&2; cat "$work/gateway.log" >&2; exit 1; }
 
-"$bin/loadgen" run --scenario "$work/warm.toml" --target "127.0.0.1:$gport" --api-key bench-key \
+"$bin/loadgen" run --scenario "$work/warm.toml" --target "127.0.0.1:$gport" --api-key bench-key-0123456789 \
   --label gateway --out "$work" --name warm >/dev/null
 sleep 1
 callgrind_control -z "$gw" >/dev/null
-"$bin/loadgen" run --scenario "$work/measure.toml" --target "127.0.0.1:$gport" --api-key bench-key \
+"$bin/loadgen" run --scenario "$work/measure.toml" --target "127.0.0.1:$gport" --api-key bench-key-0123456789 \
   --label gateway --out "$work" --name measure >/dev/null
 sleep 0.5
 callgrind_control -d "$gw" >/dev/null

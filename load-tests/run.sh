@@ -36,7 +36,7 @@ file=load-tests/scenarios/$scenario.toml
 out=load-tests/out
 mkdir -p "$out"
 bin=${CARGO_TARGET_DIR:-target}/release
-key=bench-key
+key=bench-key-0123456789
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release --workspace --locked
@@ -76,7 +76,7 @@ tansu_pid=$!
 pids+=("$tansu_pid")
 wait_port "$kport"
 
-taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=$key POSTBACK_PIXEL_KEY=bench-pixel-key RUST_LOG=warn \
+taskset -c 0 env KAFKA_BROKERS="127.0.0.1:$kport" POSTBACK_API_KEY=$key POSTBACK_PIXEL_KEY=bench-pixel-key-0123456789 RUST_LOG=warn \
   LISTEN_ADDR="127.0.0.1:$gport" ADMIN_ADDR="127.0.0.1:$aport" SPOOL_DIR="$spool" \
   "${GATEWAY_BIN:-$bin/postback-gateway}" >"$out/gateway.log" 2>&1 &
 gw_pid=$!

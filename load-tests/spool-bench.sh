@@ -23,7 +23,7 @@ tansu broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$k
 tansu=$!; pids+=($tansu)
 sleep 1
 start_gateway() {
-  KAFKA_BROKERS=127.0.0.1:$kport POSTBACK_API_KEY=bench-key LISTEN_ADDR=127.0.0.1:$pport \
+  KAFKA_BROKERS=127.0.0.1:$kport POSTBACK_API_KEY=bench-key-0123456789 LISTEN_ADDR=127.0.0.1:$pport \
     ADMIN_ADDR=127.0.0.1:$aport SPOOL_DIR="$work/spool" RUST_LOG=info \
     ./target/release/postback-gateway >>"$work/gateway.log" 2>&1 &
   gw=$!; pids+=($gw)
@@ -35,7 +35,7 @@ start_gateway
 echo "== 1. spooled write rate (broker stopped), ${spool_secs}s, 50 connections"
 kill -STOP $tansu
 until [ "$(metric postback_kafka_reachable)" = "0" ]; do sleep 0.2; done
-API_KEY=bench-key wrk -t1 -c50 -d"${spool_secs}s" -s load-tests/wrk/unique-postback.lua \
+API_KEY=bench-key-0123456789 wrk -t1 -c50 -d"${spool_secs}s" -s load-tests/wrk/unique-postback.lua \
   "http://127.0.0.1:$pport" | tee "$work/wrk-spool.txt" | grep -E 'Requests/sec|Latency|Non-2xx|requests in'
 spooled=$(metric postback_spool_events)
 echo "spooled events: $spooled, spool bytes: $(metric postback_spool_bytes), fdatasyncs: $(metric postback_spool_syncs_total)"
@@ -54,9 +54,9 @@ if [ "$need" -gt 0 ]; then
   echo "adding $need more events through the gateway"
   rate=30000
   secs=$(( need / rate + 1 ))
-  API_KEY=bench-key wrk -t1 -c50 -d"${secs}s" -s load-tests/wrk/unique-postback.lua "http://127.0.0.1:$pport" >/dev/null
+  API_KEY=bench-key-0123456789 wrk -t1 -c50 -d"${secs}s" -s load-tests/wrk/unique-postback.lua "http://127.0.0.1:$pport" >/dev/null
   while [ "$(metric postback_accepted_total'{source="default"}' | cut -d. -f1)" -lt "$warm_keys" ]; do
-    API_KEY=bench-key wrk -t1 -c50 -d5s -s load-tests/wrk/unique-postback.lua "http://127.0.0.1:$pport" >/dev/null
+    API_KEY=bench-key-0123456789 wrk -t1 -c50 -d5s -s load-tests/wrk/unique-postback.lua "http://127.0.0.1:$pport" >/dev/null
   done
 fi
 kill -TERM $gw; wait $gw || true

@@ -170,7 +170,21 @@ fn main() -> ExitCode {
         Command::PostbackUrl => return postback_url(&config, url_args),
         Command::TestFire => return test_fire(&config, url_args),
         Command::Events => return events(&config, url_args),
-        Command::Run => {}
+        Command::Run => {
+            // Only the embedded first run makes up a key for the default
+            // source: a deployment's is chosen, never printed into its logs.
+            if config.kafka.brokers.is_some()
+                && config.sources.is_none()
+                && config.api_key.is_none()
+            {
+                eprintln!(
+                    "The config has 1 problem(s):\n  - no sources are configured and \
+                     POSTBACK_API_KEY is not set: set the default source's key (16 to 256 \
+                     characters of A-Z, a-z, 0-9, '-', '.', '_', '~') or configure [sources]"
+                );
+                return ExitCode::from(EX_USAGE);
+            }
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -261,6 +275,8 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
             warn!("POSTBACK_API_KEY is ignored: the config file names sources, each with its own keys.");
         }
     } else if config.api_key.is_none() {
+        // Only for trying things out: a deployment's key is chosen, never
+        // made up and printed into its logs.
         let key = random_key();
         eprintln!("  api key of the default source (set POSTBACK_API_KEY to choose one): {key}\n");
         config.api_key = Some(key);

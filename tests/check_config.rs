@@ -299,3 +299,38 @@ fn check_config_shows_the_settings_but_never_the_secret() {
         );
     }
 }
+
+/// The default source's keys follow the rules of every source's keys, and
+/// only the embedded first run makes one up: a deployment without one
+/// refuses to start instead of printing a generated key into its logs.
+#[test]
+fn the_default_sources_keys_follow_the_rules_and_a_deployment_chooses_its_own() {
+    let (_dir, path) = config("");
+    let brokers = ("KAFKA_BROKERS", "127.0.0.1:1");
+    for (var, value) in [
+        ("POSTBACK_API_KEY", "short"),
+        ("POSTBACK_API_KEY", "has space in it 0123456789"),
+        ("POSTBACK_PIXEL_KEY", "tiny"),
+    ] {
+        let out = gateway_with(&["check-config"], &path, &[brokers, (var, value)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{var} (or "))
+                && stderr.contains("must be 16 to 256 characters"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(value), "the value is not quoted: {stderr}");
+    }
+    let out = gateway_with(&[], &path, &[brokers]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("no sources are configured and POSTBACK_API_KEY is not set"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("api key of the default source"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The spool directory belongs to one process: a second gateway on the same
 //! `SPOOL_DIR` refuses to start and says why, and what the spool holds
-//! (client addresses, user agents, tokens) is readable by its owner only.
+//! (client addresses, user agents, tokens) is readable by its owner only, in
+//! a directory the gateway makes its owner's alone and never chmod-s when it exists.
 
 mod common;
 
@@ -41,7 +42,6 @@ async fn a_second_process_on_the_same_spool_refuses_to_start_and_files_are_priva
     assert_eq!(r.status(), 200);
 
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir), 0o700, "the spool directory");
     let mut files = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -62,4 +62,30 @@ async fn a_second_process_on_the_same_spool_refuses_to_start_and_files_are_priva
             .status(),
         200
     );
+}
+
+/// An existing SPOOL_DIR keeps its rights (a SPOOL_DIR=/var/lib must not
+/// change the host's), and what the gateway writes in it is its owner's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_spool_directory_is_not_chmod_ed_and_its_files_are_private() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let gw = GatewayProcess::start(None, &[("SPOOL_DIR", dir.to_str().unwrap())]).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o755, "the directory keeps its rights");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert!(files >= 2, "a segment and the lock file");
+    drop(gw);
+    // A directory the gateway makes is its owner's alone.
+    let made = parent.path().join("made");
+    let gw = GatewayProcess::start(None, &[("SPOOL_DIR", made.to_str().unwrap())]).await;
+    assert_eq!(mode(&made), 0o700);
+    drop(gw);
 }

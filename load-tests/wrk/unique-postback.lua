@@ -1,7 +1,7 @@
 -- wrk script: GET /postback with a unique tracking token per request, so that
 -- every request is a new conversion (no dedup short-cut).
 -- Usage: API_KEY=... wrk -t1 -c50 -d10s -s load-tests/wrk/unique-postback.lua http://127.0.0.1:8080
-local key = os.getenv("API_KEY") or "bench-key"
+local key = os.getenv("API_KEY") or "bench-key-0123456789"
 local run = tostring(os.time())
 local threads = {}
 local next_id = 0

@@ -53,10 +53,12 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
     builder.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
+        // A directory made here is the owner's alone; one that exists keeps
+        // its rights (SPOOL_DIR=/var/lib must not change the host's): the
+        // files in it are the owner's alone either way.
         builder.mode(0o700);
         builder.create(dir)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     #[cfg(not(unix))]
     builder.create(dir)?;

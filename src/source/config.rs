@@ -634,7 +634,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Keys go into URLs as they are, so they hold only unreserved characters.
-fn valid_key(k: &str) -> bool {
+pub(crate) fn valid_key(k: &str) -> bool {
     (16..=256).contains(&k.len())
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))

@@ -91,8 +91,9 @@ fn real_main() -> anyhow::Result<i32> {
 fn run(args: Vec<String>) -> anyhow::Result<i32> {
     let mut scenario = None;
     let mut target = None;
-    let mut api_key = std::env::var("API_KEY").unwrap_or_else(|_| "bench-key".into());
-    let mut pixel_key = std::env::var("PIXEL_KEY").unwrap_or_else(|_| "bench-pixel-key".into());
+    let mut api_key = std::env::var("API_KEY").unwrap_or_else(|_| "bench-key-0123456789".into());
+    let mut pixel_key =
+        std::env::var("PIXEL_KEY").unwrap_or_else(|_| "bench-pixel-key-0123456789".into());
     let mut label = "gateway".to_owned();
     let mut baseline = false;
     let mut brokers = None;
