@@ -447,3 +447,62 @@ async fn a_post_refused_before_its_body_is_answered_without_waiting_for_it() {
     }
     gw.stop().await;
 }
+
+/// A key in the path is checked after the network: from outside every
+/// path-keyed source's networks a valid key and a guess get the same
+/// `ip_not_allowed`; from a network another path-keyed source admits, a
+/// valid key of a walled source gets what a guess gets. The reply never
+/// tells which keys exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_the_path_from_outside_the_network_is_not_confirmed() {
+    let kafka = mock_cluster();
+    let walled = r#"
+        [sources.kt]
+        preset = "keitaro"
+        api_keys = ["walled-path-key-0123456789"]
+        allow_networks = ["10.0.0.0/8"]
+    "#;
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.sources = sources_from(walled)
+    })
+    .await;
+    for key in ["walled-path-key-0123456789", "a-guess-0123456789abcdef"] {
+        let (status, body) = reply(
+            reqwest::get(gw.url(&format!("/{key}/postback?subid=s1&status=sale")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "ERROR ip_not_allowed"),
+            "{key}"
+        );
+    }
+    gw.stop().await;
+
+    let open_too = format!(
+        "{walled}\n[sources.kt2]\npreset = \"keitaro\"\napi_keys = [\"open-path-key-0123456789\"]\n"
+    );
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.sources = sources_from(&open_too)
+    })
+    .await;
+    let mut replies = Vec::new();
+    for key in ["walled-path-key-0123456789", "a-guess-0123456789abcdef"] {
+        replies.push(
+            reply(
+                reqwest::get(gw.url(&format!("/{key}/postback?subid=s2&status=sale")))
+                    .await
+                    .unwrap(),
+            )
+            .await,
+        );
+    }
+    assert_eq!(
+        replies[0], replies[1],
+        "a valid walled key looks like a guess"
+    );
+    assert_eq!(replies[0].0, 403, "{replies:?}");
+    gw.stop().await;
+}

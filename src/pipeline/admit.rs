@@ -39,12 +39,28 @@ pub(super) fn check_head(app: &App, req: &Request<'_>) -> Result<(), Rejection> 
 pub(super) fn find_source(
     app: &App,
     target: &Target<'_>,
-    host: Option<&str>,
+    req: &Request<'_>,
 ) -> Result<Arc<Source>, Rejection> {
+    let host = req.host;
     let sources = app.sources.load();
     let found = match target {
         Target::Named(name) => sources.select(*name, host),
-        Target::PathKey(key) => sources.by_path_key(key),
+        Target::PathKey(_) if !sources.path_keys_admit(req.peer, req.forwarded_for.as_deref()) => {
+            Err(Rejection::IpNotAllowed)
+        }
+        // A wrong key in the path spends the client's own rate, so keys
+        // cannot be guessed faster than a client may send.
+        Target::PathKey(key) => sources.by_path_key(key).map_err(|e| {
+            if app
+                .per_client
+                .as_ref()
+                .is_some_and(|pc| pc.check(req.peer).is_err())
+            {
+                Rejection::RateLimited
+            } else {
+                e
+            }
+        }),
     };
     found.cloned()
 }
@@ -54,13 +70,22 @@ pub(super) fn find_source(
 pub(super) fn admit_client(
     app: &App,
     kind: Kind,
+    target: &Target<'_>,
     source: &Source,
     req: &Request<'_>,
 ) -> Result<IpAddr, Rejection> {
     if kind == Kind::Pixel && !source.pixels {
         return Err(Rejection::UnknownSource);
     }
-    let client = source.admit(req.peer, req.forwarded_for.as_deref())?;
+    let client = match source.admit(req.peer, req.forwarded_for.as_deref()) {
+        Ok(client) => client,
+        // A valid path key from a network another path-keyed source admits:
+        // answered like any wrong key, so the reply does not confirm it.
+        Err(Rejection::IpNotAllowed) if matches!(target, Target::PathKey(_)) => {
+            return Err(Rejection::BadApiKey)
+        }
+        Err(e) => return Err(e),
+    };
     if app
         .per_client
         .as_ref()

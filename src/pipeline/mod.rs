@@ -188,20 +188,19 @@ pub(crate) fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
         Ok(routed) => routed,
         Err(r) => return Gated(Gates::Unrouted(r)),
     };
-    let source = match admit::check_head(app, req)
-        .and_then(|()| admit::find_source(app, &target, req.host))
-    {
-        Ok(source) => source,
-        Err(reason) => {
-            return Gated(Gates::Refused {
-                kind,
-                target,
-                source: None,
-                reason,
-            })
-        }
-    };
-    match admit::admit_client(app, kind, &source, req) {
+    let source =
+        match admit::check_head(app, req).and_then(|()| admit::find_source(app, &target, req)) {
+            Ok(source) => source,
+            Err(reason) => {
+                return Gated(Gates::Refused {
+                    kind,
+                    target,
+                    source: None,
+                    reason,
+                })
+            }
+        };
+    match admit::admit_client(app, kind, &target, &source, req) {
         Ok(client) => Gated(Gates::Passed {
             kind,
             target,

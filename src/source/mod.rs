@@ -273,6 +273,17 @@ impl Sources {
 
     /// The source whose key is `key`, for `/{key}/postback`. Every candidate is
     /// checked in constant time; no match is `bad_api_key`.
+    /// Whether any source that takes its key in the path admits this
+    /// client's network: the network is checked before the key, so a client
+    /// from elsewhere learns nothing of which keys exist.
+    pub(crate) fn path_keys_admit(&self, peer: IpAddr, forwarded_for: Option<&str>) -> bool {
+        self.path_keyed.is_empty()
+            || self
+                .path_keyed
+                .iter()
+                .any(|s| s.admit(peer, forwarded_for).is_ok())
+    }
+
     pub(crate) fn by_path_key(&self, key: &str) -> Result<&Arc<Source>, Rejection> {
         self.path_keyed
             .iter()
