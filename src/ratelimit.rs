@@ -99,13 +99,31 @@ impl Limiter {
     }
 }
 
-/// One bucket per client address, bounded in number.
+/// The address a client is counted under: an IPv4 address as it is, an
+/// IPv6 address by its /64 (one subscriber or host usually holds a whole
+/// /64, and walks through it at will); an IPv4-mapped address as IPv4.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+    }
+}
+
+/// One bucket per client (see [`client_key`]), bounded in number.
 pub struct PerClient {
     rate: Rate,
     buckets: DashMap<IpAddr, Bucket>,
-    /// Past this many tracked addresses new ones are let through untracked,
-    /// so a flood from many addresses cannot grow memory without bound.
+    /// Past this many tracked clients new ones share one bucket, so a flood
+    /// from many addresses cannot grow memory without bound, nor pass
+    /// untracked.
     max_clients: usize,
+    shared: Mutex<Bucket>,
 }
 
 impl PerClient {
@@ -115,17 +133,23 @@ impl PerClient {
             rate,
             buckets: DashMap::new(),
             max_clients,
+            shared: Mutex::new(Bucket::full(rate, Instant::now())),
         }
     }
 
     /// Takes a token of `ip`'s bucket, or says how long until its next one.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
+        let ip = client_key(ip);
         if let Some(mut b) = self.buckets.get_mut(&ip) {
             return b.take(self.rate, now);
         }
         if self.buckets.len() >= self.max_clients {
-            return Ok(());
+            return self
+                .shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(self.rate, now);
         }
         self.buckets
             .entry(ip)
@@ -189,9 +213,49 @@ mod tests {
         assert!(pc.check(a).is_ok());
         assert!(pc.check(a).is_err());
         assert!(pc.check(b).is_ok());
-        // Past the bound, a new address is not tracked (and not limited).
+        // Past the bound, a new address shares one bucket with the others
+        // past it: not tracked, but limited.
         assert!(pc.check(c).is_ok());
-        assert!(pc.check(c).is_ok());
+        assert!(pc.check(c).is_err());
         assert_eq!(pc.buckets.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_past_the_bound_clients_share_a_bucket() {
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+
+        let rate = Rate {
+            per_second: 0.001,
+            burst: 2.0,
+        };
+        // 200 addresses of one /64 are one client.
+        let pc = PerClient::new(rate, 1000);
+        let allowed = (0..200u16)
+            .filter(|i| pc.check(ip(&format!("2001:db8:0:1::{i:x}"))).is_ok())
+            .count();
+        assert_eq!(allowed, 2);
+        // Past the bound, new clients share one bucket instead of passing.
+        let pc = PerClient::new(rate, 3);
+        let allowed = (1..=50u8)
+            .filter(|i| pc.check(ip(&format!("198.51.100.{i}"))).is_ok())
+            .count();
+        assert_eq!(
+            allowed,
+            3 + 2,
+            "one each for three tracked clients, the shared burst for the rest"
+        );
     }
 }

@@ -128,6 +128,8 @@ struct Held {
 impl ConnectionsPerClient {
     /// Counts a connection from `ip`, unless the address already has `cap`.
     fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<Held> {
+        // An IPv6 client by its /64, as the rate limit counts it.
+        let ip = crate::ratelimit::client_key(ip);
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= cap {
