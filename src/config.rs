@@ -421,20 +421,6 @@ impl Config {
         }
         c.api_key = var("POSTBACK_API_KEY").or(file.api_key);
         c.pixel_key = var("POSTBACK_PIXEL_KEY").or(file.pixel_key);
-        // The default source's keys follow the rules every source's keys do.
-        for (name, key) in [
-            ("POSTBACK_API_KEY (or api_key)", &c.api_key),
-            ("POSTBACK_PIXEL_KEY (or pixel_key)", &c.pixel_key),
-        ] {
-            if key
-                .as_deref()
-                .is_some_and(|k| !crate::source::config::valid_key(k))
-            {
-                errors.push(format!(
-                    "{name} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
-                ));
-            }
-        }
         if c.pixel_key.is_some() && c.pixel_key == c.api_key {
             errors.push(
                 "POSTBACK_PIXEL_KEY must differ from POSTBACK_API_KEY: a pixel key is public"
@@ -442,6 +428,22 @@ impl Config {
             );
         }
         c.sources = crate::source::config::build(file.sources, &mut errors, &mut c.warnings);
+        // The default source's keys follow the rules every source's keys do
+        // (ignored when the file names sources).
+        for (name, key) in [
+            ("POSTBACK_API_KEY (or api_key)", &c.api_key),
+            ("POSTBACK_PIXEL_KEY (or pixel_key)", &c.pixel_key),
+        ] {
+            if c.sources.is_none()
+                && key
+                    .as_deref()
+                    .is_some_and(|k| !crate::source::config::valid_key(k))
+            {
+                errors.push(format!(
+                    "{name} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
+                ));
+            }
+        }
         if let Some(p) = var("SPOOL_DIR").or(file.spool_dir.map(|p| p.display().to_string())) {
             c.spool_dir = PathBuf::from(p);
         }
