@@ -440,7 +440,7 @@ async fn warm_up(
     let current = app.sources.load();
     for r in &spooled {
         dedup
-            .of(&r.source, keyed(&current, &r.source) && !r.pixel)
+            .of(&r.source, keyed(&current, &r.source))
             .insert_committed(r.dedup_key, r.event_id, r.at);
     }
     if !kafka_reachable {
@@ -467,8 +467,8 @@ async fn warm_up(
         or_earliest: true,
     };
     let replayed = tokio::task::spawn_blocking(move || {
-        sink::warmup::replay_topic(&cfg, &brokers, since, limit, |k, id, at, source, pixel| {
-            d.of(source, keyed(&sources, source) && !pixel)
+        sink::warmup::replay_topic(&cfg, &brokers, since, limit, |k, id, at, source| {
+            d.of(source, keyed(&sources, source))
                 .insert_committed(k, id, at);
             true
         })

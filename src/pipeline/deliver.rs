@@ -65,11 +65,7 @@ pub(super) fn claim(
         goal: conv.goal.as_deref(),
         status: conv.dedup_status(),
     });
-    // Pixel keys are public: pixels, whoever's, keep their keys in the
-    // public pool, so a copied pixel key cannot evict a keyed source's keys.
-    let pool = app
-        .dedup
-        .of(&source.name, source.is_keyed() && kind == Kind::S2s);
+    let pool = app.dedup.of(&source.name, source.is_keyed());
     let state = match pool.try_claim(key) {
         Some(claim) => State::Reserved {
             reservation: settle(claim, &source)?,
