@@ -92,6 +92,9 @@ pub struct Config {
     pub console_recent: usize,
     /// Who may read the console (`POSTBACK_ADMIN_TOKEN`, `[admin]`).
     pub admin: crate::http::access::AdminAccess,
+    /// A listener of its own for `/metrics`, `/healthz` and `/readyz` only
+    /// (`[admin] metrics_addr`), so that they can be exposed without the console.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +227,7 @@ impl Default for Config {
             path: None,
             console_recent: crate::console::DEFAULT_PER_SOURCE,
             admin: Default::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -265,6 +269,7 @@ struct FileAdmin {
     token_file: Option<PathBuf>,
     #[serde(default)]
     hosts: Vec<String>,
+    metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -461,6 +466,14 @@ impl Config {
         // After the spool's: problems are reported in the order they always were.
         apply_hash_key(&mut c.dedup, hash_key, &mut errors);
         check_dedup_shares(&c, &mut errors);
+        if let Some(a) = &file.admin.metrics_addr {
+            c.metrics_addr = Some(address(
+                "admin.metrics_addr",
+                Some(a.clone()),
+                c.admin_addr,
+                &mut errors,
+            ));
+        }
         apply_admin(
             &mut c.admin,
             file.admin,

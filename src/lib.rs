@@ -48,6 +48,8 @@ pub struct Listeners {
     pub public: TcpListener,
     /// Metrics and health (`ADMIN_ADDR`), never on the public port.
     pub admin: TcpListener,
+    /// Metrics and health only, without the console (`[admin] metrics_addr`).
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -59,7 +61,19 @@ impl Listeners {
         let admin = TcpListener::bind(config.admin_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.admin_addr))?;
-        Ok(Listeners { public, admin })
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners {
+            public,
+            admin,
+            metrics,
+        })
     }
 
     /// The public listener's address (its port, when bound to port 0).
@@ -288,6 +302,8 @@ fn lookback(
 struct Listening {
     public: tokio::task::JoinHandle<()>,
     admin: tokio::task::JoinHandle<()>,
+    /// The metrics-only listener, when one is configured.
+    metrics: Option<tokio::task::JoinHandle<()>>,
     stop_public: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
 }
@@ -307,9 +323,20 @@ impl Listening {
             listeners.admin,
             config.limits.clone(),
             move |req, _| http::admin::handle(a.clone(), req),
-            admin_rx,
+            admin_rx.clone(),
             Duration::from_secs(1),
         );
+        let metrics = listeners.metrics.map(|listener| {
+            let a = app.clone();
+            let serve = http::serve(
+                listener,
+                config.limits.clone(),
+                move |req, _| http::admin::handle_open(a.clone(), req),
+                admin_rx.clone(),
+                Duration::from_secs(1),
+            );
+            tasks.spawn(tasks::ADMIN_LISTENER, serve)
+        });
         let a = app.clone();
         let public = http::serve(
             listeners.public,
@@ -321,6 +348,7 @@ impl Listening {
         Listening {
             public: tasks.spawn(tasks::PUBLIC_LISTENER, public),
             admin: tasks.spawn(tasks::ADMIN_LISTENER, admin),
+            metrics,
             stop_public,
             stop_admin,
         }
@@ -364,7 +392,12 @@ impl Running {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let _ = listening.stop_admin.send(true);
         let flush = app.sink.flush(left.max(Duration::from_millis(10)));
-        let _ = tokio::join!(flush, listening.admin);
+        let metrics = async {
+            if let Some(m) = listening.metrics {
+                let _ = m.await;
+            }
+        };
+        let _ = tokio::join!(flush, listening.admin, metrics);
         // The sweeper, the reloader, metrics upkeep and the Kafka watcher stop
         // on the token; each producer's report task once nothing holds the sink.
         let spool = durable.spool.clone();

@@ -360,3 +360,34 @@ async fn the_console_needs_the_token_and_the_probes_do_not() {
     }
     gw.stop().await;
 }
+
+/// `[admin] metrics_addr` serves the metrics and the probes on an address
+/// of their own, without the console: a Service or a network policy can
+/// expose it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_address_serves_metrics_and_probes_and_never_the_console() {
+    let kafka = mock_cluster();
+    let port = common::process::free_port();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.metrics_addr = Some(([127, 0, 0, 1], port).into());
+    })
+    .await;
+    let at = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(get_as(&at(path), None, None).await.0, 200, "{path}");
+    }
+    for path in ["/", "/sources", "/unmatched/recent"] {
+        assert_eq!(
+            get_as(&at(path), Some(ADMIN_TOKEN), None).await.0,
+            404,
+            "{path}, even with the token"
+        );
+    }
+    assert_eq!(
+        get_as(&gw.admin_url("/sources"), Some(ADMIN_TOKEN), None)
+            .await
+            .0,
+        200
+    );
+    gw.stop().await;
+}

@@ -17,7 +17,17 @@ use crate::metrics as m;
 use crate::pipeline::App;
 use crate::rejection::Rejection;
 
+/// The admin listener: the open routes and the console.
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    respond(&app, &req, true)
+}
+
+/// The metrics listener (`[admin] metrics_addr`): the open routes only.
+pub(crate) async fn handle_open(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    respond(&app, &req, false)
+}
+
+fn respond(app: &Arc<App>, req: &Request<Incoming>, with_console: bool) -> Response<Body> {
     if req.method() != Method::GET {
         return rejected(Rejection::MethodNotAllowed, false);
     }
@@ -42,7 +52,8 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
                 resp
             }
         },
-        path => console(&app, &req, path),
+        path if with_console => console(app, req, path),
+        _ => rejected(Rejection::NotFound, false),
     }
 }
 
