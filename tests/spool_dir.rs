@@ -11,6 +11,23 @@ use std::time::Duration;
 
 use common::process::GatewayProcess;
 
+/// The permission bits of `p`.
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Every file in the spool directory `dir` is its owner's alone, and there
+/// are a segment and the lock file at least.
+fn files_are_private(dir: &std::path::Path) {
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        files += 1;
+    }
+    assert!(files >= 2, "a segment and the lock file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_the_same_spool_refuses_to_start_and_files_are_private() {
     let first = GatewayProcess::start(None, &[]).await;
@@ -41,14 +58,7 @@ async fn a_second_process_on_the_same_spool_refuses_to_start_and_files_are_priva
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        assert_eq!(mode(&path), 0o600, "{}", path.display());
-        files += 1;
-    }
-    assert!(files >= 2, "a segment and the lock file");
+    files_are_private(&dir);
 
     // Once the first is gone, the directory can be taken again.
     let spool = first.spool.clone();
@@ -73,15 +83,8 @@ async fn an_existing_spool_directory_is_not_chmod_ed_and_its_files_are_private()
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let gw = GatewayProcess::start(None, &[("SPOOL_DIR", dir.to_str().unwrap())]).await;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o755, "the directory keeps its rights");
-    let mut files = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        assert_eq!(mode(&path), 0o600, "{}", path.display());
-        files += 1;
-    }
-    assert!(files >= 2, "a segment and the lock file");
+    files_are_private(&dir);
     drop(gw);
     // A directory the gateway makes is its owner's alone.
     let made = parent.path().join("made");

@@ -229,14 +229,8 @@ pub fn check_client(k: &KafkaConfig) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::env;
     use crate::config::Config;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     const BROKERS: (&str, &str) = ("KAFKA_BROKERS", "k:9092");
 
