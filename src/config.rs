@@ -444,9 +444,7 @@ impl Config {
                     .as_deref()
                     .is_some_and(|k| !crate::source::config::valid_key(k))
             {
-                errors.push(format!(
-                    "{name} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'"
-                ));
+                errors.push(format!("{name} must be {}", crate::source::KEY_RULE));
             }
         }
         if let Some(p) = var("SPOOL_DIR").or(file.spool_dir.map(|p| p.display().to_string())) {

@@ -179,8 +179,9 @@ fn main() -> ExitCode {
             {
                 eprintln!(
                     "The config has 1 problem(s):\n  - no sources are configured and \
-                     POSTBACK_API_KEY is not set: set the default source's key (16 to 256 \
-                     characters of A-Z, a-z, 0-9, '-', '.', '_', '~') or configure [sources]"
+                     POSTBACK_API_KEY is not set: set the default source's key ({}) or \
+                     configure [sources]",
+                    postback_gateway::source::KEY_RULE
                 );
                 return ExitCode::from(EX_USAGE);
             }

@@ -219,11 +219,6 @@ mod tests {
         assert!(pc.check(c).is_err());
         assert_eq!(pc.buckets.len(), 2);
     }
-}
-
-#[cfg(test)]
-mod client_tests {
-    use super::*;
 
     #[test]
     fn an_ipv6_client_is_its_64_and_past_the_bound_clients_share_a_bucket() {

@@ -681,17 +681,14 @@ async fn already_in_kafka(
             );
             Lookup::Complete(read)
         }
+        // Only the drainer's short read has a cap (`warm` fills the dedup
+        // window, which bounds itself).
         Some(super::warmup::Incomplete::Stopped) => {
-            let span = if warm {
-                "in the dedup window"
-            } else {
-                "from a minute before the oldest spooled event on"
-            };
             super::logs::LOG.say("readback/cap", tracing::Level::ERROR, || {
                 format!(
-                    "The topic holds more than {MAX_IDS} events {span}, the most one read back \
-                     of it holds: the spooled events cannot be checked against it and stay in \
-                     the spool."
+                    "The topic holds more than {MAX_IDS} events from a minute before the oldest \
+                     spooled event on, the most one read back of it holds: the spooled events \
+                     cannot be checked against it and stay in the spool."
                 )
             });
             Lookup::Incomplete {

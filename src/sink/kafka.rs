@@ -527,17 +527,20 @@ impl KafkaSink {
                     .kafka_delivery_seconds
                     .record(acked.duration_since(started).as_secs_f64());
             }
-            Err(e @ SinkError::Refused(_)) => {
-                metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
-                logs::LOG.say(e.cause(), Level::ERROR, || {
-                    format!("{e}; the postback is answered 503 (check the gateway's ACLs on the topic, the topic's policy and max.message.bytes).")
-                });
-            }
             Err(e) => {
                 metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
-                logs::LOG.say(e.cause(), Level::WARN, || {
+                // Refused for good, the postback is answered 503 (the direct
+                // path) or dead-lettered (the drainer); anything else waits
+                // in the spool.
+                let refused = matches!(e, SinkError::Refused(_));
+                let level = if refused { Level::ERROR } else { Level::WARN };
+                logs::LOG.say(e.cause(), level, || {
+                    if refused {
+                        format!("{e} (check the gateway's ACLs on the topic, the topic's policy and max.message.bytes).")
+                    } else {
                         format!("A Kafka delivery failed ({e}); the event is kept in the spool until Kafka takes it.")
-                    });
+                    }
+                });
             }
         }
         result

@@ -150,6 +150,14 @@ pub(crate) fn accepted() {
     REFUSAL.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
+/// A failed TLS handshake: its kind, and what to check.
+const TLS_REFUSED: (&str, &str) = (
+    "kafka-refusal/tls",
+    "The TLS handshake with Kafka failed (check ssl.ca.location against the certificates \
+     of the brokers, and ssl.certificate.location and ssl.key.location where the brokers \
+     require a client certificate)",
+);
+
 /// The kind and the operator's words for a refusal of the connection
 /// itself, with what to check. One kind per cause, whatever the error code
 /// (a failed handshake arrives as `SSL` or as a transport error).
@@ -160,18 +168,10 @@ fn refusal_of(code: RDKafkaErrorCode, reason: &str) -> Option<(&'static str, Str
             "Kafka refuses the credentials (check sasl.mechanism, sasl.username, \
              sasl.password or the OAUTHBEARER settings)",
         ),
+        RDKafkaErrorCode::SSL => TLS_REFUSED,
         // TLS 1.3 reports a refused client certificate on the first read, as
         // a transport error.
-        RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure
-            if code == RDKafkaErrorCode::SSL || reason.contains("SSL") =>
-        {
-            (
-                "kafka-refusal/tls",
-                "The TLS handshake with Kafka failed (check ssl.ca.location against the \
-                 certificates of the brokers, and ssl.certificate.location and \
-                 ssl.key.location where the brokers require a client certificate)",
-            )
-        }
+        RDKafkaErrorCode::BrokerTransportFailure if reason.contains("SSL") => TLS_REFUSED,
         _ => return None,
     };
     Some((kind, format!("{what}: {reason}")))

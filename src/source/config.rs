@@ -485,10 +485,7 @@ fn api_keys(keys: Option<Vec<String>>, err: &mut impl FnMut(String)) -> Vec<Stri
     };
     for (i, k) in keys.iter().enumerate() {
         if !valid_key(k) {
-            err(format!(
-                "api key #{} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'",
-                i + 1
-            ));
+            err(format!("api key #{} must be {}", i + 1, super::KEY_RULE));
         } else if keys[..i].contains(k) {
             err(format!("api key #{} is listed twice", i + 1));
         }
@@ -504,10 +501,7 @@ fn check_pixel_keys(
 ) {
     for (i, k) in pixel_keys.iter().enumerate() {
         if !valid_key(k) {
-            err(format!(
-                "pixel key #{} must be 16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'",
-                i + 1
-            ));
+            err(format!("pixel key #{} must be {}", i + 1, super::KEY_RULE));
         } else if keys.contains(k) {
             err(format!(
                 "pixel key #{} is also an api key: a pixel key sits in public pages, so it must \
@@ -633,7 +627,8 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Keys go into URLs as they are, so they hold only unreserved characters.
+/// Keys go into URLs as they are, so they hold only unreserved characters
+/// ([`super::KEY_RULE`]).
 pub(crate) fn valid_key(k: &str) -> bool {
     (16..=256).contains(&k.len())
         && k.bytes()

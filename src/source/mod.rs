@@ -10,6 +10,10 @@ pub(crate) mod net;
 pub mod presets;
 pub mod url;
 
+/// What every key (api or pixel, of any source) must be: it goes into URLs as
+/// it is.
+pub const KEY_RULE: &str = "16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'";
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
