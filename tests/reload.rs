@@ -156,3 +156,71 @@ async fn sighup_swaps_sources_under_traffic_and_refuses_a_broken_config() {
     assert!(log.contains("Reloaded the sources"), "{log}");
     drop(gw);
 }
+
+/// A reload reads files, and a file can stall (a FIFO with no writer here;
+/// a hung network mount in production). With a single runtime worker, a
+/// reload read on that worker would stop every request; read off it, the
+/// gateway keeps answering while the reload waits, and applies it after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_stuck_on_its_file_stalls_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    write(&config, V1);
+    let gw = GatewayProcess::start(
+        None,
+        &[
+            ("POSTBACK_CONFIG", config.to_str().unwrap()),
+            ("TOKIO_WORKER_THREADS", "1"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let a_url = |t: &str| {
+        gw.url(&format!(
+            "/postback/a?api_key={KEY_A}&tracking={t}&amount=1.00"
+        ))
+    };
+    let b_url = |t: &str| gw.url(&format!("/postback/b?api_key={KEY_B}&cid={t}&payout=1.00"));
+
+    // The config file becomes a FIFO: opening it blocks until a writer comes.
+    let fifo = dir.path().join("gateway.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::rename(&fifo, &config).unwrap();
+    signal(gw.child.id(), "HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for i in 0..20 {
+        let started = Instant::now();
+        let (status, body) = get(&client, &a_url(&format!("stuck-{i}"))).await;
+        assert_eq!(status, 200, "a postback while the reload is stuck: {body}");
+        assert!(body.starts_with("OK "), "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(get(&client, &gw.admin_url("/healthz")).await.0, 200);
+    assert_eq!(
+        get(&client, &b_url("before")).await.0,
+        404,
+        "not reloaded yet"
+    );
+
+    // The writer comes: the reload reads V2 and applies it.
+    let path = config.clone();
+    tokio::task::spawn_blocking(move || std::fs::write(path, V2))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = until(&client, &b_url("after"), 200).await;
+    assert!(body.starts_with("OK "), "{body}");
+    drop(gw);
+}
