@@ -249,9 +249,14 @@ impl Dedup {
     /// `wait` for that outcome: committed means duplicate, released means
     /// this request may try to make its own event durable.
     pub async fn reserve(self: &Arc<Self>, key: u128, wait: Duration) -> Claim {
+        Route::within(self).reserve(key, wait).await
+    }
+
+    /// [`Dedup::reserve`] along `route`.
+    async fn reserve_along(route: &Route, key: u128, wait: Duration) -> Claim {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let mut rx = match self.try_reserve(key) {
+            let mut rx = match route.try_reserve(key) {
                 Ok(claim) => return claim,
                 Err(rx) => rx,
             };
@@ -270,14 +275,15 @@ impl Dedup {
         }
     }
 
-    /// Claims `key` unless another request holds it in flight (`None`: then
-    /// [`Dedup::reserve`] waits for that outcome).
-    pub(crate) fn try_claim(self: &Arc<Self>, key: u128) -> Option<Claim> {
-        self.try_reserve(key).ok()
-    }
-
-    /// Claims `key` without waiting; `Err` carries the receiver of an in-flight outcome.
-    fn try_reserve(self: &Arc<Self>, key: u128) -> Result<Claim, watch::Receiver<Flight>> {
+    /// Claims `key` in this pool's in-flight map without waiting, for an
+    /// event whose key is to be kept in `store` and whose earlier commits may
+    /// also be in `also`; `Err` carries the receiver of an in-flight outcome.
+    fn try_reserve_for(
+        self: &Arc<Self>,
+        key: u128,
+        store: &Arc<Dedup>,
+        also: Option<&Dedup>,
+    ) -> Result<Claim, watch::Receiver<Flight>> {
         match self.in_flight.entry(wide(key)) {
             Entry::Occupied(mut e) => {
                 let tx = e
@@ -294,10 +300,14 @@ impl Dedup {
         // earlier holder's commit is visible here.
         let reservation = Reservation {
             dedup: self.clone(),
+            store: store.clone(),
             key,
             done: false,
         };
-        if let Some(id) = self.committed(key) {
+        if let Some(id) = self
+            .committed(key)
+            .or_else(|| also.and_then(|p| p.committed(key)))
+        {
             drop(reservation);
             return Ok(Claim::Duplicate(Uuid::from_u128(id)));
         }
@@ -496,6 +506,37 @@ impl Pools {
         }
     }
 
+    /// Where a conversion of the source called `name` claims and keeps its
+    /// key. A pixel key is public, so a pixel's key is kept in the public
+    /// pool whoever's pixel key it carries: a flood with a copied pixel key
+    /// pushes out public keys only. The same conversion may come as a pixel
+    /// and as an S2S postback, so a keyed source's claims of either kind are
+    /// ordered in its own pool's in-flight map and look for commits in both
+    /// pools (`takes_pixels`: only a source that takes pixels has any in the
+    /// public pool).
+    pub fn route(&self, name: &str, keyed: bool, takes_pixels: bool, pixel: bool) -> Route {
+        let own = self.of(name, keyed);
+        if !keyed || !takes_pixels {
+            return Route::within(own);
+        }
+        Route {
+            arbiter: own.clone(),
+            store: self.store(name, keyed, pixel).clone(),
+            also: Some(self.public.clone()),
+        }
+    }
+
+    /// The pool that keeps the committed key of an event of the source called
+    /// `name`: the public pool for a keyed source's pixel, else the source's
+    /// own (what [`Pools::route`] commits to, and where a restart puts the key).
+    pub fn store(&self, name: &str, keyed: bool, pixel: bool) -> &Arc<Dedup> {
+        if keyed && pixel {
+            &self.public
+        } else {
+            self.of(name, keyed)
+        }
+    }
+
     /// The keyed hash of a conversion (the same in both pools).
     pub fn key(&self, parts: &KeyParts<'_>) -> u128 {
         self.keyed.key(parts)
@@ -521,10 +562,52 @@ impl Pools {
     }
 }
 
+/// Where one conversion's key is claimed, looked up and kept: usually one
+/// pool; see [`Pools::route`] for the case of two.
+#[derive(Clone)]
+pub struct Route {
+    /// The pool whose in-flight map orders the claims of the key.
+    arbiter: Arc<Dedup>,
+    /// The pool the committed key goes to.
+    store: Arc<Dedup>,
+    /// Another pool whose committed keys count too.
+    also: Option<Arc<Dedup>>,
+}
+
+impl Route {
+    /// Claims, looks up and keeps keys in `pool` alone.
+    pub fn within(pool: &Arc<Dedup>) -> Route {
+        Route {
+            arbiter: pool.clone(),
+            store: pool.clone(),
+            also: None,
+        }
+    }
+
+    /// [`Dedup::reserve`] along this route.
+    pub async fn reserve(&self, key: u128, wait: Duration) -> Claim {
+        Dedup::reserve_along(self, key, wait).await
+    }
+
+    /// Claims `key` unless another request holds it in flight (`None`: then
+    /// [`Route::reserve`] waits for that outcome).
+    pub(crate) fn try_claim(&self, key: u128) -> Option<Claim> {
+        self.try_reserve(key).ok()
+    }
+
+    fn try_reserve(&self, key: u128) -> Result<Claim, watch::Receiver<Flight>> {
+        self.arbiter
+            .try_reserve_for(key, &self.store, self.also.as_deref())
+    }
+}
+
 /// Ownership of a key while its event is made durable. Dropping it without
 /// [`Reservation::commit`] releases the key.
 pub struct Reservation {
+    /// The pool whose in-flight map holds the key.
     dedup: Arc<Dedup>,
+    /// The pool the key is committed to.
+    store: Arc<Dedup>,
     key: u128,
     done: bool,
 }
@@ -532,10 +615,10 @@ pub struct Reservation {
 impl Reservation {
     /// The event is durable: later requests for this key are duplicates of `event_id`.
     pub fn commit(mut self, event_id: Uuid) {
-        let now = (self.dedup.clock)();
+        let now = (self.store.clock)();
         // Commit first, then leave the in-flight map: a request that misses
         // the in-flight entry finds the committed key.
-        self.dedup.insert_committed_at(self.key, event_id, now, now);
+        self.store.insert_committed_at(self.key, event_id, now, now);
         self.leave(Flight::Committed(event_id.as_u128()));
         self.done = true;
     }
@@ -809,6 +892,51 @@ mod tests {
         assert!(pools.len() <= 1000, "{}", pools.len());
         assert!(pools.of("other", true).len() <= 600);
         assert!(pools.of("landing", false).len() <= 100);
+    }
+
+    #[tokio::test]
+    async fn a_keyed_sources_pixels_keep_their_keys_in_the_public_pool_and_count_against_its_s2s() {
+        let (_now, clock) = fixed_clock();
+        let pools = Pools::new(Duration::from_secs(100), 1000, 100, &[], [7; 16], clock);
+        let s2s = pools.route("acme", true, true, false);
+        let pixel = pools.route("acme", true, true, true);
+        // An S2S postback committed: the same conversion as a pixel is a duplicate.
+        let Claim::Reserved(r) = s2s.reserve(1, WAIT).await else {
+            panic!()
+        };
+        let id = Uuid::now_v7();
+        r.commit(id);
+        assert!(matches!(pixel.reserve(1, WAIT).await, Claim::Duplicate(x) if x == id));
+        // A pixel committed: kept in the public pool, and the same
+        // conversion as an S2S postback is a duplicate.
+        let Claim::Reserved(r) = pixel.reserve(2, WAIT).await else {
+            panic!()
+        };
+        r.commit(id);
+        assert_eq!((pools.keyed.len(), pools.public.len()), (1, 1));
+        assert!(matches!(s2s.reserve(2, WAIT).await, Claim::Duplicate(_)));
+        // In flight at once: the second waits for the first, whichever kind.
+        let Claim::Reserved(first) = pixel.try_claim(3).unwrap() else {
+            panic!()
+        };
+        assert!(s2s.try_claim(3).is_none(), "the pixel holds the key");
+        let waiting = tokio::spawn({
+            let s2s = s2s.clone();
+            async move { s2s.reserve(3, WAIT).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.commit(id);
+        assert!(matches!(waiting.await.unwrap(), Claim::Duplicate(x) if x == id));
+        // A flood of unique pixels pushes out public keys only.
+        for k in 10..5000u128 {
+            let Claim::Reserved(r) = pixel.reserve(k, WAIT).await else {
+                panic!()
+            };
+            r.commit(Uuid::now_v7());
+        }
+        assert!(matches!(s2s.reserve(1, WAIT).await, Claim::Duplicate(_)));
+        assert_eq!(pools.keyed.len(), 1);
+        assert!(pools.public.len() <= 100);
     }
 
     #[tokio::test]

@@ -473,7 +473,7 @@ async fn warm_up(
     let current = app.sources.load();
     for r in &spooled {
         dedup
-            .of(&r.source, keyed(&current, &r.source))
+            .store(&r.source, keyed(&current, &r.source), r.pixel)
             .insert_committed(r.dedup_key, r.event_id, r.at);
     }
     if !kafka_reachable {
@@ -500,8 +500,8 @@ async fn warm_up(
         or_earliest: true,
     };
     let replayed = tokio::task::spawn_blocking(move || {
-        sink::warmup::replay_topic(&cfg, &brokers, since, limit, |k, id, at, source| {
-            d.of(source, keyed(&sources, source))
+        sink::warmup::replay_topic(&cfg, &brokers, since, limit, |k, id, at, source, pixel| {
+            d.store(source, keyed(&sources, source), pixel)
                 .insert_committed(k, id, at);
             true
         })

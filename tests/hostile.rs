@@ -135,14 +135,16 @@ max_keys = 1000
 [sources.acme]
 preset = "tune"
 api_keys = ["hostile-acme-key-0123456789"]
+pixel_keys = ["hostile-acme-pixel-key-0123456789"]
+pixels = true
 
 [sources.lp]
 api_keys = []
 pixels = true
 "#;
 
-/// A flood of unique anonymous pixels through a keyless source pushes out old
-/// pixel keys only: a keyed source's repeat stays a `DUPLICATE`, and the keys
+/// A flood of unique pixels, through a keyless source and with a keyed
+/// source's own (public) pixel key, pushes out old pixel keys only: a keyed source's repeat stays a `DUPLICATE`, and the keys
 /// held never exceed `max_keys`, during the flood or after a restart that
 /// reads more keys back than the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,13 +165,22 @@ async fn a_pixel_flood_cannot_empty_the_dedup_window_of_a_keyed_source() {
         series_at(&gw.admin_url("/metrics"), "postback_dedup_keys").await
     }
     let mut flood = Vec::new();
+    // Half through the keyless source, half with the keyed source's own
+    // (public) pixel key: pixels of either keep their keys in the public pool.
     for w in 0..16 {
-        let (c, base) = (client.clone(), gw.url("/pixel/lp"));
+        let c = client.clone();
+        let base = if w % 2 == 0 {
+            gw.url("/pixel/lp?tracking=")
+        } else {
+            gw.url("/pixel/acme?security_token=hostile-acme-pixel-key-0123456789&transaction_id=")
+        };
         flood.push(tokio::spawn(async move {
             for i in 0..190 {
-                let url = format!("{base}?tracking=flood-{w}-{i}&amount=0.01");
+                let url = format!("{base}flood-{w}-{i}&amount=0.01");
                 let r = c.get(url).send().await.unwrap();
                 assert_eq!(r.status(), 200);
+                let result = r.headers()["x-postback-result"].to_str().unwrap();
+                assert!(result.starts_with("OK "), "{base}: {result}");
             }
         }));
     }
@@ -192,6 +203,28 @@ async fn a_pixel_flood_cannot_empty_the_dedup_window_of_a_keyed_source() {
         "the keyed key survived the flood"
     );
 
+    // One conversion fired as a pixel (its key in the public pool) and then
+    // as an S2S postback is one conversion.
+    let both = |gw: &GatewayProcess| {
+        [
+            gw.url("/pixel/acme?security_token=hostile-acme-pixel-key-0123456789&transaction_id=both-ways&amount=1.00"),
+            gw.url(&format!("/postback/acme?transaction_id=both-ways&amount=1.00&security_token={KEY}")),
+        ]
+    };
+    let [pixel, s2s] = both(&gw);
+    let r = client.get(&pixel).send().await.unwrap();
+    let first = r.headers()["x-postback-result"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let both_id = ok_id(&first);
+    let (_, again) = reply(client.get(&s2s).send().await.unwrap()).await;
+    assert_eq!(
+        again,
+        format!("DUPLICATE {both_id}"),
+        "the S2S twin of a pixel"
+    );
+
     // A restart reads ~3,000 keys back into a bound of 1,000.
     let spool = gw.spool.clone();
     common::process::signal(gw.child.id(), "TERM");
@@ -210,6 +243,23 @@ async fn a_pixel_flood_cannot_empty_the_dedup_window_of_a_keyed_source() {
     )
     .await;
     assert_eq!(again, format!("DUPLICATE {id}"), "and the restart");
+    let [pixel, s2s] = both(&gw);
+    let r = client.get(&pixel).send().await.unwrap();
+    let result = r.headers()["x-postback-result"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        result,
+        format!("DUPLICATE {both_id}"),
+        "the pixel after the restart"
+    );
+    let (_, again) = reply(client.get(&s2s).send().await.unwrap()).await;
+    assert_eq!(
+        again,
+        format!("DUPLICATE {both_id}"),
+        "the S2S after the restart"
+    );
 }
 
 /// A pixel key sits in public pages: whoever copies it spends only the

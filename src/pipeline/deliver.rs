@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::detach::Detachable;
 use super::{App, Outcome, Request};
-use crate::dedup::{Claim, Dedup, KeyParts, Reservation};
+use crate::dedup::{Claim, KeyParts, Reservation, Route};
 use crate::event::{self, Context, Event, Kind};
 use crate::postback::Conversion;
 use crate::rejection::Rejection;
@@ -39,7 +39,7 @@ enum State {
 
 /// What the event is made of, owned, while another request's claim is awaited.
 struct Waiting {
-    pool: Arc<Dedup>,
+    route: Route,
     key: u128,
     conv: Conversion<'static>,
     user_agent: Option<String>,
@@ -65,8 +65,13 @@ pub(super) fn claim(
         goal: conv.goal.as_deref(),
         status: conv.dedup_status(),
     });
-    let pool = app.dedup.of(&source.name, source.is_keyed());
-    let state = match pool.try_claim(key) {
+    let route = app.dedup.route(
+        &source.name,
+        source.is_keyed(),
+        source.pixel_key_count() > 0,
+        kind == Kind::Pixel,
+    );
+    let state = match route.try_claim(key) {
         Some(claim) => State::Reserved {
             reservation: settle(claim, &source)?,
             event: encode(
@@ -81,7 +86,7 @@ pub(super) fn claim(
             campaign: conv.campaign_id.as_deref().map(Box::from),
         },
         None => State::Waiting(Box::new(Waiting {
-            pool: pool.clone(),
+            route,
             key,
             conv: conv.into_owned(),
             user_agent: req.user_agent.as_deref().map(str::to_owned),
@@ -105,7 +110,7 @@ pub(super) async fn finish(app: &App, claimed: Claimed) -> Outcome {
         } => (reservation, event, campaign),
         State::Waiting(w) => {
             // Boxed: the wait's state would otherwise enlarge every request's future.
-            let claim = Box::pin(w.pool.reserve(w.key, app.delivery_wait)).await;
+            let claim = Box::pin(w.route.reserve(w.key, app.delivery_wait)).await;
             let reservation = match settle(claim, &source) {
                 Ok(r) => r,
                 Err(outcome) => return outcome,

@@ -645,12 +645,12 @@ async fn already_in_kafka(
             &lb.brokers,
             since,
             limit,
-            |key, id, at, source| {
+            |key, id, at, source, pixel| {
                 // The whole window goes into the dedup window, which bounds
                 // itself; the drainer's skip sets come from its own short read.
                 if warm {
                     lb.dedup
-                        .of(source, (lb.keyed)(source))
+                        .store(source, (lb.keyed)(source), pixel)
                         .insert_committed(key, id, at);
                     return true;
                 }

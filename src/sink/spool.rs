@@ -182,6 +182,18 @@ pub struct Spooled {
     pub at: u32,
     /// The source that accepted it.
     pub source: String,
+    /// Whether it is a pixel's (its key lives in the public dedup pool).
+    pub pixel: bool,
+}
+
+/// Whether an event's payload is a pixel's. Read once per record at start.
+fn is_pixel(payload: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow, default)]
+        kind: &'a str,
+    }
+    serde_json::from_slice::<Kind>(payload).is_ok_and(|k| k.kind == "pixel")
 }
 
 /// What the bytes at one offset of a segment hold.
@@ -367,6 +379,7 @@ fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
     let found = records
         .into_iter()
         .map(|(_, _, r)| Spooled {
+            pixel: is_pixel(&r.payload),
             event_id: r.event_id,
             dedup_key: r.dedup_key,
             at: r.at,
@@ -1159,6 +1172,7 @@ mod tests {
             .map(|i| {
                 let r = record(i);
                 Spooled {
+                    pixel: is_pixel(&r.payload),
                     event_id: r.event_id,
                     dedup_key: r.dedup_key,
                     at: r.at,

@@ -33,6 +33,8 @@ struct Keys<'a> {
     event_id: &'a str,
     #[serde(borrow, default)]
     source: &'a str,
+    #[serde(borrow, default)]
+    kind: &'a str,
 }
 
 /// How much later than the start of a read an event must be stamped to count
@@ -196,7 +198,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("auto.offset.reset", "error"),
 ];
 
-/// Calls `found(dedup_key, event_id, unix_seconds, source)` for every event in the
+/// Calls `found(dedup_key, event_id, unix_seconds, source, pixel)` for every event in the
 /// topic from `since` on, until it returns false or `limit` passes, and says
 /// whether the read got to the end of every partition. Blocking.
 pub(crate) fn replay_topic(
@@ -204,7 +206,7 @@ pub(crate) fn replay_topic(
     brokers: &str,
     since: Since,
     limit: Duration,
-    found: impl FnMut(u128, Uuid, u32, &str) -> bool,
+    found: impl FnMut(u128, Uuid, u32, &str, bool) -> bool,
 ) -> ReadBack {
     let consumer = match reader(cfg, brokers, GROUP, SETTINGS) {
         Ok(c) => c,
@@ -467,7 +469,7 @@ fn read_to_end(
     consumer: &BaseConsumer<Quiet>,
     mut parts: Vec<Part>,
     limit: Duration,
-    mut found: impl FnMut(u128, Uuid, u32, &str) -> bool,
+    mut found: impl FnMut(u128, Uuid, u32, &str, bool) -> bool,
 ) -> ReadBack {
     let deadline = Instant::now() + limit;
     let began = SystemTime::now()
@@ -518,9 +520,9 @@ fn read_to_end(
             Some(ms) if ms > 0 => ((ms / 1000) as u32).min(now),
             _ => now,
         };
-        if let Some((k, id, source)) = keys_of(msg.payload()) {
+        if let Some((k, id, source, pixel)) = keys_of(msg.payload()) {
             n += 1;
-            if !found(k, id, at, source) {
+            if !found(k, id, at, source, pixel) {
                 return ReadBack::stopped(n, Incomplete::Stopped);
             }
         }
@@ -531,13 +533,14 @@ fn read_to_end(
     }
 }
 
-/// The dedup key, event id and source of an event's payload; `None` for a
+/// The dedup key, event id and source of an event's payload, and whether it
+/// is a pixel's (pixels keep their keys in the public pool); `None` for a
 /// message that is not an event.
-fn keys_of(payload: Option<&[u8]>) -> Option<(u128, Uuid, &str)> {
+fn keys_of(payload: Option<&[u8]>) -> Option<(u128, Uuid, &str, bool)> {
     let keys = serde_json::from_slice::<Keys>(payload?).ok()?;
     let k = u128::from_str_radix(keys.dedup_key, 16).ok()?;
     let id = Uuid::parse_str(keys.event_id).ok()?;
-    Some((k, id, keys.source))
+    Some((k, id, keys.source, keys.kind == "pixel"))
 }
 
 #[cfg(test)]
@@ -607,7 +610,7 @@ mod tests {
             &cluster.bootstrap_servers(),
             since,
             limit,
-            |_, _, _, _| {
+            |_, _, _, _, _| {
                 seen += 1;
                 true
             },
@@ -647,7 +650,7 @@ mod tests {
             &consumer,
             vec![Part::new(0, 0, 50)],
             Duration::from_secs(20),
-            |_, _, _, _| true,
+            |_, _, _, _, _| true,
         );
         assert!(matches!(r.incomplete, Some(Incomplete::Poll(_))), "{r:?}");
         assert!(r.read < 50, "{r:?}");
@@ -679,7 +682,7 @@ mod tests {
             &cluster.bootstrap_servers(),
             an_hour_ago(true),
             Duration::from_millis(300),
-            |_, _, _, _| {
+            |_, _, _, _, _| {
                 seen += 1;
                 // A slow reader: the limit passes long before the end.
                 std::thread::sleep(Duration::from_millis(1));
@@ -715,7 +718,7 @@ mod tests {
             &cluster.bootstrap_servers(),
             an_hour_ago(true),
             Duration::from_secs(20),
-            |_, _, _, _| {
+            |_, _, _, _, _| {
                 seen += 1;
                 seen < 10
             },

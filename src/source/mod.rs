@@ -161,7 +161,6 @@ impl Source {
         !self.keys.is_empty()
     }
 
-    /// The key handed out in postback URLs: the first one listed.
     /// How many api keys the source has (the console shows the count, never a key).
     pub(crate) fn key_count(&self) -> usize {
         self.keys.len()
@@ -172,6 +171,7 @@ impl Source {
         self.pixel_keys.len()
     }
 
+    /// The key handed out in postback URLs: the first one listed.
     pub(crate) fn first_key(&self) -> Option<&str> {
         self.keys.first().and_then(|k| std::str::from_utf8(k).ok())
     }
