@@ -156,6 +156,34 @@ async fn secrets_never_appear_in_the_console() {
     );
     // To no source at all.
     get(format!("/postback/nope?api_key={KEY_A}&tracking=t9")).await;
+    // A key typed where the source's name goes, and as a bare word.
+    get(format!("/postback/{KEY_W}?tracking=t10&amount=1.00")).await;
+    get(format!(
+        "/postback/acme?{KEY_W}&transaction_id=t11&amount=1.00"
+    ))
+    .await;
+    // Percent-encoded, and across the 1 KiB the console keeps of a query.
+    let encoded: String = KEY_W.bytes().map(|b| format!("%{b:02X}")).collect();
+    get(format!(
+        "/postback/acme?transaction_id=t12&amount=1.00&sub3={encoded}"
+    ))
+    .await;
+    let pad = "p".repeat(1000);
+    get(format!(
+        "/postback/acme?transaction_id=t13&amount=1.00&sub4={pad}&sub5={KEY_W}&sub6={KEY_K}"
+    ))
+    .await;
+    // Nested in a JSON body, in an array, and as a name.
+    let nested = format!(
+        r#"{{"transaction_id":"t14","amount":"1.00","data":{{"click":{{"ref":"{KEY_W}"}}}},"list":["{PKEY}"],"{KEY_K}":1}}"#
+    );
+    client
+        .post(gw.url("/postback/acme"))
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
 
     let text = console_text(&gw).await;
     for secret in [
@@ -178,6 +206,11 @@ async fn secrets_never_appear_in_the_console() {
         "/{key}/postback",
         "tracking=t8",
         "ERROR unknown_source",
+        "/postback/{key}",
+        "transaction_id=t11",
+        "sub3=[redacted]",
+        "transaction_id=t13",
+        r#"\"click\":{\"ref\":\"[redacted]\"}"#,
         // The JSON body, as a JSON string inside the JSON reply.
         r#"\"transaction_id\":\"t6\""#,
     ] {

@@ -62,16 +62,15 @@ impl Verdict {
     }
 }
 
-/// One request as the console keeps it: its path, query and body, raw and
-/// cut, in one allocation; they are decoded and redacted when read.
+/// One request as the console keeps it: its path, query and body, redacted
+/// and cut to whole parameters when kept, in one allocation.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) at: OffsetDateTime,
     /// `s2s` or `pixel`.
     pub(crate) endpoint: &'static str,
     pub(crate) client: IpAddr,
-    /// The path's shape (never a key: `/{key}/postback`), then the query,
-    /// then the body.
+    /// The path (a key in it shows as `{key}`), then the query, then the body.
     text: Box<[u8]>,
     path_len: u16,
     query_len: u16,
@@ -87,26 +86,23 @@ impl Entry {
     }
 
     fn part(&self, from: usize, to: usize) -> String {
-        let mut s = String::from_utf8_lossy(&self.text[from..to]).into_owned();
-        // A multi-byte character split by the cut shows as U+FFFD; drop it.
-        while self.cut && s.ends_with('\u{FFFD}') {
-            s.pop();
-        }
-        s
+        String::from_utf8_lossy(&self.text[from..to]).into_owned()
     }
 
-    /// The path's shape: `/postback/acme`, `/{key}/postback`.
+    /// The path: `/postback/acme`, `/{key}/postback`.
     pub(crate) fn path(&self) -> String {
         self.part(0, usize::from(self.path_len))
     }
 
-    /// The query as sent (percent-encoded), cut at [`MAX_REQUEST_BYTES`].
+    /// The query as sent (percent-encoded), secrets redacted, cut at
+    /// [`MAX_REQUEST_BYTES`].
     pub(crate) fn query(&self) -> String {
         let from = usize::from(self.path_len);
         self.part(from, from + usize::from(self.query_len))
     }
 
-    /// A form or JSON body, when there was one, cut at [`MAX_REQUEST_BYTES`].
+    /// A form or JSON body, when there was one, secrets redacted, cut at
+    /// [`MAX_REQUEST_BYTES`].
     pub(crate) fn body(&self) -> String {
         self.part(
             usize::from(self.path_len) + usize::from(self.query_len),
@@ -115,7 +111,7 @@ impl Entry {
     }
 }
 
-/// What is copied of a request before its verdict is known.
+/// What is kept of a request before its verdict is known.
 #[derive(Debug, Clone)]
 pub(crate) struct Kept {
     at: OffsetDateTime,
@@ -128,8 +124,8 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    /// Copies at most 256 bytes of the path and [`MAX_REQUEST_BYTES`] of
-    /// each of `query` and `body`, into one allocation.
+    /// Keeps at most 256 bytes of the path and [`MAX_REQUEST_BYTES`] of
+    /// each of `query` and `body`, redacted of `secrets`, in one allocation.
     pub(crate) fn new(
         at: OffsetDateTime,
         endpoint: &'static str,
@@ -137,25 +133,30 @@ impl Kept {
         client: IpAddr,
         query: &[u8],
         body: &[u8],
+        secrets: &redact::Secrets<'_>,
     ) -> Kept {
-        let path = path.as_bytes();
-        let (p, q, b) = (
-            path.len().min(256),
-            query.len().min(MAX_REQUEST_BYTES),
-            body.len().min(MAX_REQUEST_BYTES),
-        );
-        let mut text = Vec::with_capacity(p + q + b);
-        text.extend_from_slice(&path[..p]);
-        text.extend_from_slice(&query[..q]);
-        text.extend_from_slice(&body[..b]);
+        let mut text = Vec::with_capacity(path.len().min(256) + query.len() + body.len());
+        let mut cut = secrets.path(path, 256, &mut text);
+        let path_len = text.len();
+        cut |= secrets.form(query, MAX_REQUEST_BYTES, &mut text);
+        let query_len = text.len() - path_len;
+        if !body.is_empty() {
+            cut |= if body.trim_ascii_start().starts_with(b"{")
+                || body.trim_ascii_start().starts_with(b"[")
+            {
+                secrets.json(body, MAX_REQUEST_BYTES, &mut text)
+            } else {
+                secrets.form(body, MAX_REQUEST_BYTES, &mut text)
+            };
+        }
         Kept {
             at,
             endpoint,
             client,
             text: text.into_boxed_slice(),
-            path_len: p as u16,
-            query_len: q as u16,
-            cut: p < path.len() || q < query.len() || b < body.len(),
+            path_len: path_len as u16,
+            query_len: query_len as u16,
+            cut,
         }
     }
 
@@ -375,16 +376,9 @@ pub(crate) fn recent_json(
         .entries(name)
         .iter()
         .map(|e| {
-            let (query, raw_body) = (e.query(), e.body());
-            let body = if raw_body.is_empty() {
-                String::new()
-            } else if raw_body.trim_start().starts_with('{') {
-                redact::json(&raw_body, source, sources)
-            } else {
-                redact::form(&raw_body, source, sources)
-            };
+            let (query, body) = (e.query(), e.body());
             let explanation = match e.verdict {
-                Verdict::Error(code) => explain::explain(code, &query, &raw_body, source),
+                Verdict::Error(code) => explain::explain(code, &query, &body, source),
                 _ => None,
             };
             serde_json::json!({
@@ -392,7 +386,7 @@ pub(crate) fn recent_json(
                 "endpoint": e.endpoint,
                 "path": e.path(),
                 "client": e.client.to_string(),
-                "request": redact::form(&query, source, sources),
+                "request": query,
                 "body": body,
                 "cut": e.cut,
                 "kind": e.verdict.kind(),
@@ -416,6 +410,7 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             format!("tracking=t{i}&amount=1.00").as_bytes(),
             b"",
+            &no_secrets(),
         )
         .with(verdict)
     }
@@ -441,9 +436,17 @@ mod tests {
         assert!(r.entries(Some("b")).is_empty());
     }
 
+    fn no_secrets() -> redact::Secrets<'static> {
+        static NONE: std::sync::LazyLock<Sources> = std::sync::LazyLock::new(Sources::default);
+        redact::Secrets {
+            source: None,
+            sources: &NONE,
+        }
+    }
+
     #[test]
-    fn cutting_keeps_whole_characters() {
-        let q = format!("{}é", "a".repeat(MAX_REQUEST_BYTES - 1));
+    fn cutting_keeps_whole_parameters() {
+        let q = format!("a=1&b={}é", "b".repeat(MAX_REQUEST_BYTES - 4));
         let e = Kept::new(
             OffsetDateTime::UNIX_EPOCH,
             "s2s",
@@ -451,10 +454,11 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             q.as_bytes(),
             b"x=1",
+            &no_secrets(),
         )
         .with(Verdict::Error("bad_amount"));
         assert!(e.cut);
-        assert_eq!(e.query(), "a".repeat(MAX_REQUEST_BYTES - 1));
+        assert_eq!(e.query(), "a=1");
         assert_eq!(e.body(), "x=1");
     }
 }

@@ -14,62 +14,167 @@ const SECRET_WORDS: &[&str] = &[
     "key", "token", "secret", "pass", "pwd", "auth", "sign", "sig", "hash", "secure",
 ];
 
-/// Whether the parameter `name` (as sent, percent-decoded) carries a secret
-/// for `source`.
-fn secret_name(name: &str, source: Option<&Source>) -> bool {
-    let lower = name.to_ascii_lowercase();
-    if let Some(s) = source {
-        if s.rules
-            .names
-            .api_key
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
-        {
-            return true;
-        }
-        // A role's own parameter (the tracking token `token`, say) is data.
-        if crate::source::presets::Role::ALL.into_iter().any(|r| {
-            r.names(&s.rules.names)
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name))
-        }) {
-            return false;
-        }
-    }
-    lower == "api_key" || SECRET_WORDS.iter().any(|w| lower.contains(w))
+/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_word(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-/// A form-encoded text (`a=1&b=2`, a query or a form body) with every
-/// secret value replaced; the rest as sent.
-pub(crate) fn form(text: &str, source: Option<&Source>, sources: &Sources) -> String {
-    text.split('&')
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = decode(k);
-            if secret_name(&name, source) || sources.is_key(decode(v).as_bytes()) {
-                format!("{k}={REDACTED}")
+/// Whether the parameter `name` (percent-decoded) carries a secret for
+/// `source`: one of its api key names, or a name like a secret that is not
+/// one of its roles' own parameters (the tracking token `token` is data).
+fn secret_name(name: &[u8], source: Option<&Source>) -> bool {
+    let is = |n: &String| n.as_bytes().eq_ignore_ascii_case(name);
+    if source.is_some_and(|s| s.rules.names.api_key.iter().any(is)) {
+        return true;
+    }
+    if !SECRET_WORDS.iter().any(|w| contains_word(name, w)) {
+        return false;
+    }
+    !source.is_some_and(|s| {
+        crate::source::presets::Role::ALL
+            .into_iter()
+            .any(|r| r.names(&s.rules.names).iter().any(is))
+    })
+}
+
+/// What the console must not keep of a request: the values of its source's
+/// key parameters and of parameters named like a secret, and any configured
+/// key wherever it appears (a value, a bare word, a path segment, a name or a
+/// string at any depth of a JSON body). A request is redacted as it is
+/// kept, so nothing of a secret is ever held, and kept in whole parameters,
+/// so a key is never cut into a prefix that no longer matches it.
+pub(crate) struct Secrets<'a> {
+    pub(crate) source: Option<&'a Source>,
+    pub(crate) sources: &'a Sources,
+}
+
+impl Secrets<'_> {
+    /// `path` with every segment that is a key replaced by `{key}`, whole
+    /// segments of at most `limit` bytes in all, appended to `out`; whether
+    /// anything was left out.
+    pub(crate) fn path(&self, path: &str, limit: usize, out: &mut Vec<u8>) -> bool {
+        self.pieces(path.as_bytes(), b'/', limit, out, |segment, piece| {
+            if self.sources.is_key(&decode_bytes(segment)) {
+                piece.extend_from_slice(b"{key}");
             } else {
-                pair.to_owned()
+                piece.extend_from_slice(segment);
             }
         })
-        .collect::<Vec<_>>()
-        .join("&")
-}
+    }
 
-/// A JSON body with every secret value replaced; a body that is not a whole
-/// JSON object is not shown at all (it may hold a secret where no name says so).
-pub(crate) fn json(text: &str, source: Option<&Source>, sources: &Sources) -> String {
-    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(text)
-    else {
-        return "(a body that is not a whole JSON object: not shown)".to_owned();
-    };
-    for (k, v) in map.iter_mut() {
-        let is_key = v.as_str().is_some_and(|s| sources.is_key(s.as_bytes()));
-        if secret_name(k, source) || is_key {
-            *v = serde_json::Value::String(REDACTED.to_owned());
+    /// A query or form body with every secret replaced, whole parameters of
+    /// at most `limit` bytes in all, appended to `out`; whether anything was
+    /// left out.
+    pub(crate) fn form(&self, text: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
+        self.pieces(text, b'&', limit, out, |pair, piece| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], Some(&pair[i + 1..])),
+                None => (pair, None),
+            };
+            let decoded = decode_bytes(name);
+            if self.sources.is_key(&decoded) {
+                piece.extend_from_slice(REDACTED.as_bytes());
+            } else {
+                piece.extend_from_slice(name);
+            }
+            if let Some(value) = value {
+                piece.push(b'=');
+                if secret_name(&decoded, self.source) || self.sources.is_key(&decode_bytes(value)) {
+                    piece.extend_from_slice(REDACTED.as_bytes());
+                } else {
+                    piece.extend_from_slice(value);
+                }
+            }
+        })
+    }
+
+    /// Splits `text` at `sep` and appends each part as `write` makes it,
+    /// while the whole stays within `limit`; whether parts were left out.
+    fn pieces(
+        &self,
+        text: &[u8],
+        sep: u8,
+        limit: usize,
+        out: &mut Vec<u8>,
+        mut write: impl FnMut(&[u8], &mut Vec<u8>),
+    ) -> bool {
+        let start = out.len();
+        let mut piece = Vec::new();
+        for (i, part) in text.split(|&b| b == sep).enumerate() {
+            piece.clear();
+            if i > 0 {
+                piece.push(sep);
+            }
+            write(part, &mut piece);
+            if out.len() - start + piece.len() > limit {
+                return true;
+            }
+            out.extend_from_slice(&piece);
+        }
+        false
+    }
+
+    /// A JSON body with every secret replaced at any depth, appended to `out`
+    /// when it fits in `limit` (else a note saying why it is not kept);
+    /// whether it was left out for its size.
+    pub(crate) fn json(&self, text: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(text) else {
+            out.extend_from_slice(NOT_JSON.as_bytes());
+            return false;
+        };
+        self.walk(&mut value);
+        let kept = value.to_string();
+        if kept.len() > limit {
+            out.extend_from_slice(TOO_LONG_JSON.as_bytes());
+            return true;
+        }
+        out.extend_from_slice(kept.as_bytes());
+        false
+    }
+
+    /// Redacts `value` in place: strings that are keys, whatever sits under
+    /// a secret name (whole), and names that are keys.
+    fn walk(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) if self.sources.is_key(s.as_bytes()) => {
+                *s = REDACTED.to_owned();
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.walk(v)),
+            Value::Object(map) => {
+                let fields = std::mem::take(map);
+                for (k, mut v) in fields {
+                    if secret_name(k.as_bytes(), self.source) {
+                        v = Value::String(REDACTED.to_owned());
+                    } else {
+                        self.walk(&mut v);
+                    }
+                    let k = if self.sources.is_key(k.as_bytes()) {
+                        REDACTED.to_owned()
+                    } else {
+                        k
+                    };
+                    map.insert(k, v);
+                }
+            }
+            _ => {}
         }
     }
-    serde_json::Value::Object(map).to_string()
+}
+
+/// What the console shows for a JSON body that does not parse.
+const NOT_JSON: &str = "(a body that is not valid JSON: not kept)";
+
+/// What the console shows for a JSON body too long to keep whole.
+const TOO_LONG_JSON: &str = "(a JSON body too long to keep whole: not kept)";
+
+/// Percent-decodes `s` for comparison (no copy when there is nothing to decode).
+fn decode_bytes(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(decode(&String::from_utf8_lossy(s)).into_bytes())
 }
 
 /// Percent-decodes for comparison and display (`+` stays `+`); invalid
@@ -103,33 +208,64 @@ mod tests {
     use super::*;
     use crate::postback::ParseRules;
 
+    fn kept(
+        secrets: &Secrets<'_>,
+        f: impl Fn(&Secrets<'_>, &mut Vec<u8>) -> bool,
+    ) -> (String, bool) {
+        let mut out = Vec::new();
+        let cut = f(secrets, &mut out);
+        (String::from_utf8(out).unwrap(), cut)
+    }
+
     #[test]
-    fn keys_are_redacted_by_name_and_by_value_and_the_token_is_not() {
+    fn keys_are_redacted_wherever_they_hide_and_the_token_is_not() {
         let key = "k".repeat(20);
         let mut rules = ParseRules::reference();
         rules.names.api_key = vec!["secure".into()];
         rules.names.tracking = vec!["token".into()];
         let source = Source::new("s", vec![key.clone()], rules);
         let sources = Sources::from_list(vec![source]);
-        let s = sources.get("s").unwrap();
+        let secrets = Secrets {
+            source: sources.get("s").map(|s| s.as_ref()),
+            sources: &sources,
+        };
         let q = format!(
-            "secure={key}&token=abc&amount=1.00&sub1={key}&Password=hunter2&x%5Bsig%5D=zz&note=hi"
+            "secure={key}&token=abc&amount=1.00&sub1={key}&Password=hunter2&x%5Bsig%5D=zz&note=hi&{key}&sub2=%6B{}",
+            &key[1..]
         );
-        let out = form(&q, Some(s), &sources);
+        let (out, cut) = kept(&secrets, |s, o| s.form(q.as_bytes(), 1024, o));
+        assert!(!cut);
         assert!(
-            !out.contains(&key) && !out.contains("hunter2") && !out.contains("zz"),
+            !out.contains(&key[..16]) && !out.contains("hunter2") && !out.contains("zz"),
             "{out}"
         );
         assert!(
             out.contains("token=abc") && out.contains("note=hi"),
             "{out}"
         );
-        let j = json(
-            &format!(r#"{{"api_key":"{key}","token":"abc","k2":"{key}"}}"#),
-            Some(s),
-            &sources,
+        // Whole parameters only: a key across the limit is left out, not cut.
+        let long = format!(
+            "note={}&sub1={key}&tail={}",
+            "n".repeat(990),
+            "t".repeat(30)
         );
-        assert!(!j.contains(&key) && j.contains("abc"), "{j}");
-        assert!(!json("{\"api_key\":\"x", Some(s), &sources).contains('x'));
+        let (out, cut) = kept(&secrets, |s, o| s.form(long.as_bytes(), 1024, o));
+        assert!(
+            cut && !out.contains("kkkk") && !out.contains("tail"),
+            "{out}"
+        );
+        assert!(out.ends_with("&sub1=[redacted]"), "{out}");
+        let (out, _) = kept(&secrets, |s, o| s.path(&format!("/postback/{key}"), 256, o));
+        assert_eq!(out, "/postback/{key}");
+        let j = format!(
+            r#"{{"api_key":"{key}","token":"abc","data":{{"click":{{"k2":"{key}"}},"list":["{key}"]}},"{key}":1,"auth":{{"x":"y"}}}}"#
+        );
+        let (out, _) = kept(&secrets, |s, o| s.json(j.as_bytes(), 1024, o));
+        assert!(
+            !out.contains(&key) && out.contains("abc") && !out.contains("\"y\""),
+            "{out}"
+        );
+        let (out, _) = kept(&secrets, |s, o| s.json(b"{\"api_key\":\"x", 1024, o));
+        assert_eq!(out, NOT_JSON);
     }
 }

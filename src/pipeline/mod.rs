@@ -286,7 +286,8 @@ impl Gated<'_> {
             }
         };
         let kind = routed.as_ref().map(|(kind, _)| *kind);
-        let kept = routed.and_then(|(kind, target)| keep(&app, kind, &target, req));
+        let kept =
+            routed.and_then(|(kind, target)| keep(&app, kind, &target, req, source.as_deref()));
         async move {
             let outcome = match prepared {
                 Ok(claimed) => deliver::finish(&app, claimed).await,
@@ -303,10 +304,21 @@ impl Gated<'_> {
 
 /// What the console keeps of a routed request (copied now: the request is
 /// let go before the waits), when it keeps anything.
-fn keep(app: &App, kind: Kind, target: &Target<'_>, req: &Request<'_>) -> Option<console::Kept> {
+fn keep(
+    app: &App,
+    kind: Kind,
+    target: &Target<'_>,
+    req: &Request<'_>,
+    source: Option<&str>,
+) -> Option<console::Kept> {
     if !app.console.enabled() {
         return None;
     }
+    let sources = app.sources.load();
+    let secrets = console::redact::Secrets {
+        source: source.and_then(|n| sources.get(n)).map(|s| s.as_ref()),
+        sources: &sources,
+    };
     let path = match target {
         // The key is the secret: the console shows the path's shape only.
         Target::PathKey(_) => "/{key}/postback",
@@ -323,6 +335,7 @@ fn keep(app: &App, kind: Kind, target: &Target<'_>, req: &Request<'_>) -> Option
         req.peer,
         req.query.unwrap_or("").as_bytes(),
         body,
+        &secrets,
     ))
 }
 

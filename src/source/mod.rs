@@ -215,6 +215,8 @@ pub struct Sources {
     by_host: HashMap<String, Arc<Source>>,
     /// Sources that take their key in the path, tried in turn.
     path_keyed: Vec<Arc<Source>>,
+    /// Every api and pixel key of every source, for redaction.
+    keys: std::collections::HashSet<Box<[u8]>>,
 }
 
 impl Sources {
@@ -244,6 +246,9 @@ impl Sources {
             }
             if &*src.name == "default" {
                 s.default = Some(src.clone());
+            }
+            for k in src.keys.iter().chain(&src.pixel_keys) {
+                s.keys.insert(k.clone().into_boxed_slice());
             }
             s.by_name.insert(src.name.to_string(), src);
         }
@@ -298,10 +303,7 @@ impl Sources {
     /// Whether `value` is one of the api or pixel keys of any source (for
     /// redacting a key wherever a sender put it).
     pub(crate) fn is_key(&self, value: &[u8]) -> bool {
-        !value.is_empty()
-            && self
-                .all()
-                .any(|s| s.keys.iter().chain(&s.pixel_keys).any(|k| k == value))
+        !value.is_empty() && self.keys.contains(value)
     }
 
     /// The source called `name`.
