@@ -279,7 +279,24 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
         // Only for trying things out: a deployment's key is chosen, never
         // made up and printed into its logs.
         let key = random_key();
-        eprintln!("  api key of the default source (set POSTBACK_API_KEY to choose one): {key}\n");
+        eprintln!("  api key of the default source (set POSTBACK_API_KEY to choose one): {key}");
+        let mut addr = config.listen_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        eprintln!("  try: curl 'http://{addr}/postback?api_key={key}&tracking=test-1&amount=1.00'");
+        // Pixels too: their key is a separate one, since it sits in public pages.
+        if config.pixel_key.is_none() {
+            let pixel = random_key();
+            eprintln!(
+                "  pixel key of the default source (set POSTBACK_PIXEL_KEY to choose one): {pixel}"
+            );
+            eprintln!(
+                "  try: curl -i 'http://{addr}/pixel?api_key={pixel}&tracking=test-2&amount=1.00'"
+            );
+            config.pixel_key = Some(pixel);
+        }
+        eprintln!();
         config.api_key = Some(key);
     }
     let listeners = Listeners::bind(&config).await?;

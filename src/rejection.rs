@@ -36,9 +36,11 @@ pub enum Rejection {
     UnsupportedContentType,
 
     // The source and its credentials.
-    /// A source name (path or host) that no configured source has, or a pixel
-    /// for a source that takes none.
+    /// A source name (path or host) that no configured source has.
     UnknownSource,
+    /// A pixel for a source that takes none (a keyed source without pixel keys,
+    /// or one with `pixels = false`).
+    NoPixels,
     /// A client address outside the source's allowed networks.
     IpNotAllowed,
     /// No api key where the source requires one.
@@ -126,6 +128,7 @@ impl Rejection {
             }
 
             UnknownSource => v(404, None, false, Code("unknown_source"), REJECTED),
+            NoPixels => v(403, None, false, Code("no_pixels"), REJECTED),
             IpNotAllowed => v(403, None, false, Code("ip_not_allowed"), REJECTED),
             MissingApiKey => v(401, None, false, Code("missing_api_key"), REJECTED),
             BadApiKey => v(403, None, false, Code("bad_api_key"), REJECTED),
@@ -159,6 +162,7 @@ impl Rejection {
             BadApiKey,
             IpNotAllowed,
             PixelOnly,
+            NoPixels,
             UnknownSource,
             BodyTooLarge,
             RateLimited,
@@ -169,7 +173,7 @@ impl Rejection {
     }
 
     /// How many reason codes are counted.
-    pub(crate) const COUNTED: usize = Reason::ALL.len() + 11;
+    pub(crate) const COUNTED: usize = Reason::ALL.len() + 12;
 
     /// This rejection's position in [`Rejection::counted`] (by reason code),
     /// or `None` when it is not counted.

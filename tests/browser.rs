@@ -60,7 +60,7 @@ async fn a_landing_page_in_chromium_fires_its_pixel_and_beacon_once_each() {
 </body></html>"#
     );
     let site = serve_page(page).await;
-    let profile = tempfile::tempdir().unwrap();
+    let profile = common::tempdir().unwrap();
     let url = format!("http://{site}/thank-you");
 
     let url1 = url.clone();

@@ -298,7 +298,7 @@ async fn the_page_in_chromium_shows_a_refused_postback_with_its_reason() {
 
     // The token once, in the fragment: the page keeps it and drops it from the URL.
     let url = format!("{}#token={ADMIN_TOKEN}", gw.admin_url("/"));
-    let profile = tempfile::tempdir().unwrap();
+    let profile = common::tempdir().unwrap();
     // No name resolves (nothing beyond the admin port is reachable by name),
     // and no proxy: the page must work from the admin port alone.
     let no_network = [

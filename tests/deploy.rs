@@ -374,7 +374,8 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
     );
     assert_eq!(ann["prometheus.io/path"], Value::from("/metrics"));
 
-    // The spool is on the pod's own claim, where SPOOL_DIR points.
+    // The spool is on the pod's own claim, in a directory the gateway makes
+    // (fsGroup opens the claim's root to the group).
     let mounts: BTreeMap<&str, &str> = c["volumeMounts"]
         .as_sequence()
         .unwrap()
@@ -386,7 +387,7 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
             )
         })
         .collect();
-    assert_eq!(env["SPOOL_DIR"], SPOOL_DIR);
+    assert_eq!(env["SPOOL_DIR"], format!("{SPOOL_DIR}/data"));
     assert_eq!(mounts["spool"], SPOOL_DIR);
     assert_eq!(
         sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
@@ -459,7 +460,7 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
 fn the_config_in_the_kubernetes_secret_passes_check_config() {
     let m = k8s();
     let secret = &m[&("Secret".to_owned(), "postback-gateway-config".to_owned())];
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     std::fs::write(
         &path,

@@ -148,7 +148,7 @@ async fn a_background_task_panic_is_counted_and_shutdown_waits_for_every_task() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drainer_that_panics_is_started_again_and_the_spool_drains() {
     let kafka = mock_cluster();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     spool_records(
         dir.path(),
         &[("drainer-panic-1", 8001), ("drainer-panic-2", 8002)],

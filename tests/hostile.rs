@@ -105,7 +105,7 @@ async fn a_hostile_sender_cannot_spend_forge_or_open_what_belongs_to_a_source() 
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-postback-result"], "ERROR unknown_source");
+    assert_eq!(r.headers()["x-postback-result"], "ERROR no_pixels");
 
     // Only the legitimate events are in the topic.
     let records = read_topic(&tansu.brokers, TOPIC, 5, std::time::Duration::from_secs(2));

@@ -11,7 +11,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_out_and_control_characters_never_reach_the_log() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let log = dir.path().join("gateway.log");
     let gw = GatewayProcess::start_logging_to(None, &[("RUST_LOG", "debug")], &log).await;
     let client = reqwest::Client::new();

@@ -175,7 +175,7 @@ async fn a_spool_with_a_flipped_byte_and_a_torn_last_record_drains_every_other_r
     use postback_gateway::sink::spool::{Record, Spool};
 
     let kafka = mock_cluster();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let event = |i: u32| {
         let id = uuid::Uuid::now_v7();
         let token = format!("torn-{i}");
@@ -338,7 +338,7 @@ async fn a_fenced_producer_is_replaced_and_delivery_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postback_refused_for_good_is_answered_503_and_its_retry_is_taken() {
     let kafka = mock_cluster();
-    let spool_dir = tempfile::tempdir().unwrap();
+    let spool_dir = common::tempdir().unwrap();
     let dir = spool_dir.path().to_owned();
     let gw = gateway_sending_3000_bytes(&kafka.bootstrap_servers(), &dir, |_| {}).await;
     let padding: String = (1..=5)
@@ -441,7 +441,7 @@ async fn spool_a_big_and_a_small_record(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spooled_record_refused_for_good_goes_to_the_dead_letter_file_and_the_rest_drains() {
     let kafka = mock_cluster();
-    let spool_dir = tempfile::tempdir().unwrap();
+    let spool_dir = common::tempdir().unwrap();
     let dir = spool_dir.path().to_owned();
     let spooled = spool_a_big_and_a_small_record(&dir).await;
     let gw = gateway_sending_3000_bytes(&kafka.bootstrap_servers(), &dir, |_| {}).await;
@@ -487,7 +487,7 @@ async fn a_spooled_record_refused_for_good_goes_to_the_dead_letter_file_and_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letter_file_is_bounded_by_the_spools_limit() {
     let kafka = mock_cluster();
-    let spool_dir = tempfile::tempdir().unwrap();
+    let spool_dir = common::tempdir().unwrap();
     let dir = spool_dir.path().to_owned();
     spool_a_big_and_a_small_record(&dir).await;
     let on_disk: u64 = std::fs::read_dir(&dir)
@@ -527,7 +527,7 @@ async fn the_dead_letter_file_is_bounded_by_the_spools_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_spooled_events_of_one_conversion_reach_kafka_once() {
     let kafka = mock_cluster();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let ids = spool_records(
         dir.path(),
         &[("withdrawn", 9001), ("between", 9002), ("withdrawn", 9001)],

@@ -133,7 +133,7 @@ async fn repeats_accepted_during_a_start_without_kafka_are_not_sent_twice_and_si
 /// does not kill it, and a SIGTERM then stops it in order (exit 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_during_the_start_are_handled() {
-    let spool = tempfile::tempdir().unwrap();
+    let spool = common::tempdir().unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postback-gateway"))
         .env_clear()

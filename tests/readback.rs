@@ -75,7 +75,7 @@ async fn a_spooled_event_the_broker_wrote_is_not_sent_again_when_the_first_reads
     log();
     let kafka = mock_cluster();
     let brokers = kafka.bootstrap_servers();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let id = spooled_and_written(dir.path(), &brokers, "written-late").await;
     let path = dir.path().to_owned();
     let gw = Gateway::start(&brokers, |c| c.spool_dir = path).await;

@@ -71,7 +71,7 @@ async fn until(client: &reqwest::Client, url: &str, status: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_sources_under_traffic_and_refuses_a_broken_config() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     let log = dir.path().join("gateway.log");
     write(&config, V1);
@@ -163,7 +163,7 @@ async fn sighup_swaps_sources_under_traffic_and_refuses_a_broken_config() {
 /// gateway keeps answering while the reload waits, and applies it after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_stuck_on_its_file_stalls_no_request() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     write(&config, V1);
     let gw = GatewayProcess::start(

@@ -84,7 +84,7 @@ struct Nginx {
 
 impl Nginx {
     fn start(upstreams: &[std::net::SocketAddr]) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, nginx_conf(dir.path(), port, upstreams)).unwrap();

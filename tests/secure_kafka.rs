@@ -66,7 +66,7 @@ fn lines_with(log: &Path, needle: &str) -> Vec<String> {
 async fn postbacks_over_sasl_ssl_are_acknowledged_and_read_back_once() {
     let kafka = SecureKafka::start_sasl_ssl();
     let (_dir, config) = sasl_config(&kafka.ca_pem(), "");
-    let logs = tempfile::tempdir().unwrap();
+    let logs = common::tempdir().unwrap();
     let log = logs.path().join("gateway.log");
     let gw = GatewayProcess::start_logging_to(
         Some(&kafka.bootstrap()),
@@ -116,7 +116,7 @@ async fn postbacks_over_sasl_ssl_are_acknowledged_and_read_back_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_can_come_from_a_secret_file() {
     let kafka = SecureKafka::start_sasl_ssl();
-    let secrets = tempfile::tempdir().unwrap();
+    let secrets = common::tempdir().unwrap();
     let password = secrets.path().join("password");
     std::fs::write(&password, format!("{}\n", SecureKafka::PASSWORD)).unwrap();
     let (_dir, config) = sasl_config(
@@ -136,7 +136,7 @@ async fn the_password_can_come_from_a_secret_file() {
 /// A gateway whose connection the broker refuses: one ERROR line naming what
 /// to check within seconds, and `/readyz` 503 with the same words.
 async fn refused(kafka: &SecureKafka, env: &[(&str, &str)], says: &str, librdkafka_says: &str) {
-    let logs = tempfile::tempdir().unwrap();
+    let logs = common::tempdir().unwrap();
     let log = logs.path().join("gateway.log");
     let gw = GatewayProcess::spawn_logging_to(Some(&kafka.bootstrap()), env, &log).await;
     wait_within(

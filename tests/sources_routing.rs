@@ -115,7 +115,7 @@ async fn pixels_are_taken_only_by_sources_that_take_pixels() {
     assert_eq!(s, 200);
     let id = ok_id(&result);
     let (s, result) = get(gw.url("/pixel/k?cid=pix-2&payout=1.00"), None).await;
-    assert_eq!((s, result.as_str()), (200, "ERROR unknown_source"));
+    assert_eq!((s, result.as_str()), (200, "ERROR no_pixels"));
     let (s, result) = get(gw.url("/pixel/nope?cid=pix-3&payout=1.00"), None).await;
     assert_eq!((s, result.as_str()), (200, "ERROR unknown_source"));
     let records = read_topic(

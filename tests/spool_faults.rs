@@ -96,7 +96,7 @@ fn len(path: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_before_its_write_is_not_written() {
     let _turn = turn().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let spool = open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
@@ -120,7 +120,7 @@ async fn an_append_given_up_before_its_write_is_not_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_during_its_write_counts_when_it_lands() {
     let _turn = turn().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let spool = open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
@@ -147,7 +147,7 @@ async fn an_append_given_up_during_its_write_counts_when_it_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
     let _turn = turn().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let spool = open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
@@ -187,7 +187,7 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment() {
     let _turn = turn().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let spool = open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();

@@ -211,7 +211,7 @@ async fn a_topic_deleted_at_run_time_is_created_again() {
     use rdkafka::ClientConfig;
 
     let tansu = Tansu::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir().unwrap();
     let log = dir.path().join("gateway.log");
     let gw =
         GatewayProcess::start_logging_to(Some(&tansu.brokers), &[("RUST_LOG", "info")], &log).await;

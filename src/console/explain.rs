@@ -144,6 +144,9 @@ pub(crate) fn explain(
         "pixel_only" => "this source has no api keys, so it takes pixels only \
                          (s2s_without_key = true opens S2S)"
             .into(),
+        "no_pixels" => "this source takes no pixels: a source with api keys takes them \
+                        only with pixel_keys of its own (and pixels = true)"
+            .into(),
         "ip_not_allowed" => "the client address is outside this source's allow_networks".into(),
         other => generic(other),
     })

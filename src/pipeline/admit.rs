@@ -75,7 +75,7 @@ pub(super) fn admit_client(
     req: &Request<'_>,
 ) -> Result<IpAddr, Rejection> {
     if kind == Kind::Pixel && !source.pixels {
-        return Err(Rejection::UnknownSource);
+        return Err(Rejection::NoPixels);
     }
     let client = match source.admit(req.peer, req.forwarded_for.as_deref()) {
         Ok(client) => client,

@@ -53,12 +53,25 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
     builder.recursive(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::DirBuilderExt;
-        // A directory made here is the owner's alone; one that exists keeps
-        // its rights (SPOOL_DIR=/var/lib must not change the host's): the
-        // files in it are the owner's alone either way.
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // A directory made here is the owner's alone. One that exists is
+        // never chmod-ed (SPOOL_DIR=/var/lib must not change the host's) and
+        // is refused when others may enter it.
         builder.mode(0o700);
         builder.create(dir)?;
+        let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the spool directory {} is open to its group or to others (mode {mode:04o}); \
+                     it holds client addresses and tracking tokens: make it 0700 \
+                     (chmod 700 {0}), or point SPOOL_DIR at a directory that does not exist \
+                     yet, which the gateway creates 0700",
+                    dir.display()
+                ),
+            ));
+        }
     }
     #[cfg(not(unix))]
     builder.create(dir)?;

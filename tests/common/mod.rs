@@ -187,7 +187,7 @@ impl Gateway {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         };
-        let spool = tempfile::tempdir().unwrap();
+        let spool = self::tempdir().unwrap();
         config.spool_dir = spool.path().to_owned();
         config.kafka.brokers = Some(brokers.to_owned());
         config.kafka.delivery_wait = Duration::from_millis(1500);
@@ -452,4 +452,13 @@ pub async fn spool_records(dir: &std::path::Path, records: &[(&str, u128)]) -> V
     }
     spool.close();
     ids
+}
+
+/// A temporary directory its owner's alone (0700), as the gateway requires
+/// of an existing spool directory (tempfile's own follow the umask).
+pub fn tempdir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
 }

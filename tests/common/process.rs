@@ -64,7 +64,7 @@ pub(crate) fn tansu_bin() -> PathBuf {
 /// Writes `toml` to a config file in a new temporary directory; returns the
 /// directory (which removes the file when dropped) and the file's path.
 pub fn config_file(toml: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = super::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     let path = path.to_str().unwrap().to_owned();
@@ -159,7 +159,7 @@ impl GatewayProcess {
     /// Starts the binary against `brokers` (or the embedded cluster when
     /// `None`) with extra environment `env`, and waits for `/readyz`.
     pub async fn start(brokers: Option<&str>, env: &[(&str, &str)]) -> GatewayProcess {
-        Self::start_with_spool(brokers, env, Arc::new(tempfile::tempdir().unwrap())).await
+        Self::start_with_spool(brokers, env, Arc::new(super::tempdir().unwrap())).await
     }
 
     /// Like `start`, on the spool directory `spool` (to restart on the same spool).
@@ -195,7 +195,7 @@ impl GatewayProcess {
         log: &std::path::Path,
     ) -> GatewayProcess {
         let file = std::fs::File::create(log).expect("log file");
-        let spool = Arc::new(tempfile::tempdir().unwrap());
+        let spool = Arc::new(super::tempdir().unwrap());
         let io = || {
             let out = file.try_clone().expect("log file");
             let err = file.try_clone().expect("log file");
@@ -301,7 +301,7 @@ pub struct SmallDisk {
 
 impl SmallDisk {
     pub fn mount(kib: u32) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = super::tempdir().unwrap();
         let out = Command::new("mount")
             .args([
                 "-t",

@@ -135,7 +135,7 @@ impl SecureKafka {
     }
 
     fn prepare(mode: Mode) -> SecureKafka {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = super::tempdir().unwrap();
         make_certificates(dir.path());
         SecureKafka {
             mode,
