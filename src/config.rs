@@ -143,6 +143,9 @@ pub struct Limits {
     /// Open connections one client address may hold (behind a balancer every
     /// connection comes from the balancer: raise it to `max_connections`).
     pub max_connections_per_client: usize,
+    /// The leading bits of an IPv6 address that make one client, for the
+    /// per-client rate and connection cap (64 by default).
+    pub ipv6_client_prefix: u8,
     /// Postbacks per second per client address (after trusted proxies); `None` is unlimited.
     pub client_rate: Option<crate::ratelimit::Rate>,
 }
@@ -213,6 +216,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(10),
                 max_connections: 10_000,
                 max_connections_per_client: 2_000,
+                ipv6_client_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
                 client_rate: None,
             },
             dedup: DedupConfig {
@@ -313,6 +317,7 @@ struct FileLimits {
     request_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
+    ipv6_client_prefix: Option<u8>,
     client_rate_per_second: Option<f64>,
     client_burst: Option<f64>,
 }
@@ -617,6 +622,10 @@ fn apply_limits(l: &mut Limits, f: FileLimits, errors: &mut Vec<String>) {
         .unwrap_or(l.max_connections_per_client.min(l.max_connections));
     if l.max_connections_per_client == 0 {
         errors.push("limits.max_connections_per_client must be above 0".into());
+    }
+    l.ipv6_client_prefix = f.ipv6_client_prefix.unwrap_or(l.ipv6_client_prefix);
+    if !(32..=128).contains(&l.ipv6_client_prefix) {
+        errors.push("limits.ipv6_client_prefix must be 32 to 128".into());
     }
     if l.max_connections == 0 {
         errors.push("limits.max_connections must be above 0".into());

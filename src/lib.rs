@@ -271,7 +271,7 @@ fn new_app(
         per_client: config
             .limits
             .client_rate
-            .map(|r| ratelimit::PerClient::new(r, 100_000)),
+            .map(|r| ratelimit::PerClient::new(r, 100_000, config.limits.ipv6_client_prefix)),
         metrics,
         console: Arc::new(console::Recent::new(config.console_recent)),
         admin: config.admin.clone(),

@@ -99,17 +99,23 @@ impl Limiter {
     }
 }
 
+/// The IPv6 prefix a client is counted by unless `[limits]
+/// ipv6_client_prefix` says otherwise: one subscriber or host usually holds
+/// a whole /64, and walks through it at will.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
 /// The address a client is counted under: an IPv4 address as it is, an
-/// IPv6 address by its /64 (one subscriber or host usually holds a whole
-/// /64, and walks through it at will); an IPv4-mapped address as IPv4.
-pub fn client_key(ip: IpAddr) -> IpAddr {
+/// IPv6 address by its first `ipv6_prefix` bits; an IPv4-mapped address as
+/// IPv4.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+                let host_bits = 128 - u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
             }
         },
     }
@@ -124,23 +130,26 @@ pub struct PerClient {
     /// untracked.
     max_clients: usize,
     shared: Mutex<Bucket>,
+    ipv6_prefix: u8,
 }
 
 impl PerClient {
-    /// A bucket of `rate` per address, for up to `max_clients` addresses.
-    pub fn new(rate: Rate, max_clients: usize) -> PerClient {
+    /// A bucket of `rate` per client (IPv6 by its first `ipv6_prefix` bits),
+    /// for up to `max_clients` clients.
+    pub fn new(rate: Rate, max_clients: usize, ipv6_prefix: u8) -> PerClient {
         PerClient {
             rate,
             buckets: DashMap::new(),
             max_clients,
             shared: Mutex::new(Bucket::full(rate, Instant::now())),
+            ipv6_prefix,
         }
     }
 
     /// Takes a token of `ip`'s bucket, or says how long until its next one.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let ip = client_key(ip);
+        let ip = client_key(ip, self.ipv6_prefix);
         if let Some(mut b) = self.buckets.get_mut(&ip) {
             return b.take(self.rate, now);
         }
@@ -204,6 +213,7 @@ mod tests {
                 burst: 1.0,
             },
             2,
+            DEFAULT_IPV6_PREFIX,
         );
         let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
             "10.0.0.1".parse().unwrap(),
@@ -223,27 +233,34 @@ mod tests {
     #[test]
     fn an_ipv6_client_is_its_64_and_past_the_bound_clients_share_a_bucket() {
         let ip = |t: &str| t.parse::<IpAddr>().unwrap();
-        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        let key = |t: &str| client_key(ip(t), DEFAULT_IPV6_PREFIX);
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), ip("2001:db8:1:2::"));
         assert_eq!(
-            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff"),
             ip("2001:db8:1:2::")
         );
-        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
-        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(key("2001:db8:1:3::1"), ip("2001:db8:1:2::"));
+        assert_eq!(key("::ffff:192.0.2.7"), ip("192.0.2.7"));
+        assert_eq!(key("192.0.2.7"), ip("192.0.2.7"));
+        // Another prefix, where a provider hands out /56s; 128 is per address.
+        assert_eq!(
+            client_key(ip("2001:db8:1:2ff::1"), 56),
+            ip("2001:db8:1:200::")
+        );
+        assert_eq!(client_key(ip("2001:db8::7"), 128), ip("2001:db8::7"));
 
         let rate = Rate {
             per_second: 0.001,
             burst: 2.0,
         };
         // 200 addresses of one /64 are one client.
-        let pc = PerClient::new(rate, 1000);
+        let pc = PerClient::new(rate, 1000, DEFAULT_IPV6_PREFIX);
         let allowed = (0..200u16)
             .filter(|i| pc.check(ip(&format!("2001:db8:0:1::{i:x}"))).is_ok())
             .count();
         assert_eq!(allowed, 2);
         // Past the bound, new clients share one bucket instead of passing.
-        let pc = PerClient::new(rate, 3);
+        let pc = PerClient::new(rate, 3, DEFAULT_IPV6_PREFIX);
         let allowed = (1..=50u8)
             .filter(|i| pc.check(ip(&format!("198.51.100.{i}"))).is_ok())
             .count();

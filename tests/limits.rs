@@ -506,3 +506,54 @@ async fn a_key_in_the_path_from_outside_the_network_is_not_confirmed() {
     assert_eq!(replies[0].0, 403, "{replies:?}");
     gw.stop().await;
 }
+
+/// One IPv6 client holds a whole /64 (by default) and can walk through it:
+/// the per-client rate counts it by that prefix, so 200 addresses of one
+/// /64 (here as a trusted proxy reports them) share one bucket, while the
+/// next /64 is another client; `ipv6_client_prefix` sets the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_addresses_of_one_ipv6_64_are_limited_as_one_client() {
+    for (prefix, limited) in [(None, true), (Some(128), false)] {
+        let toml = format!(
+            "[limits]\nclient_rate_per_second = 0.01\nclient_burst = 3\n{}\n\
+             [sources.shop]\napi_keys = [\"ipv6-shop-key-0123456789\"]\n\
+             trusted_proxies = [\"127.0.0.1/32\"]\n",
+            prefix.map_or(String::new(), |p| format!("ipv6_client_prefix = {p}"))
+        );
+        let (_dir, config) = common::process::config_file(&toml);
+        let gw =
+            common::process::GatewayProcess::start(None, &[("POSTBACK_CONFIG", &config)]).await;
+        let client = reqwest::Client::new();
+        let fire = |from: String, i: usize| {
+            let url = gw.url(&format!(
+                "/postback/shop?api_key=ipv6-shop-key-0123456789&tracking=v6-{i}&amount=1.00"
+            ));
+            let c = client.clone();
+            async move {
+                let r = c
+                    .get(url)
+                    .header("x-forwarded-for", from)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }
+        };
+        let mut answers = Vec::new();
+        for i in 0..200 {
+            answers.push(fire(format!("2001:db8:0:1::{:x}", i + 1), i).await);
+        }
+        let ok = answers.iter().filter(|s| **s == 200).count();
+        if limited {
+            assert_eq!(ok, 3, "one /64, one burst: {answers:?}");
+            assert!(answers[3..].iter().all(|s| *s == 429), "{answers:?}");
+        } else {
+            assert_eq!(ok, 200, "/128: each address its own client");
+        }
+        assert_eq!(
+            fire("2001:db8:0:2::1".into(), 1000).await,
+            200,
+            "another /64"
+        );
+    }
+}

@@ -76,7 +76,7 @@ pub(crate) async fn serve<H, F>(
                     .with_interval(Duration::from_secs(10))
                     .with_retries(3);
                 let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-                let Some(held) = per_client.take(peer.ip(), limits.max_connections_per_client) else {
+                let Some(held) = per_client.take(peer.ip(), &limits) else {
                     metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
                     tokio::spawn(refuse_connection(stream));
                     continue;
@@ -127,9 +127,10 @@ struct Held {
 
 impl ConnectionsPerClient {
     /// Counts a connection from `ip`, unless the address already has `cap`.
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<Held> {
-        // An IPv6 client by its /64, as the rate limit counts it.
-        let ip = crate::ratelimit::client_key(ip);
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, limits: &Limits) -> Option<Held> {
+        // An IPv6 client by its prefix, as the rate limit counts it.
+        let ip = crate::ratelimit::client_key(ip, limits.ipv6_client_prefix);
+        let cap = limits.max_connections_per_client;
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= cap {

@@ -1157,6 +1157,14 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// A temporary directory its owner's alone, as a spool directory must be.
+    fn tempdir() -> io::Result<tempfile::TempDir> {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir()
+    }
+
     fn record(i: u32) -> Record {
         Record {
             event_id: Uuid::from_u128(u128::from(i) + 1000),
@@ -1206,7 +1214,7 @@ mod tests {
 
     #[tokio::test]
     async fn appended_records_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         {
             let (spool, pending) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
             assert!(pending.is_empty());
@@ -1221,7 +1229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_last_record_is_cut_and_the_whole_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         {
             let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
             for i in 0..3 {
@@ -1252,7 +1260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupt_record_in_the_middle_costs_that_record_only() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         {
             let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
             for i in 0..5 {
@@ -1282,7 +1290,7 @@ mod tests {
 
     #[test]
     fn damage_at_the_end_is_a_torn_tail_and_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let seg = dir.path().join("seg-0.log");
         let mut bytes: Vec<u8> = (0..3).flat_map(|i| record(i).encode()).collect();
         let whole = bytes.len();
@@ -1298,7 +1306,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_spool_refuses_appends() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let one = record(0).encode().len() as u64;
         let (spool, _) = Spool::open(dir.path(), one * 2, 1 << 20).unwrap();
         spool.append(&record(0)).await.unwrap();
@@ -1312,7 +1320,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_appends_share_syncs() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), 1 << 30, 1 << 30).unwrap();
         let mut tasks = Vec::new();
         for i in 0..200 {
@@ -1332,7 +1340,7 @@ mod tests {
 
     #[tokio::test]
     async fn segments_rotate_by_size() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let one = record(0).encode().len() as u64;
         let (spool, _) = Spool::open(dir.path(), 1 << 20, one * 3).unwrap();
         for i in 0..10 {
@@ -1379,7 +1387,7 @@ mod tests {
 
     #[tokio::test]
     async fn damage_found_while_draining_costs_that_record_only() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let (spool, one) = two_segments(dir.path()).await;
         // A bit flips in the middle of the first record's body while the
         // gateway runs.
@@ -1408,7 +1416,7 @@ mod tests {
 
     #[tokio::test]
     async fn damage_at_the_end_of_a_segment_does_not_hold_the_drainer() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let (spool, one) = two_segments(dir.path()).await;
         // The last record of the sealed segment is damaged: no whole record
         // follows it to resynchronise on.
@@ -1432,7 +1440,7 @@ mod tests {
 
     #[tokio::test]
     async fn damage_in_the_segment_being_written_is_passed_by_later_records() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
         let one = record(0).encode().len() as u64;
         spool.append(&record(0)).await.unwrap();
@@ -1486,7 +1494,7 @@ mod tests {
                 0,
             ),
         ] {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = tempdir().unwrap();
             let seg = segment_path(dir.path(), 7);
             let bytes = parts.concat();
             fs::write(&seg, &bytes).unwrap();
@@ -1516,7 +1524,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_spool_says_it_cannot_be_written() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir().unwrap();
         let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
         assert_eq!(spool.health(), None);
         spool.close();
