@@ -191,7 +191,7 @@ async fn a_minute_of_faults_loses_nothing_doubles_nothing_and_every_sigterm_ends
     let config = config.as_str();
     // The spool on a disk of its own, which the cycle fills.
     let disk = SmallDisk::mount(64 * 1024);
-    let spool = Arc::new(tempfile::tempdir_in(disk.path()).unwrap());
+    let spool = Arc::new(common::tempdir_in(disk.path()).unwrap());
     let mut gw = start(&tansu, config, spool).await;
     let senders = Senders::start(gw.public);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -457,8 +457,13 @@ pub async fn spool_records(dir: &std::path::Path, records: &[(&str, u128)]) -> V
 /// A temporary directory its owner's alone (0700), as the gateway requires
 /// of an existing spool directory (tempfile's own follow the umask).
 pub fn tempdir() -> std::io::Result<tempfile::TempDir> {
+    tempdir_in(std::env::temp_dir())
+}
+
+/// [`tempdir`] inside `dir`.
+pub fn tempdir_in(dir: impl AsRef<std::path::Path>) -> std::io::Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()
+        .tempdir_in(dir)
 }
