@@ -1,7 +1,6 @@
 //! The `postback-gateway` binary: parse the command line, load the config,
 //! start the embedded cluster when no brokers are named, bind, run.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,6 +13,10 @@ use postback_gateway::testfire;
 use postback_gateway::{run, Listeners};
 use tracing::{info, warn};
 
+use cli::{Command, EX_USAGE};
+
+mod cli;
+
 /// The request path makes many small, short-lived allocations; mimalloc serves
 /// them from per-thread pages where glibc's malloc splits and consolidates chunks.
 /// Its 2.x line (the crate's `v2` feature): 3.x spent about a tenth more CPU per
@@ -21,103 +24,29 @@ use tracing::{info, warn};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage:
-  postback-gateway [--config PATH]               run the gateway
-  postback-gateway check-config [--connect] [--config PATH]
-                                                 validate a config and print every problem (exit 64 on any);
-                                                 --connect also checks the cluster, topic and rights (exit 69 on a failure)
-  postback-gateway postback-url --source NAME --base-url URL [--network NET] [--config PATH]
-                                                 print the postback URL to hand to that sender,
-                                                 with the macros of the network NET fills in
-  postback-gateway test-fire --source NAME --target http://HOST:PORT [--network NET]
-                            [--brokers HOST:PORT] [--config PATH]
-                                                 fire a test conversion as NET would, at a running
-                                                 gateway, and print the verdict and the event
-  postback-gateway events [--brokers HOST:PORT] [--follow] [--count N] [--config PATH]
-                                                 print the topic's events, one `key value` line each
-
-SIGHUP reloads the sources from the config file; a config with problems is refused.";
-
-/// Exit code for a bad config or usage (sysexits' EX_USAGE).
-const EX_USAGE: u8 = 64;
 /// Exit code for a network whose values the source would refuse (EX_DATAERR).
 const EX_DATAERR: u8 = 65;
 /// Exit code for a failed `check-config --connect` (EX_UNAVAILABLE).
 const EX_UNAVAILABLE: u8 = 69;
 
-enum Command {
-    Run,
-    CheckConfig,
-    PostbackUrl,
-    TestFire,
-    Events,
-}
-
-#[derive(Default)]
-struct UrlArgs {
-    source: Option<String>,
-    base_url: Option<String>,
-    network: Option<String>,
-    target: Option<String>,
-    brokers: Option<String>,
-    follow: bool,
-    count: Option<u64>,
-    connect: bool,
-}
-
-fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
-    let mut args = std::env::args().skip(1);
-    let mut command = Command::Run;
-    let mut config = std::env::var_os("POSTBACK_CONFIG").map(PathBuf::from);
-    let mut url = UrlArgs::default();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "check-config" => command = Command::CheckConfig,
-            "postback-url" => command = Command::PostbackUrl,
-            "test-fire" => command = Command::TestFire,
-            "events" => command = Command::Events,
-            "--brokers" => url.brokers = Some(args.next().ok_or("--brokers needs HOST:PORT")?),
-            "--follow" => url.follow = true,
-            "--connect" => url.connect = true,
-            "--count" => {
-                let n = args.next().ok_or("--count needs a number")?;
-                url.count = Some(
-                    n.parse()
-                        .map_err(|_| format!("--count {n:?} is not a number"))?,
-                );
-            }
-            "--source" => url.source = Some(args.next().ok_or("--source needs a name")?),
-            "--base-url" => url.base_url = Some(args.next().ok_or("--base-url needs a URL")?),
-            "--network" => url.network = Some(args.next().ok_or("--network needs a name")?),
-            "--target" => url.target = Some(args.next().ok_or("--target needs a URL")?),
-            "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok((command, config, url))
-}
-
 fn main() -> ExitCode {
     postback_gateway::sink::native::no_transparent_huge_pages();
-    let (command, path, url_args) = match parse_args() {
-        Ok(x) => x,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(EX_USAGE);
-        }
+    let cli = match cli::parse() {
+        Ok(c) => c,
+        Err(code) => return ExitCode::from(code),
     };
+    if let Some(Command::Completions { shell }) = cli.command {
+        cli::completions(shell);
+        return ExitCode::SUCCESS;
+    }
     // The tools that only read the sources (or name their own brokers) run
     // on a deployment's config file without its brokers.
     let tool_env = ToolEnv;
-    let env: &dyn postback_gateway::config::Env = match command {
-        Command::Run | Command::CheckConfig => &ProcessEnv,
+    let env: &dyn postback_gateway::config::Env = match cli.command {
+        None | Some(Command::CheckConfig { .. }) => &ProcessEnv,
         _ => &tool_env,
     };
-    let config = match Config::load(path.as_deref(), env) {
+    let config = match Config::load(cli.config.as_deref(), env) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("The config has {} problem(s):", errors.0.len());
@@ -127,8 +56,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    match command {
-        Command::CheckConfig => {
+    match cli.command {
+        Some(Command::CheckConfig { connect }) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
@@ -162,15 +91,37 @@ fn main() -> ExitCode {
                      configured): events are lost at exit"
                 ),
             }
-            if url_args.connect {
+            if connect {
                 return preflight(&config);
             }
             return ExitCode::SUCCESS;
         }
-        Command::PostbackUrl => return postback_url(&config, url_args),
-        Command::TestFire => return test_fire(&config, url_args),
-        Command::Events => return events(&config, url_args),
-        Command::Run => {
+        Some(Command::PostbackUrl {
+            source,
+            base_url,
+            network,
+        }) => return postback_url(&config, &source, &base_url, network.as_deref()),
+        Some(Command::TestFire {
+            source,
+            target,
+            network,
+            cluster,
+        }) => {
+            let fire = Fire {
+                source,
+                target,
+                network,
+                brokers: cluster.brokers(),
+            };
+            return test_fire(&config, fire);
+        }
+        Some(Command::Events {
+            cluster,
+            follow,
+            count,
+        }) => return events(&config, cluster.brokers(), follow, count),
+        Some(Command::Completions { .. }) => return ExitCode::SUCCESS,
+        None => {
             // Only the embedded first run makes up a key for the default
             // source: a deployment's is chosen, never printed into its logs.
             if config.kafka.brokers.is_some()
@@ -289,21 +240,20 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
 
 /// Prints the URLs to hand to one sender: the postback URL on stdout's first
 /// line, the pixel URL (if the source takes pixels) on the second.
-fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
-    let (source, base) = match source_and(config, &args, args.base_url.as_deref(), "--base-url URL")
-    {
+fn postback_url(config: &Config, name: &str, base: &str, network: Option<&str>) -> ExitCode {
+    let source = match find_source(config, name) {
         Ok(found) => found,
         Err(code) => return code,
     };
     let name = &source.name;
-    match source_urls(&source, &base, args.network.as_deref()) {
+    match source_urls(&source, base, network) {
         Ok(urls) => {
             println!("{}", urls.postback);
             let has_pixel = urls.pixel.is_some();
             if let Some(p) = urls.pixel {
                 println!("{p}");
             }
-            let network = args.network.as_deref().or(source.url.network.as_deref());
+            let network = network.or(source.url.network.as_deref());
             eprintln!(
                 "Line 1 is the postback URL for source {name} (format {}{}){}.",
                 source.platform,
@@ -357,21 +307,11 @@ fn configured_sources(config: &Config) -> Result<Arc<Sources>, ExitCode> {
     }
 }
 
-/// The source named by `--source` and the command's other required
-/// argument (`want`, e.g. `--base-url URL`); a usage error names what is missing.
-fn source_and(
-    config: &Config,
-    args: &UrlArgs,
-    other: Option<&str>,
-    want: &str,
-) -> Result<(Arc<Source>, String), ExitCode> {
-    let (Some(name), Some(other)) = (args.source.as_deref(), other) else {
-        eprintln!("this command needs --source NAME and {want}\n{USAGE}");
-        return Err(ExitCode::from(EX_USAGE));
-    };
+/// The source named by `--source`; a usage error names the ones there are.
+fn find_source(config: &Config, name: &str) -> Result<Arc<Source>, ExitCode> {
     let sources = configured_sources(config)?;
     match sources.get(name) {
-        Some(s) => Ok((s.clone(), other.to_owned())),
+        Some(s) => Ok(s.clone()),
         None => {
             let mut names: Vec<&str> = sources.names().collect();
             names.sort_unstable();
@@ -381,19 +321,23 @@ fn source_and(
     }
 }
 
+/// What `test-fire` was asked to fire, and where to read its event back.
+struct Fire {
+    source: String,
+    target: String,
+    network: Option<String>,
+    /// `--brokers` or `KAFKA_BROKERS`; else the config file's.
+    brokers: Option<String>,
+}
+
 /// `test-fire`: one test conversion as the network would send it, its
 /// verdict, and its event read back from Kafka.
-fn test_fire(config: &Config, args: UrlArgs) -> ExitCode {
-    let (source, target) = match source_and(
-        config,
-        &args,
-        args.target.as_deref(),
-        "--target http://HOST:PORT",
-    ) {
+fn test_fire(config: &Config, args: Fire) -> ExitCode {
+    let source = match find_source(config, &args.source) {
         Ok(found) => found,
         Err(code) => return code,
     };
-    let shot = match testfire::shot(&source, args.network.as_deref(), &target) {
+    let shot = match testfire::shot(&source, args.network.as_deref(), &args.target) {
         Ok(s) => s,
         Err(UrlError::Usage(e)) => {
             eprintln!("{e}");
@@ -585,8 +529,8 @@ impl Signals {
 }
 
 /// `events`: prints the topic's events to stdout.
-fn events(config: &Config, args: UrlArgs) -> ExitCode {
-    let Some(brokers) = args.brokers.or_else(|| config.kafka.brokers.clone()) else {
+fn events(config: &Config, brokers: Option<String>, follow: bool, count: Option<u64>) -> ExitCode {
+    let Some(brokers) = brokers.or_else(|| config.kafka.brokers.clone()) else {
         eprintln!("events: name the cluster with --brokers or KAFKA_BROKERS");
         return ExitCode::from(EX_USAGE);
     };
@@ -594,8 +538,8 @@ fn events(config: &Config, args: UrlArgs) -> ExitCode {
     match postback_gateway::sink::tail::print_events(
         &config.kafka,
         &brokers,
-        args.follow,
-        args.count,
+        follow,
+        count,
         &mut out,
     ) {
         Ok(n) => {
