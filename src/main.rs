@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use postback_gateway::config::{kafka as kafka_config, Config, ProcessEnv};
+use postback_gateway::config::{kafka as kafka_config, Config, LogFormat, ProcessEnv};
 use postback_gateway::sink::embedded::Embedded;
 use postback_gateway::source::url::{source_urls, UrlError};
 use postback_gateway::source::{Source, Sources};
@@ -138,14 +138,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        // Colour codes only for a person at a terminal, not in collected logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    init_logs(&config);
     postback_gateway::sink::native::keep_c_heap();
     match postback_gateway::sink::native::raise_open_files() {
         Ok((before, after)) => info!(before, after, "Open-file limit."),
@@ -175,6 +168,24 @@ fn main() -> ExitCode {
             eprintln!("postback-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stdout: text for a person (the default), or one JSON object
+/// per line for a log shipper.
+fn init_logs(config: &Config) {
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    match config.log_format {
+        // The message and the fields at the top level, beside timestamp,
+        // level and target: what Loki, Elasticsearch and Datadog index.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // Colour codes only for a person at a terminal, not in collected logs.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
 }
 
