@@ -27,6 +27,7 @@ const ENV_VARS: &[&str] = &[
     "POSTBACK_API_KEY",
     "SPOOL_DIR",
     "RUST_LOG",
+    "LOG_FORMAT",
     "POSTBACK_CONFIG",
     "POSTBACK_ADMIN_TOKEN",
 ];
@@ -281,7 +282,7 @@ fn port_of(addr: &str) -> u64 {
 
 #[test]
 fn every_environment_variable_named_here_is_read_by_the_binary() {
-    let src = read("src/config.rs") + &read("src/main.rs");
+    let src = read("src/config.rs") + &read("src/main.rs") + &read("src/cli.rs");
     for v in ENV_VARS {
         assert!(src.contains(&format!("\"{v}\"")), "{v} is read in src/");
     }
