@@ -117,6 +117,10 @@ impl ClientContext for Verdicts {
         }
         logs::librdkafka_error(&error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        super::stats::record(&statistics);
+    }
 }
 
 impl ProducerContext for Verdicts {
