@@ -61,6 +61,9 @@ pub enum Command {
         /// The network whose test conversion to send.
         #[arg(long, value_name = "NET")]
         network: Option<String>,
+        /// PEM certificates to trust for an https:// target (a private CA); else the public roots.
+        #[arg(long, value_name = "PATH", env = "SSL_CERT_FILE")]
+        ca_file: Option<PathBuf>,
         #[command(flatten)]
         cluster: Cluster,
     },

@@ -105,12 +105,14 @@ fn main() -> ExitCode {
             source,
             target,
             network,
+            ca_file,
             cluster,
         }) => {
             let fire = Fire {
                 source,
                 target,
                 network,
+                ca_file,
                 brokers: cluster.brokers(),
             };
             return test_fire(&config, fire);
@@ -337,6 +339,8 @@ struct Fire {
     source: String,
     target: String,
     network: Option<String>,
+    /// What to trust for an `https://` target instead of the public roots.
+    ca_file: Option<std::path::PathBuf>,
     /// `--brokers` or `KAFKA_BROKERS`; else the config file's.
     brokers: Option<String>,
 }
@@ -363,7 +367,8 @@ fn test_fire(config: &Config, args: Fire) -> ExitCode {
         Some(b) => println!("POST {}\n  body: {b}", shot.url),
         None => println!("GET {}", shot.url),
     }
-    let reply = match testfire::fire(&shot, std::time::Duration::from_secs(10)) {
+    let timeout = std::time::Duration::from_secs(10);
+    let reply = match testfire::fire(&shot, timeout, args.ca_file.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             println!("no reply: {e:#}");
