@@ -13,6 +13,8 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
+# tests/deploy.rs reads the libraries the binary links with readelf.
+command -v readelf >/dev/null 2>&1 || missing+=(binutils)
 # promtool checks deploy/prometheus (tests/deploy.rs); nginx balances two
 # gateways in tests/scale_out.rs. Debian's `prometheus` package ships promtool.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

@@ -78,6 +78,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// The log filter (`RUST_LOG`).
     pub log_filter: String,
+    /// How log lines are written (`LOG_FORMAT`, `[log] format`).
+    pub log_format: LogFormat,
     /// Request size, time and rate limits.
     pub limits: Limits,
     /// The dedup window's length, bound and hash key.
@@ -208,6 +210,7 @@ impl Default for Config {
                 append_timeout: Duration::from_secs(5),
             },
             log_filter: "info".into(),
+            log_format: LogFormat::Text,
             limits: Limits {
                 max_uri_bytes: 8 * 1024,
                 max_header_bytes: 16 * 1024,
@@ -246,7 +249,8 @@ struct FileConfig {
     api_key: Option<String>,
     pixel_key: Option<String>,
     spool_dir: Option<PathBuf>,
-    log: Option<String>,
+    /// A table, or the older filter string: read in `parse`.
+    log: Option<toml::Value>,
     shutdown_grace_ms: Option<u64>,
     #[serde(default)]
     kafka: FileKafka,
@@ -263,6 +267,36 @@ struct FileConfig {
     /// Checked one by one in `source::config`, so every source's problems are reported.
     #[serde(default)]
     sources: BTreeMap<String, toml::Value>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for a person (the default).
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message`
+    /// and the event's fields), for a log shipper.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{s:?} is not a log format: text or json")),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+/// `[log]`; the older `log = "FILTER"` names the filter alone.
+struct FileLogTable {
+    filter: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,8 +489,29 @@ impl Config {
         if let Some(p) = var("SPOOL_DIR").or(file.spool_dir.map(|p| p.display().to_string())) {
             c.spool_dir = PathBuf::from(p);
         }
-        if let Some(l) = var("RUST_LOG").or(file.log) {
+        let log = match file.log {
+            None => FileLogTable::default(),
+            Some(toml::Value::String(filter)) => FileLogTable {
+                filter: Some(filter),
+                format: None,
+            },
+            Some(table) => FileLogTable::deserialize(table).unwrap_or_else(|e| {
+                errors.push(format!("[log]: {}", redact_values(e.message().trim())));
+                FileLogTable::default()
+            }),
+        };
+        if let Some(l) = var("RUST_LOG").or(log.filter) {
             c.log_filter = l;
+        }
+        let (format_key, format) = match var("LOG_FORMAT") {
+            Some(f) => ("LOG_FORMAT", Some(f)),
+            None => ("log.format", log.format),
+        };
+        if let Some(f) = format {
+            match f.parse() {
+                Ok(f) => c.log_format = f,
+                Err(e) => errors.push(format!("{format_key} = {e}")),
+            }
         }
         if let Some(ms) = file.shutdown_grace_ms {
             c.shutdown_grace = Duration::from_millis(ms);
@@ -807,6 +862,51 @@ mod tests {
         assert_eq!(c.listen_addr.to_string(), "127.0.0.1:2");
         assert_eq!(c.kafka.topic, "env");
         assert_eq!(c.kafka.brokers.as_deref(), Some("k:9092"));
+    }
+
+    #[test]
+    fn the_log_format_is_text_unless_json_is_asked_for() {
+        let b = ("KAFKA_BROKERS", "embedded");
+        let c = Config::from_toml("", &env(&[b])).unwrap();
+        assert_eq!(
+            (c.log_format, c.log_filter.as_str()),
+            (LogFormat::Text, "info")
+        );
+        // The older `log = "FILTER"` still names the filter.
+        let c = Config::from_toml("log = \"debug\"\n", &env(&[b])).unwrap();
+        assert_eq!(
+            (c.log_format, c.log_filter.as_str()),
+            (LogFormat::Text, "debug")
+        );
+        let table = "[log]\nformat = \"json\"\nfilter = \"warn\"\n";
+        let c = Config::from_toml(table, &env(&[b])).unwrap();
+        assert_eq!(
+            (c.log_format, c.log_filter.as_str()),
+            (LogFormat::Json, "warn")
+        );
+        let c = Config::from_toml(table, &env(&[b, ("LOG_FORMAT", "TEXT")])).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::load(None, &env(&[("LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        for (toml, vars, says) in [
+            ("", vec![b, ("LOG_FORMAT", "xml")], "LOG_FORMAT = \"xml\""),
+            (
+                "[log]\nformat = \"logfmt\"\n",
+                vec![b],
+                "log.format = \"logfmt\"",
+            ),
+            (
+                "[log]\nfromat = \"json\"\n",
+                vec![b],
+                "[log]: unknown field `fromat`",
+            ),
+            ("log = 3\n", vec![b], "[log]: invalid type: an integer"),
+        ] {
+            let err = Config::from_toml(toml, &env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{toml}: {err}");
+        }
     }
 
     #[test]

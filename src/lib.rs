@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub(crate) mod backoff;
 pub mod config;
 pub mod console;
 pub mod dedup;

@@ -1,18 +1,19 @@
-//! The `postback-gateway` binary: parse the command line, load the config,
-//! start the embedded cluster when no brokers are named, bind, run.
+//! The `postback-gateway` binary: parse the command line (`cli`), load the
+//! config, hand a tool subcommand to `tools`, or start the embedded cluster
+//! when no brokers are named, bind and run.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use postback_gateway::config::{kafka as kafka_config, Config, ProcessEnv};
+use postback_gateway::config::{Config, LogFormat, ProcessEnv};
 use postback_gateway::sink::embedded::Embedded;
-use postback_gateway::source::url::{source_urls, UrlError};
-use postback_gateway::source::{Source, Sources};
-use postback_gateway::testfire;
 use postback_gateway::{run, Listeners};
 use tracing::{info, warn};
+
+use cli::{Command, EX_USAGE};
+
+mod cli;
+mod tools;
 
 /// The request path makes many small, short-lived allocations; mimalloc serves
 /// them from per-thread pages where glibc's malloc splits and consolidates chunks.
@@ -21,103 +22,24 @@ use tracing::{info, warn};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage:
-  postback-gateway [--config PATH]               run the gateway
-  postback-gateway check-config [--connect] [--config PATH]
-                                                 validate a config and print every problem (exit 64 on any);
-                                                 --connect also checks the cluster, topic and rights (exit 69 on a failure)
-  postback-gateway postback-url --source NAME --base-url URL [--network NET] [--config PATH]
-                                                 print the postback URL to hand to that sender,
-                                                 with the macros of the network NET fills in
-  postback-gateway test-fire --source NAME --target http://HOST:PORT [--network NET]
-                            [--brokers HOST:PORT] [--config PATH]
-                                                 fire a test conversion as NET would, at a running
-                                                 gateway, and print the verdict and the event
-  postback-gateway events [--brokers HOST:PORT] [--follow] [--count N] [--config PATH]
-                                                 print the topic's events, one `key value` line each
-
-SIGHUP reloads the sources from the config file; a config with problems is refused.";
-
-/// Exit code for a bad config or usage (sysexits' EX_USAGE).
-const EX_USAGE: u8 = 64;
-/// Exit code for a network whose values the source would refuse (EX_DATAERR).
-const EX_DATAERR: u8 = 65;
-/// Exit code for a failed `check-config --connect` (EX_UNAVAILABLE).
-const EX_UNAVAILABLE: u8 = 69;
-
-enum Command {
-    Run,
-    CheckConfig,
-    PostbackUrl,
-    TestFire,
-    Events,
-}
-
-#[derive(Default)]
-struct UrlArgs {
-    source: Option<String>,
-    base_url: Option<String>,
-    network: Option<String>,
-    target: Option<String>,
-    brokers: Option<String>,
-    follow: bool,
-    count: Option<u64>,
-    connect: bool,
-}
-
-fn parse_args() -> Result<(Command, Option<PathBuf>, UrlArgs), String> {
-    let mut args = std::env::args().skip(1);
-    let mut command = Command::Run;
-    let mut config = std::env::var_os("POSTBACK_CONFIG").map(PathBuf::from);
-    let mut url = UrlArgs::default();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "check-config" => command = Command::CheckConfig,
-            "postback-url" => command = Command::PostbackUrl,
-            "test-fire" => command = Command::TestFire,
-            "events" => command = Command::Events,
-            "--brokers" => url.brokers = Some(args.next().ok_or("--brokers needs HOST:PORT")?),
-            "--follow" => url.follow = true,
-            "--connect" => url.connect = true,
-            "--count" => {
-                let n = args.next().ok_or("--count needs a number")?;
-                url.count = Some(
-                    n.parse()
-                        .map_err(|_| format!("--count {n:?} is not a number"))?,
-                );
-            }
-            "--source" => url.source = Some(args.next().ok_or("--source needs a name")?),
-            "--base-url" => url.base_url = Some(args.next().ok_or("--base-url needs a URL")?),
-            "--network" => url.network = Some(args.next().ok_or("--network needs a name")?),
-            "--target" => url.target = Some(args.next().ok_or("--target needs a URL")?),
-            "--config" => config = Some(args.next().ok_or("--config needs a path")?.into()),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok((command, config, url))
-}
-
 fn main() -> ExitCode {
     postback_gateway::sink::native::no_transparent_huge_pages();
-    let (command, path, url_args) = match parse_args() {
-        Ok(x) => x,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(EX_USAGE);
-        }
+    let cli = match cli::parse() {
+        Ok(c) => c,
+        Err(code) => return ExitCode::from(code),
     };
+    if let Some(Command::Completions { shell }) = cli.command {
+        cli::completions(shell);
+        return ExitCode::SUCCESS;
+    }
     // The tools that only read the sources (or name their own brokers) run
     // on a deployment's config file without its brokers.
-    let tool_env = ToolEnv;
-    let env: &dyn postback_gateway::config::Env = match command {
-        Command::Run | Command::CheckConfig => &ProcessEnv,
+    let tool_env = tools::ToolEnv;
+    let env: &dyn postback_gateway::config::Env = match cli.command {
+        None | Some(Command::CheckConfig { .. }) => &ProcessEnv,
         _ => &tool_env,
     };
-    let config = match Config::load(path.as_deref(), env) {
+    let config = match Config::load(cli.config.as_deref(), env) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("The config has {} problem(s):", errors.0.len());
@@ -127,50 +49,36 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    match command {
-        Command::CheckConfig => {
-            for w in &config.warnings {
-                eprintln!("warning: {w}");
-            }
-            if config.kafka.brokers.is_some() {
-                if let Err(e) = kafka_config::check_client(&config.kafka) {
-                    eprintln!("The config has 1 problem(s):\n  - {e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            }
-            match &config.sources {
-                Some(s) => {
-                    let mut names: Vec<&str> = s.names().collect();
-                    names.sort_unstable();
-                    println!(
-                        "The config is valid: {} source(s): {}.",
-                        names.len(),
-                        names.join(", ")
-                    );
-                }
-                None => println!("The config is valid (no sources: the default source only)."),
-            }
-            match &config.kafka.brokers {
-                Some(b) => println!(
-                    "Kafka: {} at {}; producer settings: {}",
-                    config.kafka.topic,
-                    b.escape_debug(),
-                    kafka_config::effective(&config.kafka)
-                ),
-                None => println!(
-                    "Kafka: the embedded in-memory cluster (KAFKA_BROKERS=embedded, or nothing \
-                     configured): events are lost at exit"
-                ),
-            }
-            if url_args.connect {
-                return preflight(&config);
-            }
-            return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::CheckConfig { connect }) => return tools::check_config(&config, connect),
+        Some(Command::PostbackUrl {
+            source,
+            base_url,
+            network,
+        }) => return tools::postback_url(&config, &source, &base_url, network.as_deref()),
+        Some(Command::TestFire {
+            source,
+            target,
+            network,
+            ca_file,
+            cluster,
+        }) => {
+            let fire = tools::Fire {
+                source,
+                target,
+                network,
+                ca_file,
+                brokers: cluster.brokers(),
+            };
+            return tools::test_fire(&config, fire);
         }
-        Command::PostbackUrl => return postback_url(&config, url_args),
-        Command::TestFire => return test_fire(&config, url_args),
-        Command::Events => return events(&config, url_args),
-        Command::Run => {
+        Some(Command::Events {
+            cluster,
+            follow,
+            count,
+        }) => return tools::events(&config, cluster.brokers(), follow, count),
+        Some(Command::Completions { .. }) => return ExitCode::SUCCESS,
+        None => {
             // Only the embedded first run makes up a key for the default
             // source: a deployment's is chosen, never printed into its logs.
             if config.kafka.brokers.is_some()
@@ -187,14 +95,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        // Colour codes only for a person at a terminal, not in collected logs.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    init_logs(&config);
     postback_gateway::sink::native::keep_c_heap();
     match postback_gateway::sink::native::raise_open_files() {
         Ok((before, after)) => info!(before, after, "Open-file limit."),
@@ -224,6 +125,24 @@ fn main() -> ExitCode {
             eprintln!("postback-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stdout: text for a person (the default), or one JSON object
+/// per line for a log shipper.
+fn init_logs(config: &Config) {
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    match config.log_format {
+        // The message and the fields at the top level, beside timestamp,
+        // level and target: what Loki, Elasticsearch and Datadog index.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // Colour codes only for a person at a terminal, not in collected logs.
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
 }
 
@@ -304,224 +223,14 @@ async fn serve(mut config: Config, embedded: &mut Option<Embedded>) -> anyhow::R
     run(config, listeners, shutdown).await
 }
 
-/// Prints the URLs to hand to one sender: the postback URL on stdout's first
-/// line, the pixel URL (if the source takes pixels) on the second.
-fn postback_url(config: &Config, args: UrlArgs) -> ExitCode {
-    let (source, base) = match source_and(config, &args, args.base_url.as_deref(), "--base-url URL")
-    {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
-    let name = &source.name;
-    match source_urls(&source, &base, args.network.as_deref()) {
-        Ok(urls) => {
-            println!("{}", urls.postback);
-            let has_pixel = urls.pixel.is_some();
-            if let Some(p) = urls.pixel {
-                println!("{p}");
-            }
-            let network = args.network.as_deref().or(source.url.network.as_deref());
-            eprintln!(
-                "Line 1 is the postback URL for source {name} (format {}{}){}.",
-                source.platform,
-                network.map_or(String::new(), |n| format!(", macros of {n}")),
-                if has_pixel {
-                    "; line 2 is its pixel URL"
-                } else {
-                    ""
-                }
-            );
-            if !urls.placeholders.is_empty() {
-                eprintln!(
-                    "Replace {} with the macros of the network that fires into this source \
-                     (drop a parameter it has no macro for, unless it is the click id), or name \
-                     the network with --network ({}). Left as they are, the gateway refuses them.",
-                    urls.placeholders.join(", "),
-                    postback_gateway::source::presets::network_names().join(", ")
-                );
-            }
-            for note in urls.notes {
-                eprintln!("{note}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(UrlError::Usage(e)) => {
-            eprintln!("{e}");
-            ExitCode::from(EX_USAGE)
-        }
-        Err(UrlError::Mismatch(e)) => {
-            eprintln!("{e}");
-            ExitCode::from(EX_DATAERR)
-        }
-    }
-}
-
-/// The sources of `config`, or the default source when none are configured.
-fn configured_sources(config: &Config) -> Result<Arc<Sources>, ExitCode> {
-    match (&config.sources, &config.api_key) {
-        (Some(s), _) => Ok(s.clone()),
-        (None, Some(key)) => Ok(Arc::new(Sources::single_default(
-            key.clone(),
-            config.pixel_key.clone(),
-        ))),
-        (None, None) => {
-            eprintln!(
-                "No sources are configured and POSTBACK_API_KEY is not set, so the default \
-                 source's key is random at each start; set POSTBACK_API_KEY first."
-            );
-            Err(ExitCode::from(EX_USAGE))
-        }
-    }
-}
-
-/// The source named by `--source` and the command's other required
-/// argument (`want`, e.g. `--base-url URL`); a usage error names what is missing.
-fn source_and(
-    config: &Config,
-    args: &UrlArgs,
-    other: Option<&str>,
-    want: &str,
-) -> Result<(Arc<Source>, String), ExitCode> {
-    let (Some(name), Some(other)) = (args.source.as_deref(), other) else {
-        eprintln!("this command needs --source NAME and {want}\n{USAGE}");
-        return Err(ExitCode::from(EX_USAGE));
-    };
-    let sources = configured_sources(config)?;
-    match sources.get(name) {
-        Some(s) => Ok((s.clone(), other.to_owned())),
-        None => {
-            let mut names: Vec<&str> = sources.names().collect();
-            names.sort_unstable();
-            eprintln!("No source {name:?}; the sources are: {}.", names.join(", "));
-            Err(ExitCode::from(EX_USAGE))
-        }
-    }
-}
-
-/// `test-fire`: one test conversion as the network would send it, its
-/// verdict, and its event read back from Kafka.
-fn test_fire(config: &Config, args: UrlArgs) -> ExitCode {
-    let (source, target) = match source_and(
-        config,
-        &args,
-        args.target.as_deref(),
-        "--target http://HOST:PORT",
-    ) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
-    let shot = match testfire::shot(&source, args.network.as_deref(), &target) {
-        Ok(s) => s,
-        Err(UrlError::Usage(e)) => {
-            eprintln!("{e}");
-            return ExitCode::from(EX_USAGE);
-        }
-        Err(UrlError::Mismatch(e)) => {
-            eprintln!("{e}");
-            return ExitCode::from(EX_DATAERR);
-        }
-    };
-    match &shot.body {
-        Some(b) => println!("POST {}\n  body: {b}", shot.url),
-        None => println!("GET {}", shot.url),
-    }
-    let reply = match testfire::fire(&shot, std::time::Duration::from_secs(10)) {
-        Ok(r) => r,
-        Err(e) => {
-            println!("no reply: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("reply: {} {}", reply.status, reply.body);
-    let accepted = reply.status == 200 && reply.body.starts_with("OK ");
-    let Some(brokers) = args.brokers.or_else(|| config.kafka.brokers.clone()) else {
-        println!("event: not read back (name the cluster with --brokers or KAFKA_BROKERS)");
-        return if accepted {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
-    };
-    if !accepted {
-        return ExitCode::FAILURE;
-    }
-    match postback_gateway::sink::tail::find_event(
-        &config.kafka,
-        &brokers,
-        &shot.token,
-        std::time::Duration::from_secs(15),
-    ) {
-        Ok(Some(event)) => {
-            println!("event: {event}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => {
-            println!(
-                "event: none keyed {} in {} within 15 s",
-                shot.token, config.kafka.topic
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            println!("event: cannot read {}: {e:#}", config.kafka.topic);
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// The runtime `builder` makes, or the exit code after saying why not.
-fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
     builder.enable_all().build().map_err(|e| {
         eprintln!("cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
-}
-
-/// `check-config --connect`: one line per check, exit 0 when none failed.
-fn preflight(config: &Config) -> ExitCode {
-    let Some(brokers) = &config.kafka.brokers else {
-        eprintln!(
-            "--connect: the config names no cluster (the embedded one runs inside the gateway)"
-        );
-        return ExitCode::from(EX_USAGE);
-    };
-    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let checks = runtime.block_on(postback_gateway::preflight::run(
-        &config.kafka,
-        brokers,
-        std::time::Duration::from_secs(10),
-    ));
-    for c in &checks {
-        println!("{c}");
-    }
-    if checks
-        .iter()
-        .any(|c| c.verdict == postback_gateway::preflight::Verdict::Fail)
-    {
-        ExitCode::from(EX_UNAVAILABLE)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-/// The process environment for the tools: `KAFKA_BROKERS` defaults to the
-/// embedded cluster, so a deployment's config file without brokers still
-/// names its sources (the brokers come with `--brokers` where needed).
-struct ToolEnv;
-
-impl postback_gateway::config::Env for ToolEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        ProcessEnv.var(name).or_else(|| {
-            (name == "KAFKA_BROKERS").then(|| postback_gateway::config::EMBEDDED.to_owned())
-        })
-    }
-
-    fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
-        ProcessEnv.with_prefix(prefix)
-    }
 }
 
 fn random_key() -> String {
@@ -598,30 +307,5 @@ impl Signals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// `events`: prints the topic's events to stdout.
-fn events(config: &Config, args: UrlArgs) -> ExitCode {
-    let Some(brokers) = args.brokers.or_else(|| config.kafka.brokers.clone()) else {
-        eprintln!("events: name the cluster with --brokers or KAFKA_BROKERS");
-        return ExitCode::from(EX_USAGE);
-    };
-    let mut out = std::io::stdout().lock();
-    match postback_gateway::sink::tail::print_events(
-        &config.kafka,
-        &brokers,
-        args.follow,
-        args.count,
-        &mut out,
-    ) {
-        Ok(n) => {
-            eprintln!("{n} event(s)");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("events: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

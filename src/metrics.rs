@@ -22,6 +22,14 @@ pub(crate) const KAFKA_DELIVERY_SECONDS: &str = "postback_kafka_delivery_duratio
 pub(crate) const KAFKA_FAILURES: &str = "postback_kafka_delivery_failures_total";
 pub(crate) const KAFKA_QUEUE: &str = "postback_kafka_queue_depth";
 pub(crate) const KAFKA_UP: &str = "postback_kafka_reachable";
+pub(crate) const KAFKA_QUEUE_MESSAGES: &str = "postback_kafka_producer_queue_messages";
+pub(crate) const KAFKA_QUEUE_BYTES: &str = "postback_kafka_producer_queue_bytes";
+pub(crate) const KAFKA_QUEUE_MAX_MESSAGES: &str = "postback_kafka_producer_queue_max_messages";
+pub(crate) const KAFKA_QUEUE_MAX_BYTES: &str = "postback_kafka_producer_queue_max_bytes";
+pub(crate) const KAFKA_BROKER_UP: &str = "postback_kafka_broker_up";
+pub(crate) const KAFKA_BROKER_RTT: &str = "postback_kafka_broker_rtt_seconds";
+pub(crate) const KAFKA_BROKER_IN_FLIGHT: &str = "postback_kafka_broker_requests_in_flight";
+pub(crate) const KAFKA_BROKER_QUEUED: &str = "postback_kafka_broker_requests_queued";
 pub(crate) const KAFKA_EMBEDDED: &str = "postback_kafka_embedded";
 pub(crate) const KAFKA_TOPIC_MISSING: &str = "postback_kafka_topic_missing";
 pub(crate) const KAFKA_PRODUCER_RESTARTS: &str = "postback_kafka_producer_restarts_total";
@@ -149,9 +157,23 @@ pub fn install() -> PrometheusHandle {
             }
             counter!(TASK_RESTARTS, "task" => crate::tasks::SPOOL_DRAINER).increment(0);
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            process_collector().describe();
             handle
         })
         .clone()
+}
+
+/// The `process_*` series (resident and virtual memory, CPU seconds, open
+/// and maximum file descriptors, threads, start time), read from `/proc`.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Reads the process's figures into the `process_*` series: called before
+/// each scrape, so they are as fresh as the scrape.
+pub fn collect_process() {
+    process_collector().collect();
 }
 
 /// Folds histogram samples into their buckets once a second until `stop`:
@@ -184,6 +206,38 @@ fn describe() {
     describe_gauge!(
         KAFKA_QUEUE,
         "Messages in the producer queue, not yet acknowledged."
+    );
+    describe_gauge!(
+        KAFKA_QUEUE_MESSAGES,
+        "Messages in librdkafka's producer queue (its statistics' msg_cnt), refreshed every statistics.interval.ms."
+    );
+    describe_gauge!(
+        KAFKA_QUEUE_BYTES,
+        "Bytes of the messages in librdkafka's producer queue (msg_size)."
+    );
+    describe_gauge!(
+        KAFKA_QUEUE_MAX_MESSAGES,
+        "The producer queue's bound in messages (queue.buffering.max.messages); past it postbacks go to the spool."
+    );
+    describe_gauge!(
+        KAFKA_QUEUE_MAX_BYTES,
+        "The producer queue's bound in bytes (queue.buffering.max.kbytes)."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_UP,
+        "1 while the producer is connected to the broker (librdkafka state UP), by broker node id."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_RTT,
+        "Round trip of the producer's requests to the broker over the last statistics interval, by broker and quantile (0.5, 0.99)."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_IN_FLIGHT,
+        "Requests sent to the broker and waiting for its response, by broker."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_QUEUED,
+        "Requests waiting to be sent to the broker, by broker."
     );
     describe_counter!(
         KAFKA_PRODUCER_RESTARTS,

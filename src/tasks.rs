@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
 
+use crate::backoff::Backoff;
 use crate::metrics as m;
 
 /// The public listener's accept loop.
@@ -104,7 +105,8 @@ impl Tasks {
     /// Spawns the task `make` builds under `name`, and builds and runs it
     /// again after a panic (logged and counted like any task's, and in
     /// `postback_task_restarts_total`), after a pause that doubles from one
-    /// second to half a minute while it keeps panicking; until `stop` is
+    /// second to half a minute while it keeps panicking (jittered, see
+    /// [`crate::backoff`]); until `stop` is
     /// cancelled or the task returns.
     pub(crate) fn spawn_restarting<F>(
         &self,
@@ -118,7 +120,7 @@ impl Tasks {
         let running = self.running(name);
         self.tracker.spawn(async move {
             let _running = running;
-            let mut pause = Duration::from_secs(1);
+            let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
             loop {
                 let started = tokio::time::Instant::now();
                 match (CatchUnwind(Box::pin(make()))).await {
@@ -126,16 +128,15 @@ impl Tasks {
                     Err(panic) => report_panic(name, panic.as_ref()),
                 }
                 if started.elapsed() > Duration::from_secs(60) {
-                    pause = Duration::from_secs(1);
+                    pause.reset();
                 }
                 if stop
-                    .run_until_cancelled(tokio::time::sleep(pause))
+                    .run_until_cancelled(tokio::time::sleep(pause.next_pause()))
                     .await
                     .is_none()
                 {
                     return;
                 }
-                pause = (pause * 2).min(Duration::from_secs(30));
                 ::metrics::counter!(m::TASK_RESTARTS, "task" => name).increment(1);
                 tracing::warn!(task = name, "Restarted a background task after its panic.");
             }

@@ -6,8 +6,7 @@
 //! from Kafka.
 #![warn(missing_docs)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
@@ -29,7 +28,8 @@ pub struct Shot {
 
 /// The test conversion for `source` as `network` (or the source's own
 /// network; without one, the placeholders take generic samples) would send
-/// it to the gateway at `target` (`http://host:port`).
+/// it to the gateway at `target` (`http://host:port`, or the `https://` URL
+/// networks are given).
 pub fn shot(source: &Source, network: Option<&str>, target: &str) -> Result<Shot, UrlError> {
     let urls = source_urls(source, target, network)?;
     let net = network
@@ -90,57 +90,88 @@ pub struct Reply {
     pub body: String,
 }
 
-/// Sends `shot` over plain HTTP/1.1 (the gateway's own listener, or a
-/// loopback proxy in front of it) and reads the reply.
-pub fn fire(shot: &Shot, timeout: Duration) -> anyhow::Result<Reply> {
-    let rest = shot
-        .url
-        .strip_prefix("http://")
-        .context("test-fire speaks plain http:// to the gateway's listener")?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let mut stream =
-        TcpStream::connect(&addr).with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let request = match &shot.body {
-        Some(b) => format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: postback-gateway test-fire\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{b}",
-            b.len()
-        ),
-        None => format!(
-            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: postback-gateway test-fire\r\n\
-             Connection: close\r\n\r\n"
-        ),
-    };
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream
-        .take(64 * 1024)
-        .read_to_end(&mut raw)
-        .context("no reply")?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("not an HTTP reply")?;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        bail!("a chunked reply; the gateway does not send one");
+/// Sends `shot` to its URL, `http://` or `https://` (the address a network is
+/// given, through the TLS front in front of the gateway), and reads the
+/// reply. TLS is verified against `ca_file`'s certificates when one is given
+/// (a private CA), else against the public roots (webpki-roots). A redirect
+/// is not followed: a network fires at the URL it was given, so a 3xx is the
+/// verdict (with where it points).
+pub fn fire(shot: &Shot, timeout: Duration, ca_file: Option<&Path>) -> anyhow::Result<Reply> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(path) = ca_file {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certificates(path)?));
     }
-    Ok(Reply {
-        status,
-        body: body.trim_end().to_owned(),
-    })
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("postback-gateway test-fire")
+        .tls_config(tls.build())
+        .build()
+        .into();
+    let sent = match &shot.body {
+        Some(b) => agent
+            .post(&shot.url)
+            .content_type("application/x-www-form-urlencoded")
+            .send(b.as_bytes()),
+        None => agent.get(&shot.url).call(),
+    };
+    let mut reply = sent.with_context(|| format!("cannot reach {}", origin(&shot.url)))?;
+    let status = reply.status().as_u16();
+    let location = reply
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_owned);
+    let body = reply
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .context("cannot read the reply")?;
+    let body = match location {
+        Some(to) if (300..400).contains(&status) => {
+            format!("{} (redirects to {to})", body.trim_end())
+        }
+        _ => body.trim_end().to_owned(),
+    };
+    Ok(Reply { status, body })
+}
+
+/// The certificates in the PEM file at `path`.
+fn certificates(path: &Path) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// `scheme://host:port` of `url`, for messages (the query holds the api key).
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    url[after_scheme..]
+        .find(['/', '?'])
+        .map_or(url, |end| &url[..after_scheme + end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn messages_name_the_origin_and_never_the_query() {
+        assert_eq!(
+            origin("https://pb.example.com/postback?api_key=secret"),
+            "https://pb.example.com"
+        );
+        assert_eq!(origin("http://127.0.0.1:8080?k=v"), "http://127.0.0.1:8080");
+        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    }
 }

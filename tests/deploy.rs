@@ -27,6 +27,7 @@ const ENV_VARS: &[&str] = &[
     "POSTBACK_API_KEY",
     "SPOOL_DIR",
     "RUST_LOG",
+    "LOG_FORMAT",
     "POSTBACK_CONFIG",
     "POSTBACK_ADMIN_TOKEN",
 ];
@@ -281,7 +282,7 @@ fn port_of(addr: &str) -> u64 {
 
 #[test]
 fn every_environment_variable_named_here_is_read_by_the_binary() {
-    let src = read("src/config.rs") + &read("src/main.rs");
+    let src = read("src/config.rs") + &read("src/main.rs") + &read("src/cli.rs");
     for v in ENV_VARS {
         assert!(src.contains(&format!("\"{v}\"")), "{v} is read in src/");
     }
@@ -445,6 +446,22 @@ fn the_kubernetes_manifests_agree_with_the_binary() {
     );
     let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
     assert_eq!(backend["name"], "postback-gateway");
+    // TLS at the ingress, for the host senders are given, with its Secret here.
+    let host = &ingress["spec"]["rules"][0]["host"];
+    let tls = &ingress["spec"]["tls"][0];
+    assert!(
+        tls["hosts"].as_sequence().unwrap().contains(host),
+        "the tls block covers {host:?}"
+    );
+    let cert = get("Secret", tls["secretName"].as_str().unwrap());
+    assert_eq!(cert["type"], "kubernetes.io/tls");
+    for key in ["tls.crt", "tls.key"] {
+        assert!(cert["stringData"][key].is_string(), "{key}");
+    }
+    assert_eq!(
+        env["LOG_FORMAT"], "json",
+        "logs for the cluster's collector"
+    );
     let hpa = get("HorizontalPodAutoscaler", "postback-gateway");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "StatefulSet");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "postback-gateway");
@@ -568,6 +585,117 @@ fn the_dockerfile_agrees_with_the_binary() {
         healthcheck.contains(&format!("/{ADMIN_PORT}")) && healthcheck.contains("/healthz"),
         "{healthcheck}"
     );
+}
+
+/// The Debian bookworm package (the runtime image's release) of each shared
+/// library the binary may link; the base image has those marked `None`.
+const PACKAGES: &[(&str, Option<&str>)] = &[
+    ("libc.so.6", None),
+    ("libm.so.6", None),
+    ("libgcc_s.so.1", None),
+    ("libz.so.1", None),
+    ("ld-linux-x86-64.so.2", None),
+    ("ld-linux-aarch64.so.1", None),
+    ("libssl.so.3", Some("libssl3")),
+    ("libcrypto.so.3", Some("libssl3")),
+    ("libcurl.so.4", Some("libcurl4")),
+];
+
+/// The builder builds the dependencies in a layer of their own (cargo-chef's
+/// recipe, from the manifests alone) before it copies the source, and the
+/// runtime installs the package of every shared library the binary links,
+/// and the CA certificates.
+#[test]
+fn the_image_caches_its_dependencies_and_has_what_the_binary_links() {
+    let text = read("deploy/Dockerfile").replace("\\\n", " ");
+    let stages: Vec<&str> = text.split("\nFROM ").skip(1).collect();
+    let stage = |name: &str| {
+        *stages
+            .iter()
+            .find(|s| s.lines().next().unwrap().ends_with(&format!(" AS {name}")))
+            .unwrap_or_else(|| panic!("no stage {name}"))
+    };
+    assert!(stage("plan").contains("cargo chef prepare --recipe-path recipe.json"));
+    let build = stage("build");
+    let at = |what: &str| {
+        build
+            .find(what)
+            .unwrap_or_else(|| panic!("the build stage lacks {what:?}"))
+    };
+    assert!(
+        build.lines().next().unwrap().starts_with("chef AS"),
+        "{build}"
+    );
+    assert!(at("COPY --from=plan /src/recipe.json") < at("cargo chef cook --release --locked"));
+    assert!(
+        at("cargo chef cook --release --locked") < at("COPY . ."),
+        "the dependencies are built before the source is copied"
+    );
+    assert!(at("COPY . .") < at("cargo build --release --locked --bin postback-gateway"));
+    assert!(at("ARG POSTBACK_GIT_COMMIT") < at("cargo build --release"));
+
+    let runtime = stages.last().unwrap();
+    let installed: BTreeSet<&str> = runtime
+        .lines()
+        .filter(|l| l.contains("apt-get install"))
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| !w.starts_with('-') && !w.contains('=') && *w != "&&")
+        .collect();
+    assert!(installed.contains("ca-certificates"), "{installed:?}");
+    let out = Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_postback-gateway")])
+        .output()
+        .expect("readelf (binutils, installed with gcc)");
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(needed.contains(&"libssl.so.3"), "{dynamic}");
+    for lib in needed {
+        let package = PACKAGES
+            .iter()
+            .find(|(l, _)| *l == lib)
+            .unwrap_or_else(|| {
+                panic!("the binary links {lib}: add its package to deploy/Dockerfile and PACKAGES")
+            })
+            .1;
+        if let Some(p) = package {
+            assert!(installed.contains(p), "{lib} needs {p}: {installed:?}");
+        }
+    }
+}
+
+/// The Kafka broker's data lands on the compose volume: the apache/kafka
+/// image writes to log.dirs (its default is /tmp/kraft-combined-logs, in
+/// the container's own layer), so the compose file sets it to the image's
+/// data volume, which the image creates for its user.
+#[test]
+fn the_compose_kafka_volume_is_where_the_broker_writes() {
+    let doc = &yaml_docs("deploy/docker-compose.yml")[0];
+    let kafka = &doc["services"]["kafka"];
+    let image = kafka["image"].as_str().unwrap();
+    assert!(image.starts_with("apache/kafka:"), "{image}");
+    let log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"].as_str().unwrap();
+    // The image's VOLUME, owned by its `appuser`: a path of our own would be
+    // created by root on the first start and refuse the broker's writes.
+    assert_eq!(log_dirs, "/var/lib/kafka/data");
+    let mounted: Vec<&str> = kafka["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let volume = mounted
+        .iter()
+        .find_map(|v| v.strip_suffix(&format!(":{log_dirs}")))
+        .unwrap_or_else(|| panic!("no volume at {log_dirs}: {mounted:?}"));
+    assert!(
+        doc["volumes"][volume].is_mapping() || doc["volumes"][volume].is_null(),
+        "{volume} is a named volume"
+    );
+    assert!(doc["volumes"].as_mapping().unwrap().contains_key(volume));
 }
 
 #[test]

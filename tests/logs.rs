@@ -92,3 +92,82 @@ async fn secrets_stay_out_and_control_characters_never_reach_the_log() {
     assert!(replies[2].starts_with("ERROR bad_tracking"), "{replies:?}");
     assert!(records.iter().any(|r| r.value["token"] == "ok-token"));
 }
+
+/// `LOG_FORMAT=json`: every line the gateway logs, from its start through
+/// accepted and refused postbacks to its shutdown, is one JSON object with
+/// a timestamp, a level, a target, a message and the event's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let kafka = mock_cluster();
+    let dir = common::tempdir().unwrap();
+    let (log, errors) = (dir.path().join("log.json"), dir.path().join("stderr"));
+    let env = [
+        ("LOG_FORMAT", "json"),
+        ("RUST_LOG", "debug,librdkafka=info,rdkafka=info"),
+    ];
+    let gw =
+        GatewayProcess::start_logging_apart(Some(&kafka.bootstrap_servers()), &env, &log, &errors)
+            .await;
+    for path in [
+        query("json-log-token", "1.00"),
+        format!("/postback?api_key={API_KEY}&tracking=%0D%0Aforged&amount=1.00"),
+        "/postback?api_key=wrong-key-0123456789&tracking=t&amount=1.00".to_owned(),
+    ] {
+        reqwest::get(gw.url(&path)).await.unwrap();
+    }
+    common::process::signal(gw.child.id(), "TERM");
+    let status = gw.exit_status().await;
+    assert!(status.success(), "{status}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 3, "{text}");
+    let mut messages = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        let o = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(o[key].is_string(), "no {key}: {line}");
+        }
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&o["level"].as_str().unwrap()),
+            "{line}"
+        );
+        time::OffsetDateTime::parse(
+            o["timestamp"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("timestamp ({e}): {line}"));
+        messages.push(o.clone());
+    }
+    // The fields sit beside the message (here: the listener's addresses).
+    let listening = messages
+        .iter()
+        .find(|o| o["message"] == "Listening.")
+        .unwrap_or_else(|| panic!("no start line: {text}"));
+    for key in ["public", "admin"] {
+        let addr = listening[key].as_str().unwrap_or_default();
+        assert!(
+            addr.parse::<std::net::SocketAddr>().is_ok(),
+            "{listening:?}"
+        );
+    }
+    let refused: Vec<_> = messages
+        .iter()
+        .filter(|o| o["message"] == "Refused a postback.")
+        .collect();
+    assert!(refused.len() >= 2, "{text}");
+    assert!(
+        refused.iter().all(|o| o["reason"].is_string()),
+        "{refused:?}"
+    );
+    assert!(
+        !text.contains(API_KEY) && !text.contains("forged"),
+        "{text}"
+    );
+    let stderr = std::fs::read_to_string(&errors).unwrap();
+    assert!(stderr.trim().is_empty(), "nothing beside the log: {stderr}");
+}

@@ -326,3 +326,83 @@ async fn sigterm_under_a_frozen_broker_ends_within_the_grace_period() {
         assert_eq!(n, 1, "event {id} is in the topic once: {records:?}");
     }
 }
+
+/// `/metrics` carries the process's figures and librdkafka's statistics
+/// (the queue, and per broker its state, round trip and requests) while
+/// postbacks flow to Tansu; a broker that goes away is reported down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_process_and_the_kafka_client() {
+    let tansu = Tansu::start();
+    let gw = GatewayProcess::start(
+        Some(&tansu.brokers),
+        &[("KAFKA_PROPERTY_STATISTICS_INTERVAL_MS", "500")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let request = client.get(gw.url(&query(&format!("metrics-load-{i}"), "1.00")));
+        sends.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let statuses = sends.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    let metrics = gw.admin_url("/metrics");
+    let mut text = String::new();
+    wait_until("librdkafka's statistics reach /metrics", async || {
+        text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        text.contains("postback_kafka_broker_rtt_seconds{")
+            && text.contains("postback_kafka_producer_queue_max_messages ")
+    })
+    .await;
+    let line = |prefix: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(s, v)| (s.to_owned(), v.parse().unwrap()))
+            .collect()
+    };
+    let up = line("postback_kafka_broker_up{");
+    assert_eq!(up.len(), 1, "one broker, by node id: {up:?}");
+    assert_eq!(up[0].1, 1.0, "{up:?}");
+    let rtt = line("postback_kafka_broker_rtt_seconds{");
+    assert_eq!(rtt.len(), 2, "p50 and p99: {rtt:?}");
+    assert!(rtt.iter().all(|(_, v)| *v > 0.0 && *v < 5.0), "{rtt:?}");
+    for series in [
+        "postback_kafka_broker_requests_in_flight{",
+        "postback_kafka_broker_requests_queued{",
+        "postback_kafka_producer_queue_messages ",
+        "postback_kafka_producer_queue_bytes ",
+    ] {
+        let found = line(series);
+        assert_eq!(found.len(), 1, "{series}: {found:?}");
+        assert!(found[0].1 >= 0.0, "{found:?}");
+    }
+    assert_eq!(
+        line("postback_kafka_producer_queue_max_messages ")[0].1,
+        200_000.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = line("process_start_time_seconds ")[0].1;
+    assert!(start <= now && now - start < 600.0, "{start} {now}");
+    assert!(line("process_resident_memory_bytes ")[0].1 > 1e6);
+    assert!(line("process_open_fds ")[0].1 > 3.0);
+    assert!(line("process_cpu_seconds_total ")[0].1 >= 0.0);
+    // Bounded labels: brokers by node id, no bootstrap or internal pseudo-broker.
+    for (series, _) in up.iter().chain(&rtt) {
+        let id = series.split('"').nth(1).unwrap_or_default();
+        assert!(id.parse::<u32>().is_ok(), "{series}");
+    }
+
+    let broker = up[0].0.clone();
+    drop(tansu);
+    wait_until("the broker is reported down", async || {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        text.lines()
+            .any(|l| l.strip_prefix(&broker).is_some_and(|v| v.trim() == "0"))
+    })
+    .await;
+}

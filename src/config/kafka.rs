@@ -151,9 +151,12 @@ pub(super) fn resolve(
 }
 
 /// The gateway's defaults that a user's property replaces.
-fn defaults(k: &KafkaConfig) -> [(&'static str, String); 3] {
+fn defaults(k: &KafkaConfig) -> [(&'static str, String); 4] {
     [
         ("compression.type", "lz4".into()),
+        // The producer's own figures (per broker, the queue) for /metrics;
+        // 0 turns them off.
+        ("statistics.interval.ms", "5000".into()),
         ("queue.buffering.max.messages", "200000".into()),
         (
             "request.timeout.ms",

@@ -16,6 +16,7 @@ use super::kafka::KafkaSink;
 use super::spool::{self, Record, Spool, SpoolError};
 use super::warmup::{replay_topic, Since};
 use super::{BoxFuture, Sink, SinkError};
+use crate::backoff::{jittered, Backoff};
 use crate::config::KafkaConfig;
 use crate::dedup::{Clock, Pools};
 use crate::event::Event;
@@ -307,7 +308,7 @@ impl Drainer {
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "Cannot read the spool; retrying.");
-                pause(&self.stop, Duration::from_secs(1)).await;
+                pause(&self.stop, jittered(Duration::from_secs(1))).await;
                 Ok(None)
             }
             // A panic in the read is the drainer's own: its owner reports it.
@@ -335,7 +336,7 @@ impl Drainer {
                 Ok(()) => self.next_segment(),
                 Err(e) => {
                     warn!(error = %e, "Cannot delete a drained spool segment.");
-                    pause(&self.stop, Duration::from_secs(1)).await;
+                    pause(&self.stop, jittered(Duration::from_secs(1))).await;
                 }
             }
             return;
@@ -499,7 +500,8 @@ async fn deliver_all(
             attempt,
             "Spooled events were not delivered; retrying."
         );
-        let wait = Duration::from_millis(250 * u64::from(attempt.min(20)));
+        // Jittered: after an outage, every instance's drainer retries at once otherwise.
+        let wait = jittered(Duration::from_millis(250 * u64::from(attempt.min(20))));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return Err(Stopped),
@@ -573,6 +575,7 @@ async fn read_back(
     };
     let mut limit = base;
     let mut failed = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         settled(sink, lookback, stop).await?;
         let looked = tokio::select! {
@@ -584,7 +587,7 @@ async fn read_back(
             Lookup::Incomplete { why, out_of_time } => (why, out_of_time),
         };
         failed += 1;
-        let wait = Duration::from_secs(1 << (failed - 1).min(6)).min(Duration::from_secs(60));
+        let wait = backoff.next_pause();
         let (kind, what) = if warm {
             (
                 "readback/warm",
@@ -600,8 +603,8 @@ async fn read_back(
         };
         super::logs::LOG.say(kind, tracing::Level::WARN, || {
             format!(
-                "{what}, and the read is tried again in {} s (attempt {failed}): {why}",
-                wait.as_secs()
+                "{what}, and the read is tried again in {:.1} s (attempt {failed}): {why}",
+                wait.as_secs_f64()
             )
         });
         // A read that is only slow (a large window, a slow broker) would

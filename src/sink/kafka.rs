@@ -32,6 +32,7 @@ use super::logs::{self, Quiet};
 use super::native;
 use super::reports::Reports;
 use super::{BoxFuture, Sink, SinkError};
+use crate::backoff::{jittered, Backoff};
 use crate::config::kafka as kafka_config;
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
@@ -116,6 +117,10 @@ impl ClientContext for Verdicts {
             self.broke(format!("fatal error: {reason}"));
         }
         logs::librdkafka_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        super::stats::record(&statistics);
     }
 }
 
@@ -279,7 +284,7 @@ impl KafkaSink {
                 Ok(p) => break p,
                 Err(e) => {
                     warn!(error = %e, "Cannot start a new Kafka producer; trying again in a second.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(jittered(Duration::from_secs(1))).await;
                 }
             }
         };
@@ -302,8 +307,9 @@ impl KafkaSink {
 async fn watch(sink: Arc<KafkaSink>, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // Replacements in a row back off, up to half a minute apart: a broker that
-    // fences every new producer at once must not get a new one each second.
-    let mut backoff = Duration::ZERO;
+    // fences every new producer at once must not get a new one each second;
+    // jittered, so that a fleet fenced together does not come back together.
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut last_restart: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -323,15 +329,17 @@ async fn watch(sink: Arc<KafkaSink>, stop: tokio_util::sync::CancellationToken) 
             }
         }
         if let Some(why) = sink.broken() {
-            backoff = match last_restart {
-                Some(at) if at.elapsed() < Duration::from_secs(60) => {
-                    (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+            // The first replacement in a minute goes at once.
+            let wait = match last_restart {
+                Some(at) if at.elapsed() < Duration::from_secs(60) => backoff.next_pause(),
+                _ => {
+                    backoff.reset();
+                    Duration::ZERO
                 }
-                _ => Duration::ZERO,
             };
             let replaced = stop
                 .run_until_cancelled(async {
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(wait).await;
                     sink.replace_producer(&why).await;
                 })
                 .await;

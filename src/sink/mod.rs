@@ -10,6 +10,7 @@ pub(crate) mod logs;
 pub mod native;
 mod reports;
 pub mod spool;
+mod stats;
 pub mod tail;
 pub(crate) mod warmup;
 

@@ -194,11 +194,39 @@ impl GatewayProcess {
         env: &[(&str, &str)],
         log: &std::path::Path,
     ) -> GatewayProcess {
+        GatewayProcess::spawn_writing(brokers, env, log, None).await
+    }
+
+    /// Like [`GatewayProcess::start`], with the log (stdout) written to
+    /// `log` and stderr to `errors`.
+    pub async fn start_logging_apart(
+        brokers: Option<&str>,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+        errors: &std::path::Path,
+    ) -> GatewayProcess {
+        let gw = GatewayProcess::spawn_writing(brokers, env, log, Some(errors)).await;
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Starts the process with stdout written to `log`, and stderr to
+    /// `errors` (else to `log` too).
+    async fn spawn_writing(
+        brokers: Option<&str>,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+        errors: Option<&std::path::Path>,
+    ) -> GatewayProcess {
         let file = std::fs::File::create(log).expect("log file");
+        let err_file = match errors {
+            Some(e) => std::fs::File::create(e).expect("stderr file"),
+            None => file.try_clone().expect("log file"),
+        };
         let spool = Arc::new(super::tempdir().unwrap());
         let io = || {
             let out = file.try_clone().expect("log file");
-            let err = file.try_clone().expect("log file");
+            let err = err_file.try_clone().expect("stderr file");
             (Stdio::from(out), Stdio::from(err))
         };
         GatewayProcess::spawn(brokers, env, spool, io).await

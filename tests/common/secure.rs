@@ -256,37 +256,14 @@ impl SecureKafka {
     }
 
     fn start_stunnel(&mut self, accept: u16, connect: u16) -> Result<(), String> {
-        let mut conf = format!(
-            "foreground = yes\n\
-             pid =\n\
-             debug = 5\n\
-             \n\
-             [kafka]\n\
-             accept = 127.0.0.1:{accept}\n\
-             connect = 127.0.0.1:{connect}\n\
-             cert = {cert}\n\
-             key = {key}\n",
-            cert = self.path("server.pem").display(),
-            key = self.path("server.key").display(),
-        );
+        let mut conf = front_conf(self.dir.path(), accept, connect);
         if self.mode == Mode::Mtls {
             conf.push_str(&format!(
                 "verifyChain = yes\nCAfile = {}\n",
                 self.ca_pem().display()
             ));
         }
-        let conf_path = self.path("stunnel.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        // In the foreground stunnel logs to stderr.
-        let (stdout, stderr) = self.log_to("stunnel.log");
-        let child = Command::new("stunnel4")
-            .arg(&conf_path)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start stunnel4 (Debian package stunnel4): {e}"));
+        let child = spawn_stunnel(self.dir.path(), &conf, self.log_to("stunnel.log"));
         let child = self.stunnel.insert(child);
         wait_for_port(([127, 0, 0, 1], accept).into(), "stunnel", child)
     }
@@ -327,6 +304,87 @@ impl Drop for SecureKafka {
         if std::thread::panicking() && !self.logs_shown.get() {
             eprintln!("{}\n{}", self.tail("tansu.log"), self.tail("stunnel.log"));
         }
+    }
+}
+
+/// stunnel's configuration for TLS on `accept` (the test CA's server
+/// certificate for 127.0.0.1 and localhost, in `dir`) forwarded as plain
+/// bytes to `connect`.
+fn front_conf(dir: &Path, accept: u16, connect: u16) -> String {
+    format!(
+        "foreground = yes\n\
+         pid =\n\
+         debug = 5\n\
+         \n\
+         [front]\n\
+         accept = 127.0.0.1:{accept}\n\
+         connect = 127.0.0.1:{connect}\n\
+         cert = {cert}\n\
+         key = {key}\n",
+        cert = dir.join("server.pem").display(),
+        key = dir.join("server.key").display(),
+    )
+}
+
+/// Starts stunnel4 on `conf` (written to `dir`), its log to `log`.
+fn spawn_stunnel(dir: &Path, conf: &str, (stdout, stderr): (Stdio, Stdio)) -> Child {
+    let conf_path = dir.join("stunnel.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    // In the foreground stunnel logs to stderr.
+    Command::new("stunnel4")
+        .arg(&conf_path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start stunnel4 (Debian package stunnel4): {e}"))
+}
+
+/// A TLS terminator in front of a plain TCP port, as an ingress or a load
+/// balancer is in front of the gateway: stunnel with a server certificate for
+/// 127.0.0.1 and localhost, signed by a CA made for the test. Killed when dropped.
+pub struct TlsFront {
+    child: Child,
+    /// The port that speaks TLS.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    /// TLS on a free port, forwarded to 127.0.0.1:`connect`.
+    pub fn start(connect: u16) -> TlsFront {
+        let dir = super::tempdir().unwrap();
+        make_certificates(dir.path());
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            let port = free_port();
+            let log = File::create(dir.path().join("stunnel.log")).unwrap();
+            let io = (Stdio::from(log.try_clone().unwrap()), Stdio::from(log));
+            let mut child = spawn_stunnel(dir.path(), &front_conf(dir.path(), port, connect), io);
+            match wait_for_port(([127, 0, 0, 1], port).into(), "stunnel", &mut child) {
+                Ok(()) => return TlsFront { child, port, dir },
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
+    /// The CA that signed the front's certificate.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A CA that did not.
+    pub fn other_ca_pem(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
