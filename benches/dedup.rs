@@ -122,6 +122,58 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    drop(d);
+
+    // The production bound, full: 20 million keys committed over the past
+    // window (oldest first, as the warm-up reads them back), so that a new
+    // key's claim looks through a window at its bound and its commit pushes
+    // out the oldest keys, as in a gateway that has run for a day.
+    let full = full_window();
+    let mut g = c.benchmark_group("dedup_20m");
+    g.throughput(Throughput::Elements(1));
+    let mut i = FULL_KEYS as u64;
+    g.bench_function("reserve_commit_new", |b| {
+        b.iter(|| {
+            i += 1;
+            reserve_commit(&full, key(i), id);
+        })
+    });
+    let mut j = 0u64;
+    g.bench_function("reserve_duplicate", |b| {
+        b.iter(|| {
+            // Keys committed in the last hour of the prefill: still held.
+            j = (j + 1) % 100_000;
+            let k = key(FULL_KEYS as u64 - j);
+            match common::ready(full.reserve(black_box(k), WAIT)) {
+                Claim::Duplicate(first) => first,
+                _ => panic!("expected a duplicate"),
+            }
+        })
+    });
+    g.finish();
+}
+
+/// The gateway's default bound.
+const FULL_KEYS: usize = 20_000_000;
+
+/// A pool with the default window and bound, holding `FULL_KEYS` keys
+/// committed evenly over the past window.
+fn full_window() -> std::sync::Arc<Dedup> {
+    let window = 86_400u32;
+    let d = Dedup::new(
+        Duration::from_secs(u64::from(window)),
+        FULL_KEYS,
+        [7; 16],
+        dedup::system_clock(),
+    );
+    let now = (dedup::system_clock())();
+    let id = Uuid::now_v7();
+    for i in 1..=FULL_KEYS as u64 {
+        let at = now - window + (u64::from(window) * i / FULL_KEYS as u64) as u32;
+        d.insert_committed(key(i), id, at);
+    }
+    assert_eq!(d.len(), FULL_KEYS);
+    d
 }
 
 criterion_group! {
