@@ -6,22 +6,30 @@
 //! released, so the sender's retry is not mistaken for a duplicate. A request
 //! that finds a key in flight waits for that outcome instead of guessing.
 //!
-//! Committed keys live in time generations: each generation is a sharded map
-//! holding the keys committed during one eighth of the window. A key is kept
-//! for at least the window (and at most about an eighth more); when a generation is
-//! entirely past the window it is dropped whole, and when more keys than the
-//! bound are held, the oldest generation goes first. No per-key order list or
-//! timestamp is kept, so a key costs one map entry: 32 bytes plus the map's
-//! slack.
+//! Committed keys of a pool live in one table (sharded), so a lookup is one
+//! probe however many keys the window holds. Each key belongs to a time
+//! generation: the keys committed during one eighth of the window, at most
+//! an eighth of the bound (a busy span gets several). The generation is a
+//! tag of 6 bits carried in the top bits of the stored key (the other 122
+//! bits identify it), so a key costs one 32-byte entry and no per-key order
+//! list or timestamp. A key is kept for at least the window (and at most
+//! about an eighth more); when a generation is entirely past the window all
+//! its keys go at once, and when more keys than the bound are held, the
+//! oldest generation goes first. Both only mark the generation's tag dead,
+//! which every lookup checks; its entries are removed from the table later,
+//! a few shards at each sweep or when a shard would otherwise grow, and the
+//! tag is reused only once none is left.
 #![warn(missing_docs)]
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use hashbrown::hash_table::{Entry as Slotted, HashTable};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -31,19 +39,28 @@ use crate::metrics as m;
 /// Generations per window: memory holds at most 1 + 1/GENERATIONS windows of keys.
 const GENERATIONS: u32 = 8;
 
-/// Shards per generation. DashMap's default follows the CPUs the process
-/// may use (4 when pinned to one core), and a shard that outgrows its table
-/// is rehashed whole under its lock: a quarter of a million-key generation
-/// stalled every request that needed that shard for milliseconds. With 128
-/// shards each rehash is a 128th of the generation.
-const SHARDS: usize = 128;
+/// Bits of a stored key that carry its generation's tag.
+const TAG_BITS: u32 = 6;
+/// Tags a pool can give its generations: live ones (at most about
+/// 2 × GENERATIONS + 2) and dead ones whose keys are not all removed yet.
+const TAGS: usize = 1 << TAG_BITS;
+const TAG_SHIFT: u32 = 64 - TAG_BITS;
+/// The bits of a key's high word that identify it in the table.
+const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
 
-/// The map's hasher. The keys are already uniform hashes, so a full hash
-/// of them again would be wasted work; but they are SipHashes under
+/// Most shards in one pool's table. Each shard is a table of its own behind
+/// a lock; a shard that outgrows its table is rehashed whole under that lock,
+/// so at the default bound (20 million keys, 355 shards) a rehash moves at
+/// most about 28,000 keys.
+const MAX_SHARDS: usize = 512;
+
+/// The in-flight map's hasher. The keys are already uniform hashes, so a
+/// full hash of them again would be wasted work; but they are SipHashes under
 /// `hash_key`, which may be the public default, so anyone could compute keys
 /// that land in one shard and bucket. Each process therefore mixes the key's
 /// words with a secret seed of its own (splitmix64's finalizer: a few
-/// multiplies), which `dedup_key` in events does not depend on.
+/// multiplies), which `dedup_key` in events does not depend on. The table of
+/// committed keys mixes them the same way ([`slot_hash`]).
 struct Mixed(u64);
 
 /// This process's seed for [`Mixed`].
@@ -86,25 +103,28 @@ impl Default for Seeded {
     }
 }
 
-/// The keys a generation may take, at most `most`: rounded down so that each
-/// shard's table ends nearly full. A hashbrown table holds 7/8 of its
-/// power-of-two bucket count and doubles past that, so a generation sized by
-/// the bound alone ended 55-60% full (about 55 bytes per key for 33 bytes of
-/// entry); filled to 7/8 less four standard deviations of the keys' spread
-/// over the shards (so a shard rarely outgrows its table), it is about 85% full.
-fn fill_cap(most: usize) -> usize {
-    let per_shard = most / SHARDS;
-    if per_shard < 64 {
-        return most;
-    }
-    let mut buckets = per_shard.next_power_of_two();
+/// The keys a shard's table of `buckets` may take before it doubles, less
+/// four standard deviations of the keys' spread over the shards. A hashbrown
+/// table holds 7/8 of its power-of-two bucket count and doubles past that:
+/// a pool's shards are as many as make its bound fill each shard's table to
+/// about 85% (see [`shard_count`]), not the 55-60% a power-of-two shard
+/// count would give.
+fn usable(buckets: usize) -> usize {
+    let fill = buckets / 8 * 7;
+    fill - 4 * (fill as f64).sqrt() as usize
+}
+
+/// Shards for a pool of `max_keys`: as many as make the bound fill tables
+/// of one power-of-two size to about 85% (so half the bound, a quarter...
+/// fill the next smaller sizes as well), at most [`MAX_SHARDS`].
+fn shard_count(max_keys: usize) -> usize {
+    let mut buckets = 64;
     loop {
-        let fill = buckets / 8 * 7;
-        let usable = fill - 4 * (fill as f64).sqrt() as usize;
-        if usable <= per_shard {
-            return usable * SHARDS;
+        let shards = max_keys.div_ceil(usable(buckets)).max(1);
+        if shards <= MAX_SHARDS {
+            return shards;
         }
-        buckets /= 2;
+        buckets *= 2;
     }
 }
 
@@ -121,31 +141,60 @@ fn narrow(w: Wide) -> u128 {
 
 type Hash = Seeded;
 
-/// The keys committed during one span of time, mapped to their event ids.
+/// A key as the table stores it: the top [`TAG_BITS`] bits cleared (a
+/// slot carries its tag there). Keys are SipHash-1-3 outputs, so the 122
+/// bits left identify a key as surely as 128 would for any real count.
+fn stored(key: u128) -> Wide {
+    let (hi, lo) = wide(key);
+    (hi & KEY_MASK, lo)
+}
+
+/// The table's hash of a stored key (see [`Mixed`]).
+fn key_hash(k: Wide) -> u64 {
+    mix(mix(*SEED ^ k.0) ^ k.1)
+}
+
+/// One committed key: the key (its top bits the tag of its generation) and
+/// the first event's id. 32 bytes, plus the table's control byte.
+#[derive(Clone, Copy)]
+struct Slot {
+    hi: u64,
+    lo: u64,
+    id: Wide,
+}
+
+impl Slot {
+    fn tag(&self) -> usize {
+        (self.hi >> TAG_SHIFT) as usize
+    }
+
+    fn is(&self, k: Wide) -> bool {
+        self.lo == k.1 && self.hi & KEY_MASK == k.0
+    }
+}
+
+fn slot_hash(s: &Slot) -> u64 {
+    key_hash((s.hi & KEY_MASK, s.lo))
+}
+
+/// One shard of a pool's table.
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Slot>,
+    /// What the table holds without tombstones: its capacity when it was
+    /// last built or grew. Removing keys in place leaves tombstones where a
+    /// probe may pass, and they take room until the table is rebuilt.
+    room: usize,
+}
+
+/// The keys committed during one span of time (at most an eighth of the
+/// bound): where they are is their tag in the table.
 struct Generation {
     /// `commit time / span`.
     index: u64,
-    keys: DashMap<Wide, Wide, Hash>,
-    /// Keys in `keys`, kept on insert: `DashMap::len` locks every shard.
-    held: std::sync::atomic::AtomicUsize,
-}
-
-impl Generation {
-    fn len(&self) -> usize {
-        self.held.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Inserts; true when the key is new to this generation.
-    fn insert(&self, key: u128, event_id: Uuid) -> bool {
-        let new = self
-            .keys
-            .insert(wide(key), wide(event_id.as_u128()))
-            .is_none();
-        if new {
-            self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        new
-    }
+    tag: usize,
+    /// Keys committed to it and not moved to a newer one.
+    count: usize,
 }
 
 /// The outcome of an in-flight event, as seen by requests waiting on it.
@@ -179,20 +228,31 @@ pub struct KeyParts<'a> {
     pub status: &'a str,
 }
 
-/// One pool of the dedup window: keys in flight and committed keys in time
-/// generations, bounded in number.
+/// One pool of the dedup window: keys in flight, and committed keys in one
+/// table by time generation, bounded in number.
 pub struct Dedup {
-    /// Oldest first; the newest takes new commits.
-    generations: RwLock<VecDeque<Generation>>,
+    /// The committed keys, sharded by their hash.
+    shards: Box<[Mutex<Shard>]>,
+    /// The live generations, oldest first; the newest takes new commits.
+    /// Taken before any shard's lock, never while holding one.
+    generations: Mutex<VecDeque<Generation>>,
+    /// By tag: 1 + the index of the live generation that has it; 0 when
+    /// none does (its keys, if any are left in the table, are dead).
+    tags: [AtomicU64; TAGS],
+    /// By tag: slots in the table that carry it, and commits about to add
+    /// one; a tag is given to a new generation only when none is left.
+    placed: [AtomicUsize; TAGS],
+    /// The next shard the sweep looks through for dead keys.
+    purge_next: AtomicUsize,
     /// Keys whose event is being made durable right now; the channel exists
     /// only once a second request for the key waits on the outcome.
     in_flight: DashMap<Wide, Option<watch::Sender<Flight>>, Hash>,
     /// Seconds of commit time per generation.
     span: u32,
     max_keys: usize,
-    /// Committed keys held, kept with every insert and drop, so the bound
-    /// holds at every moment, not only at the next sweep.
-    held: std::sync::atomic::AtomicUsize,
+    /// Committed keys held (in live generations), kept with every insert
+    /// and drop, so the bound holds at every moment, not only at the next sweep.
+    held: AtomicUsize,
     hash_key: [u8; 16],
     clock: Clock,
 }
@@ -213,11 +273,17 @@ impl Dedup {
     pub fn new(window: Duration, max_keys: usize, hash_key: [u8; 16], clock: Clock) -> Arc<Dedup> {
         let window = window.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Dedup {
-            generations: RwLock::new(VecDeque::new()),
+            shards: (0..shard_count(max_keys))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            generations: Mutex::new(VecDeque::new()),
+            tags: std::array::from_fn(|_| AtomicU64::new(0)),
+            placed: std::array::from_fn(|_| AtomicUsize::new(0)),
+            purge_next: AtomicUsize::new(0),
             in_flight: DashMap::default(),
             span: window.div_ceil(GENERATIONS),
-            max_keys,
-            held: std::sync::atomic::AtomicUsize::new(0),
+            max_keys: max_keys.max(1),
+            held: AtomicUsize::new(0),
             hash_key,
             clock,
         })
@@ -314,14 +380,33 @@ impl Dedup {
         Ok(Claim::Reserved(reservation))
     }
 
+    /// The shard of the table that holds keys of hash `hash`: from bits the
+    /// table itself does not use (it takes the low ones for the bucket and
+    /// the top seven for the control byte).
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        let i = (((hash >> 25) & 0xffff_ffff) * self.shards.len() as u64) >> 32;
+        self.shards[i as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a slot's generation is live and inside the window whose
+    /// oldest generation index is `oldest`.
+    fn live(&self, slot: &Slot, oldest: u64) -> bool {
+        self.tags[slot.tag()].load(Relaxed) > oldest
+    }
+
     /// The first event's id, when `key` is committed and inside the window.
     fn committed(&self, key: u128) -> Option<u128> {
         let oldest = self.oldest_live(self.now_index());
-        let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
-        gens.iter()
-            .rev()
-            .filter(|g| g.index >= oldest)
-            .find_map(|g| g.keys.get(&wide(key)).map(|id| narrow(*id)))
+        let k = stored(key);
+        let hash = key_hash(k);
+        let shard = self.shard(hash);
+        shard
+            .table
+            .find(hash, |s| s.is(k))
+            .filter(|s| self.live(s, oldest))
+            .map(|s| narrow(s.id))
     }
 
     fn now_index(&self) -> u64 {
@@ -334,7 +419,8 @@ impl Dedup {
     }
 
     /// Records `key` as committed at `at` (unix seconds) under `event_id`.
-    /// Keys older than the window are ignored.
+    /// Keys older than the window are ignored. A key already committed and
+    /// inside the window keeps its first event's id and time.
     pub fn insert_committed(&self, key: u128, event_id: Uuid, at: u32) {
         self.insert_committed_at(key, event_id, at, (self.clock)());
     }
@@ -343,107 +429,219 @@ impl Dedup {
     /// span is full, another one for the same span follows it, so that the
     /// oldest keys can go an eighth of the bound at a time.
     fn generation_cap(&self) -> usize {
-        fill_cap((self.max_keys / GENERATIONS as usize).max(1))
+        (self.max_keys / GENERATIONS as usize).max(1)
     }
 
     /// [`Dedup::insert_committed`] with the current time already read.
     fn insert_committed_at(&self, key: u128, event_id: Uuid, at: u32, now: u32) {
         let index = u64::from(at / self.span);
-        if index < self.oldest_live(u64::from(now / self.span)) {
+        let oldest = self.oldest_live(u64::from(now / self.span));
+        if index < oldest {
             return;
         }
+        let Some(tag) = self.take_place(index) else {
+            return;
+        };
+        let k = stored(key);
+        let hash = key_hash(k);
+        let slot = Slot {
+            hi: k.0 | (tag as u64) << TAG_SHIFT,
+            lo: k.1,
+            id: wide(event_id.as_u128()),
+        };
+        let mut shard = self.shard(hash);
+        if shard.table.len() == shard.table.capacity() {
+            // Full: dead keys make room first, if there are enough of them.
+            let least = shard.table.len() / 32;
+            self.purge_shard(&mut shard, least);
+        }
+        let held_already = match shard.table.entry(hash, |s| s.is(k), slot_hash) {
+            Slotted::Vacant(e) => {
+                e.insert(slot);
+                false
+            }
+            Slotted::Occupied(mut e) => {
+                let old = e.get().tag();
+                if self.live(e.get(), oldest) {
+                    true
+                } else {
+                    // A dead key's slot: taken over, and the dead key is gone.
+                    *e.get_mut() = slot;
+                    self.placed[old].fetch_sub(1, Relaxed);
+                    false
+                }
+            }
+        };
+        // Grown: the new table has no tombstones.
+        shard.room = shard.room.max(shard.table.capacity());
+        drop(shard);
+        if held_already {
+            self.give_back(tag);
+        }
+    }
+
+    /// Counts a key into the newest generation of span `index` (a new one
+    /// when there is none or it is full) and returns that generation's tag,
+    /// counted as placed. At the bound the oldest generations go first, so
+    /// the count never passes it; `None` when the key would itself be the
+    /// oldest held (it is counted as evicted).
+    fn take_place(&self, index: u64) -> Option<usize> {
         let cap = self.generation_cap();
-        let mut added = None;
-        {
-            let gens = self.generations.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(g) = gens.iter().rev().find(|g| g.index == index) {
-                if g.len() < cap {
-                    added = Some(g.insert(key, event_id));
+        let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        if self.held.load(Relaxed) >= self.max_keys {
+            if gens.front().is_some_and(|g| index < g.index) {
+                metrics::counter!(m::DEDUP_EVICTIONS).increment(1);
+                return None;
+            }
+            while self.held.load(Relaxed) >= self.max_keys {
+                match gens.pop_front() {
+                    Some(g) => self.drop_generation(g, m::DEDUP_EVICTIONS),
+                    None => break,
                 }
             }
         }
-        let added = match added {
-            Some(a) => a,
-            None => {
-                let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
+        let pos = match gens.iter().rposition(|g| g.index == index) {
+            Some(i) if gens[i].count < cap => i,
+            _ => {
+                let tag = self.free_tag(&mut gens);
                 // Generations stay sorted by index, those of one span in the
-                // order they filled; one may have appeared meanwhile.
-                let last_of_span = gens.iter().rposition(|g| g.index == index);
-                let pos = match last_of_span {
-                    Some(i) if gens[i].len() < cap => i,
-                    Some(i) => {
-                        gens.insert(i + 1, self.new_generation(index, cap));
-                        i + 1
-                    }
-                    None => {
-                        let pos = gens
-                            .iter()
-                            .position(|g| g.index > index)
-                            .unwrap_or(gens.len());
-                        // A new newest generation starts at the size the last
-                        // one reached: growing by doubling would rehash a
-                        // shard of hundreds of thousands of keys under its
-                        // lock, mid-request.
-                        let size = match gens.back() {
-                            Some(last) if pos == gens.len() => last.len().min(cap),
-                            _ => 0,
-                        };
-                        gens.insert(pos, self.new_generation(index, size));
-                        pos
-                    }
+                // order they filled.
+                let pos = match gens.iter().rposition(|g| g.index == index) {
+                    Some(i) => i + 1,
+                    None => gens
+                        .iter()
+                        .position(|g| g.index > index)
+                        .unwrap_or(gens.len()),
                 };
-                gens[pos].insert(key, event_id)
+                self.tags[tag].store(index + 1, Relaxed);
+                gens.insert(
+                    pos,
+                    Generation {
+                        index,
+                        tag,
+                        count: 0,
+                    },
+                );
+                pos
             }
         };
-        if added && self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 > self.max_keys
-        {
-            self.evict_over_bound();
-        }
+        gens[pos].count += 1;
+        let tag = gens[pos].tag;
+        self.placed[tag].fetch_add(1, Relaxed);
+        self.held.fetch_add(1, Relaxed);
+        Some(tag)
     }
 
-    fn new_generation(&self, index: u64, capacity: usize) -> Generation {
-        Generation {
-            index,
-            keys: DashMap::with_capacity_and_hasher_and_shard_amount(
-                capacity,
-                Hash::default(),
-                SHARDS,
-            ),
-            held: std::sync::atomic::AtomicUsize::new(0),
+    /// Undoes [`Dedup::take_place`] for a key that was already held.
+    fn give_back(&self, tag: usize) {
+        let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = gens.iter_mut().find(|g| g.tag == tag) {
+            g.count -= 1;
+            self.held.fetch_sub(1, Relaxed);
         }
+        self.placed[tag].fetch_sub(1, Relaxed);
     }
 
-    /// Drops the oldest generations while more keys than the bound are held.
-    fn evict_over_bound(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
-        while self.held.load(Relaxed) > self.max_keys && gens.len() > 1 {
-            if let Some(g) = gens.pop_front() {
-                self.held.fetch_sub(g.len(), Relaxed);
-                metrics::counter!(m::DEDUP_EVICTIONS).increment(g.len() as u64);
+    /// A tag that no live generation has and no slot carries: after removing
+    /// dead keys from the whole table if need be (never needed in practice:
+    /// at most about 2 × GENERATIONS + 2 of the 64 are live).
+    fn free_tag(&self, gens: &mut VecDeque<Generation>) -> usize {
+        loop {
+            let free = (0..TAGS)
+                .find(|&t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) == 0);
+            if let Some(t) = free {
+                return t;
             }
+            if self.dirty() {
+                for shard in self.shards.iter() {
+                    let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                    self.purge_shard(&mut shard, 1);
+                }
+                // What is left of a dead tag is a commit between its place
+                // and its slot: it is about to land.
+                std::thread::yield_now();
+                continue;
+            }
+            // Every tag live: the oldest generation goes.
+            if let Some(g) = gens.pop_front() {
+                self.drop_generation(g, m::DEDUP_EVICTIONS);
+            }
+        }
+    }
+
+    /// Whether the table holds dead keys (or a commit of a dead generation
+    /// is about to add one).
+    fn dirty(&self) -> bool {
+        (0..TAGS).any(|t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) > 0)
+    }
+
+    /// Marks a generation's keys dead (its tag no longer counts) and counts them in `metric`.
+    fn drop_generation(&self, g: Generation, metric: &'static str) {
+        self.tags[g.tag].store(0, Relaxed);
+        self.held.fetch_sub(g.count, Relaxed);
+        metrics::counter!(metric).increment(g.count as u64);
+    }
+
+    /// Removes the dead keys (of tags no live generation has) from one
+    /// shard, in place, when there are at least `least` of them; rebuilds
+    /// its table (sized for the keys left) once tombstones take a sixteenth
+    /// of its room, or any of it when the table is full, or when it is
+    /// less than a quarter full.
+    fn purge_shard(&self, shard: &mut Shard, least: usize) {
+        let dead = |s: &Slot| self.tags[s.tag()].load(Relaxed) == 0;
+        let n = shard.table.iter().filter(|s| dead(s)).count();
+        if n > 0 && n >= least {
+            shard.table.retain(|s| {
+                if dead(s) {
+                    self.placed[s.tag()].fetch_sub(1, Relaxed);
+                    return false;
+                }
+                true
+            });
+        }
+        let tombstones = shard.room.saturating_sub(shard.table.capacity());
+        let full = shard.table.len() == shard.table.capacity();
+        // Mostly empty (the window's keys expired): the memory goes back.
+        let sparse = shard.table.len() < shard.room / 4;
+        if tombstones > shard.room / 16 || tombstones > 0 && full || sparse {
+            let old = std::mem::take(&mut shard.table);
+            let mut kept = HashTable::with_capacity(old.len());
+            for s in old {
+                kept.insert_unique(slot_hash(&s), s, slot_hash);
+            }
+            shard.room = kept.capacity();
+            shard.table = kept;
         }
     }
 
     /// Drops generations past the window; called every second so that
-    /// memory is returned even when no new keys arrive. Returns the keys held.
+    /// memory is returned even when no new keys arrive: each call removes
+    /// the dead keys of a sixteenth of the shards, so a whole pass takes 16
+    /// seconds and no call holds the sweeper for long. Returns the keys held.
     pub(crate) fn sweep(&self) -> usize {
-        use std::sync::atomic::Ordering::Relaxed;
         let oldest = self.oldest_live(self.now_index());
-        let mut gens = self.generations.write().unwrap_or_else(|p| p.into_inner());
-        while gens.front().is_some_and(|g| g.index < oldest) {
-            if let Some(g) = gens.pop_front() {
-                self.held.fetch_sub(g.len(), Relaxed);
-                metrics::counter!(m::DEDUP_EXPIRED).increment(g.len() as u64);
+        {
+            let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+            while gens.front().is_some_and(|g| g.index < oldest) {
+                if let Some(g) = gens.pop_front() {
+                    self.drop_generation(g, m::DEDUP_EXPIRED);
+                }
             }
         }
-        drop(gens);
+        if self.dirty() {
+            let n = self.shards.len();
+            for _ in 0..n.div_ceil(16) {
+                let i = self.purge_next.fetch_add(1, Relaxed) % n;
+                let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+                self.purge_shard(&mut shard, 1);
+            }
+        }
         self.len()
     }
 
     /// Keys held, committed and in flight.
     pub fn len(&self) -> usize {
-        self.held.load(std::sync::atomic::Ordering::Relaxed) + self.in_flight.len()
+        self.held.load(Relaxed) + self.in_flight.len()
     }
 
     /// Whether no key is held.
@@ -645,16 +843,20 @@ impl Drop for Reservation {
 mod tests {
 
     #[test]
-    fn a_generation_is_capped_to_fill_its_shards_tables() {
-        // 20 million keys: an eighth is 2.5 million, 19,531 per shard, which
-        // would end in 32,768-bucket tables 60% full; capped at 13,860 per
-        // shard they end in 16,384-bucket tables 85% full.
-        assert_eq!(fill_cap(2_500_000), 13_860 * SHARDS);
-        for most in [1, 100, 8_000, 100_000, 2_500_000, 250_000_000] {
-            let cap = fill_cap(most);
+    fn the_bound_fills_its_shards_tables_to_about_85_percent() {
+        // 20 million keys: 355 shards of 56,388 keys at most, in
+        // 65,536-bucket tables (57,344 before they double) 86% full; half
+        // the bound fills 32,768-bucket tables as much.
+        assert_eq!(shard_count(20_000_000), 355);
+        assert_eq!(usable(65_536), 56_388);
+        for most in [1, 100, 8_000, 100_000, 2_500_000, 20_000_000, 250_000_000] {
+            let shards = shard_count(most);
+            assert!((1..=MAX_SHARDS).contains(&shards), "{most}: {shards}");
+            let per_shard = most.div_ceil(shards);
+            let buckets = (per_shard * 8 / 7 + 1).next_power_of_two();
             assert!(
-                cap <= most && cap * 2 > most || most < 64 * SHARDS,
-                "{most}: {cap}"
+                most < 64 * MAX_SHARDS || per_shard * 100 / buckets >= 70,
+                "{most}: {per_shard} keys per {buckets}-bucket shard"
             );
         }
     }
@@ -700,26 +902,38 @@ mod tests {
 
     const WAIT: Duration = Duration::from_millis(200);
 
+    /// Slots in the table, live or dead, and the tags they carry as counted.
+    fn slots(d: &Dedup) -> (usize, usize) {
+        let physical = d.shards.iter().map(|s| s.lock().unwrap().table.len()).sum();
+        let placed = d.placed.iter().map(|p| p.load(Ordering::SeqCst)).sum();
+        (physical, placed)
+    }
+
+    /// Keys the table's shards hold before they grow or rebuild.
+    fn capacity(d: &Dedup) -> usize {
+        d.shards
+            .iter()
+            .map(|s| s.lock().unwrap().table.capacity())
+            .sum()
+    }
+
     #[test]
     fn a_new_generation_starts_at_the_size_of_the_last_one() {
+        // One table for the window: a new generation is a tag, and the
+        // table it shares is not rebuilt or doubled when one starts.
         let (now, d) = dedup(1_000_000);
         let at = now.load(Ordering::SeqCst);
         for i in 0..5_000u128 {
             d.insert_committed(i, Uuid::from_u128(i), at);
         }
+        let before = capacity(&d);
         let next = at + d.span;
         now.store(next, Ordering::SeqCst);
         d.insert_committed(1 << 100, Uuid::from_u128(1), next);
-        let gens = d.generations.read().unwrap();
-        assert_eq!(gens.len(), 2);
-        let newest = gens.back().unwrap();
-        assert_eq!(newest.keys.len(), 1);
-        // No doubling on the way to the last generation's size.
-        assert!(
-            newest.keys.capacity() >= 5_000,
-            "{}",
-            newest.keys.capacity()
-        );
+        assert_eq!(d.generations.lock().unwrap().len(), 2);
+        assert_eq!(slots(&d), (5_001, 5_001));
+        let after: usize = capacity(&d);
+        assert_eq!(before, after);
     }
 
     #[test]
@@ -993,5 +1207,143 @@ mod tests {
             reserved += t.await.unwrap();
         }
         assert_eq!(reserved, 1);
+    }
+
+    #[tokio::test]
+    async fn an_evicted_key_is_gone_before_its_slot_is_removed() {
+        let (now, d) = dedup(4);
+        for k in 1..=4u128 {
+            d.insert_committed(k, Uuid::from_u128(k), now.load(Ordering::SeqCst));
+            now.fetch_add(13, Ordering::SeqCst);
+        }
+        d.insert_committed(5, Uuid::from_u128(5), now.load(Ordering::SeqCst));
+        // Key 1's generation went; its slot is still in the table, dead.
+        assert_eq!(d.len(), 4);
+        assert_eq!(slots(&d), (5, 5));
+        assert!(matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)));
+        for k in 2..=5u128 {
+            assert!(
+                matches!(d.reserve(k, WAIT).await, Claim::Duplicate(x) if x == Uuid::from_u128(k))
+            );
+        }
+        // The sweep removes it.
+        for _ in 0..16 {
+            d.sweep();
+        }
+        assert_eq!(slots(&d), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn eviction_goes_oldest_generation_first_across_spans_and_fills() {
+        // A bound of 80: generations of at most 10 keys.
+        let (now, d) = dedup(80);
+        let t = now.load(Ordering::SeqCst);
+        // Two spans' keys, 25 in the older span (three generations) and 25
+        // in the newer, then a flood in the newest span.
+        for k in 0..25u128 {
+            d.insert_committed(1000 + k, Uuid::from_u128(k), t);
+        }
+        now.store(t + d.span, Ordering::SeqCst);
+        for k in 0..25u128 {
+            d.insert_committed(2000 + k, Uuid::from_u128(k), t + d.span);
+        }
+        now.store(t + 2 * d.span, Ordering::SeqCst);
+        for k in 0..40u128 {
+            d.insert_committed(3000 + k, Uuid::from_u128(k), t + 2 * d.span);
+            assert!(d.len() <= 80);
+        }
+        // 90 keys at a bound of 80: the oldest generation (10 keys) went.
+        assert_eq!(d.len(), 80);
+        let held =
+            |range: std::ops::Range<u128>| range.filter(|k| d.committed(*k).is_some()).count();
+        assert_eq!(held(1000..1025), 15);
+        assert_eq!(held(1000..1010), 0, "the first ten went first");
+        assert_eq!(held(2000..2025), 25);
+        assert_eq!(held(3000..3040), 40);
+        // A key older than every held one, at the bound, is not let in.
+        d.insert_committed(9, Uuid::from_u128(9), t - d.span);
+        assert!(d.committed(9).is_none());
+        assert_eq!(held(1010..1025), 15);
+    }
+
+    #[tokio::test]
+    async fn expiry_empties_the_table_and_its_tags_are_reused() {
+        let (now, d) = dedup(100_000);
+        let t = now.load(Ordering::SeqCst);
+        for k in 0..20_000u128 {
+            d.insert_committed(k, Uuid::from_u128(k), t);
+        }
+        let before = capacity(&d);
+        now.store(t + 118, Ordering::SeqCst);
+        assert!(d.committed(5).is_none(), "past the window before any sweep");
+        for _ in 0..16 {
+            d.sweep();
+        }
+        assert_eq!(d.len(), 0);
+        assert_eq!(slots(&d), (0, 0));
+        let after: usize = capacity(&d);
+        assert!(after < before / 4, "memory returned: {before} -> {after}");
+        // Many more generations than tags, over many windows.
+        for round in 0..200u32 {
+            let at = t + 118 + round * d.span;
+            now.store(at, Ordering::SeqCst);
+            for k in 0..50u128 {
+                d.insert_committed(u128::from(round) << 64 | k, Uuid::from_u128(k), at);
+            }
+            d.sweep();
+        }
+        assert!(d.committed(199 << 64).is_some());
+        assert!(d.committed(190 << 64).is_none());
+        let (physical, placed) = slots(&d);
+        assert_eq!(physical, placed);
+        assert!(physical <= 50 * (9 + 18), "{physical}");
+    }
+
+    #[test]
+    fn a_flood_from_many_threads_keeps_the_bound_and_the_table_small() {
+        let (_now, d) = dedup(5_000);
+        std::thread::scope(|s| {
+            for thread in 0..4u128 {
+                let d = &d;
+                s.spawn(move || {
+                    for k in 0..50_000u128 {
+                        d.insert_committed(thread << 64 | k, Uuid::from_u128(k), 1_000_000);
+                        assert!(d.len() <= 5_000, "{}", d.len());
+                    }
+                });
+            }
+        });
+        assert!(d.len() >= 4_000, "{}", d.len());
+        let (physical, placed) = slots(&d);
+        assert_eq!(physical, placed);
+        // Dead keys make room before a shard would double.
+        let before = capacity(&d);
+        assert!(before < 5_000 * 4, "{before}");
+        // A key committed after the flood is held.
+        d.insert_committed(1 << 100, Uuid::from_u128(1), 1_000_000);
+        assert_eq!(d.committed(1 << 100), Some(1));
+    }
+
+    #[test]
+    fn a_warm_up_repeat_keeps_the_first_event_id() {
+        let (now, d) = dedup(100);
+        let t = now.load(Ordering::SeqCst);
+        d.insert_committed(7, Uuid::from_u128(1), t - 50);
+        d.insert_committed(7, Uuid::from_u128(2), t - 10);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.committed(7), Some(1));
+        assert_eq!(slots(&d), (1, 1));
+    }
+
+    #[test]
+    fn keys_that_differ_in_their_top_bits_only_are_one_key() {
+        // The top six bits carry the generation's tag; keys are SipHashes,
+        // so two that differ only there do not occur.
+        let (now, d) = dedup(100);
+        let t = now.load(Ordering::SeqCst);
+        d.insert_committed(5 | 1 << 127, Uuid::from_u128(1), t);
+        assert_eq!(d.committed(5), Some(1));
+        assert_eq!(d.committed(5 | 1 << 122), Some(1));
+        assert_eq!(d.committed(5 | 1 << 121), None);
     }
 }
