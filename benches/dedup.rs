@@ -20,12 +20,12 @@
 //!   baseline_dashmap_insert                     479 ns
 //! 2026-12-07, same machine, shared with other builds (load average 4-8),
 //! one table per pool (commit aa51801) against the generation maps before
-//! it (`dedup`: one run of each, 20 minutes apart; `dedup_20m`: two runs of
-//! each, alternating):
-//!   dedup/reserve_commit_new                    631 ns (generation maps 758 ns)
-//!   dedup/reserve_duplicate                     112 ns (130 ns)
-//!   dedup_20m/reserve_commit_new                0.91, 1.41 us (3.17, 3.45 us)
-//!   dedup_20m/reserve_duplicate                 1.23, 1.88 us (0.74, 0.73 us)
+//! it (`dedup`: two runs of each; `dedup_20m`: six runs of each, four pairs
+//! of them alternating; medians and ranges):
+//!   dedup/reserve_commit_new                    631, 823 ns (generation maps 758, 1,269 ns)
+//!   dedup/reserve_duplicate                     112, 175 ns (130, 193 ns)
+//!   dedup_20m/reserve_commit_new                1.41 us, 0.91-1.69 (2.71 us, 2.13-3.48)
+//!   dedup_20m/reserve_duplicate                 1.40 us, 0.72-1.88 (0.67 us, 0.52-0.74)
 //! At 20 million keys a claim is a cache miss or two into about 700 MB, and a
 //! dependent random load there took 589 ns on this VM in that sitting.
 //! In 2026-12-02's figures a new key costs about twice a naive map's insert: the in-flight entry
