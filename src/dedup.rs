@@ -128,6 +128,10 @@ fn shard_count(max_keys: usize) -> usize {
     }
 }
 
+/// How long one sweep may spend removing a pool's dead keys (it finishes
+/// the shard it is in: at the default bound a shard holds about 56,000 keys).
+const SWEEP_BUDGET: Duration = Duration::from_millis(2);
+
 /// A 128-bit value as two words, so map entries need 8-byte alignment, not 16.
 type Wide = (u64, u64);
 
@@ -615,9 +619,10 @@ impl Dedup {
     }
 
     /// Drops generations past the window; called every second so that
-    /// memory is returned even when no new keys arrive: each call removes
-    /// the dead keys of a sixteenth of the shards, so a whole pass takes 16
-    /// seconds and no call holds the sweeper for long. Returns the keys held.
+    /// memory is returned even when no new keys arrive. Each call then
+    /// removes dead keys shard by shard for [`SWEEP_BUDGET`] at most (the
+    /// sweeper runs on a runtime worker), so at the default bound a pass
+    /// over the table takes a few minutes. Returns the keys held.
     pub(crate) fn sweep(&self) -> usize {
         let oldest = self.oldest_live(self.now_index());
         {
@@ -629,11 +634,15 @@ impl Dedup {
             }
         }
         if self.dirty() {
-            let n = self.shards.len();
-            for _ in 0..n.div_ceil(16) {
-                let i = self.purge_next.fetch_add(1, Relaxed) % n;
+            let started = std::time::Instant::now();
+            for _ in 0..self.shards.len() {
+                let i = self.purge_next.fetch_add(1, Relaxed) % self.shards.len();
                 let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
                 self.purge_shard(&mut shard, 1);
+                drop(shard);
+                if started.elapsed() >= SWEEP_BUDGET {
+                    break;
+                }
             }
         }
         self.len()
