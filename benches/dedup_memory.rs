@@ -1,7 +1,9 @@
 //! Memory per key of the dedup window: inserts 10 million committed keys
 //! (the default bound is 20 million) and reports the growth of the resident
 //! set per key. Not a criterion bench: `cargo bench --bench dedup_memory`.
-//! `DEDUP_KEYS=N` changes the count.
+//! `DEDUP_KEYS=N` changes the count. `DEDUP_STALLS=N` then times N more
+//! inserts (past the bound they push out the oldest keys) one by one and
+//! prints their distribution: what a commit costs a request at the bound.
 //!
 //! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile.
 //! `cargo bench --bench dedup_memory` (2026-11-21), dedup map of commit 51f00f8:
@@ -91,6 +93,27 @@ fn main() {
         drop((0..1000).map(|_| vec![0u8; 256]).collect::<Vec<_>>());
     }
     let settled = rss_bytes();
+    if let Some(more) = std::env::var("DEDUP_STALLS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let mut times: Vec<u64> = Vec::with_capacity(more as usize);
+        let now = (dedup::system_clock())();
+        for i in keys..keys + more {
+            let k = u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | u128::from(i);
+            let t = Instant::now();
+            d.insert_committed(k, id, now);
+            times.push(t.elapsed().as_nanos() as u64);
+        }
+        let total: u64 = times.iter().sum();
+        times.sort_unstable();
+        let q = |f: f64| times[((times.len() as f64 - 1.0) * f) as usize];
+        let over = |ns: u64| times.iter().filter(|&&t| t > ns).count();
+        println!(
+            "stalls: {more} inserts past {keys}: mean {} ns, p50 {} ns, p99.9 {} ns, p99.99 {} ns, max {} ns; over 100 us: {}, over 1 ms: {}",
+            total / more, q(0.5), q(0.999), q(0.9999), times[times.len() - 1], over(100_000), over(1_000_000)
+        );
+    }
     let mib = |b: u64| b as f64 / 1048576.0;
     let per_key = |b: u64| b.saturating_sub(before) as f64 / keys as f64;
     println!(

@@ -50,9 +50,10 @@ const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
 
 /// Most shards in one pool's table. Each shard is a table of its own behind
 /// a lock; a shard that outgrows its table is rehashed whole under that lock,
-/// so at the default bound (20 million keys, 355 shards) a rehash moves at
-/// most about 28,000 keys.
-const MAX_SHARDS: usize = 512;
+/// and a full one that holds dead keys has them removed under it, so at the
+/// default bound (20 million keys, 1,444 shards) either goes through at most
+/// about 14,000 keys.
+const MAX_SHARDS: usize = 2048;
 
 /// The in-flight map's hasher. The keys are already uniform hashes, so a
 /// full hash of them again would be wasted work; but they are SipHashes under
@@ -129,7 +130,7 @@ fn shard_count(max_keys: usize) -> usize {
 }
 
 /// How long one sweep may spend removing a pool's dead keys (it finishes
-/// the shard it is in: at the default bound a shard holds about 56,000 keys).
+/// the shard it is in: at the default bound a shard holds about 14,000 keys).
 const SWEEP_BUDGET: Duration = Duration::from_millis(2);
 
 /// A 128-bit value as two words, so map entries need 8-byte alignment, not 16.
@@ -853,11 +854,11 @@ mod tests {
 
     #[test]
     fn the_bound_fills_its_shards_tables_to_about_85_percent() {
-        // 20 million keys: 355 shards of 56,388 keys at most, in
-        // 65,536-bucket tables (57,344 before they double) 86% full; half
-        // the bound fills 32,768-bucket tables as much.
-        assert_eq!(shard_count(20_000_000), 355);
-        assert_eq!(usable(65_536), 56_388);
+        // 20 million keys: 1,444 shards of 13,860 keys at most, in
+        // 16,384-bucket tables (14,336 before they double) 85% full; half
+        // the bound fills 8,192-bucket tables as much.
+        assert_eq!(shard_count(20_000_000), 1_444);
+        assert_eq!(usable(16_384), 13_860);
         for most in [1, 100, 8_000, 100_000, 2_500_000, 20_000_000, 250_000_000] {
             let shards = shard_count(most);
             assert!((1..=MAX_SHARDS).contains(&shards), "{most}: {shards}");
