@@ -18,16 +18,16 @@
 //!   dedup/reserve_duplicate                     154 ns, 0 allocations
 //!   baseline_mutex_hashmap_insert               446 ns
 //!   baseline_dashmap_insert                     479 ns
-//! 2026-12-07, same machine, shared with other builds (load average 4-8),
-//! one table per pool (commit aa51801) against the generation maps before
-//! it (`dedup`: two runs of each; `dedup_20m`: six runs of each, four pairs
-//! of them alternating; medians and ranges):
-//!   dedup/reserve_commit_new                    631, 823 ns (generation maps 758, 1,269 ns)
-//!   dedup/reserve_duplicate                     112, 175 ns (130, 193 ns)
-//!   dedup_20m/reserve_commit_new                1.41 us, 0.91-1.69 (2.71 us, 2.13-3.48)
-//!   dedup_20m/reserve_duplicate                 1.40 us, 0.72-1.88 (0.67 us, 0.52-0.74)
-//! At 20 million keys a claim is a cache miss or two into about 700 MB, and a
-//! dependent random load there took 589 ns on this VM in that sitting.
+//! 2026-12-07, same machine (load average 1.5-2.5 from other builds), one
+//! table per pool (commit af6fc44) against the generation maps before it,
+//! runs alternating:
+//!   dedup/reserve_commit_new                    581 ns (generation maps 741 ns)
+//!   dedup/reserve_duplicate                     105 ns (138 ns)
+//!   dedup_20m/reserve_commit_new                741, 853 ns (2.26, 1.91 us)
+//!   dedup_20m/reserve_duplicate                 756, 773 ns (425, 397 ns)
+//! At 20 million keys a claim and commit touches two cache lines in about
+//! 800 MB, and a dependent random load over 700 MB took 267 ns on this VM in
+//! that sitting.
 //! In 2026-12-02's figures a new key costs about twice a naive map's insert: the in-flight entry
 //! that a reservation is, then the commit into a generation, and the
 //! generation's key count that keeps the bound at every moment.

@@ -28,12 +28,12 @@
 //!   4.2 MiB -> 426.3 MiB right after the last insert (44.3 bytes per key),
 //!   416.3 MiB a second later (43.2 bytes per key; 420 ns per insert);
 //!   `DEDUP_HUGE_PAGES=1` (leave them on), same sitting: 82.4 bytes per key.
-//! One table per pool instead of a map per generation (aa51801), 2026-12-07:
-//!   4.1 MiB -> 409.5 MiB right after the last insert (42.5 bytes per key),
-//!   409.0 a second later (42.5; 565 ns per insert); the generation maps in the
-//!   same sitting 43.3 (397 ns per insert). `DEDUP_HUGE_PAGES=1`: 52.1 (the
-//!   generation maps 80.2). `DEDUP_KEYS=20000000`: 40.4 bytes per key (774.0
-//!   MiB; the generation maps 42.5).
+//! One table per pool instead of a map per generation (af6fc44), 2026-12-07:
+//!   4.2 MiB -> 412.7 MiB right after the last insert (42.8 bytes per key),
+//!   412.7 a second later (42.8; 344 ns per insert); the generation maps the
+//!   same day 43.3 (397 ns per insert). `DEDUP_HUGE_PAGES=1`: 49.1 (the
+//!   generation maps 80.2). `DEDUP_KEYS=20000000`: 41.8-42.1 bytes per key
+//!   (the generation maps 42.7).
 //! Where it went in 51f00f8: each map entry is a u128 key and a 32-byte `Slot` (the enum
 //! of a u128 event id and a u32 time, padded to 16-byte alignment) plus a
 //! control byte, in hashbrown tables 55-87% full; and 32 bytes per key in the
