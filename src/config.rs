@@ -1,6 +1,6 @@
-//! Typed configuration: an optional TOML file, then the environment variables of
-//! SPEC §8a on top. Every problem is collected and reported together, so an
-//! operator fixes a config in one pass; a config with problems never starts a server.
+//! Typed configuration: an optional TOML file, then the environment variables
+//! on top (docs/configuration.md). Every problem is collected and reported
+//! together, so an operator fixes a config in one pass; a config with problems never starts a server.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -128,7 +128,7 @@ pub struct KafkaConfig {
 }
 
 #[derive(Debug, Clone)]
-/// What one request may cost (`[limits]`, SPEC §10).
+/// What one request may cost (`[limits]`, docs/configuration.md).
 pub struct Limits {
     /// Request line (path and query).
     pub max_uri_bytes: usize,

@@ -160,9 +160,9 @@ enum Flight {
 pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
 
 /// The real clock, to the second (the kernel's coarse clock: see
-/// [`crate::sink::native::coarse_unix_seconds`]).
+/// [`crate::os::coarse_unix_seconds`]).
 pub fn system_clock() -> Clock {
-    Arc::new(|| crate::sink::native::coarse_unix_seconds() as u32)
+    Arc::new(|| crate::os::coarse_unix_seconds() as u32)
 }
 
 /// The fields of a conversion that make it one conversion.

@@ -1,5 +1,5 @@
 //! The `conversion.v1` event: one JSON object per accepted conversion
-//! (SPEC §7), encoded once and handed to a sink as bytes.
+//! (docs/event.md), encoded once and handed to a sink as bytes.
 #![warn(missing_docs)]
 
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub struct Event {
 }
 
 /// Encodes the event for `conv`: one JSON object, fields in the order of
-/// SPEC §7, written straight into the payload (this runs once per accepted
+/// The event of docs/event.md, written straight into the payload (this runs once per accepted
 /// postback; a serializer with a struct and formatted strings cost about
 /// twice as much).
 pub fn encode(

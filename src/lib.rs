@@ -16,6 +16,7 @@ pub mod dedup;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod os;
 pub mod pipeline;
 pub mod postback;
 pub mod preflight;

@@ -23,7 +23,7 @@ mod tools;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    postback_gateway::sink::native::no_transparent_huge_pages();
+    postback_gateway::os::no_transparent_huge_pages();
     let cli = match cli::parse() {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
@@ -96,8 +96,8 @@ fn main() -> ExitCode {
         }
     }
     init_logs(&config);
-    postback_gateway::sink::native::keep_c_heap();
-    match postback_gateway::sink::native::raise_open_files() {
+    postback_gateway::os::keep_c_heap();
+    match postback_gateway::os::raise_open_files() {
         Ok((before, after)) => info!(before, after, "Open-file limit."),
         Err(e) => warn!(error = %e, "Cannot raise the open-file limit."),
     }

@@ -15,7 +15,7 @@ use crate::postback::placeholders;
 use crate::postback::reason::Reason;
 use crate::postback::rules::{AmountFormat, AmountRules, Names, ParseRules, Status};
 
-/// SPEC §4: a tracking token holds at most this many bytes.
+/// A tracking token (docs/http-api.md) holds at most this many bytes.
 const MAX_TRACKING_BYTES: usize = 1024;
 const MAX_TXID_BYTES: usize = 256;
 const MAX_GOAL_BYTES: usize = 64;
@@ -706,7 +706,7 @@ mod tests {
             ("US", r, q("ab%1Fc"), none, Err(Reason::BadTracking)),
             ("DEL", r, q("ab%7Fc"), none, Err(Reason::BadTracking)),
             ("control in json", r, "api_key=k".into(), Body::Json(r#"{"tracking":"a\u0007b","amount":"1.00"}"#), Err(Reason::BadTracking)),
-            // SPEC names U+0000..U+001F and U+007F only; C1 controls are not in it.
+            // The rules name U+0000..U+001F and U+007F only (docs/http-api.md); C1 controls are not in it.
             ("C1 NEL", r, q("ab%C2%85c"), none, ok("ab\u{85}c")),
             // Decoding failures.
             ("invalid utf-8", r, q("ab%FFc"), none, Err(Reason::BadEncoding)),
@@ -866,7 +866,7 @@ mod tests {
         let bad = Err(Reason::BadAmount);
         let out = Err(Reason::AmountOutOfRange);
         vec![
-            // SPEC §4 passes.
+            // What the parsing rules accept (docs/http-api.md).
             ("12.34", r, a("12.34"), Ok(Some("12.34"))),
             ("0.50", r, a("0.50"), Ok(Some("0.50"))),
             ("0.00", r, a("0.00"), Ok(Some("0.00"))),
@@ -896,7 +896,7 @@ mod tests {
             ("loose -5", loose_negative, a("-5"), Ok(Some("-5.00"))),
             ("loose -2.5", loose_negative, a("-2.5"), Ok(Some("-2.50"))),
             ("loose too large", loose, a("1000001"), out),
-            // SPEC §4 failures.
+            // What they refuse.
             ("000", r, a("000"), bad),
             ("100 in the reference format", r, a("100"), bad),
             ("1.5 in the reference format", r, a("1.5"), bad),

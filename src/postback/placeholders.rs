@@ -46,7 +46,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// The gateway's own: what `postback-url` writes where no network fills a
-/// role (one per role of SPEC §3; `source::url::placeholder`).
+/// role (one per role of docs/http-api.md; `source::url::placeholder`).
 pub(crate) const OWN: &[&str] = &[
     "REPLACE_CLICK_ID",
     "REPLACE_AMOUNT",

@@ -1,6 +1,6 @@
 //! What a source tells the parser: parameter names per role, the status
 //! vocabulary, amount and currency rules. Built by `source/` from config;
-//! [`ParseRules::reference`] is the SPEC §3 default.
+//! [`ParseRules::reference`] is the default format (docs/http-api.md).
 
 use std::collections::HashMap;
 
@@ -159,7 +159,7 @@ pub struct ParseRules {
 }
 
 impl ParseRules {
-    /// The reference format of SPEC §3: `api_key`, `tracking`, `amount`, ...
+    /// The reference format (docs/http-api.md): `api_key`, `tracking`, `amount`, ...
     /// with the statuses `approved`, `pending`, `declined` in any case.
     pub fn reference() -> Self {
         let statuses = [

@@ -1,7 +1,7 @@
 //! Sources: who may send postbacks and how each one names its parameters.
 //! A source owns its credentials, its client networks and its [`ParseRules`];
 //! with no configured sources, one `default` source takes the reference format
-//! of SPEC §3. The set of sources is swapped whole on a reload.
+//! of docs/http-api.md. The set of sources is swapped whole on a reload.
 #![warn(missing_docs)]
 
 pub mod claims;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::url::UrlTemplate;
 use crate::postback::{Names, ParseRules, Status};
 
-/// A parameter role of SPEC §3, as named in config (`[sources.x.params]`).
+/// A parameter role (docs/http-api.md, "Parameters and parsing"), as named in config (`[sources.x.params]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The credentials.
@@ -42,7 +42,7 @@ pub enum Role {
 }
 
 impl Role {
-    /// Every role, in the order of SPEC §3.
+    /// Every role, in the order docs/http-api.md lists them.
     pub const ALL: [Role; 12] = [
         Role::ApiKey,
         Role::Tracking,

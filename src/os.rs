@@ -1,6 +1,8 @@
-//! librdkafka's native side: its threads run as background work, and the C
-//! heap it allocates from keeps what it freed for a while. The second module
-//! with unsafe code: neither setting has a safe binding in std.
+//! The process and its operating system: librdkafka's threads run as
+//! background work, the C heap it allocates from keeps what it freed for a
+//! while, the open-file limit is raised, transparent huge pages are declined,
+//! and the dedup window reads a coarse clock. The module with unsafe code:
+//! none of these has a safe binding in std.
 #![allow(unsafe_code)]
 
 /// Runs `f` on a new thread whose scheduling policy is `SCHED_BATCH`, and
