@@ -412,7 +412,32 @@ pub(crate) fn redact_values(message: &str) -> String {
     out
 }
 
+/// Why there are no sources to serve: none configured, and no key for the
+/// default source.
+pub fn no_sources() -> String {
+    format!(
+        "no sources are configured and POSTBACK_API_KEY is not set: set the default source's \
+         key ({}) or configure [sources]",
+        crate::source::KEY_RULE
+    )
+}
+
 impl Config {
+    /// The sources this config serves: those it names, else the single
+    /// `default` source with `api_key` (and `pixel_key`, if any); `Err` (see
+    /// [`no_sources`]) when it names none and has no api key. The one place
+    /// the default source is made.
+    pub fn serving(&self) -> Result<Arc<crate::source::Sources>, String> {
+        match (&self.sources, &self.api_key) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(key)) => Ok(Arc::new(crate::source::Sources::single_default(
+                key.clone(),
+                self.pixel_key.clone(),
+            ))),
+            (None, None) => Err(no_sources()),
+        }
+    }
+
     /// Loads the file at `path` (if any), then applies `env` on top.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigErrors> {
         let Some(p) = path else {

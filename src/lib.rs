@@ -202,16 +202,7 @@ fn brokers_and_sources(config: &Config) -> anyhow::Result<(String, Arc<source::S
         .brokers
         .clone()
         .context("no Kafka brokers named")?;
-    let sources = match &config.sources {
-        Some(s) => s.clone(),
-        None => Arc::new(source::Sources::single_default(
-            config
-                .api_key
-                .clone()
-                .context("no api key for the default source")?,
-            config.pixel_key.clone(),
-        )),
-    };
+    let sources = config.serving().map_err(anyhow::Error::msg)?;
     Ok((brokers, sources))
 }
 

@@ -86,10 +86,8 @@ fn main() -> ExitCode {
                 && config.api_key.is_none()
             {
                 eprintln!(
-                    "The config has 1 problem(s):\n  - no sources are configured and \
-                     POSTBACK_API_KEY is not set: set the default source's key ({}) or \
-                     configure [sources]",
-                    postback_gateway::source::KEY_RULE
+                    "The config has 1 problem(s):\n  - {}",
+                    postback_gateway::config::no_sources()
                 );
                 return ExitCode::from(EX_USAGE);
             }
