@@ -44,6 +44,7 @@ pub(crate) const SPOOL_WRITABLE: &str = "postback_spool_writable";
 pub(crate) const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub(crate) const BUILD_INFO: &str = "postback_build_info";
 pub(crate) const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
+pub(crate) const UNREAD: &str = "postback_unread_values_total";
 pub(crate) const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub(crate) const SOURCES: &str = "postback_sources";
 pub(crate) const CONSOLE_BYTES: &str = "postback_console_bytes";
@@ -264,6 +265,10 @@ fn describe() {
     describe_counter!(
         CAMPAIGN_CONFLICTS,
         "Postbacks whose campaign_id another source of the same platform claimed first."
+    );
+    describe_counter!(
+        UNREAD,
+        "Postbacks the parser passed with a value kept as sent instead of read, by source and role (an amount the source keeps with amount.unreadable = \"keep\")."
     );
     describe_counter!(
         CONFIG_RELOADS,

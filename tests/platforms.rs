@@ -107,6 +107,9 @@ fn cases() -> Vec<Case> {
     const REDTRACK: &str = "https://docs.redtrack.io/knowledgebase/tracking-event-types/";
     const AFFISE: &str =
         "https://help-center.affise.com/en/articles/6483741-affiliate-postback-url-macros";
+    const CAKE_S2S: &str = "https://support.getcake.com/support/solutions/articles/5000546059-how-to-implement-server-to-server-tracking-using-a-postback-url";
+    const TUNE_AMOUNT: &str =
+        "https://support.tune.com/hc/en-us/articles/1500007722601-Recording-Sale-Amount-upon-Conversion";
     let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
     vec![
         // The reference format keeps the strict 0.00 grammar.
@@ -215,6 +218,49 @@ fn cases() -> Vec<Case> {
         c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=3", Event(json!({"status": "declined"}))),
         c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=5", Event(json!({"status": "pending", "status_raw": "5"}))),
         c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=4", Refused(400, "bad_status")),
+        // CAKE stores a conversion for a valid request id alone: no price.
+        c(CAKE_S2S, "cake", "/postback/cake?api_key={K}&o=231&e=5&r={T}",
+          Event(json!({"amount": null, "campaign_id": "231", "goal": "5", "params": {}}))),
+        // TUNE keeps a conversion without an amount, or with a malformed one
+        // (its report shows 0.00): kept as sent, the amount null.
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&security_token={K}",
+          Event(json!({"amount": null, "campaign_id": "1", "params": {}}))),
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=12,50&security_token={K}",
+          Event(json!({"amount": null, "params": {"amount": "12,50"}}))),
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=50.00&security_token={K}",
+          Event(json!({"amount": "50.00", "params": {}}))),
+        // Placeholders in every role, each refused under its role's name:
+        // TUNE's own template `amount=AMOUNT`, Everflow's `TRANSACTION_ID`
+        // and `AMOUNT`, a Binom status macro left in, Voluum's OPTIONAL.
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=AMOUNT&security_token={K}",
+          Refused(400, "unfilled_amount")),
+        c(EVERFLOW, "everflow", "/postback/everflow?nid=23452&transaction_id=TRANSACTION_ID&amount=AMOUNT&verification_token={K}",
+          Refused(400, "unfilled_macro")),
+        c(EVERFLOW, "everflow", "/postback/everflow?nid=23452&transaction_id={T}&amount=AMOUNT&verification_token={K}",
+          Refused(400, "unfilled_amount")),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=5&cnv_status=%7Bstatus%7D", Refused(400, "unfilled_status")),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=5&cnv_currency=%7Bcurrency%7D", Refused(400, "unfilled_currency")),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=OPTIONAL&txid=OPTIONAL", Refused(400, "unfilled_amount")),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&txid=%7Btransaction_id%7D", Refused(400, "unfilled_txid")),
+        c(VOLUUM_ET, "voluum", "/postback/voluum?api_key={K}&cid={T}&et=%5B%5Bevent%5D%5D", Refused(400, "unfilled_goal")),
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&p=%23price%23", Refused(400, "unfilled_amount")),
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&o=%23oid%23", Refused(400, "unfilled_campaign_id")),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=%7Bstatus%7D", Refused(400, "unfilled_status")),
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&action_id=%7Btransactionid%7D", Refused(400, "unfilled_txid")),
+        // A sender's reject in a status the format does not read is never
+        // filed as approved: Voluum, TUNE, CAKE and Everflow read no status.
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=1.00&status=reject",
+          Event(json!({"status": "declined", "status_raw": "reject", "params": {"status": "reject"}}))),
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=5.00&status=rejected&security_token={K}",
+          Event(json!({"status": "declined", "status_raw": "rejected"}))),
+        c(CAKE_S2S, "cake", "/postback/cake?api_key={K}&r={T}&p=1.00&status=Chargeback",
+          Event(json!({"status": "declined", "status_raw": "Chargeback"}))),
+        c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=10&status=refunded&verification_token={K}",
+          Event(json!({"status": "declined", "status_raw": "refunded"}))),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=1.00&status=approved",
+          Event(json!({"status": "approved", "status_raw": null, "params": {"status": "approved"}}))),
+        // Binom's own status says approved while another says reject.
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=approve&status=reject", Refused(400, "conflicting_status")),
     ]
 }
 
@@ -264,6 +310,8 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
         }
     }
 
+    head_and_options(&client, &gw).await;
+
     let records = read_topic(
         &tansu.brokers,
         TOPIC,
@@ -303,6 +351,45 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
         if let Some(a) = r.value["amount"].as_str() {
             let (int, frac) = a.trim_start_matches('-').split_once('.').unwrap();
             assert!(!int.is_empty() && frac.len() >= 2, "{what}: amount {a}");
+        }
+    }
+}
+
+/// Link checkers send `HEAD`, browsers a preflight `OPTIONS`: a 405 names the
+/// methods an endpoint takes (RFC 9110 §15.5.6), a pixel endpoint answers a
+/// preflight, and neither files anything (the topic holds only the cases').
+async fn head_and_options(client: &reqwest::Client, gw: &GatewayProcess) {
+    use reqwest::Method;
+    let good = format!("?api_key={KEY}&tracking=head-or-options&amount=1.00");
+    let key_path = format!("/{KEY}/postback");
+    for (method, path, status, allow) in [
+        (Method::HEAD, "/postback", 405, "GET, POST"),
+        (Method::HEAD, "/postback/reference", 405, "GET, POST"),
+        (Method::HEAD, "/pixel/reference", 405, "GET, POST"),
+        (Method::HEAD, "/pixel.gif", 405, "GET"),
+        (Method::HEAD, key_path.as_str(), 405, "GET, POST"),
+        (Method::OPTIONS, "/postback/reference", 405, "GET, POST"),
+        (Method::OPTIONS, "/pixel.gif", 405, "GET"),
+        (Method::PUT, "/postback/reference", 405, "GET, POST"),
+        (Method::OPTIONS, "/pixel", 204, "GET, POST"),
+        (Method::OPTIONS, "/pixel/reference", 204, "GET, POST"),
+    ] {
+        let r = client
+            .request(method.clone(), gw.url(&format!("{path}{good}")))
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{method} {path}");
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(r.headers()["allow"], allow, "{what}");
+        if status == 204 {
+            let h = r.headers();
+            assert_eq!(h["access-control-allow-origin"], "*", "{what}");
+            assert_eq!(h["access-control-allow-methods"], "GET, POST", "{what}");
+            assert_eq!(h["access-control-allow-headers"], "Content-Type", "{what}");
+            assert!(r.bytes().await.unwrap().is_empty(), "{what}");
         }
     }
 }

@@ -98,7 +98,9 @@ pub enum Method {
     Get,
     /// `POST`: its body may carry parameters.
     Post,
-    /// Any other: 405 where the path is known.
+    /// `OPTIONS`: a preflight's answer on the pixel endpoints, else 405.
+    Options,
+    /// Any other (`HEAD` among them): 405 where the path is known.
     Other,
 }
 
@@ -356,6 +358,7 @@ fn prepare(
     let params = checked(kind, target, req, &source).map_err(refuse)?;
     let conv =
         postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
+    source.count_unread(conv.unread);
     deliver::claim(app, kind, source, conv, client, req)
 }
 

@@ -77,8 +77,20 @@ pub struct Conversion<'p> {
     pub(crate) adset_id: Option<Cow<'p, str>>,
     pub(crate) ad_id: Option<Cow<'p, str>>,
     pub(crate) placement: Option<Cow<'p, str>>,
-    /// Pass-through, in arrival order; never a role's parameter, never the api key.
+    /// Pass-through, in arrival order; never a role's parameter, never the api
+    /// key, except a role's value kept as sent because it could not be read
+    /// (see [`Unread`]), last, under its own name.
     pub(crate) params: Vec<(Cow<'p, str>, Cow<'p, str>)>,
+    /// Which roles' values were kept as sent instead of read.
+    pub(crate) unread: Unread,
+}
+
+/// Roles whose value the source keeps as sent, in `params`, instead of
+/// refusing the postback over it; each is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Unread {
+    /// An amount outside the grammar, under `amount.unreadable = "keep"`.
+    pub(crate) amount: bool,
 }
 
 impl Conversion<'_> {
@@ -116,6 +128,7 @@ impl Conversion<'_> {
                 .into_iter()
                 .map(|(k, v)| (own(k), own(v)))
                 .collect(),
+            unread: self.unread,
         }
     }
 }
@@ -133,12 +146,23 @@ pub(crate) fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p 
 /// Checks `params` against `rules`; the first failing check decides the [`Reason`].
 pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p>, Reason> {
     let names = &rules.names;
+    let extra = &rules.extra_placeholders;
+    let filled = |aliases: &[String], unfilled: Reason| filled(params, aliases, extra, unfilled);
 
-    let token = role(params, &names.tracking)?.ok_or(Reason::MissingTracking)?;
-    check_tracking(token, &rules.extra_placeholders)?;
+    let (token_name, token) = found(params, &names.tracking)?.ok_or(Reason::MissingTracking)?;
+    check_tracking(token, token_name, extra)?;
 
-    let amount = match role(params, &names.amount)? {
-        Some(raw) => Some(parse_amount(raw, &rules.amount)?),
+    let mut unread = Unread::default();
+    let mut kept_as_sent = None;
+    let amount = match filled_named(params, &names.amount, extra, Reason::UnfilledAmount)? {
+        Some((name, raw)) => match parse_amount(raw, &rules.amount) {
+            Err(Reason::BadAmount) if rules.amount.keep_unreadable => {
+                unread.amount = true;
+                kept_as_sent = Some((name, raw));
+                None
+            }
+            amount => Some(amount?),
+        },
         None if rules.amount.required => return Err(Reason::MissingAmount),
         None => None,
     };
@@ -147,26 +171,42 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         None => (None, None),
     };
 
-    let currency = parse_currency(role(params, &names.currency)?, rules)?;
+    let currency = parse_currency(filled(&names.currency, Reason::UnfilledCurrency)?, rules)?;
 
-    let (status, status_raw) = match role(params, &names.status)? {
+    let (status, status_raw) = match filled(&names.status, Reason::UnfilledStatus)? {
         Some(raw) => (lookup_status(raw, rules)?, Some(Cow::Borrowed(raw))),
         None => (Status::Approved, None),
     };
+    // A sender's own word for a reject, in a parameter the source does not
+    // read as its status, never leaves the conversion approved.
+    let declined = match status {
+        Status::Approved => declining_word(params, names),
+        _ => None,
+    };
+    let (status, status_raw) = match declined {
+        Some(_) if status_raw.is_some() => return Err(Reason::ConflictingStatus),
+        Some(word) => (Status::Declined, Some(Cow::Borrowed(word))),
+        None => (status, status_raw),
+    };
 
-    let txid = bounded(role(params, &names.txid)?, MAX_TXID_BYTES)?;
-    let goal = bounded(role(params, &names.goal)?, MAX_GOAL_BYTES)?;
+    let txid = bounded(filled(&names.txid, Reason::UnfilledTxid)?, MAX_TXID_BYTES)?;
+    let goal = bounded(filled(&names.goal, Reason::UnfilledGoal)?, MAX_GOAL_BYTES)?;
 
     let click_time = role(params, &names.click_time)?
         .map(parse_click_time)
         .transpose()?;
 
-    let campaign_id = bounded(role(params, &names.campaign_id)?, MAX_TEMPLATE_ID_BYTES)?;
-    let adset_id = bounded(role(params, &names.adset_id)?, MAX_TEMPLATE_ID_BYTES)?;
-    let ad_id = bounded(role(params, &names.ad_id)?, MAX_TEMPLATE_ID_BYTES)?;
-    let placement = bounded(role(params, &names.placement)?, MAX_TEMPLATE_ID_BYTES)?;
+    let template_id =
+        |aliases: &[String], unfilled| bounded(filled(aliases, unfilled)?, MAX_TEMPLATE_ID_BYTES);
+    let campaign_id = template_id(&names.campaign_id, Reason::UnfilledCampaignId)?;
+    let adset_id = template_id(&names.adset_id, Reason::UnfilledAdsetId)?;
+    let ad_id = template_id(&names.ad_id, Reason::UnfilledAdId)?;
+    let placement = template_id(&names.placement, Reason::UnfilledPlacement)?;
 
-    let params = pass_through(params, rules)?;
+    let mut params = pass_through(params, rules)?;
+    if let Some((name, raw)) = kept_as_sent {
+        params.push((Cow::Owned(name.to_owned()), Cow::Borrowed(raw)));
+    }
 
     Ok(Conversion {
         token: Cow::Borrowed(token),
@@ -183,6 +223,7 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         ad_id,
         placement,
         params,
+        unread,
     })
 }
 
@@ -190,6 +231,14 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
 /// once is ambiguous (which one did the sender mean?), so it is `duplicate_param`
 /// rather than a silent pick. An empty value counts as absent.
 fn role<'p>(params: &'p Params, aliases: &[String]) -> Result<Option<&'p str>, Reason> {
+    Ok(found(params, aliases)?.map(|(_, value)| value))
+}
+
+/// [`role`], with the alias the value came under.
+fn found<'a, 'p>(
+    params: &'p Params,
+    aliases: &'a [String],
+) -> Result<Option<(&'a str, &'p str)>, Reason> {
     let mut found = None;
     for (i, alias) in aliases.iter().enumerate() {
         // The same alias listed twice in config is one parameter, not two.
@@ -200,20 +249,99 @@ fn role<'p>(params: &'p Params, aliases: &[String]) -> Result<Option<&'p str>, R
             if found.is_some() {
                 return Err(Reason::DuplicateParam);
             }
-            found = Some(value);
+            found = Some((alias.as_str(), value));
         }
     }
-    Ok(found.filter(|value| !value.is_empty()))
+    Ok(found.filter(|(_, value)| !value.is_empty()))
 }
 
-fn check_tracking(token: &str, extra_placeholders: &[String]) -> Result<(), Reason> {
+/// [`role`] for a role whose value must not be a placeholder: one is refused
+/// as `unfilled`, the reason that names the role.
+fn filled<'p>(
+    params: &'p Params,
+    aliases: &[String],
+    extra: &[String],
+    unfilled: Reason,
+) -> Result<Option<&'p str>, Reason> {
+    Ok(filled_named(params, aliases, extra, unfilled)?.map(|(_, value)| value))
+}
+
+/// [`filled`], with the alias the value came under.
+fn filled_named<'a, 'p>(
+    params: &'p Params,
+    aliases: &'a [String],
+    extra: &[String],
+    unfilled: Reason,
+) -> Result<Option<(&'a str, &'p str)>, Reason> {
+    match found(params, aliases)? {
+        Some((name, value)) if placeholders::is_unfilled(value, name, extra) => Err(unfilled),
+        found => Ok(found),
+    }
+}
+
+/// Parameters named like a status that a source without a status role (or
+/// with another one) would pass through as plain data: `status=reject` sent
+/// to a Voluum or TUNE format must never file an approved conversion.
+const STATUS_LIKE: &[&str] = &[
+    "status",
+    "cnv_status",
+    "conversion_status",
+    "conv_status",
+    "pstatus",
+    "action_status",
+];
+
+/// Words that take a conversion back or refuse it, whole or as one word of a
+/// value (`Rejected`, `charge-back`, `REVERSED`), in any case.
+const DECLINING: &[&str] = &[
+    "reject",
+    "rejected",
+    "decline",
+    "declined",
+    "deny",
+    "denied",
+    "chargeback",
+    "chargedback",
+    "refund",
+    "refunded",
+    "reversed",
+    "reversal",
+    "void",
+    "voided",
+    "cancel",
+    "canceled",
+    "cancelled",
+    "fraud",
+];
+
+/// The value of a parameter named like a status, outside the source's own
+/// status role, that says the conversion was declined, rejected, charged back
+/// or refunded.
+fn declining_word<'p>(params: &'p Params, names: &Names) -> Option<&'p str> {
+    params.iter().find_map(|(key, value)| {
+        let status_like = STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s))
+            && !names.status.iter().any(|n| n == key);
+        let declining = || {
+            value
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .chain(std::iter::once(value))
+                .any(|w| {
+                    let w: String = w.chars().filter(|c| *c != '-' && *c != '_').collect();
+                    DECLINING.iter().any(|d| w.eq_ignore_ascii_case(d))
+                })
+        };
+        (status_like && declining()).then_some(value)
+    })
+}
+
+fn check_tracking(token: &str, name: &str, extra_placeholders: &[String]) -> Result<(), Reason> {
     if token.len() > MAX_TRACKING_BYTES {
         return Err(Reason::ParamTooLong);
     }
     if token.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') || placeholders::is_blank(token) {
         return Err(Reason::BadTracking);
     }
-    if placeholders::is_placeholder(token, extra_placeholders) {
+    if placeholders::is_unfilled(token, name, extra_placeholders) {
         return Err(Reason::UnfilledMacro);
     }
     Ok(())
@@ -935,8 +1063,9 @@ mod tests {
             ("1.0a", r, a("1.0a"), bad),
             ("arabic-indic digits", r, a("%D9%A1%D9%A2.%D9%A3%D9%A4"), bad),
             ("fullwidth digit", r, a("12.3%EF%BC%94"), bad),
-            ("NaN", r, a("NaN"), bad),
-            ("macro", r, a("{payout}"), bad),
+            ("NaN", r, a("NaN"), Err(Reason::UnfilledAmount)),
+            ("macro", r, a("{payout}"), Err(Reason::UnfilledAmount)),
+            ("its own name", r, a("AMOUNT"), Err(Reason::UnfilledAmount)),
             // Range.
             ("just above the maximum", r, a("1000000.01"), out),
             ("20 integer digits", r, a("99999999999999999999.00"), out),
@@ -1076,6 +1205,7 @@ mod tests {
                 ("fixed, same", fixed_eur, q("currency=eur"), n, some("EUR")),
                 ("fixed, other", fixed_eur, q("currency=USD"), n, Err(Reason::CurrencyMismatch)),
                 ("fixed, invalid", fixed_eur, q("currency=XYZ"), n, Err(Reason::BadCurrency)),
+                ("macro", r, q("currency=%7Bcurrency%7D"), n, Err(Reason::UnfilledCurrency)),
             ]),
             ("status", vec![
                 ("absent", r, q(""), n, some("approved/-")),
@@ -1104,6 +1234,11 @@ mod tests {
                 ("keitaro rejected", keitaro, q("status=rejected"), n, some("declined/rejected")),
                 ("keitaro rebill", keitaro, q("status=rebill"), n, some("approved/rebill")),
                 ("keitaro Hold", keitaro, q("status=Hold"), n, Err(Reason::BadStatus)),
+                ("macro", r, q("status=%7Bstatus%7D"), n, Err(Reason::UnfilledStatus)),
+                ("Voluum's OPTIONAL", r, q("status=OPTIONAL"), n, Err(Reason::UnfilledStatus)),
+                // A reject in another parameter named like a status.
+                ("cnv_status reject", r, q("cnv_status=reject"), n, some("declined/reject")),
+                ("approved and reject", r, q("status=approved&cnv_status=reject"), n, Err(Reason::ConflictingStatus)),
             ]),
             ("txid", vec![
                 ("absent", r, q(""), n, Ok(None)),
@@ -1112,12 +1247,15 @@ mod tests {
                 ("256 bytes", r, format!("txid={}", "x".repeat(256)), n, Ok(Some("x".repeat(256)))),
                 ("257 bytes", r, format!("txid={}", "x".repeat(257)), n, Err(Reason::ParamTooLong)),
                 ("spaces kept", r, q("txid=%20a%20"), n, some(" a ")),
+                ("macro", r, q("txid=%7Btransactionid%7D"), n, Err(Reason::UnfilledTxid)),
+                ("part of a value", r, q("txid=A-%7Bx%7D"), n, some("A-{x}")),
             ]),
             ("goal", vec![
                 ("absent", r, q(""), n, Ok(None)),
                 ("goal", r, q("goal=deposit"), n, some("deposit")),
                 ("64 bytes", r, format!("goal={}", "g".repeat(64)), n, Ok(Some("g".repeat(64)))),
                 ("65 bytes", r, format!("goal={}", "g".repeat(65)), n, Err(Reason::ParamTooLong)),
+                ("macro", r, q("goal=%5Bgoal%5D"), n, Err(Reason::UnfilledGoal)),
             ]),
             ("click_time", vec![
                 ("absent", r, q(""), n, Ok(None)),
@@ -1150,19 +1288,23 @@ mod tests {
                 ("both aliases", template_ids, q("campaign_id=c1&cmp=c2"), n, Err(Reason::DuplicateParam)),
                 ("1024 bytes", template_ids, format!("campaign_id={}", "c".repeat(1024)), n, Ok(Some("c".repeat(1024)))),
                 ("1025 bytes", template_ids, format!("campaign_id={}", "c".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("macro", template_ids, q("cmp=%7Bcampaign_id%7D"), n, Err(Reason::UnfilledCampaignId)),
             ]),
             ("adset_id", vec![
                 ("configured", template_ids, q("adset_id=s1"), n, some("s1")),
                 ("1025 bytes", template_ids, format!("adset_id={}", "s".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("its own name", template_ids, q("adset_id=ADSET_ID"), n, Err(Reason::UnfilledAdsetId)),
             ]),
             ("ad_id", vec![
                 ("configured", template_ids, q("ad_id=a1"), n, some("a1")),
                 ("1025 bytes", template_ids, format!("ad_id={}", "a".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("macro", template_ids, q("ad_id=%24%7Bad_id%7D"), n, Err(Reason::UnfilledAdId)),
             ]),
             ("placement", vec![
                 ("configured", template_ids, q("placement=feed"), n, some("feed")),
                 ("absent", template_ids, q(""), n, Ok(None)),
                 ("1025 bytes", template_ids, format!("placement={}", "p".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("undefined", template_ids, q("placement=undefined"), n, Err(Reason::UnfilledPlacement)),
             ]),
         ]
     }
@@ -1344,6 +1486,7 @@ mod tests {
             ad_id: Some("a".into()),
             placement: Some("feed".into()),
             params: vec![("sub1".into(), "x".into()), ("sub2".into(), "y".into())],
+            unread: Unread::default(),
         };
         assert_eq!(got, want);
 
@@ -1470,5 +1613,122 @@ mod tests {
                 let _ = run(&query, rules);
             }
         }
+    }
+
+    /// Every role but the click time (never worth a conversion) refuses a
+    /// placeholder with a reason that names it: `cnv_status={status}` is
+    /// never filed as the status "{status}".
+    #[test]
+    fn a_placeholder_in_any_role_is_refused_with_that_role() {
+        let rules = template_ids();
+        let base = "tracking=t&amount=1.00";
+        for (param, value, want) in [
+            ("amount", "AMOUNT", Reason::UnfilledAmount),
+            ("amount", "%5B%5Bpayout%5D%5D", Reason::UnfilledAmount),
+            ("amount", "%23price%23", Reason::UnfilledAmount),
+            ("currency", "%7Bcurrency%7D", Reason::UnfilledCurrency),
+            ("status", "%7Bstatus%7D", Reason::UnfilledStatus),
+            ("status", "OPTIONAL", Reason::UnfilledStatus),
+            ("status", "REPLACE", Reason::UnfilledStatus),
+            ("txid", "%7Btransactionid%7D", Reason::UnfilledTxid),
+            ("goal", "%5Bgoal%5D", Reason::UnfilledGoal),
+            ("cmp", "%7Bcampaign_id%7D", Reason::UnfilledCampaignId),
+            ("adset_id", "ADSET_ID", Reason::UnfilledAdsetId),
+            ("ad_id", "%24%7Bad%7D", Reason::UnfilledAdId),
+            ("placement", "undefined", Reason::UnfilledPlacement),
+        ] {
+            let query = if param == "amount" {
+                format!("tracking=t&amount={value}")
+            } else {
+                format!("{base}&{param}={value}")
+            };
+            assert_eq!(run(&query, &rules).err(), Some(want), "{query}");
+        }
+        // The token's own name is a placeholder for it too (Everflow's template).
+        let mut everflow = reference();
+        everflow.names.tracking = names(&["transaction_id"]);
+        assert_eq!(
+            run("transaction_id=TRANSACTION_ID&amount=1.00", &everflow).err(),
+            Some(Reason::UnfilledMacro)
+        );
+        // An optional amount left as Voluum's OPTIONAL is refused, not dropped.
+        let mut optional = voluum();
+        optional.amount.required = false;
+        assert_eq!(
+            run("cid=c&payout=OPTIONAL", &optional).err(),
+            Some(Reason::UnfilledAmount)
+        );
+        // Parts of a value are still a value.
+        let ok = run(
+            &format!("{base}&txid=ORDER-%7Bx%7D&status=approved"),
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(ok.txid.as_deref(), Some("ORDER-{x}"));
+    }
+
+    /// A sender's reject in a parameter named like a status, which the
+    /// source does not read as its status, is never an approved conversion.
+    #[test]
+    fn a_declining_word_in_a_status_like_parameter_is_never_approved() {
+        let mut rules = voluum();
+        rules.names.status.clear();
+        for value in [
+            "reject",
+            "Rejected",
+            "DECLINED",
+            "chargeback",
+            "charge-back",
+            "refund",
+            "Refunded",
+            "REVERSED",
+            "void",
+            "cancelled",
+        ] {
+            for key in ["status", "Status", "cnv_status", "conversion_status"] {
+                let c = run(&format!("cid=c&payout=1.00&{key}={value}"), &rules).unwrap();
+                assert_eq!(c.status, Status::Declined, "{key}={value}");
+                assert_eq!(c.status_raw.as_deref(), Some(value), "{key}={value}");
+                assert_eq!(c.params.len(), 1, "the word still passes through");
+            }
+        }
+        for value in [
+            "approved",
+            "lead",
+            "1",
+            "sale",
+            "rejection_reason_none",
+            "unrejected",
+        ] {
+            let c = run(&format!("cid=c&payout=1.00&status={value}"), &rules).unwrap();
+            assert_eq!(c.status, Status::Approved, "{value}");
+            assert_eq!(c.status_raw, None, "{value}");
+        }
+        // Not a status name: a sub id that happens to hold a word.
+        let c = run("cid=c&payout=1.00&sub1=reject&statusx=reject", &rules).unwrap();
+        assert_eq!(c.status, Status::Approved);
+        // The source's own status says approved while another says reject.
+        let mut binom = reference();
+        binom.names.status = names(&["cnv_status"]);
+        assert_eq!(
+            run(
+                "tracking=t&amount=1.00&cnv_status=approved&status=reject",
+                &binom
+            )
+            .err(),
+            Some(Reason::ConflictingStatus)
+        );
+        // Its own status word already says declined or pending: kept.
+        let c = run(
+            "tracking=t&amount=1.00&cnv_status=pending&status=reject",
+            &binom,
+        )
+        .unwrap();
+        assert_eq!(c.status, Status::Pending);
+        // The source's own status parameter is read by its map, not by the words.
+        assert_eq!(
+            run("tracking=t&amount=1.00&status=reject", &reference()).err(),
+            Some(Reason::BadStatus)
+        );
     }
 }

@@ -36,12 +36,33 @@ pub enum Reason {
     TooManyParams,
     /// A body that is not a flat JSON object or a valid form.
     BadBody,
+    /// An amount that is a template macro nobody filled in (`AMOUNT`, `{payout}`).
+    UnfilledAmount,
+    /// A currency that is an unfilled macro.
+    UnfilledCurrency,
+    /// A status that is an unfilled macro (`{status}`, `OPTIONAL`).
+    UnfilledStatus,
+    /// A transaction id that is an unfilled macro.
+    UnfilledTxid,
+    /// A goal that is an unfilled macro.
+    UnfilledGoal,
+    /// A campaign id that is an unfilled macro.
+    UnfilledCampaignId,
+    /// An ad set id that is an unfilled macro.
+    UnfilledAdsetId,
+    /// An ad id that is an unfilled macro.
+    UnfilledAdId,
+    /// A placement that is an unfilled macro.
+    UnfilledPlacement,
+    /// A parameter named like a status carries a declining word
+    /// (`status=reject`) while the source's own status says approved.
+    ConflictingStatus,
 }
 
 impl Reason {
     /// Every reason, in declaration order: for metric pre-registration and
     /// exhaustive tests.
-    pub(crate) const ALL: [Reason; 15] = [
+    pub(crate) const ALL: [Reason; 25] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -57,6 +78,16 @@ impl Reason {
         Reason::BadClickTime,
         Reason::TooManyParams,
         Reason::BadBody,
+        Reason::UnfilledAmount,
+        Reason::UnfilledCurrency,
+        Reason::UnfilledStatus,
+        Reason::UnfilledTxid,
+        Reason::UnfilledGoal,
+        Reason::UnfilledCampaignId,
+        Reason::UnfilledAdsetId,
+        Reason::UnfilledAdId,
+        Reason::UnfilledPlacement,
+        Reason::ConflictingStatus,
     ];
 
     /// The reason code, as sent in replies and used as a metric label.
@@ -77,6 +108,16 @@ impl Reason {
             Reason::BadClickTime => "bad_click_time",
             Reason::TooManyParams => "too_many_params",
             Reason::BadBody => "bad_body",
+            Reason::UnfilledAmount => "unfilled_amount",
+            Reason::UnfilledCurrency => "unfilled_currency",
+            Reason::UnfilledStatus => "unfilled_status",
+            Reason::UnfilledTxid => "unfilled_txid",
+            Reason::UnfilledGoal => "unfilled_goal",
+            Reason::UnfilledCampaignId => "unfilled_campaign_id",
+            Reason::UnfilledAdsetId => "unfilled_adset_id",
+            Reason::UnfilledAdId => "unfilled_ad_id",
+            Reason::UnfilledPlacement => "unfilled_placement",
+            Reason::ConflictingStatus => "conflicting_status",
         }
     }
 }

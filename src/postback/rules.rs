@@ -113,6 +113,10 @@ pub struct AmountRules {
     pub(crate) max: Decimal,
     /// Whether a postback without an amount is `missing_amount`.
     pub required: bool,
+    /// Whether an amount outside the grammar is kept as sent (in `params`,
+    /// the event's amount `null`) instead of refused as `bad_amount`: TUNE
+    /// records such a conversion with 0.00 rather than losing it.
+    pub(crate) keep_unreadable: bool,
 }
 
 impl Default for AmountRules {
@@ -125,6 +129,7 @@ impl Default for AmountRules {
             allow_negative: false,
             max: Decimal::new(100_000_000, 2),
             required: true,
+            keep_unreadable: false,
         }
     }
 }

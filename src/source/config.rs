@@ -100,6 +100,8 @@ struct AmountFile {
     /// A string, so `"5000.00"` stays exact.
     max: Option<String>,
     required: Option<bool>,
+    /// `"refuse"` (`bad_amount`) or `"keep"` an amount outside the grammar.
+    unreadable: Option<String>,
 }
 
 /// Builds every source of `tables`; `None` when there are none (the binary
@@ -569,6 +571,14 @@ fn amount_rules(a: &mut crate::postback::AmountRules, f: AmountFile, err: &mut i
     }
     if let Some(n) = f.allow_negative {
         a.allow_negative = n;
+    }
+    match f.unreadable.as_deref() {
+        None => {}
+        Some("refuse") => a.keep_unreadable = false,
+        Some("keep") => a.keep_unreadable = true,
+        Some(other) => err(format!(
+            "amount.unreadable = {other:?}: it is \"refuse\" (bad_amount) or \"keep\" (kept as sent in params, the amount null)"
+        )),
     }
     if let Some(r) = f.required {
         a.required = r;

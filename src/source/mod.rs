@@ -72,6 +72,8 @@ pub struct Source {
 struct SourceCounters {
     accepted: metrics::Counter,
     duplicates: metrics::Counter,
+    /// Amounts kept as sent because they could not be read.
+    unread_amounts: metrics::Counter,
 }
 
 impl std::fmt::Debug for SourceCounters {
@@ -107,7 +109,15 @@ impl Source {
         self.counters.get_or_init(|| SourceCounters {
             accepted: metrics::counter!(crate::metrics::ACCEPTED, "source" => self.name.to_string()),
             duplicates: metrics::counter!(crate::metrics::DUPLICATES, "source" => self.name.to_string()),
+            unread_amounts: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "amount"),
         })
+    }
+
+    /// Counts the values of a parsed conversion kept as sent instead of read.
+    pub(crate) fn count_unread(&self, unread: crate::postback::parse::Unread) {
+        if unread.amount {
+            self.counters().unread_amounts.increment(1);
+        }
     }
 
     /// Counts an event made durable.
