@@ -268,7 +268,7 @@ fn describe() {
     );
     describe_counter!(
         UNREAD,
-        "Postbacks the parser passed with a value kept as sent instead of read, by source and role (an amount the source keeps with amount.unreadable = \"keep\")."
+        "Postbacks the parser passed with a value kept as sent instead of read, by source and role: an amount the source keeps with amount.unreadable = \"keep\"; a click time that is not unix seconds or milliseconds, RFC 3339, or a zone-less time of a source with click_time_zone (a placeholder is dropped, not kept)."
     );
     describe_counter!(
         CONFIG_RELOADS,

@@ -49,6 +49,17 @@ api_keys = ["platform-key-0123456789"]
 [sources.affise]
 preset = "affise"
 api_keys = ["platform-key-0123456789"]
+# CAKE's #sourcetime# in a parameter of its own, its zone named by the operator.
+[sources.cake_sourcetime]
+preset = "cake"
+api_keys = ["platform-key-0123456789"]
+params = { click_time = "sourcetime" }
+click_time_zone = "-05:00"
+# Affise's {click_date}, no zone named.
+[sources.affise_dated]
+preset = "affise"
+api_keys = ["platform-key-0123456789"]
+params = { click_time = "click_date" }
 "#;
 
 /// What a case expects.
@@ -110,6 +121,8 @@ fn cases() -> Vec<Case> {
     const CAKE_S2S: &str = "https://support.getcake.com/support/solutions/articles/5000546059-how-to-implement-server-to-server-tracking-using-a-postback-url";
     const TUNE_AMOUNT: &str =
         "https://support.tune.com/hc/en-us/articles/1500007722601-Recording-Sale-Amount-upon-Conversion";
+    const CAKE_TOKENS: &str = "https://support.getcake.com/support/solutions/articles/5000545788";
+    const BRANCH_MACROS: &str = "https://help.branch.io/developer-hub/postback-macros-functions";
     let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
     vec![
         // The reference format keeps the strict 0.00 grammar.
@@ -259,6 +272,24 @@ fn cases() -> Vec<Case> {
           Event(json!({"status": "declined", "status_raw": "refunded"}))),
         c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=1.00&status=approved",
           Event(json!({"status": "approved", "status_raw": null, "params": {"status": "approved"}}))),
+        // Click times as platforms send them never cost the conversion: CAKE's
+        // #sourcetime# ("2013-11-12T13:04:27.5670000", no zone) is kept as
+        // sent unless the source names its zone; Affise's {click_date} ("y-m-d
+        // h:i:s"); Branch's millisecond timestamps, by their 13 digits.
+        c(CAKE_TOKENS, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=2013-11-12T13:04:27.5670000",
+          Event(json!({"click_time": null, "params": {"click_time": "2013-11-12T13:04:27.5670000"}}))),
+        c(CAKE_TOKENS, "cake_sourcetime", "/postback/cake_sourcetime?api_key={K}&r={T}&p=1.00&sourcetime=2013-11-12T13:04:27.5670000",
+          Event(json!({"click_time": "2013-11-12T18:04:27.567Z", "params": {}}))),
+        c(AFFISE, "affise_dated", "/postback/affise_dated?secure={K}&clickid={T}&sum=1.50&click_date=2021-09-17%2001:29:11",
+          Event(json!({"click_time": null, "params": {"click_date": "2021-09-17 01:29:11"}}))),
+        c(BRANCH_MACROS, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=1631842151653",
+          Event(json!({"click_time": "2021-09-17T01:29:11.653Z", "params": {}}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=yesterday",
+          Event(json!({"click_time": null, "params": {"click_time": "yesterday"}}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=%7Bclick_time%7D",
+          Event(json!({"click_time": null, "params": {}}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=2024-01-02T03:04:05%2B02:00",
+          Event(json!({"click_time": "2024-01-02T01:04:05.000Z", "params": {}}))),
         // Binom's own status says approved while another says reject.
         c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=approve&status=reject", Refused(400, "conflicting_status")),
     ]

@@ -135,10 +135,6 @@ pub(crate) fn explain(
             v(Role::Currency).map_or("", |x| x.1),
             rules.fixed_currency.as_deref().unwrap_or("?")
         ),
-        "bad_click_time" => format!(
-            "click time {:?}: neither unix seconds nor RFC 3339",
-            v(Role::ClickTime).map_or("", |x| x.1)
-        ),
         "duplicate_param" => duplicate(&pairs, names),
         "too_many_params" => format!(
             "more than 32 parameters besides the roles ({} in all); list the ones to keep in \

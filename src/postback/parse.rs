@@ -2,13 +2,17 @@
 //! [`ParseRules`]. Checks run in a fixed order (tracking, amount, currency, status,
 //! txid, goal, click time, template ids, pass-through) and the first failure is the
 //! [`Reason`]. Nothing here trims, case-folds or re-encodes the tracking token.
+//! The click time is optional data and never costs a conversion: what cannot be
+//! read without a guess is kept as sent (see [`Unread`]).
 
 use std::borrow::Cow;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::postback::decode::Params;
 use crate::postback::placeholders;
@@ -30,6 +34,16 @@ const MAX_AMOUNT_INTEGER_DIGITS: usize = 20;
 /// 9999-12-31T23:59:59Z: anything later is not a plausible click time, and a
 /// millisecond timestamp (13 digits today) lands above it instead of in year 55000.
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+/// A unix time of exactly this many digits is in milliseconds (Branch sends
+/// them): 2001-09-09 to 2286-11-20, where no plausible time in seconds lies.
+const UNIX_MILLIS_DIGITS: usize = 13;
+/// Date and time without a zone, as CAKE's `#sourcetime#`
+/// (`2013-11-12T13:04:27.5670000`), Affise's `{date}` (`2021-09-17 01:29:11`)
+/// and AppsFlyer (`2021-09-17 01:29:11.653`) write them.
+const ZONELESS_T: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]");
+const ZONELESS_SPACE: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]");
 
 /// Active ISO 4217 alphabetic codes (list one as of 2025), sorted for binary search.
 /// Left out on purpose: withdrawn codes (HRK, ANG, SLL, ZWL, CUC, ...), `XTS` (reserved
@@ -91,6 +105,10 @@ pub struct Conversion<'p> {
 pub(crate) struct Unread {
     /// An amount outside the grammar, under `amount.unreadable = "keep"`.
     pub(crate) amount: bool,
+    /// A click time that is not unix seconds or milliseconds, RFC 3339, or a
+    /// zone-less time of a source that names its zone; or a placeholder
+    /// (dropped, not kept).
+    pub(crate) click_time: bool,
 }
 
 impl Conversion<'_> {
@@ -153,12 +171,12 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     check_tracking(token, token_name, extra)?;
 
     let mut unread = Unread::default();
-    let mut kept_as_sent = None;
+    let mut kept_as_sent = Vec::new();
     let amount = match filled_named(params, &names.amount, extra, Reason::UnfilledAmount)? {
         Some((name, raw)) => match parse_amount(raw, &rules.amount) {
             Err(Reason::BadAmount) if rules.amount.keep_unreadable => {
                 unread.amount = true;
-                kept_as_sent = Some((name, raw));
+                kept_as_sent.push((name, raw));
                 None
             }
             amount => Some(amount?),
@@ -192,9 +210,21 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     let txid = bounded(filled(&names.txid, Reason::UnfilledTxid)?, MAX_TXID_BYTES)?;
     let goal = bounded(filled(&names.goal, Reason::UnfilledGoal)?, MAX_GOAL_BYTES)?;
 
-    let click_time = role(params, &names.click_time)?
-        .map(parse_click_time)
-        .transpose()?;
+    let click_time = match found(params, &names.click_time)? {
+        None => None,
+        Some((name, raw)) => {
+            let time = if placeholders::is_unfilled(raw, name, extra) {
+                None
+            } else {
+                read_click_time(raw, rules.click_time_zone).or_else(|| {
+                    kept_as_sent.push((name, raw));
+                    None
+                })
+            };
+            unread.click_time = time.is_none();
+            time
+        }
+    };
 
     let template_id =
         |aliases: &[String], unfilled| bounded(filled(aliases, unfilled)?, MAX_TEMPLATE_ID_BYTES);
@@ -204,7 +234,7 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     let placement = template_id(&names.placement, Reason::UnfilledPlacement)?;
 
     let mut params = pass_through(params, rules)?;
-    if let Some((name, raw)) = kept_as_sent {
+    for (name, raw) in kept_as_sent {
         params.push((Cow::Owned(name.to_owned()), Cow::Borrowed(raw)));
     }
 
@@ -227,14 +257,10 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     })
 }
 
-/// The value of a role, looked up under each of its aliases. Two aliases present at
-/// once is ambiguous (which one did the sender mean?), so it is `duplicate_param`
-/// rather than a silent pick. An empty value counts as absent.
-fn role<'p>(params: &'p Params, aliases: &[String]) -> Result<Option<&'p str>, Reason> {
-    Ok(found(params, aliases)?.map(|(_, value)| value))
-}
-
-/// [`role`], with the alias the value came under.
+/// The value of a role, looked up under each of its aliases, with the alias
+/// it came under. Two aliases present at once is ambiguous (which one did the
+/// sender mean?), so it is `duplicate_param` rather than a silent pick. An
+/// empty value counts as absent.
 fn found<'a, 'p>(
     params: &'p Params,
     aliases: &'a [String],
@@ -255,7 +281,7 @@ fn found<'a, 'p>(
     Ok(found.filter(|(_, value)| !value.is_empty()))
 }
 
-/// [`role`] for a role whose value must not be a placeholder: one is refused
+/// The value of a role whose value must not be a placeholder: one is refused
 /// as `unfilled`, the reason that names the role.
 fn filled<'p>(
     params: &'p Params,
@@ -466,19 +492,28 @@ fn bounded(value: Option<&str>, max_bytes: usize) -> Result<Option<Cow<'_, str>>
     }
 }
 
-/// Unix seconds (digits only) or RFC 3339. Milliseconds are refused rather than
-/// guessed at: they fall above [`MAX_UNIX_SECONDS`].
-fn parse_click_time(raw: &str) -> Result<OffsetDateTime, Reason> {
+/// A click time, when it can be read without a guess: unix seconds (digits
+/// only, up to year 9999), unix milliseconds (exactly 13 digits), RFC 3339, or
+/// a date and time without a zone when the source names its zone. In UTC.
+fn read_click_time(raw: &str, zone: Option<UtcOffset>) -> Option<OffsetDateTime> {
     let time = if raw.bytes().all(|b| b.is_ascii_digit()) {
-        let secs = i64::from_str(raw).map_err(|_| Reason::BadClickTime)?;
-        if secs > MAX_UNIX_SECONDS {
-            return Err(Reason::BadClickTime);
+        let n = i64::from_str(raw).ok()?;
+        if raw.len() == UNIX_MILLIS_DIGITS {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(n) * 1_000_000).ok()?
+        } else if n <= MAX_UNIX_SECONDS {
+            OffsetDateTime::from_unix_timestamp(n).ok()?
+        } else {
+            return None;
         }
-        OffsetDateTime::from_unix_timestamp(secs).map_err(|_| Reason::BadClickTime)?
+    } else if let Ok(time) = OffsetDateTime::parse(raw, &Rfc3339) {
+        time
     } else {
-        OffsetDateTime::parse(raw, &Rfc3339).map_err(|_| Reason::BadClickTime)?
+        let local = PrimitiveDateTime::parse(raw, ZONELESS_T)
+            .or_else(|_| PrimitiveDateTime::parse(raw, ZONELESS_SPACE))
+            .ok()?;
+        local.assume_offset(zone?)
     };
-    Ok(time.to_offset(UtcOffset::UTC))
+    Some(time.to_offset(UtcOffset::UTC))
 }
 
 type Pairs<'p> = Vec<(Cow<'p, str>, Cow<'p, str>)>;
@@ -717,6 +752,14 @@ mod tests {
             ("rebill", Approved),
         ];
         vocabulary(true, &words)
+    }
+
+    /// Click times without a zone are at +02:00.
+    fn zoned() -> ParseRules {
+        ParseRules {
+            click_time_zone: Some(time::macros::offset!(+2)),
+            ..ParseRules::reference()
+        }
     }
 
     fn template_ids() -> ParseRules {
@@ -1263,22 +1306,33 @@ mod tests {
                 ("unix seconds", r, q("click_time=1699999999"), n, some("2023-11-14T22:13:19Z")),
                 ("epoch", r, q("click_time=0"), n, some("1970-01-01T00:00:00Z")),
                 ("last plausible second", r, q("click_time=253402300799"), n, some("9999-12-31T23:59:59Z")),
-                ("one past", r, q("click_time=253402300800"), n, Err(Reason::BadClickTime)),
-                ("milliseconds", r, q("click_time=1699999999999"), n, Err(Reason::BadClickTime)),
-                ("huge", r, q("click_time=99999999999999999999999999"), n, Err(Reason::BadClickTime)),
-                ("negative", r, q("click_time=-1"), n, Err(Reason::BadClickTime)),
-                ("fraction", r, q("click_time=1699999999.5"), n, Err(Reason::BadClickTime)),
+                // What cannot be read is kept as sent, never refused (below).
+                ("one past", r, q("click_time=253402300800"), n, Ok(None)),
+                // Branch's milliseconds, recognised by their 13 digits.
+                ("milliseconds", r, q("click_time=1699999999999"), n, some("2023-11-14T22:13:19.999Z")),
+                ("14 digits", r, q("click_time=16999999999990"), n, Ok(None)),
+                ("huge", r, q("click_time=99999999999999999999999999"), n, Ok(None)),
+                ("negative", r, q("click_time=-1"), n, Ok(None)),
+                ("fraction", r, q("click_time=1699999999.5"), n, Ok(None)),
                 ("rfc3339 Z", r, q("click_time=2024-01-02T03:04:05Z"), n, some("2024-01-02T03:04:05Z")),
                 // A literal '+' in a query is the offset sign, so it survives.
                 ("rfc3339 offset", r, q("click_time=2024-01-02T03:04:05.123+02:00"), n, some("2024-01-02T01:04:05.123Z")),
                 ("rfc3339 encoded offset", r, q("click_time=2024-01-02T03:04:05%2B02:00"), n, some("2024-01-02T01:04:05Z")),
-                ("form turns '+' into a space", r, q(""), Body::Form("click_time=2024-01-02T03:04:05+02:00"), Err(Reason::BadClickTime)),
-                ("no offset", r, q("click_time=2024-01-02T03:04:05"), n, Err(Reason::BadClickTime)),
-                ("date only", r, q("click_time=2024-01-02"), n, Err(Reason::BadClickTime)),
+                ("form turns '+' into a space", r, q(""), Body::Form("click_time=2024-01-02T03:04:05+02:00"), Ok(None)),
+                // Without a zone, only a source that names its zone reads it.
+                ("no offset", r, q("click_time=2024-01-02T03:04:05"), n, Ok(None)),
+                ("cake's #sourcetime#, no zone", r, q("click_time=2013-11-12T13:04:27.5670000"), n, Ok(None)),
+                ("cake's #sourcetime#, zone +02:00", zoned, q("click_time=2013-11-12T13:04:27.5670000"), n, some("2013-11-12T11:04:27.567Z")),
+                ("affise's {date}, zone +02:00", zoned, q("click_time=2021-09-17%2001:29:11"), n, some("2021-09-16T23:29:11Z")),
+                ("appsflyer's, zone +02:00", zoned, q("click_time=2021-09-17%2001:29:11.653"), n, some("2021-09-16T23:29:11.653Z")),
+                ("an offset wins over the zone", zoned, q("click_time=2024-01-02T03:04:05Z"), n, some("2024-01-02T03:04:05Z")),
+                ("date only", r, q("click_time=2024-01-02"), n, Ok(None)),
+                ("date only, zoned", zoned, q("click_time=2024-01-02"), n, Ok(None)),
+                ("placeholder", r, q("click_time=%7Bclick_time%7D"), n, Ok(None)),
                 // RFC 3339 §5.6 lets a space stand for the 'T'.
                 ("space separator", r, q("click_time=2024-01-02%2003:04:05Z"), n, some("2024-01-02T03:04:05Z")),
-                ("month 13", r, q("click_time=2024-13-02T03:04:05Z"), n, Err(Reason::BadClickTime)),
-                ("words", r, q("click_time=yesterday"), n, Err(Reason::BadClickTime)),
+                ("month 13", r, q("click_time=2024-13-02T03:04:05Z"), n, Ok(None)),
+                ("words", r, q("click_time=yesterday"), n, Ok(None)),
                 ("json number", r, q(""), Body::Json(r#"{"click_time":1699999999}"#), some("2023-11-14T22:13:19Z")),
             ]),
             ("campaign_id", vec![
@@ -1455,7 +1509,7 @@ mod tests {
             ("currency before status", "tracking=t&amount=1.00&currency=XYZ&status=x".into(), Reason::BadCurrency),
             ("status before txid", format!("tracking=t&amount=1.00&status=x&txid={}", "x".repeat(300)), Reason::BadStatus),
             ("goal before click_time", format!("tracking=t&amount=1.00&{long_goal}&click_time=x"), Reason::ParamTooLong),
-            ("click_time before params", format!("tracking=t&amount=1.00&click_time=x{subs}"), Reason::BadClickTime),
+            ("an unreadable click_time refuses nothing", format!("tracking=t&amount=1.00&click_time=x{subs}"), Reason::TooManyParams),
             ("params last", format!("tracking=t&amount=1.00{subs}"), Reason::TooManyParams),
             ("decoding before everything", "tracking=&amount=%zz".into(), Reason::BadEncoding),
             ("duplicates before everything", "tracking=&tracking=".into(), Reason::DuplicateParam),
@@ -1730,5 +1784,36 @@ mod tests {
             run("tracking=t&amount=1.00&status=reject", &reference()).err(),
             Some(Reason::BadStatus)
         );
+    }
+
+    /// A click time is optional data: what cannot be read without a guess
+    /// is kept as sent in `params` and marked unread, never refused; a
+    /// placeholder is dropped (never data), marked unread too.
+    #[test]
+    fn an_unreadable_click_time_is_kept_as_sent_and_never_refused() {
+        for (raw, kept) in [
+            ("2013-11-12T13:04:27.5670000", true),
+            ("yesterday", true),
+            ("1699999999.5", true),
+            ("%7Bclick_time%7D", false),
+            ("REPLACE", false),
+        ] {
+            let c = run(
+                &format!("tracking=t&amount=1.00&click_time={raw}"),
+                &reference(),
+            )
+            .unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(c.click_time, None, "{raw}");
+            assert!(c.unread.click_time, "{raw}");
+            let want: Vec<(Cow<'_, str>, Cow<'_, str>)> = if kept {
+                let decoded = raw.replace("%7B", "{").replace("%7D", "}");
+                vec![("click_time".into(), decoded.into())]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(c.params, want, "{raw}");
+        }
+        let read = run("tracking=t&amount=1.00&click_time=1700000000", &reference()).unwrap();
+        assert!(!read.unread.click_time && read.params.is_empty());
     }
 }

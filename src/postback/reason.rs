@@ -30,8 +30,6 @@ pub enum Reason {
     BadCurrency,
     /// A currency other than the one the source fixes.
     CurrencyMismatch,
-    /// A click time that is neither unix seconds nor RFC 3339.
-    BadClickTime,
     /// More pass-through parameters than allowed.
     TooManyParams,
     /// A body that is not a flat JSON object or a valid form.
@@ -62,7 +60,7 @@ pub enum Reason {
 impl Reason {
     /// Every reason, in declaration order: for metric pre-registration and
     /// exhaustive tests.
-    pub(crate) const ALL: [Reason; 25] = [
+    pub(crate) const ALL: [Reason; 24] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -75,7 +73,6 @@ impl Reason {
         Reason::BadStatus,
         Reason::BadCurrency,
         Reason::CurrencyMismatch,
-        Reason::BadClickTime,
         Reason::TooManyParams,
         Reason::BadBody,
         Reason::UnfilledAmount,
@@ -105,7 +102,6 @@ impl Reason {
             Reason::BadStatus => "bad_status",
             Reason::BadCurrency => "bad_currency",
             Reason::CurrencyMismatch => "currency_mismatch",
-            Reason::BadClickTime => "bad_click_time",
             Reason::TooManyParams => "too_many_params",
             Reason::BadBody => "bad_body",
             Reason::UnfilledAmount => "unfilled_amount",

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
+use time::UtcOffset;
 
 /// Normalized conversion status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,6 +162,9 @@ pub struct ParseRules {
     /// The source's own placeholder words, refused as tracking tokens like
     /// the built-in ones (see [`super::placeholders`]), in any case.
     pub(crate) extra_placeholders: Vec<String>,
+    /// The zone of click times written without one (`2021-09-17 01:29:11`);
+    /// without it such a time is kept as sent, never guessed.
+    pub(crate) click_time_zone: Option<UtcOffset>,
 }
 
 impl ParseRules {
@@ -186,6 +190,7 @@ impl ParseRules {
             dropped: vec!["_".to_owned()],
             pass_through: None,
             extra_placeholders: Vec::new(),
+            click_time_zone: None,
         }
     }
 }

@@ -55,6 +55,8 @@ struct SourceFile {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     conversion_time: Option<ConversionTime>,
+    /// The zone of click times sent without one: `"UTC"` or `"+02:00"`.
+    click_time_zone: Option<String>,
     plus_as_space: Option<bool>,
     #[serde(default)]
     extra_placeholders: Vec<String>,
@@ -355,6 +357,14 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
     if let Some(b) = f.plus_as_space {
         rules.plus_as_space = b;
     }
+    if let Some(zone) = f.click_time_zone.take() {
+        match utc_offset(&zone) {
+            Some(offset) => rules.click_time_zone = Some(offset),
+            None => err(format!(
+                "click_time_zone = {zone:?}: it is \"UTC\" or an offset from UTC like \"+02:00\" or \"-05:00\""
+            )),
+        }
+    }
     for word in std::mem::take(&mut f.extra_placeholders) {
         if word.is_empty() || word.len() > 1024 {
             err("extra_placeholders entries must be 1 to 1024 bytes".into());
@@ -385,6 +395,15 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
             None => err(format!("macros.{role_name} is not a role")),
         }
     }
+}
+
+/// `"UTC"`, `"Z"` or `"+HH:MM"` / `"-HH:MM"`.
+fn utc_offset(text: &str) -> Option<time::UtcOffset> {
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return Some(time::UtcOffset::UTC);
+    }
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    time::UtcOffset::parse(text, &format).ok()
 }
 
 fn apply_params(

@@ -74,6 +74,8 @@ struct SourceCounters {
     duplicates: metrics::Counter,
     /// Amounts kept as sent because they could not be read.
     unread_amounts: metrics::Counter,
+    /// Click times kept as sent (or dropped, a placeholder) instead of read.
+    unread_click_times: metrics::Counter,
 }
 
 impl std::fmt::Debug for SourceCounters {
@@ -110,6 +112,7 @@ impl Source {
             accepted: metrics::counter!(crate::metrics::ACCEPTED, "source" => self.name.to_string()),
             duplicates: metrics::counter!(crate::metrics::DUPLICATES, "source" => self.name.to_string()),
             unread_amounts: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "amount"),
+            unread_click_times: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "click_time"),
         })
     }
 
@@ -117,6 +120,9 @@ impl Source {
     pub(crate) fn count_unread(&self, unread: crate::postback::parse::Unread) {
         if unread.amount {
             self.counters().unread_amounts.increment(1);
+        }
+        if unread.click_time {
+            self.counters().unread_click_times.increment(1);
         }
     }
 
