@@ -173,6 +173,7 @@ fn text(outcome: &Outcome) -> String {
         Outcome::Accepted(id) => with_id("OK", id),
         Outcome::Duplicate(Some(id)) => with_id("DUPLICATE", id),
         Outcome::Duplicate(None) => "DUPLICATE".to_owned(),
+        Outcome::Ignored => "IGNORED".to_owned(),
         Outcome::Rejected(r) => format!("ERROR {r}"),
     }
 }
@@ -185,6 +186,7 @@ fn json(outcome: &Outcome) -> String {
         Outcome::Duplicate(id) => {
             serde_json::json!({"result": "duplicate", "event_id": id.map(|i| i.to_string())})
         }
+        Outcome::Ignored => serde_json::json!({"result": "ignored"}),
         Outcome::Rejected(r) => serde_json::json!({"result": "error", "reason": r.code()}),
     };
     v.to_string()

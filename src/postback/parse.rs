@@ -192,7 +192,7 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     let currency = parse_currency(filled(&names.currency, Reason::UnfilledCurrency)?, rules)?;
 
     let (status, status_raw) = match filled(&names.status, Reason::UnfilledStatus)? {
-        Some(raw) => (lookup_status(raw, rules)?, Some(Cow::Borrowed(raw))),
+        Some(raw) => (lookup_status(raw, params, rules)?, Some(Cow::Borrowed(raw))),
         None => (Status::Approved, None),
     };
     // A sender's own word for a reject, in a parameter the source does not
@@ -472,7 +472,39 @@ fn parse_currency<'p>(
     }
 }
 
-fn lookup_status(raw: &str, rules: &ParseRules) -> Result<Status, Reason> {
+/// Whether `word` is one of the comma-separated words of `list`.
+fn listed(list: &str, word: &str, case_insensitive: bool) -> bool {
+    list.split(',').map(str::trim).any(|w| {
+        if case_insensitive {
+            w.eq_ignore_ascii_case(word)
+                || (!w.is_ascii() && w.to_lowercase() == word.to_lowercase())
+        } else {
+            w == word
+        }
+    })
+}
+
+/// Whether the postback asks to be ignored: its status is one of the words
+/// its source's `ignore_list` parameter lists (`ignore_status=ping,test`).
+/// Such a postback is answered as a success and files nothing.
+pub fn ignored(params: &Params, rules: &ParseRules) -> bool {
+    let Some(list) = rules.ignore_list.as_deref().and_then(|p| params.get(p)) else {
+        return false;
+    };
+    let status = rules.names.status.iter().find_map(|n| params.get(n));
+    status.is_some_and(|s| !s.is_empty() && listed(list, s, rules.status_case_insensitive))
+}
+
+fn lookup_status(raw: &str, params: &Params, rules: &ParseRules) -> Result<Status, Reason> {
+    // The sender's own words, translated for this postback (Keitaro's
+    // `sale_status=billed`), win over the source's map.
+    for (param, status) in &rules.status_lists {
+        if let Some(list) = params.get(param) {
+            if listed(list, raw, rules.status_case_insensitive) {
+                return Ok(*status);
+            }
+        }
+    }
     let key = if rules.status_case_insensitive {
         Cow::Owned(raw.to_lowercase())
     } else {
@@ -1815,5 +1847,53 @@ mod tests {
         }
         let read = run("tracking=t&amount=1.00&click_time=1700000000", &reference()).unwrap();
         assert!(!read.unread.click_time && read.params.is_empty());
+    }
+
+    /// Keitaro's per-postback status words: lists that translate the
+    /// sender's words, and one that asks for the postback to be ignored.
+    #[test]
+    fn status_lists_translate_and_ignore_per_postback() {
+        let mut rules = keitaro();
+        rules.status_lists = vec![
+            ("sale_status".into(), Status::Approved),
+            ("lead_status".into(), Status::Pending),
+            ("rejected_status".into(), Status::Declined),
+        ];
+        rules.ignore_list = Some("ignore_status".into());
+        let status =
+            |q: &str| run(&format!("tracking=t&amount=1.00&{q}"), &rules).map(|c| c.status);
+        assert_eq!(
+            status("status=billed&sale_status=billed"),
+            Ok(Status::Approved)
+        );
+        assert_eq!(
+            status("status=TopUp&lead_status=reg,%20topup"),
+            Ok(Status::Pending)
+        );
+        assert_eq!(
+            status("status=fake&rejected_status=canceled,fake"),
+            Ok(Status::Declined)
+        );
+        // The list wins over the source's map for this postback.
+        assert_eq!(
+            status("status=sale&rejected_status=sale"),
+            Ok(Status::Declined)
+        );
+        assert_eq!(
+            status("status=billed&sale_status=bill"),
+            Err(Reason::BadStatus)
+        );
+        assert_eq!(status("status=lead"), Ok(Status::Pending));
+        let ignored = |q: &str| {
+            let mut params = Params::new();
+            params.add_query(q.as_bytes(), false).unwrap();
+            ignored(&params, &rules)
+        };
+        assert!(ignored("status=ping&ignore_status=ping,test"));
+        assert!(ignored("status=TEST&ignore_status=ping,%20test"));
+        assert!(!ignored("status=sale&ignore_status=ping,test"));
+        assert!(!ignored("status=&ignore_status=ping,test,"));
+        assert!(!ignored("status=ping"));
+        assert!(!ignored("ignore_status=ping"));
     }
 }

@@ -162,6 +162,14 @@ pub struct ParseRules {
     /// The source's own placeholder words, refused as tracking tokens like
     /// the built-in ones (see [`super::placeholders`]), in any case.
     pub(crate) extra_placeholders: Vec<String>,
+    /// Parameters whose value is a comma-separated list of the sender's own
+    /// status words that mean this status for this postback (Keitaro's
+    /// `sale_status=billed`, `lead_status=reg,topup`); they win over
+    /// `statuses`.
+    pub(crate) status_lists: Vec<(String, Status)>,
+    /// A parameter whose value lists status words (`ignore_status=ping,test`):
+    /// a postback with one of them is answered as a success and files nothing.
+    pub(crate) ignore_list: Option<String>,
     /// The zone of click times written without one (`2021-09-17 01:29:11`);
     /// without it such a time is kept as sent, never guessed.
     pub(crate) click_time_zone: Option<UtcOffset>,
@@ -190,6 +198,8 @@ impl ParseRules {
             dropped: vec!["_".to_owned()],
             pass_through: None,
             extra_placeholders: Vec::new(),
+            status_lists: Vec::new(),
+            ignore_list: None,
             click_time_zone: None,
         }
     }

@@ -68,6 +68,10 @@ struct SourceFile {
     #[serde(default)]
     params: BTreeMap<String, OneOrMany>,
     statuses: Option<BTreeMap<String, String>>,
+    /// Parameter → status: its value lists the sender's words for that status.
+    status_lists: Option<BTreeMap<String, String>>,
+    /// The parameter whose value lists the status words to ignore.
+    ignore_list: Option<String>,
     status_case_insensitive: Option<bool>,
     /// `"refuse"` (`bad_status`) or `"accept"` (as `other`) a word outside `statuses`.
     unknown_status: Option<String>,
@@ -344,6 +348,25 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
     }
     if let Some(map) = f.statuses.take() {
         apply_statuses(rules, map, err);
+    }
+    if let Some(lists) = f.status_lists.take() {
+        rules.status_lists.clear();
+        for (param, word) in lists {
+            match Status::parse(&word) {
+                Some(status) if !param.is_empty() && param.len() <= 64 => {
+                    rules.status_lists.push((param, status))
+                }
+                _ => err(format!(
+                    "status_lists.{param:?} = {word:?}: a parameter name of 1 to 64 bytes, mapped to approved, pending, declined or other"
+                )),
+            }
+        }
+    }
+    if let Some(param) = f.ignore_list.take() {
+        if param.is_empty() || param.len() > 64 {
+            err("ignore_list names one parameter of 1 to 64 bytes".into());
+        }
+        rules.ignore_list = Some(param);
     }
     if let Some(c) = f.currency.take() {
         if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) {

@@ -76,6 +76,8 @@ struct SourceCounters {
     unread_amounts: metrics::Counter,
     /// Click times kept as sent (or dropped, a placeholder) instead of read.
     unread_click_times: metrics::Counter,
+    /// Postbacks answered as a success that filed nothing.
+    ignored: metrics::Counter,
 }
 
 impl std::fmt::Debug for SourceCounters {
@@ -113,7 +115,13 @@ impl Source {
             duplicates: metrics::counter!(crate::metrics::DUPLICATES, "source" => self.name.to_string()),
             unread_amounts: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "amount"),
             unread_click_times: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "click_time"),
+            ignored: metrics::counter!(crate::metrics::IGNORED, "source" => self.name.to_string()),
         })
+    }
+
+    /// Counts a postback answered as a success that filed nothing.
+    pub(crate) fn count_ignored(&self) {
+        self.counters().ignored.increment(1);
     }
 
     /// Counts the values of a parsed conversion kept as sent instead of read.
