@@ -60,6 +60,12 @@ click_time_zone = "-05:00"
 preset = "affise"
 api_keys = ["platform-key-0123456789"]
 params = { click_time = "click_date" }
+# RedTrack's "Keep original data, Increment payout" mode: a second sale on
+# the same click with another amount is a new conversion.
+[sources.redtrack_increment]
+preset = "redtrack"
+api_keys = ["platform-key-0123456789"]
+dedup_fields = ["txid", "goal", "status", "amount"]
 "#;
 
 /// What a case expects.
@@ -309,15 +315,30 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The gateway binary with [`CONFIG`], against a Tansu broker of its own.
+/// Bound as `Rig { tansu, _dir, gw }`, the gateway stops before its broker.
+struct Rig {
+    gw: GatewayProcess,
+    _dir: tempfile::TempDir,
+    tansu: Tansu,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let tansu = Tansu::start();
+        let (_dir, config) = common::process::config_file(CONFIG);
+        let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
+        Rig { gw, _dir, tansu }
+    }
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_platform_postback_as_documented_becomes_the_right_event() {
-    let tansu = Tansu::start();
-    let (_dir, config) = common::process::config_file(CONFIG);
-    let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
+    let Rig { tansu, _dir, gw } = Rig::start().await;
     let client = reqwest::Client::new();
     let mut accepted: HashMap<String, (String, &Case)> = HashMap::new();
     let cases = cases();
@@ -440,4 +461,64 @@ async fn head_and_options(client: &reqwest::Client, gw: &GatewayProcess) {
             assert!(r.bytes().await.unwrap().is_empty(), "{what}");
         }
     }
+}
+
+/// Repeats that are not duplicates: RedTrack's duplicate postback modes are
+/// per offer, one of them "Keep original data, Increment payout: only
+/// conversion payout will be edited (for example, tracking subsequent sales
+/// for the same conversion)"
+/// (https://help.redtrack.io/knowledgebase/kb/basic-setup-9785/offer-sources-brand-related-settings-9830/duplicate-postback-settings/).
+/// A source whose `dedup_fields` include the amount files each new amount on
+/// the same click; the default key (txid, goal, status) keeps answering
+/// DUPLICATE, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_decides_which_fields_make_a_conversion_distinct() {
+    let Rig { tansu, _dir, gw } = Rig::start().await;
+    let client = reqwest::Client::new();
+    let send = |source: &str, sum: &str| {
+        let url = gw.url(&format!(
+            "/postback/{source}?api_key={KEY}&clickid=click-{source}&sum={sum}"
+        ));
+        let client = client.clone();
+        async move { reply(client.get(url).send().await.unwrap()).await }
+    };
+    let mut first_ids = HashMap::new();
+    for (source, sum, want) in [
+        ("redtrack_increment", "10", "OK"),
+        ("redtrack_increment", "15", "OK"),
+        // The same amount again is the sender's retry; 15 and 15.00 are one amount.
+        ("redtrack_increment", "15.00", "DUPLICATE"),
+        ("redtrack_increment", "10", "DUPLICATE"),
+        ("redtrack", "10", "OK"),
+        ("redtrack", "15", "DUPLICATE"),
+    ] {
+        let (status, body) = send(source, sum).await;
+        assert_eq!(status, 200, "{source} sum={sum}: {body}");
+        assert!(body.starts_with(want), "{source} sum={sum}: {body}");
+        if want == "OK" {
+            first_ids.insert(format!("{source}/{sum}"), ok_id(&body));
+        }
+    }
+    let records = read_topic(&tansu.brokers, TOPIC, 3, Duration::from_secs(2));
+    let mut got: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.value["source"].as_str().unwrap().to_owned(),
+                r.value["amount"].as_str().unwrap().to_owned(),
+                r.value["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String, String)> = [
+        ("redtrack", "10.00", "redtrack/10"),
+        ("redtrack_increment", "10.00", "redtrack_increment/10"),
+        ("redtrack_increment", "15.00", "redtrack_increment/15"),
+    ]
+    .iter()
+    .map(|(s, a, k)| (s.to_string(), a.to_string(), first_ids[*k].clone()))
+    .collect();
+    want.sort();
+    assert_eq!(got, want, "one event per new sale, nothing else");
 }

@@ -55,6 +55,8 @@ struct SourceFile {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     conversion_time: Option<ConversionTime>,
+    /// The fields besides the token that make a conversion distinct.
+    dedup_fields: Option<Vec<String>>,
     /// The zone of click times sent without one: `"UTC"` or `"+02:00"`.
     click_time_zone: Option<String>,
     plus_as_space: Option<bool>,
@@ -297,6 +299,15 @@ fn build_one(
     let mut s = Source::new(name, keys, fmt.rules);
     s.platform = Arc::from(f.platform.take().unwrap_or_else(|| p.name.clone()));
     s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
+    if let Some(names) = f.dedup_fields.take() {
+        match super::DedupFields::named(&names) {
+            Ok(fields) => s.dedup_fields = fields,
+            Err(other) => err(format!(
+                "dedup_fields: {other:?} is not one of {}",
+                super::DedupFields::NAMES.join(", ")
+            )),
+        }
+    }
     s.key_in_path = fmt.key_in_path;
     s.pixels = pixels;
     s.set_pixel_keys(pixel_keys);

@@ -260,6 +260,10 @@ fn amount_shapes_and_unknown_statuses_are_set_per_source() {
     for (toml, problem) in [
         ("unknown_status = \"maybe\"", "unknown_status"),
         ("click_time_zone = \"Europe/Paris\"", "click_time_zone"),
+        (
+            "dedup_fields = [\"txid\", \"price\"]",
+            "dedup_fields: \"price\"",
+        ),
         ("click_time_zone = \"+2\"", "click_time_zone"),
         (
             "[sources.acme.amount]\nunreadable = \"zero\"",

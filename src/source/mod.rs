@@ -44,6 +44,8 @@ pub struct Source {
     pub rules: ParseRules,
     /// Whether `conversion_time` is the click time the postback carries.
     pub(crate) conversion_at_click: bool,
+    /// Which fields besides the token make a conversion distinct.
+    pub(crate) dedup_fields: DedupFields,
     /// Platform type (the preset unless configured): two sources of one
     /// platform must not claim the same campaign.
     pub platform: Arc<str>,
@@ -86,6 +88,54 @@ impl std::fmt::Debug for SourceCounters {
     }
 }
 
+/// The fields of a conversion, besides its source and token, whose values
+/// tell two conversions apart (`dedup_fields`). SPEC §5's key is txid, goal
+/// and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DedupFields {
+    pub(crate) txid: bool,
+    pub(crate) goal: bool,
+    pub(crate) status: bool,
+    /// A second sale on the same click with another amount is a new conversion.
+    pub(crate) amount: bool,
+}
+
+impl Default for DedupFields {
+    fn default() -> Self {
+        DedupFields {
+            txid: true,
+            goal: true,
+            status: true,
+            amount: false,
+        }
+    }
+}
+
+impl DedupFields {
+    /// The names `dedup_fields` takes.
+    pub(crate) const NAMES: [&'static str; 4] = ["txid", "goal", "status", "amount"];
+
+    /// The fields named in `names`; `Err` with the first unknown name.
+    pub(crate) fn named(names: &[String]) -> Result<DedupFields, String> {
+        let mut f = DedupFields {
+            txid: false,
+            goal: false,
+            status: false,
+            amount: false,
+        };
+        for n in names {
+            match n.as_str() {
+                "txid" => f.txid = true,
+                "goal" => f.goal = true,
+                "status" => f.status = true,
+                "amount" => f.amount = true,
+                other => return Err(other.to_owned()),
+            }
+        }
+        Ok(f)
+    }
+}
+
 impl Source {
     pub(crate) fn new(name: &str, keys: Vec<String>, rules: ParseRules) -> Source {
         Source {
@@ -97,6 +147,7 @@ impl Source {
             dedup_max_keys: None,
             rules,
             conversion_at_click: false,
+            dedup_fields: DedupFields::default(),
             platform: Arc::from("reference"),
             key_in_path: false,
             hosts: Vec::new(),
