@@ -26,7 +26,7 @@ fn golden(preset: &str) -> &'static str {
         "reference" => "BASE/postback/s?api_key=KEY&tracking=REPLACE_CLICK_ID&amount=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n\
                         BASE/pixel/s?api_key=PKEY&tracking=REPLACE_CLICK_ID&amount=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "cake" => "BASE/postback/s?api_key=KEY&r=#s2#&p=#price#&t=#leadid#&o=#oid#\n",
-        "tune" => "BASE/postback/s?security_token=KEY&transaction_id={aff_sub}&amount={payout}&offer_id={offer_id}&goal_id={goal_id}\n",
+        "tune" => "BASE/postback/s?security_token=KEY&transaction_id={aff_click_id}&amount={payout}&offer_id={offer_id}&goal_id={goal_id}\n",
         "nats" => "BASE/postback/s?api_key=KEY\n",
         "everflow" => "BASE/postback/s?verification_token=KEY&transaction_id={sub1}&amount={payout_amount}&order_id={order_id}&event_id={event_id}\n",
         "voluum" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID\n\
