@@ -49,6 +49,15 @@ api_keys = ["platform-key-0123456789"]
 [sources.affise]
 preset = "affise"
 api_keys = ["platform-key-0123456789"]
+[sources.bemob]
+preset = "bemob"
+api_keys = ["platform-key-0123456789"]
+[sources.peerclick]
+preset = "peerclick"
+api_keys = ["platform-key-0123456789"]
+[sources.trackier]
+preset = "trackier"
+api_keys = ["platform-key-0123456789"]
 # CAKE's #sourcetime# in a parameter of its own, its zone named by the operator.
 [sources.cake_sourcetime]
 preset = "cake"
@@ -131,6 +140,14 @@ fn cases() -> Vec<Case> {
         "https://support.tune.com/hc/en-us/articles/1500007722601-Recording-Sale-Amount-upon-Conversion";
     const CAKE_TOKENS: &str = "https://support.getcake.com/support/solutions/articles/5000545788";
     const BRANCH_MACROS: &str = "https://help.branch.io/developer-hub/postback-macros-functions";
+    const BEMOB_STATUSES: &str = "https://help.bemob.com/docs/using-postback-statuses";
+    const BEMOB_MONETIZER: &str = "https://docs.bemob.com/en/monetizer-settings";
+    const BEMOB_NETWORK: &str = "https://docs.bemob.com/en/postback-settings-of-affiliate-network";
+    const PEERCLICK: &str = "https://help-center.peerclick.com/en/articles/10512589";
+    const TRACKIER: &str =
+        "https://help.trackier.com/en/articles/8107277-key-parameters-for-setting-up-advertiser-postback";
+    const TRACKIER_OLD: &str =
+        "https://help.trackier.com/en/articles/8107277-parameters-for-advertiser-postback";
     let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
     vec![
         // The reference format keeps the strict 0.00 grammar.
@@ -310,6 +327,41 @@ fn cases() -> Vec<Case> {
         c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=test&ignore_status=ping,%20test&payout=junk", Ignored),
         c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=billed", Refused(400, "bad_status")),
         c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=billed&lead_status=reg", Refused(400, "bad_status")),
+        // BeMob: Voluum's format with the network's own status words; the
+        // template's OPTIONAL left in is refused, never filed as a status.
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=2.50&status=lead",
+          Event(json!({"amount": "2.50", "status": "pending", "status_raw": "lead"}))),
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=2.50&status=hold",
+          Event(json!({"status": "pending", "status_raw": "hold"}))),
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&status=reject",
+          Event(json!({"amount": null, "status": "declined", "status_raw": "reject"}))),
+        c(BEMOB_MONETIZER, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=1.00&txid=T-9",
+          Event(json!({"txid": "T-9", "status": "approved", "status_raw": null}))),
+        c(BEMOB_MONETIZER, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=1.00&txid=T-9&status=OPTIONAL",
+          Refused(400, "unfilled_status")),
+        c(BEMOB_NETWORK, "bemob", "/postback/bemob?api_key={K}&cid=REPLACE&payout=OPTIONAL&txid=OPTIONAL&status=OPTIONAL",
+          Refused(400, "unfilled_macro")),
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&status=Rebill",
+          Event(json!({"status": "other", "status_raw": "Rebill"}))),
+        // PeerClick: cid required; payout, status, txid, currency optional.
+        c(PEERCLICK, "peerclick", "/postback/peerclick?api_key={K}&cid={T}",
+          Event(json!({"amount": null, "status": "approved", "currency": null}))),
+        c(PEERCLICK, "peerclick", "/postback/peerclick?api_key={K}&cid={T}&payout=3.10&txid=X1&currency=eur&status=hold",
+          Event(json!({"amount": "3.10", "txid": "X1", "currency": "EUR", "status": "other", "status_raw": "hold"}))),
+        c(PEERCLICK, "peerclick", "/postback/peerclick?api_key={K}&cid={T}&status=declined",
+          Event(json!({"status": "declined"}))),
+        // Trackier: click_id, txn_id, sale_amount, goal_value; statuses
+        // approved, pending, rejected (and cancelled on an older copy).
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&txn_id=ORD-1&sale_amount=49.90&goal_value=purchase&revenue=5&currency=USD&status=approved&sub1=a",
+          Event(json!({"amount": "49.90", "txid": "ORD-1", "goal": "purchase", "currency": "USD", "status": "approved",
+                       "params": {"revenue": "5", "sub1": "a"}}))),
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=pending",
+          Event(json!({"amount": null, "status": "pending"}))),
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=rejected",
+          Event(json!({"status": "declined", "status_raw": "rejected"}))),
+        c(TRACKIER_OLD, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=Cancelled",
+          Event(json!({"status": "declined", "status_raw": "Cancelled"}))),
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=hold", Refused(400, "bad_status")),
         // Binom's own status says approved while another says reject.
         c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=approve&status=reject", Refused(400, "conflicting_status")),
     ]

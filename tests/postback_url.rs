@@ -36,6 +36,8 @@ fn golden(preset: &str) -> &'static str {
         "kintura" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "redtrack" => "BASE/postback/s?api_key=KEY&clickid=REPLACE_CLICK_ID&sum=REPLACE_AMOUNT&rdtk_event_id=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "affise" => "BASE/postback/s?secure=KEY&clickid={sub1}&sum={sum}&action_id={transactionid}&goal={goal}&status={status}\n",
+        "bemob" | "peerclick" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
+        "trackier" => "BASE/postback/s?api_key=KEY&click_id=REPLACE_CLICK_ID&sale_amount=REPLACE_AMOUNT&txn_id=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         other => panic!("no golden URL for {other}"),
     }
 }
