@@ -55,6 +55,9 @@ api_keys = ["platform-key-0123456789"]
 [sources.peerclick]
 preset = "peerclick"
 api_keys = ["platform-key-0123456789"]
+[sources.pap]
+preset = "post_affiliate_pro"
+api_keys = ["platform-key-0123456789"]
 [sources.trackier]
 preset = "trackier"
 api_keys = ["platform-key-0123456789"]
@@ -143,6 +146,9 @@ fn cases() -> Vec<Case> {
     const BEMOB_STATUSES: &str = "https://help.bemob.com/docs/using-postback-statuses";
     const BEMOB_MONETIZER: &str = "https://docs.bemob.com/en/monetizer-settings";
     const BEMOB_NETWORK: &str = "https://docs.bemob.com/en/postback-settings-of-affiliate-network";
+    const PAP_PIXEL: &str = "https://support.qualityunit.com/687297-Pixel-tracking-HTML-image";
+    const PAP_SALE: &str =
+        "https://support.qualityunit.com/038895-Sale-action-tracking-request-data-description";
     const PEERCLICK: &str = "https://help-center.peerclick.com/en/articles/10512589";
     const TRACKIER: &str =
         "https://help.trackier.com/en/articles/8107277-key-parameters-for-setting-up-advertiser-postback";
@@ -362,6 +368,15 @@ fn cases() -> Vec<Case> {
         c(TRACKIER_OLD, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=Cancelled",
           Event(json!({"status": "declined", "status_raw": "Cancelled"}))),
         c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=hold", Refused(400, "bad_status")),
+        // Post Affiliate Pro: mixed-case names, `+` a space, A/P/D exactly.
+        c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&visitorId={T}&TotalCost=120.50&OrderID=ORD_12345XYZ&ProductID=test+product&AffiliateID=aff1",
+          Event(json!({"amount": "120.50", "txid": "ORD_12345XYZ", "status": "approved",
+                       "params": {"ProductID": "test product", "AffiliateID": "aff1"}}))),
+        c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&TotalCost=10.00&PStatus=D&Currency=Eur&CampaignID=55a22310",
+          Event(json!({"status": "declined", "status_raw": "D", "currency": "EUR", "campaign_id": "55a22310"}))),
+        c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&PStatus=P", Event(json!({"amount": null, "status": "pending"}))),
+        c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&PStatus=a", Refused(400, "bad_status")),
+        c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&TotalCost=120.50&AffiliateID=aff1", Refused(400, "missing_tracking")),
         // Binom's own status says approved while another says reject.
         c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=approve&status=reject", Refused(400, "conflicting_status")),
     ]
