@@ -55,6 +55,20 @@ api_keys = ["platform-key-0123456789"]
 [sources.peerclick]
 preset = "peerclick"
 api_keys = ["platform-key-0123456789"]
+# Branch's webhook, its default POST body read by JSON paths; the link data
+# key that carries the click id is the operator's (here `click_id`).
+[sources.branch_webhook]
+api_keys = ["platform-key-0123456789"]
+json = "nested"
+params = { api_key = "api_key", tracking = "last_attributed_touch_data.click_id", amount = "event_data.revenue", currency = "event_data.currency", txid = "event_data.transaction_id", goal = "name", click_time = "last_attributed_touch_timestamp" }
+amount = { min_decimals = 0, max_decimals = 4 }
+# AppsFlyer's Push API: a flat JSON body with booleans and nulls; times in UTC.
+[sources.appsflyer_push]
+api_keys = ["platform-key-0123456789"]
+json = "nested"
+click_time_zone = "UTC"
+params = { api_key = "api_key", tracking = "af_sub1", amount = "event_revenue", currency = "event_revenue_currency", goal = "event_name", click_time = "attributed_touch_time" }
+amount = { min_decimals = 0, max_decimals = 4, required = false }
 [sources.pap]
 preset = "post_affiliate_pro"
 api_keys = ["platform-key-0123456789"]
@@ -97,8 +111,10 @@ struct Case {
     source: &'static str,
     /// Path and query; `{T}` is the token, `{K}` the key.
     url: &'static str,
-    /// A form body (NATS posts its fields), with the same placeholders.
+    /// A POST body (NATS posts a form, Branch and AppsFlyer JSON), with the
+    /// same placeholders, and its content type.
     form: Option<&'static str>,
+    content_type: &'static str,
     want: Want,
 }
 
@@ -109,6 +125,7 @@ fn cases() -> Vec<Case> {
         source,
         url,
         form: None,
+        content_type: "",
         want,
     };
     let nats = |doc, body, want| Case {
@@ -116,6 +133,15 @@ fn cases() -> Vec<Case> {
         source: "nats",
         url: "/postback/nats?api_key={K}",
         form: Some(body),
+        content_type: "application/x-www-form-urlencoded",
+        want,
+    };
+    let json = |doc, source, url, body, want| Case {
+        doc,
+        source,
+        url,
+        form: Some(body),
+        content_type: "application/json",
         want,
     };
     const SPEC: &str = "SPEC §3-§4 (the reference format)";
@@ -146,6 +172,9 @@ fn cases() -> Vec<Case> {
     const BEMOB_STATUSES: &str = "https://help.bemob.com/docs/using-postback-statuses";
     const BEMOB_MONETIZER: &str = "https://docs.bemob.com/en/monetizer-settings";
     const BEMOB_NETWORK: &str = "https://docs.bemob.com/en/postback-settings-of-affiliate-network";
+    const BRANCH_WEBHOOKS: &str =
+        "https://help.branch.io/developer-hub/data-integration-webhooks-for-developers";
+    const APPSFLYER_PUSH: &str = "https://support.appsflyer.com/hc/en-us/articles/207034356";
     const PAP_PIXEL: &str = "https://support.qualityunit.com/687297-Pixel-tracking-HTML-image";
     const PAP_SALE: &str =
         "https://support.qualityunit.com/038895-Sale-action-tracking-request-data-description";
@@ -368,6 +397,31 @@ fn cases() -> Vec<Case> {
         c(TRACKIER_OLD, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=Cancelled",
           Event(json!({"status": "declined", "status_raw": "Cancelled"}))),
         c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=hold", Refused(400, "bad_status")),
+        // Nested JSON bodies: Branch's webhook nests link data and event data
+        // (its timestamps in milliseconds); AppsFlyer's Push API sends a flat
+        // body with booleans and nulls, its times "yyyy-mm-dd hh:mm:ss.sss" in UTC.
+        json(BRANCH_WEBHOOKS, "branch_webhook", "/postback/branch_webhook?api_key={K}",
+          r#"{"name":"PURCHASE","id":"1234","timestamp":1631842200000,"attributed":true,
+              "last_attributed_touch_timestamp":1631842151653,
+              "last_attributed_touch_data":{"~campaign":"spring","~channel":"network-x","click_id":"{T}","+via_features":["QR"]},
+              "event_data":{"revenue":12.5,"currency":"USD","transaction_id":"TX-{T}"},
+              "user_data":{"os":"IOS","limit_ad_tracking":false,"developer_identity":null},
+              "content_items":[{"$sku":"sku-1","$price":12.5}]}"#,
+          Event(json!({"amount": "12.50", "currency": "USD", "txid": "TX-{T}", "goal": "PURCHASE",
+                       "click_time": "2021-09-17T01:29:11.653Z", "status": "approved"}))),
+        json(BRANCH_WEBHOOKS, "branch_webhook", "/postback/branch_webhook?api_key={K}",
+          r#"{"name":"PURCHASE","last_attributed_touch_data":{"~campaign":"spring"},"event_data":{"revenue":1}}"#,
+          Refused(400, "missing_tracking")),
+        json(BRANCH_WEBHOOKS, "branch_webhook", "/postback/branch_webhook?api_key={K}",
+          r#"{"a":{"b":{"c":{"d":{"click_id":"{T}"}}}}}"#, Refused(400, "bad_body")),
+        json(APPSFLYER_PUSH, "appsflyer_push", "/postback/appsflyer_push?api_key={K}",
+          r#"{"af_sub1":"{T}","event_name":"af_purchase","event_revenue":"9.99","event_revenue_currency":"EUR",
+              "attributed_touch_time":"2021-09-17 01:29:11.653","is_retargeting":false,"wifi":true,"af_sub2":null,"campaign":""}"#,
+          Event(json!({"amount": "9.99", "currency": "EUR", "goal": "af_purchase",
+                       "click_time": "2021-09-17T01:29:11.653Z"}))),
+        // The same booleans to a flat-JSON source are still bad_body.
+        json(SPEC, "reference", "/postback/reference?api_key={K}",
+          r#"{"tracking":"{T}","amount":"1.00","wifi":true}"#, Refused(400, "bad_body")),
         // Post Affiliate Pro: mixed-case names, `+` a space, A/P/D exactly.
         c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&visitorId={T}&TotalCost=120.50&OrderID=ORD_12345XYZ&ProductID=test+product&AffiliateID=aff1",
           Event(json!({"amount": "120.50", "txid": "ORD_12345XYZ", "status": "approved",
@@ -422,7 +476,7 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
         let req = match case.form {
             Some(body) => client
                 .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-type", case.content_type)
                 .body(fill(body)),
             None => client.get(url),
         };

@@ -170,6 +170,11 @@ pub struct ParseRules {
     /// A parameter whose value lists status words (`ignore_status=ping,test`):
     /// a postback with one of them is answered as a success and files nothing.
     pub(crate) ignore_list: Option<String>,
+    /// Whether a JSON body's nested objects are read as dotted paths
+    /// (`event_data.revenue`) and booleans as `true`/`false`, for senders
+    /// that post nested bodies (Branch's webhooks, AppsFlyer's Push API);
+    /// otherwise a JSON body is a flat object of strings and numbers.
+    pub(crate) json_nested: bool,
     /// The zone of click times written without one (`2021-09-17 01:29:11`);
     /// without it such a time is kept as sent, never guessed.
     pub(crate) click_time_zone: Option<UtcOffset>,
@@ -200,6 +205,7 @@ impl ParseRules {
             extra_placeholders: Vec::new(),
             status_lists: Vec::new(),
             ignore_list: None,
+            json_nested: false,
             click_time_zone: None,
         }
     }

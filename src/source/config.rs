@@ -57,6 +57,9 @@ struct SourceFile {
     conversion_time: Option<ConversionTime>,
     /// The fields besides the token that make a conversion distinct.
     dedup_fields: Option<Vec<String>>,
+    /// `"flat"` (the default) or `"nested"`: a JSON body's nested objects read
+    /// as dotted paths, booleans as true/false.
+    json: Option<String>,
     /// The zone of click times sent without one: `"UTC"` or `"+02:00"`.
     click_time_zone: Option<String>,
     plus_as_space: Option<bool>,
@@ -390,6 +393,14 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
     }
     if let Some(b) = f.plus_as_space {
         rules.plus_as_space = b;
+    }
+    match f.json.take().as_deref() {
+        None => {}
+        Some("flat") => rules.json_nested = false,
+        Some("nested") => rules.json_nested = true,
+        Some(other) => err(format!(
+            "json = {other:?}: it is \"flat\" (an object of strings and numbers) or \"nested\" (objects read as dotted paths: event_data.revenue)"
+        )),
     }
     if let Some(zone) = f.click_time_zone.take() {
         match utc_offset(&zone) {
