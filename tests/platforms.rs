@@ -172,6 +172,7 @@ fn cases() -> Vec<Case> {
     const BEMOB_STATUSES: &str = "https://help.bemob.com/docs/using-postback-statuses";
     const BEMOB_MONETIZER: &str = "https://docs.bemob.com/en/monetizer-settings";
     const BEMOB_NETWORK: &str = "https://docs.bemob.com/en/postback-settings-of-affiliate-network";
+    const ADJUST_REVENUE: &str = "https://help.adjust.com/en/article/ad-revenue-callbacks";
     const BRANCH_WEBHOOKS: &str =
         "https://help.branch.io/developer-hub/data-integration-webhooks-for-developers";
     const APPSFLYER_PUSH: &str = "https://support.appsflyer.com/hc/en-us/articles/207034356";
@@ -397,6 +398,11 @@ fn cases() -> Vec<Case> {
         c(TRACKIER_OLD, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=Cancelled",
           Event(json!({"status": "declined", "status_raw": "Cancelled"}))),
         c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=hold", Refused(400, "bad_status")),
+        // Adjust's callback with {label}, {revenue_float}, {currency} (lowercase)
+        // and {event_name} filled in; its {revenue} is cents and never an amount.
+        c(ADJUST_REVENUE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=3.99&goal=purchase_100_coins&currency=usd",
+          Event(json!({"amount": "3.99", "currency": "USD", "goal": "purchase_100_coins"}))),
+        c(ADJUST_REVENUE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=345&currency=usd", Refused(400, "bad_amount")),
         // Nested JSON bodies: Branch's webhook nests link data and event data
         // (its timestamps in milliseconds); AppsFlyer's Push API sends a flat
         // body with booleans and nulls, its times "yyyy-mm-dd hh:mm:ss.sss" in UTC.
