@@ -325,6 +325,7 @@ mod tests {
             ad_id: None,
             placement: None,
             params: vec![("sub2".into(), "b".into()), ("sub1".into(), "a".into())],
+            unread: Default::default(),
         };
         let ctx = Context {
             source: "default",

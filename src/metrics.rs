@@ -52,6 +52,8 @@ pub(crate) const SPOOL_WRITABLE: &str = "postback_spool_writable";
 pub(crate) const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub(crate) const BUILD_INFO: &str = "postback_build_info";
 pub(crate) const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
+pub(crate) const UNREAD: &str = "postback_unread_values_total";
+pub(crate) const IGNORED: &str = "postback_ignored_total";
 pub(crate) const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub(crate) const SOURCES: &str = "postback_sources";
 pub(crate) const CONSOLE_BYTES: &str = "postback_console_bytes";
@@ -63,7 +65,7 @@ pub(crate) const BACKGROUND_TASKS: &str = "postback_background_tasks";
 /// hashes and looks up its key on each call, which showed in the profile.
 pub struct Hot {
     /// By endpoint (`Kind` order: s2s, pixel) and outcome (`OUTCOMES` order).
-    requests: [[Counter; 4]; 2],
+    requests: [[Counter; 5]; 2],
     /// By [`Rejection::slot`].
     rejections: Vec<Counter>,
     request_seconds: [Histogram; 2],
@@ -72,7 +74,13 @@ pub struct Hot {
 }
 
 /// Request outcomes, as labelled in `postback_requests_total`.
-const OUTCOMES: [&str; 4] = ["accepted", "duplicate", "rejected", "unavailable"];
+const OUTCOMES: [&str; 5] = [
+    "accepted",
+    "duplicate",
+    "ignored",
+    "rejected",
+    "unavailable",
+];
 const ENDPOINTS: [Kind; 2] = [Kind::S2s, Kind::Pixel];
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -187,7 +195,11 @@ pub(crate) async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::Can
 }
 
 fn describe() {
-    describe_counter!(REQUESTS, "Requests by endpoint (s2s, pixel) and outcome (accepted, duplicate, rejected, unavailable).");
+    describe_counter!(REQUESTS, "Requests by endpoint (s2s, pixel) and outcome (accepted, duplicate, ignored, rejected, unavailable).");
+    describe_counter!(
+        IGNORED,
+        "Postbacks answered as a success that filed nothing, by source: a status its ignore_list parameter names (Keitaro's ignore_status=ping,test)."
+    );
     describe_counter!(REJECTIONS, "Refused postbacks by reason code.");
     describe_counter!(ACCEPTED, "Postbacks made durable, by source.");
     describe_counter!(DUPLICATES, "Exact repeats answered DUPLICATE, by source.");
@@ -318,6 +330,10 @@ fn describe() {
     describe_counter!(
         CAMPAIGN_CONFLICTS,
         "Postbacks whose campaign_id another source of the same platform claimed first."
+    );
+    describe_counter!(
+        UNREAD,
+        "Postbacks the parser passed with a value kept as sent instead of read, by source and role: an amount the source keeps with amount.unreadable = \"keep\"; a click time that is not unix seconds or milliseconds, RFC 3339, or a zone-less time of a source with click_time_zone (a placeholder is dropped, not kept)."
     );
     describe_counter!(
         CONFIG_RELOADS,

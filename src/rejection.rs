@@ -15,8 +15,12 @@ pub enum Rejection {
     // Routing.
     /// A path that names no endpoint.
     NotFound,
-    /// An endpoint that does not take the request's method.
-    MethodNotAllowed,
+    /// An endpoint that does not take the request's method; the reply's
+    /// `Allow` names the ones it takes (RFC 9110 §15.5.6).
+    MethodNotAllowed(Allow),
+    /// `OPTIONS` on a pixel endpoint: 204 with `Allow` and the CORS headers a
+    /// browser's preflight asks for before a beacon POST. Not a postback.
+    Options,
 
     // The request's framing and size.
     /// A body without `Content-Length` (chunked): postbacks are small and
@@ -64,6 +68,25 @@ pub enum Rejection {
     Overloaded,
     /// `/readyz` while events cannot be made durable (the admin listener).
     NotReady,
+}
+
+/// The methods an endpoint takes, as its `Allow` header lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Allow {
+    /// `GET` only (`/pixel.gif`, the admin routes).
+    Get,
+    /// `GET` and `POST` (the postback and pixel endpoints).
+    GetPost,
+}
+
+impl Allow {
+    /// The `Allow` header's value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Allow::Get => "GET",
+            Allow::GetPost => "GET, POST",
+        }
+    }
 }
 
 /// How a rejection is answered and counted.
@@ -116,7 +139,8 @@ impl Rejection {
         };
         match self {
             NotFound => v(404, None, false, Line("not found\n"), None),
-            MethodNotAllowed => v(405, None, false, Line("method not allowed\n"), None),
+            MethodNotAllowed(_) => v(405, None, false, Line("method not allowed\n"), None),
+            Options => v(204, None, false, Line(""), None),
 
             LengthRequired => v(411, None, true, Code("length_required"), REJECTED),
             UriTooLong => v(414, None, false, Code("too_large"), REJECTED),
@@ -206,7 +230,9 @@ mod tests {
             UriTooLong,
             HeadersTooLarge,
             NotFound,
-            MethodNotAllowed,
+            MethodNotAllowed(Allow::Get),
+            MethodNotAllowed(Allow::GetPost),
+            Options,
             Overloaded,
             NotReady,
         ]);
@@ -217,6 +243,11 @@ mod tests {
     fn every_rejection_is_a_client_or_server_error() {
         for r in every() {
             let s = r.verdict().status;
+            // A preflight's answer is no refusal, and carries no body.
+            if r == Rejection::Options {
+                assert_eq!(s, 204);
+                continue;
+            }
             assert!((400..600).contains(&s), "{r:?}: {s}");
         }
     }
@@ -238,7 +269,8 @@ mod tests {
         );
         for r in [
             Rejection::NotFound,
-            Rejection::MethodNotAllowed,
+            Rejection::MethodNotAllowed(Allow::GetPost),
+            Rejection::Options,
             Rejection::Overloaded,
             Rejection::NotReady,
         ] {

@@ -20,6 +20,8 @@ recent_per_source = {recent}
 [sources.acme]
 preset = "tune"
 api_keys = ["{KEY_A}"]
+# TUNE keeps a malformed amount; this source refuses it, to show a refusal.
+amount = {{ unreadable = "refuse" }}
 [sources.kt]
 preset = "keitaro"
 api_keys = ["{KEY_K}"]

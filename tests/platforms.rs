@@ -49,6 +49,49 @@ api_keys = ["platform-key-0123456789"]
 [sources.affise]
 preset = "affise"
 api_keys = ["platform-key-0123456789"]
+[sources.bemob]
+preset = "bemob"
+api_keys = ["platform-key-0123456789"]
+[sources.peerclick]
+preset = "peerclick"
+api_keys = ["platform-key-0123456789"]
+# Branch's webhook, its default POST body read by JSON paths; the link data
+# key that carries the click id is the operator's (here `click_id`).
+[sources.branch_webhook]
+api_keys = ["platform-key-0123456789"]
+json = "nested"
+params = { api_key = "api_key", tracking = "last_attributed_touch_data.click_id", amount = "event_data.revenue", currency = "event_data.currency", txid = "event_data.transaction_id", goal = "name", click_time = "last_attributed_touch_timestamp" }
+amount = { min_decimals = 0, max_decimals = 4 }
+# AppsFlyer's Push API: a flat JSON body with booleans and nulls; times in UTC.
+[sources.appsflyer_push]
+api_keys = ["platform-key-0123456789"]
+json = "nested"
+click_time_zone = "UTC"
+params = { api_key = "api_key", tracking = "af_sub1", amount = "event_revenue", currency = "event_revenue_currency", goal = "event_name", click_time = "attributed_touch_time" }
+amount = { min_decimals = 0, max_decimals = 4, required = false }
+[sources.pap]
+preset = "post_affiliate_pro"
+api_keys = ["platform-key-0123456789"]
+[sources.trackier]
+preset = "trackier"
+api_keys = ["platform-key-0123456789"]
+# CAKE's #sourcetime# in a parameter of its own, its zone named by the operator.
+[sources.cake_sourcetime]
+preset = "cake"
+api_keys = ["platform-key-0123456789"]
+params = { click_time = "sourcetime" }
+click_time_zone = "-05:00"
+# Affise's {click_date}, no zone named.
+[sources.affise_dated]
+preset = "affise"
+api_keys = ["platform-key-0123456789"]
+params = { click_time = "click_date" }
+# RedTrack's "Keep original data, Increment payout" mode: a second sale on
+# the same click with another amount is a new conversion.
+[sources.redtrack_increment]
+preset = "redtrack"
+api_keys = ["platform-key-0123456789"]
+dedup_fields = ["txid", "goal", "status", "amount"]
 "#;
 
 /// What a case expects.
@@ -58,6 +101,8 @@ enum Want {
     Event(Value),
     /// This status and `ERROR <reason>`.
     Refused(u16, &'static str),
+    /// 200 `IGNORED`, and no event.
+    Ignored,
 }
 
 struct Case {
@@ -66,18 +111,21 @@ struct Case {
     source: &'static str,
     /// Path and query; `{T}` is the token, `{K}` the key.
     url: &'static str,
-    /// A form body (NATS posts its fields), with the same placeholders.
+    /// A POST body (NATS posts a form, Branch and AppsFlyer JSON), with the
+    /// same placeholders, and its content type.
     form: Option<&'static str>,
+    content_type: &'static str,
     want: Want,
 }
 
 fn cases() -> Vec<Case> {
-    use Want::{Event, Refused};
+    use Want::{Event, Ignored, Refused};
     let c = |doc, source, url, want| Case {
         doc,
         source,
         url,
         form: None,
+        content_type: "",
         want,
     };
     let nats = |doc, body, want| Case {
@@ -85,6 +133,15 @@ fn cases() -> Vec<Case> {
         source: "nats",
         url: "/postback/nats?api_key={K}",
         form: Some(body),
+        content_type: "application/x-www-form-urlencoded",
+        want,
+    };
+    let json = |doc, source, url, body, want| Case {
+        doc,
+        source,
+        url,
+        form: Some(body),
+        content_type: "application/json",
         want,
     };
     const SPEC: &str = "SPEC §3-§4 (the reference format)";
@@ -107,6 +164,26 @@ fn cases() -> Vec<Case> {
     const REDTRACK: &str = "https://docs.redtrack.io/knowledgebase/tracking-event-types/";
     const AFFISE: &str =
         "https://help-center.affise.com/en/articles/6483741-affiliate-postback-url-macros";
+    const CAKE_S2S: &str = "https://support.getcake.com/support/solutions/articles/5000546059-how-to-implement-server-to-server-tracking-using-a-postback-url";
+    const TUNE_AMOUNT: &str =
+        "https://support.tune.com/hc/en-us/articles/1500007722601-Recording-Sale-Amount-upon-Conversion";
+    const CAKE_TOKENS: &str = "https://support.getcake.com/support/solutions/articles/5000545788";
+    const BRANCH_MACROS: &str = "https://help.branch.io/developer-hub/postback-macros-functions";
+    const BEMOB_STATUSES: &str = "https://help.bemob.com/docs/using-postback-statuses";
+    const BEMOB_MONETIZER: &str = "https://docs.bemob.com/en/monetizer-settings";
+    const BEMOB_NETWORK: &str = "https://docs.bemob.com/en/postback-settings-of-affiliate-network";
+    const ADJUST_REVENUE: &str = "https://help.adjust.com/en/article/ad-revenue-callbacks";
+    const BRANCH_WEBHOOKS: &str =
+        "https://help.branch.io/developer-hub/data-integration-webhooks-for-developers";
+    const APPSFLYER_PUSH: &str = "https://support.appsflyer.com/hc/en-us/articles/207034356";
+    const PAP_PIXEL: &str = "https://support.qualityunit.com/687297-Pixel-tracking-HTML-image";
+    const PAP_SALE: &str =
+        "https://support.qualityunit.com/038895-Sale-action-tracking-request-data-description";
+    const PEERCLICK: &str = "https://help-center.peerclick.com/en/articles/10512589";
+    const TRACKIER: &str =
+        "https://help.trackier.com/en/articles/8107277-key-parameters-for-setting-up-advertiser-postback";
+    const TRACKIER_OLD: &str =
+        "https://help.trackier.com/en/articles/8107277-parameters-for-advertiser-postback";
     let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
     vec![
         // The reference format keeps the strict 0.00 grammar.
@@ -215,7 +292,171 @@ fn cases() -> Vec<Case> {
         c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=3", Event(json!({"status": "declined"}))),
         c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=5", Event(json!({"status": "pending", "status_raw": "5"}))),
         c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&status=4", Refused(400, "bad_status")),
+        // CAKE stores a conversion for a valid request id alone: no price.
+        c(CAKE_S2S, "cake", "/postback/cake?api_key={K}&o=231&e=5&r={T}",
+          Event(json!({"amount": null, "campaign_id": "231", "goal": "5", "params": {}}))),
+        // TUNE keeps a conversion without an amount, or with a malformed one
+        // (its report shows 0.00): kept as sent, the amount null.
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&security_token={K}",
+          Event(json!({"amount": null, "campaign_id": "1", "params": {}}))),
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=12,50&security_token={K}",
+          Event(json!({"amount": null, "params": {"amount": "12,50"}}))),
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=50.00&security_token={K}",
+          Event(json!({"amount": "50.00", "params": {}}))),
+        // Placeholders in every role, each refused under its role's name:
+        // TUNE's own template `amount=AMOUNT`, Everflow's `TRANSACTION_ID`
+        // and `AMOUNT`, a Binom status macro left in, Voluum's OPTIONAL.
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=AMOUNT&security_token={K}",
+          Refused(400, "unfilled_amount")),
+        c(EVERFLOW, "everflow", "/postback/everflow?nid=23452&transaction_id=TRANSACTION_ID&amount=AMOUNT&verification_token={K}",
+          Refused(400, "unfilled_macro")),
+        c(EVERFLOW, "everflow", "/postback/everflow?nid=23452&transaction_id={T}&amount=AMOUNT&verification_token={K}",
+          Refused(400, "unfilled_amount")),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=5&cnv_status=%7Bstatus%7D", Refused(400, "unfilled_status")),
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&payout=5&cnv_currency=%7Bcurrency%7D", Refused(400, "unfilled_currency")),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=OPTIONAL&txid=OPTIONAL", Refused(400, "unfilled_amount")),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&txid=%7Btransaction_id%7D", Refused(400, "unfilled_txid")),
+        c(VOLUUM_ET, "voluum", "/postback/voluum?api_key={K}&cid={T}&et=%5B%5Bevent%5D%5D", Refused(400, "unfilled_goal")),
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&p=%23price%23", Refused(400, "unfilled_amount")),
+        c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&o=%23oid%23", Refused(400, "unfilled_campaign_id")),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=%7Bstatus%7D", Refused(400, "unfilled_status")),
+        c(AFFISE, "affise", "/postback/affise?secure={K}&clickid={T}&sum=1.50&action_id=%7Btransactionid%7D", Refused(400, "unfilled_txid")),
+        // A sender's reject in a status the format does not read is never
+        // filed as approved: Voluum, TUNE, CAKE and Everflow read no status.
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=1.00&status=reject",
+          Event(json!({"status": "declined", "status_raw": "reject", "params": {"status": "reject"}}))),
+        c(TUNE_AMOUNT, "tune", "/postback/tune?offer_id=1&transaction_id={T}&amount=5.00&status=rejected&security_token={K}",
+          Event(json!({"status": "declined", "status_raw": "rejected"}))),
+        c(CAKE_S2S, "cake", "/postback/cake?api_key={K}&r={T}&p=1.00&status=Chargeback",
+          Event(json!({"status": "declined", "status_raw": "Chargeback"}))),
+        c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=10&status=refunded&verification_token={K}",
+          Event(json!({"status": "declined", "status_raw": "refunded"}))),
+        c(VOLUUM, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=1.00&status=approved",
+          Event(json!({"status": "approved", "status_raw": null, "params": {"status": "approved"}}))),
+        // Click times as platforms send them never cost the conversion: CAKE's
+        // #sourcetime# ("2013-11-12T13:04:27.5670000", no zone) is kept as
+        // sent unless the source names its zone; Affise's {click_date} ("y-m-d
+        // h:i:s"); Branch's millisecond timestamps, by their 13 digits.
+        c(CAKE_TOKENS, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=2013-11-12T13:04:27.5670000",
+          Event(json!({"click_time": null, "params": {"click_time": "2013-11-12T13:04:27.5670000"}}))),
+        c(CAKE_TOKENS, "cake_sourcetime", "/postback/cake_sourcetime?api_key={K}&r={T}&p=1.00&sourcetime=2013-11-12T13:04:27.5670000",
+          Event(json!({"click_time": "2013-11-12T18:04:27.567Z", "params": {}}))),
+        c(AFFISE, "affise_dated", "/postback/affise_dated?secure={K}&clickid={T}&sum=1.50&click_date=2021-09-17%2001:29:11",
+          Event(json!({"click_time": null, "params": {"click_date": "2021-09-17 01:29:11"}}))),
+        c(BRANCH_MACROS, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=1631842151653",
+          Event(json!({"click_time": "2021-09-17T01:29:11.653Z", "params": {}}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=yesterday",
+          Event(json!({"click_time": null, "params": {"click_time": "yesterday"}}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=%7Bclick_time%7D",
+          Event(json!({"click_time": null, "params": {}}))),
+        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=2024-01-02T03:04:05%2B02:00",
+          Event(json!({"click_time": "2024-01-02T01:04:05.000Z", "params": {}}))),
+        // Keitaro translates the network's words per postback and ignores
+        // the ones it is told to; the word sent stays in status_raw.
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=billed&sale_status=billed&payout=5",
+          Event(json!({"status": "approved", "status_raw": "billed", "amount": "5.00", "params": {"sale_status": "billed"}}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=topup&lead_status=reg,topup",
+          Event(json!({"status": "pending", "status_raw": "topup"}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=Fake&rejected_status=canceled,fake&lead_status=reg",
+          Event(json!({"status": "declined", "status_raw": "Fake"}))),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=ping&ignore_status=ping,test", Ignored),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=test&ignore_status=ping,%20test&payout=junk", Ignored),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=billed", Refused(400, "bad_status")),
+        c(KEITARO, "keitaro", "/{K}/postback?subid={T}&status=billed&lead_status=reg", Refused(400, "bad_status")),
+        // BeMob: Voluum's format with the network's own status words; the
+        // template's OPTIONAL left in is refused, never filed as a status.
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=2.50&status=lead",
+          Event(json!({"amount": "2.50", "status": "pending", "status_raw": "lead"}))),
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=2.50&status=hold",
+          Event(json!({"status": "pending", "status_raw": "hold"}))),
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&status=reject",
+          Event(json!({"amount": null, "status": "declined", "status_raw": "reject"}))),
+        c(BEMOB_MONETIZER, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=1.00&txid=T-9",
+          Event(json!({"txid": "T-9", "status": "approved", "status_raw": null}))),
+        c(BEMOB_MONETIZER, "bemob", "/postback/bemob?api_key={K}&cid={T}&payout=1.00&txid=T-9&status=OPTIONAL",
+          Refused(400, "unfilled_status")),
+        c(BEMOB_NETWORK, "bemob", "/postback/bemob?api_key={K}&cid=REPLACE&payout=OPTIONAL&txid=OPTIONAL&status=OPTIONAL",
+          Refused(400, "unfilled_macro")),
+        c(BEMOB_STATUSES, "bemob", "/postback/bemob?api_key={K}&cid={T}&status=Rebill",
+          Event(json!({"status": "other", "status_raw": "Rebill"}))),
+        // PeerClick: cid required; payout, status, txid, currency optional.
+        c(PEERCLICK, "peerclick", "/postback/peerclick?api_key={K}&cid={T}",
+          Event(json!({"amount": null, "status": "approved", "currency": null}))),
+        c(PEERCLICK, "peerclick", "/postback/peerclick?api_key={K}&cid={T}&payout=3.10&txid=X1&currency=eur&status=hold",
+          Event(json!({"amount": "3.10", "txid": "X1", "currency": "EUR", "status": "other", "status_raw": "hold"}))),
+        c(PEERCLICK, "peerclick", "/postback/peerclick?api_key={K}&cid={T}&status=declined",
+          Event(json!({"status": "declined"}))),
+        // Trackier: click_id, txn_id, sale_amount, goal_value; statuses
+        // approved, pending, rejected (and cancelled on an older copy).
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&txn_id=ORD-1&sale_amount=49.90&goal_value=purchase&revenue=5&currency=USD&status=approved&sub1=a",
+          Event(json!({"amount": "49.90", "txid": "ORD-1", "goal": "purchase", "currency": "USD", "status": "approved",
+                       "params": {"revenue": "5", "sub1": "a"}}))),
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=pending",
+          Event(json!({"amount": null, "status": "pending"}))),
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=rejected",
+          Event(json!({"status": "declined", "status_raw": "rejected"}))),
+        c(TRACKIER_OLD, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=Cancelled",
+          Event(json!({"status": "declined", "status_raw": "Cancelled"}))),
+        c(TRACKIER, "trackier", "/postback/trackier?api_key={K}&click_id={T}&status=hold", Refused(400, "bad_status")),
+        // Adjust's callback with {label}, {revenue_float}, {currency} (lowercase)
+        // and {event_name} filled in; its {revenue} is cents and never an amount.
+        c(ADJUST_REVENUE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=3.99&goal=purchase_100_coins&currency=usd",
+          Event(json!({"amount": "3.99", "currency": "USD", "goal": "purchase_100_coins"}))),
+        c(ADJUST_REVENUE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=345&currency=usd", Refused(400, "bad_amount")),
+        // Nested JSON bodies: Branch's webhook nests link data and event data
+        // (its timestamps in milliseconds); AppsFlyer's Push API sends a flat
+        // body with booleans and nulls, its times "yyyy-mm-dd hh:mm:ss.sss" in UTC.
+        json(BRANCH_WEBHOOKS, "branch_webhook", "/postback/branch_webhook?api_key={K}",
+          r#"{"name":"PURCHASE","id":"1234","timestamp":1631842200000,"attributed":true,
+              "last_attributed_touch_timestamp":1631842151653,
+              "last_attributed_touch_data":{"~campaign":"spring","~channel":"network-x","click_id":"{T}","+via_features":["QR"]},
+              "event_data":{"revenue":12.5,"currency":"USD","transaction_id":"TX-{T}"},
+              "user_data":{"os":"IOS","limit_ad_tracking":false,"developer_identity":null},
+              "content_items":[{"$sku":"sku-1","$price":12.5}]}"#,
+          Event(json!({"amount": "12.50", "currency": "USD", "txid": "TX-{T}", "goal": "PURCHASE",
+                       "click_time": "2021-09-17T01:29:11.653Z", "status": "approved"}))),
+        json(BRANCH_WEBHOOKS, "branch_webhook", "/postback/branch_webhook?api_key={K}",
+          r#"{"name":"PURCHASE","last_attributed_touch_data":{"~campaign":"spring"},"event_data":{"revenue":1}}"#,
+          Refused(400, "missing_tracking")),
+        json(BRANCH_WEBHOOKS, "branch_webhook", "/postback/branch_webhook?api_key={K}",
+          r#"{"a":{"b":{"c":{"d":{"click_id":"{T}"}}}}}"#, Refused(400, "bad_body")),
+        json(APPSFLYER_PUSH, "appsflyer_push", "/postback/appsflyer_push?api_key={K}",
+          r#"{"af_sub1":"{T}","event_name":"af_purchase","event_revenue":"9.99","event_revenue_currency":"EUR",
+              "attributed_touch_time":"2021-09-17 01:29:11.653","is_retargeting":false,"wifi":true,"af_sub2":null,"campaign":""}"#,
+          Event(json!({"amount": "9.99", "currency": "EUR", "goal": "af_purchase",
+                       "click_time": "2021-09-17T01:29:11.653Z"}))),
+        // The same booleans to a flat-JSON source are still bad_body.
+        json(SPEC, "reference", "/postback/reference?api_key={K}",
+          r#"{"tracking":"{T}","amount":"1.00","wifi":true}"#, Refused(400, "bad_body")),
+        // Post Affiliate Pro: mixed-case names, `+` a space, A/P/D exactly.
+        c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&visitorId={T}&TotalCost=120.50&OrderID=ORD_12345XYZ&ProductID=test+product&AffiliateID=aff1",
+          Event(json!({"amount": "120.50", "txid": "ORD_12345XYZ", "status": "approved",
+                       "params": {"ProductID": "test product", "AffiliateID": "aff1"}}))),
+        c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&TotalCost=10.00&PStatus=D&Currency=Eur&CampaignID=55a22310",
+          Event(json!({"status": "declined", "status_raw": "D", "currency": "EUR", "campaign_id": "55a22310"}))),
+        c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&PStatus=P", Event(json!({"amount": null, "status": "pending"}))),
+        c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&PStatus=a", Refused(400, "bad_status")),
+        c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&TotalCost=120.50&AffiliateID=aff1", Refused(400, "missing_tracking")),
+        // Binom's own status says approved while another says reject.
+        c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=approve&status=reject", Refused(400, "conflicting_status")),
     ]
+}
+
+/// The gateway binary with [`CONFIG`], against a Tansu broker of its own.
+/// Bound as `Rig { tansu, _dir, gw }`, the gateway stops before its broker.
+struct Rig {
+    gw: GatewayProcess,
+    _dir: tempfile::TempDir,
+    tansu: Tansu,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let tansu = Tansu::start();
+        let (_dir, config) = common::process::config_file(CONFIG);
+        let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
+        Rig { gw, _dir, tansu }
+    }
 }
 
 fn leak(s: String) -> &'static str {
@@ -224,9 +465,7 @@ fn leak(s: String) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_platform_postback_as_documented_becomes_the_right_event() {
-    let tansu = Tansu::start();
-    let (_dir, config) = common::process::config_file(CONFIG);
-    let gw = GatewayProcess::start(Some(&tansu.brokers), &[("POSTBACK_CONFIG", &config)]).await;
+    let Rig { tansu, _dir, gw } = Rig::start().await;
     let client = reqwest::Client::new();
     let mut accepted: HashMap<String, (String, &Case)> = HashMap::new();
     let cases = cases();
@@ -243,7 +482,7 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
         let req = match case.form {
             Some(body) => client
                 .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-type", case.content_type)
                 .body(fill(body)),
             None => client.get(url),
         };
@@ -254,6 +493,9 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
                 assert_eq!(status, 200, "{what}: {body}");
                 accepted.insert(token, (ok_id(&body), case));
             }
+            Want::Ignored => {
+                assert_eq!((status, body.as_str()), (200, "IGNORED"), "{what}");
+            }
             Want::Refused(code, reason) => {
                 assert_eq!(
                     (status, body.as_str()),
@@ -263,6 +505,8 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
             }
         }
     }
+
+    head_and_options(&client, &gw).await;
 
     let records = read_topic(
         &tansu.brokers,
@@ -305,4 +549,103 @@ async fn each_platform_postback_as_documented_becomes_the_right_event() {
             assert!(!int.is_empty() && frac.len() >= 2, "{what}: amount {a}");
         }
     }
+}
+
+/// Link checkers send `HEAD`, browsers a preflight `OPTIONS`: a 405 names the
+/// methods an endpoint takes (RFC 9110 §15.5.6), a pixel endpoint answers a
+/// preflight, and neither files anything (the topic holds only the cases').
+async fn head_and_options(client: &reqwest::Client, gw: &GatewayProcess) {
+    use reqwest::Method;
+    let good = format!("?api_key={KEY}&tracking=head-or-options&amount=1.00");
+    let key_path = format!("/{KEY}/postback");
+    for (method, path, status, allow) in [
+        (Method::HEAD, "/postback", 405, "GET, POST"),
+        (Method::HEAD, "/postback/reference", 405, "GET, POST"),
+        (Method::HEAD, "/pixel/reference", 405, "GET, POST"),
+        (Method::HEAD, "/pixel.gif", 405, "GET"),
+        (Method::HEAD, key_path.as_str(), 405, "GET, POST"),
+        (Method::OPTIONS, "/postback/reference", 405, "GET, POST"),
+        (Method::OPTIONS, "/pixel.gif", 405, "GET"),
+        (Method::PUT, "/postback/reference", 405, "GET, POST"),
+        (Method::OPTIONS, "/pixel", 204, "GET, POST"),
+        (Method::OPTIONS, "/pixel/reference", 204, "GET, POST"),
+    ] {
+        let r = client
+            .request(method.clone(), gw.url(&format!("{path}{good}")))
+            .header("origin", "https://shop.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{method} {path}");
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(r.headers()["allow"], allow, "{what}");
+        if status == 204 {
+            let h = r.headers();
+            assert_eq!(h["access-control-allow-origin"], "*", "{what}");
+            assert_eq!(h["access-control-allow-methods"], "GET, POST", "{what}");
+            assert_eq!(h["access-control-allow-headers"], "Content-Type", "{what}");
+            assert!(r.bytes().await.unwrap().is_empty(), "{what}");
+        }
+    }
+}
+
+/// Repeats that are not duplicates: RedTrack's duplicate postback modes are
+/// per offer, one of them "Keep original data, Increment payout: only
+/// conversion payout will be edited (for example, tracking subsequent sales
+/// for the same conversion)"
+/// (https://help.redtrack.io/knowledgebase/kb/basic-setup-9785/offer-sources-brand-related-settings-9830/duplicate-postback-settings/).
+/// A source whose `dedup_fields` include the amount files each new amount on
+/// the same click; the default key (txid, goal, status) keeps answering
+/// DUPLICATE, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_decides_which_fields_make_a_conversion_distinct() {
+    let Rig { tansu, _dir, gw } = Rig::start().await;
+    let client = reqwest::Client::new();
+    let send = |source: &str, sum: &str| {
+        let url = gw.url(&format!(
+            "/postback/{source}?api_key={KEY}&clickid=click-{source}&sum={sum}"
+        ));
+        let client = client.clone();
+        async move { reply(client.get(url).send().await.unwrap()).await }
+    };
+    let mut first_ids = HashMap::new();
+    for (source, sum, want) in [
+        ("redtrack_increment", "10", "OK"),
+        ("redtrack_increment", "15", "OK"),
+        // The same amount again is the sender's retry; 15 and 15.00 are one amount.
+        ("redtrack_increment", "15.00", "DUPLICATE"),
+        ("redtrack_increment", "10", "DUPLICATE"),
+        ("redtrack", "10", "OK"),
+        ("redtrack", "15", "DUPLICATE"),
+    ] {
+        let (status, body) = send(source, sum).await;
+        assert_eq!(status, 200, "{source} sum={sum}: {body}");
+        assert!(body.starts_with(want), "{source} sum={sum}: {body}");
+        if want == "OK" {
+            first_ids.insert(format!("{source}/{sum}"), ok_id(&body));
+        }
+    }
+    let records = read_topic(&tansu.brokers, TOPIC, 3, Duration::from_secs(2));
+    let mut got: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.value["source"].as_str().unwrap().to_owned(),
+                r.value["amount"].as_str().unwrap().to_owned(),
+                r.value["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String, String)> = [
+        ("redtrack", "10.00", "redtrack/10"),
+        ("redtrack_increment", "10.00", "redtrack_increment/10"),
+        ("redtrack_increment", "15.00", "redtrack_increment/15"),
+    ]
+    .iter()
+    .map(|(s, a, k)| (s.to_string(), a.to_string(), first_ids[*k].clone()))
+    .collect();
+    want.sort();
+    assert_eq!(got, want, "one event per new sale, nothing else");
 }

@@ -26,7 +26,7 @@ fn golden(preset: &str) -> &'static str {
         "reference" => "BASE/postback/s?api_key=KEY&tracking=REPLACE_CLICK_ID&amount=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n\
                         BASE/pixel/s?api_key=PKEY&tracking=REPLACE_CLICK_ID&amount=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "cake" => "BASE/postback/s?api_key=KEY&r=#s2#&p=#price#&t=#leadid#&o=#oid#\n",
-        "tune" => "BASE/postback/s?security_token=KEY&transaction_id={aff_sub}&amount={payout}&offer_id={offer_id}&goal_id={goal_id}\n",
+        "tune" => "BASE/postback/s?security_token=KEY&transaction_id={aff_click_id}&amount={payout}&offer_id={offer_id}&goal_id={goal_id}\n",
         "nats" => "BASE/postback/s?api_key=KEY\n",
         "everflow" => "BASE/postback/s?verification_token=KEY&transaction_id={sub1}&amount={payout_amount}&order_id={order_id}&event_id={event_id}\n",
         "voluum" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID\n\
@@ -36,6 +36,9 @@ fn golden(preset: &str) -> &'static str {
         "kintura" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "redtrack" => "BASE/postback/s?api_key=KEY&clickid=REPLACE_CLICK_ID&sum=REPLACE_AMOUNT&rdtk_event_id=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "affise" => "BASE/postback/s?secure=KEY&clickid={sub1}&sum={sum}&action_id={transactionid}&goal={goal}&status={status}\n",
+        "bemob" | "peerclick" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
+        "trackier" => "BASE/postback/s?api_key=KEY&click_id=REPLACE_CLICK_ID&sale_amount=REPLACE_AMOUNT&txn_id=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
+        "post_affiliate_pro" => "BASE/postback/s?api_key=KEY&visitorId=REPLACE_CLICK_ID&TotalCost=REPLACE_AMOUNT&OrderID=REPLACE_CONVERSION_ID&PStatus=REPLACE_STATUS&CampaignID=REPLACE_CAMPAIGN_ID\n",
         other => panic!("no golden URL for {other}"),
     }
 }

@@ -104,6 +104,22 @@ pub(crate) fn explain(
              there (postback-url --network prints it)",
             v(Role::Tracking).map_or("", |x| x.1)
         ),
+        "conflicting_status" => format!(
+            "{}: a parameter named like a status says the conversion was declined while this \
+             source's status ({}) says approved",
+            declining_param(&pairs),
+            list(&names.status)
+        ),
+        code if unfilled_role(code).is_some() => {
+            let role = unfilled_role(code).expect("checked");
+            let (name, value) = v(role).unwrap_or(("", ""));
+            format!(
+                "{name} {value:?}: a macro the sender did not fill in; the network's own macro \
+                 for the {} belongs there (postback-url --network prints it), or leave the \
+                 parameter out",
+                role.as_str().replace('_', " ")
+            )
+        }
         "bad_status" => format!(
             "status {:?}: not a word this source knows ({}); add it to statuses, or set \
              unknown_status = \"accept\"",
@@ -118,10 +134,6 @@ pub(crate) fn explain(
             "currency {:?}: this source is fixed to {}",
             v(Role::Currency).map_or("", |x| x.1),
             rules.fixed_currency.as_deref().unwrap_or("?")
-        ),
-        "bad_click_time" => format!(
-            "click time {:?}: neither unix seconds nor RFC 3339",
-            v(Role::ClickTime).map_or("", |x| x.1)
         ),
         "duplicate_param" => duplicate(&pairs, names),
         "too_many_params" => format!(
@@ -150,6 +162,20 @@ pub(crate) fn explain(
         "ip_not_allowed" => "the client address is outside this source's allow_networks".into(),
         other => generic(other),
     })
+}
+
+/// The role whose unfilled macro the refusal `code` names (`unfilled_status`).
+fn unfilled_role(code: &str) -> Option<Role> {
+    let role = Role::parse(code.strip_prefix("unfilled_")?)?;
+    (role != Role::Tracking && role != Role::ApiKey).then_some(role)
+}
+
+/// The first parameter named like a status in the request, with its value.
+fn declining_param(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k.to_ascii_lowercase().ends_with("status"))
+        .map_or_else(String::new, |(k, v)| format!("{k} {v:?}"))
 }
 
 fn generic(code: &str) -> String {
@@ -326,6 +352,10 @@ mod tests {
             "tracking appears twice"
         );
         assert!(x("missing_amount", "tracking=a").contains("in amount"));
+        assert!(x("unfilled_status", "tracking=a&status=%7Bstatus%7D")
+            .starts_with("status \"{status}\": a macro"));
+        assert!(x("unfilled_amount", "tracking=a&amount=AMOUNT").contains("for the amount"));
+        assert!(x("conflicting_status", "tracking=a&cnv_status=reject").contains("cnv_status"));
         assert!(explain("unknown_source", "", "", None)
             .unwrap()
             .contains("/sources"));

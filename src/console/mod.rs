@@ -39,13 +39,15 @@ pub(crate) enum Verdict {
     Duplicate(Option<Uuid>),
     /// The reason code of the reply (`bad_amount`, `rate_limited`, ...).
     Error(&'static str),
+    /// Answered as a success, filed nothing (a status the postback said to ignore).
+    Ignored,
 }
 
 impl Verdict {
     /// `ok`, `duplicate` or `error`: the filter the page offers.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Verdict::Ok(_) => "ok",
+            Verdict::Ok(_) | Verdict::Ignored => "ok",
             Verdict::Duplicate(_) => "duplicate",
             Verdict::Error(_) => "error",
         }
@@ -58,6 +60,7 @@ impl Verdict {
             Verdict::Duplicate(Some(id)) => format!("DUPLICATE {id}"),
             Verdict::Duplicate(None) => "DUPLICATE".to_owned(),
             Verdict::Error(r) => format!("ERROR {r}"),
+            Verdict::Ignored => "IGNORED".to_owned(),
         }
     }
 }
@@ -271,7 +274,7 @@ impl Recent {
 
     fn push(&self, log: &mut Log, entry: Entry) {
         match entry.verdict {
-            Verdict::Ok(_) => log.ok += 1,
+            Verdict::Ok(_) | Verdict::Ignored => log.ok += 1,
             Verdict::Duplicate(_) => log.duplicate += 1,
             Verdict::Error(_) => log.error += 1,
         }

@@ -29,7 +29,10 @@ pub(crate) async fn handle_open(app: Arc<App>, req: Request<Incoming>) -> Respon
 
 fn respond(app: &Arc<App>, req: &Request<Incoming>, with_console: bool) -> Response<Body> {
     if req.method() != Method::GET {
-        return rejected(Rejection::MethodNotAllowed, false);
+        return rejected(
+            Rejection::MethodNotAllowed(crate::rejection::Allow::Get),
+            false,
+        );
     }
     match req.uri().path() {
         "/metrics" => {

@@ -58,6 +58,7 @@ async fn admit(
     let method = match parts.method {
         hyper::Method::GET => Method::Get,
         hyper::Method::POST => Method::Post,
+        hyper::Method::OPTIONS => Method::Options,
         _ => Method::Other,
     };
     let headers = &parts.headers;

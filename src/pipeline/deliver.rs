@@ -58,12 +58,21 @@ pub(super) fn claim(
     client: IpAddr,
     req: &Request<'_>,
 ) -> Result<Claimed, Outcome> {
+    let fields = &source.dedup_fields;
     let key = app.dedup.key(&KeyParts {
         source: &source.name,
         token: &conv.token,
-        txid: conv.txid.as_deref(),
-        goal: conv.goal.as_deref(),
-        status: conv.dedup_status(),
+        txid: conv.txid.as_deref().filter(|_| fields.txid),
+        goal: conv.goal.as_deref().filter(|_| fields.goal),
+        status: if fields.status {
+            conv.dedup_status()
+        } else {
+            ""
+        },
+        // No amount is one value too: "none" against "12.50".
+        amount: fields
+            .amount
+            .then(|| conv.amount_text.as_deref().unwrap_or("")),
     });
     let route = app.dedup.route(
         &source.name,

@@ -98,7 +98,9 @@ pub enum Method {
     Get,
     /// `POST`: its body may carry parameters.
     Post,
-    /// Any other: 405 where the path is known.
+    /// `OPTIONS`: a preflight's answer on the pixel endpoints, else 405.
+    Options,
+    /// Any other (`HEAD` among them): 405 where the path is known.
     Other,
 }
 
@@ -142,6 +144,9 @@ pub enum Outcome {
     Accepted(Uuid),
     /// A repeat of one accepted before: the first event's id, where known.
     Duplicate(Option<Uuid>),
+    /// Answered as a success and filed nothing, as the postback asked (a
+    /// status its source's `ignore_list` parameter names).
+    Ignored,
     /// Refused, and why; nothing of it reached Kafka.
     Rejected(Rejection),
 }
@@ -153,6 +158,7 @@ impl Outcome {
         match self {
             Outcome::Accepted(_) => Some("accepted"),
             Outcome::Duplicate(_) => Some("duplicate"),
+            Outcome::Ignored => Some("ignored"),
             Outcome::Rejected(r) => r.verdict().outcome,
         }
     }
@@ -344,6 +350,7 @@ fn verdict(outcome: &Outcome) -> console::Verdict {
     match outcome {
         Outcome::Accepted(id) => console::Verdict::Ok(*id),
         Outcome::Duplicate(id) => console::Verdict::Duplicate(*id),
+        Outcome::Ignored => console::Verdict::Ignored,
         Outcome::Rejected(r) => console::Verdict::Error(match r.verdict().text {
             crate::rejection::Text::Code(code) => code,
             crate::rejection::Text::Line(_) => "not_a_postback",
@@ -367,8 +374,13 @@ fn prepare(
         Outcome::Rejected(reason)
     };
     let params = checked(kind, target, req, &source).map_err(refuse)?;
+    if postback::ignored(&params, &source.rules) {
+        source.count_ignored();
+        return Err(Outcome::Ignored);
+    }
     let conv =
         postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
+    source.count_unread(conv.unread);
     deliver::claim(app, kind, source, conv, client, req)
 }
 

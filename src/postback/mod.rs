@@ -12,6 +12,6 @@ pub(crate) mod reason;
 pub(crate) mod rules;
 
 pub use decode::Params;
-pub use parse::{parse, Conversion};
+pub use parse::{ignored, parse, Conversion};
 pub use reason::Reason;
 pub use rules::{AmountFormat, AmountRules, Names, ParseRules, Status};

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
+use time::UtcOffset;
 
 /// Normalized conversion status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +114,10 @@ pub struct AmountRules {
     pub(crate) max: Decimal,
     /// Whether a postback without an amount is `missing_amount`.
     pub required: bool,
+    /// Whether an amount outside the grammar is kept as sent (in `params`,
+    /// the event's amount `null`) instead of refused as `bad_amount`: TUNE
+    /// records such a conversion with 0.00 rather than losing it.
+    pub(crate) keep_unreadable: bool,
 }
 
 impl Default for AmountRules {
@@ -125,6 +130,7 @@ impl Default for AmountRules {
             allow_negative: false,
             max: Decimal::new(100_000_000, 2),
             required: true,
+            keep_unreadable: false,
         }
     }
 }
@@ -156,6 +162,22 @@ pub struct ParseRules {
     /// The source's own placeholder words, refused as tracking tokens like
     /// the built-in ones (see [`super::placeholders`]), in any case.
     pub(crate) extra_placeholders: Vec<String>,
+    /// Parameters whose value is a comma-separated list of the sender's own
+    /// status words that mean this status for this postback (Keitaro's
+    /// `sale_status=billed`, `lead_status=reg,topup`); they win over
+    /// `statuses`.
+    pub(crate) status_lists: Vec<(String, Status)>,
+    /// A parameter whose value lists status words (`ignore_status=ping,test`):
+    /// a postback with one of them is answered as a success and files nothing.
+    pub(crate) ignore_list: Option<String>,
+    /// Whether a JSON body's nested objects are read as dotted paths
+    /// (`event_data.revenue`) and booleans as `true`/`false`, for senders
+    /// that post nested bodies (Branch's webhooks, AppsFlyer's Push API);
+    /// otherwise a JSON body is a flat object of strings and numbers.
+    pub(crate) json_nested: bool,
+    /// The zone of click times written without one (`2021-09-17 01:29:11`);
+    /// without it such a time is kept as sent, never guessed.
+    pub(crate) click_time_zone: Option<UtcOffset>,
 }
 
 impl ParseRules {
@@ -181,6 +203,10 @@ impl ParseRules {
             dropped: vec!["_".to_owned()],
             pass_through: None,
             extra_placeholders: Vec::new(),
+            status_lists: Vec::new(),
+            ignore_list: None,
+            json_nested: false,
+            click_time_zone: None,
         }
     }
 }

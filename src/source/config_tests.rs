@@ -230,7 +230,7 @@ fn a_source_lists_placeholders_of_its_own() {
 fn amount_shapes_and_unknown_statuses_are_set_per_source() {
     let s = source(
         &format!(
-            "[sources.acme]\napi_keys = [\"{KEY}\"]\nunknown_status = \"accept\"\n             [sources.acme.amount]\nmin_decimals = 0\nmax_decimals = 3\nrequired = false\n"
+            "[sources.acme]\napi_keys = [\"{KEY}\"]\nunknown_status = \"accept\"\nclick_time_zone = \"-05:00\"\n             [sources.acme.amount]\nmin_decimals = 0\nmax_decimals = 3\nrequired = false\nunreadable = \"keep\"\n"
         ),
         "acme",
     );
@@ -243,8 +243,32 @@ fn amount_shapes_and_unknown_statuses_are_set_per_source() {
     );
     assert!(s.rules.accept_unknown_status);
     assert!(!s.rules.amount.required);
+    assert!(s.rules.amount.keep_unreadable);
+    assert_eq!(
+        s.rules.click_time_zone,
+        Some(time::UtcOffset::from_hms(-5, 0, 0).unwrap())
+    );
+    assert_eq!(
+        source(
+            &format!("[sources.acme]\napi_keys = [\"{KEY}\"]\nclick_time_zone = \"UTC\"\n"),
+            "acme"
+        )
+        .rules
+        .click_time_zone,
+        Some(time::UtcOffset::UTC)
+    );
     for (toml, problem) in [
         ("unknown_status = \"maybe\"", "unknown_status"),
+        ("click_time_zone = \"Europe/Paris\"", "click_time_zone"),
+        (
+            "dedup_fields = [\"txid\", \"price\"]",
+            "dedup_fields: \"price\"",
+        ),
+        ("click_time_zone = \"+2\"", "click_time_zone"),
+        (
+            "[sources.acme.amount]\nunreadable = \"zero\"",
+            "amount.unreadable",
+        ),
         (
             "[sources.acme.amount]\nmin_decimals = 3",
             "min_decimals = 3",
