@@ -239,8 +239,9 @@ fn cases() -> Vec<Case> {
           Event(json!({"amount": "75.00", "txid": "ORD-9", "currency": "USD"}))),
         c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=12.34&event_id=5&verification_token={K}",
           Event(json!({"amount": "12.34", "goal": "5"}))),
-        // Everflow's page says "12,34" is read as 12.34; a comma is never
-        // taken here (it is also a thousands separator elsewhere).
+        // A decimal comma: none of Everflow's own pages at hand says how
+        // Everflow reads it, so the preset keeps the strict dot rule (a comma
+        // is also a thousands separator elsewhere) and refuses it by name.
         c(EVERFLOW, "everflow", "/postback/everflow?transaction_id={T}&amount=12,34&verification_token={K}", Refused(400, "bad_amount")),
         // Voluum: cid required, payout and txid optional.
         c(VOLUUM_UPSELL, "voluum", "/postback/voluum?api_key={K}&cid={T}&payout=10.00&txid=120",
