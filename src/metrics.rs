@@ -11,7 +11,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::Kind;
-use crate::rejection::Rejection;
+use crate::rejection::{Counted, Rejection};
 
 pub(crate) const REQUESTS: &str = "postback_requests_total";
 pub(crate) const REJECTIONS: &str = "postback_rejections_total";
@@ -64,7 +64,7 @@ pub(crate) const BACKGROUND_TASKS: &str = "postback_background_tasks";
 /// The series every request touches, registered once: `counter!` with labels
 /// hashes and looks up its key on each call, which showed in the profile.
 pub struct Hot {
-    /// By endpoint (`Kind` order: s2s, pixel) and outcome (`OUTCOMES` order).
+    /// By endpoint (`Kind` order: s2s, pixel) and outcome ([`Counted::ALL`] order).
     requests: [[Counter; 5]; 2],
     /// By [`Rejection::slot`].
     rejections: Vec<Counter>,
@@ -73,14 +73,6 @@ pub struct Hot {
     pub kafka_delivery_seconds: Histogram,
 }
 
-/// Request outcomes, as labelled in `postback_requests_total`.
-const OUTCOMES: [&str; 5] = [
-    "accepted",
-    "duplicate",
-    "ignored",
-    "rejected",
-    "unavailable",
-];
 const ENDPOINTS: [Kind; 2] = [Kind::S2s, Kind::Pixel];
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -90,7 +82,8 @@ static HOT: OnceLock<Hot> = OnceLock::new();
 pub fn hot() -> &'static Hot {
     HOT.get_or_init(|| Hot {
         requests: ENDPOINTS.map(|k| {
-            OUTCOMES.map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o))
+            Counted::ALL
+                .map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o.label()))
         }),
         rejections: Rejection::counted()
             .map(|r| counter!(REJECTIONS, "reason" => r.code().unwrap_or_default()))
@@ -108,12 +101,10 @@ impl Hot {
         }
     }
 
-    /// Counts one request; `outcome` is one of `OUTCOMES`.
-    pub fn request(&self, kind: Kind, outcome: &str, seconds: f64) {
+    /// Counts one request.
+    pub fn request(&self, kind: Kind, outcome: Counted, seconds: f64) {
         let e = Self::endpoint(kind);
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.requests[e][i].increment(1);
-        }
+        self.requests[e][outcome as usize].increment(1);
         self.request_seconds[e].record(seconds);
     }
 

@@ -98,10 +98,47 @@ pub(crate) struct Verdict {
     /// Whether the connection closes after the reply.
     pub(crate) close: bool,
     pub(crate) text: Text,
-    /// The `outcome` label of `postback_requests_total`, and whether the
+    /// The `outcome` of `postback_requests_total`, and whether the
     /// rejection is counted at all: requests that are not postbacks (no
     /// route, the connection cap, the admin probe) are not.
-    pub(crate) outcome: Option<&'static str>,
+    pub(crate) outcome: Option<Counted>,
+}
+
+/// What a postback came to, as `postback_requests_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Made durable: a new conversion.
+    Accepted,
+    /// An exact repeat of one already taken.
+    Duplicate,
+    /// Answered as a success and filed nothing (a status it said to ignore).
+    Ignored,
+    /// Refused for what it is.
+    Rejected,
+    /// Turned away for now: the sender should try again later.
+    Unavailable,
+}
+
+impl Counted {
+    /// Every outcome, in the order of their series.
+    pub const ALL: [Counted; 5] = [
+        Counted::Accepted,
+        Counted::Duplicate,
+        Counted::Ignored,
+        Counted::Rejected,
+        Counted::Unavailable,
+    ];
+
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Counted::Accepted => "accepted",
+            Counted::Duplicate => "duplicate",
+            Counted::Ignored => "ignored",
+            Counted::Rejected => "rejected",
+            Counted::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// What a rejection's reply says.
@@ -114,10 +151,10 @@ pub(crate) enum Text {
     Line(&'static str),
 }
 
-/// `outcome` labels of rejected postbacks: refused for what they are, or
-/// turned away for now (the sender should try again later).
-const REJECTED: Option<&str> = Some("rejected");
-const UNAVAILABLE: Option<&str> = Some("unavailable");
+/// Outcomes of rejected postbacks: refused for what they are, or turned
+/// away for now (the sender should try again later).
+const REJECTED: Option<Counted> = Some(Counted::Rejected);
+const UNAVAILABLE: Option<Counted> = Some(Counted::Unavailable);
 
 /// Seconds a sender should wait before retrying a 503.
 const RETRY_LATER: Option<&str> = Some("5");

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 
 use uuid::Uuid;
 
+use crate::rejection::{Rejection, Text};
 use crate::source::{Source, Sources};
 
 /// The part of a request's query and body that is kept; the rest is cut
@@ -37,8 +38,8 @@ pub(crate) enum Verdict {
     Ok(Uuid),
     /// The first event's id, where known.
     Duplicate(Option<Uuid>),
-    /// The reason code of the reply (`bad_amount`, `rate_limited`, ...).
-    Error(&'static str),
+    /// The refusal, as the reply said it (`ERROR bad_amount`).
+    Error(Rejection),
     /// Answered as a success, filed nothing (a status the postback said to ignore).
     Ignored,
 }
@@ -59,7 +60,10 @@ impl Verdict {
             Verdict::Ok(id) => format!("OK {id}"),
             Verdict::Duplicate(Some(id)) => format!("DUPLICATE {id}"),
             Verdict::Duplicate(None) => "DUPLICATE".to_owned(),
-            Verdict::Error(r) => format!("ERROR {r}"),
+            Verdict::Error(r) => match r.verdict().text {
+                Text::Code(code) => format!("ERROR {code}"),
+                Text::Line(line) => line.trim_end().to_owned(),
+            },
             Verdict::Ignored => "IGNORED".to_owned(),
         }
     }
@@ -381,7 +385,7 @@ pub(crate) fn recent_json(
         .map(|e| {
             let (query, body) = (e.query(), e.body());
             let explanation = match e.verdict {
-                Verdict::Error(code) => explain::explain(code, &query, &body, source),
+                Verdict::Error(refusal) => Some(explain::explain(refusal, &query, &body, source)),
                 _ => None,
             };
             serde_json::json!({
@@ -425,10 +429,20 @@ mod tests {
         for i in 0..10 {
             r.record(Some(&a), entry(i, Verdict::Ok(Uuid::from_u128(i as u128))));
         }
-        r.record(Some(&a), entry(10, Verdict::Error("bad_amount")));
+        r.record(
+            Some(&a),
+            entry(
+                10,
+                Verdict::Error(Rejection::Invalid(crate::postback::Reason::BadAmount)),
+            ),
+        );
         let got = r.entries(Some("a"));
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0].verdict, Verdict::Error("bad_amount"), "newest first");
+        assert_eq!(
+            got[0].verdict,
+            Verdict::Error(Rejection::Invalid(crate::postback::Reason::BadAmount)),
+            "newest first"
+        );
         assert_eq!(got[2].query(), "tracking=t8&amount=1.00");
         assert_eq!(got[2].path(), "/postback/a");
         assert_eq!(got[2].body(), "");
@@ -459,7 +473,9 @@ mod tests {
             b"x=1",
             &no_secrets(),
         )
-        .with(Verdict::Error("bad_amount"));
+        .with(Verdict::Error(Rejection::Invalid(
+            crate::postback::Reason::BadAmount,
+        )));
         assert!(e.cut);
         assert_eq!(e.query(), "a=1");
         assert_eq!(e.body(), "x=1");

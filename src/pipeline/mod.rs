@@ -32,7 +32,7 @@ use crate::dedup::Pools;
 use crate::event::Kind;
 use crate::postback;
 use crate::ratelimit::PerClient;
-use crate::rejection::Rejection;
+use crate::rejection::{Counted, Rejection};
 use crate::sink::Sink;
 use crate::source::claims::CampaignClaims;
 use crate::source::{SharedSources, Source};
@@ -152,13 +152,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The `outcome` label of `postback_requests_total`; `None` for a request
-    /// that is not counted as a postback.
-    pub(crate) fn label(&self) -> Option<&'static str> {
+    /// How `postback_requests_total` counts it; `None` for a request that is
+    /// not counted as a postback.
+    pub(crate) fn counted(&self) -> Option<Counted> {
         match self {
-            Outcome::Accepted(_) => Some("accepted"),
-            Outcome::Duplicate(_) => Some("duplicate"),
-            Outcome::Ignored => Some("ignored"),
+            Outcome::Accepted(_) => Some(Counted::Accepted),
+            Outcome::Duplicate(_) => Some(Counted::Duplicate),
+            Outcome::Ignored => Some(Counted::Ignored),
             Outcome::Rejected(r) => r.verdict().outcome,
         }
     }
@@ -351,10 +351,7 @@ fn verdict(outcome: &Outcome) -> console::Verdict {
         Outcome::Accepted(id) => console::Verdict::Ok(*id),
         Outcome::Duplicate(id) => console::Verdict::Duplicate(*id),
         Outcome::Ignored => console::Verdict::Ignored,
-        Outcome::Rejected(r) => console::Verdict::Error(match r.verdict().text {
-            crate::rejection::Text::Code(code) => code,
-            crate::rejection::Text::Line(_) => "not_a_postback",
-        }),
+        Outcome::Rejected(r) => console::Verdict::Error(*r),
     }
 }
 
