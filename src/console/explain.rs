@@ -5,9 +5,9 @@
 
 use super::redact::decode;
 use crate::postback::Reason;
+use crate::postback::Role;
 use crate::postback::{AmountFormat, AmountRules, Names, ParseRules};
 use crate::rejection::Rejection;
-use crate::source::presets::Role;
 use crate::source::Source;
 
 /// The parameters of a kept request, decoded once, in order (repeats kept).
@@ -86,7 +86,7 @@ pub(crate) fn explain(
         R::MissingApiKey => match source {
             Some(source) => format!(
                 "no key: this source expects it in {}{}",
-                list(&source.rules.names.api_key),
+                list(&source.rules.names[Role::ApiKey]),
                 if source.key_in_path {
                     " or as the first path segment"
                 } else {
@@ -191,11 +191,11 @@ fn invalid(reason: Reason, pairs: &[(String, String)], source: &Source) -> Strin
         ),
         W::MissingAmount => format!(
             "no amount: this source requires one, in {} (or amount.required = false)",
-            list(&names.amount)
+            list(&names[Role::Amount])
         ),
         W::MissingTracking => format!(
             "no click id: this source reads it from {}",
-            list(&names.tracking)
+            list(&names[Role::Tracking])
         ),
         W::BadTracking => format!(
             "click id {:?}: blank or holding control characters",
@@ -210,7 +210,7 @@ fn invalid(reason: Reason, pairs: &[(String, String)], source: &Source) -> Strin
             "{}: a parameter named like a status says the conversion was declined while this \
              source's status ({}) says approved",
             declining_param(pairs),
-            list(&names.status)
+            list(&names[Role::Status])
         ),
         W::BadStatus => format!(
             "status {:?}: not a word this source knows ({}); add it to statuses, or set \

@@ -4,6 +4,7 @@
 //! configured keys wherever it appears. The tracking token stays: it is what
 //! the operator came to see.
 
+use crate::postback::Role;
 use crate::source::{Source, Sources};
 
 /// What a redacted value reads as.
@@ -25,14 +26,14 @@ fn contains_word(hay: &[u8], needle: &str) -> bool {
 /// one of its roles' own parameters (the tracking token `token` is data).
 fn secret_name(name: &[u8], source: Option<&Source>) -> bool {
     let is = |n: &String| n.as_bytes().eq_ignore_ascii_case(name);
-    if source.is_some_and(|s| s.rules.names.api_key.iter().any(is)) {
+    if source.is_some_and(|s| s.rules.names[Role::ApiKey].iter().any(is)) {
         return true;
     }
     if !SECRET_WORDS.iter().any(|w| contains_word(name, w)) {
         return false;
     }
     !source.is_some_and(|s| {
-        crate::source::presets::Role::ALL
+        Role::ALL
             .into_iter()
             .any(|r| r.names(&s.rules.names).iter().any(is))
     })
@@ -221,8 +222,8 @@ mod tests {
     fn keys_are_redacted_wherever_they_hide_and_the_token_is_not() {
         let key = "k".repeat(20);
         let mut rules = ParseRules::reference();
-        rules.names.api_key = vec!["secure".into()];
-        rules.names.tracking = vec!["token".into()];
+        rules.names[Role::ApiKey] = vec!["secure".into()];
+        rules.names[Role::Tracking] = vec!["token".into()];
         let source = Source::new("s", vec![key.clone()], rules);
         let sources = Sources::from_list(vec![source]);
         let secrets = Secrets {

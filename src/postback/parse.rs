@@ -5,6 +5,7 @@
 //! The click time is optional data and never costs a conversion: what cannot be
 //! read without a guess is kept as sent (see [`Unread`]).
 
+use super::role::Role;
 use std::borrow::Cow;
 use std::str::FromStr;
 
@@ -151,11 +152,10 @@ impl Conversion<'_> {
     }
 }
 
-/// The api key value, if any of rules.names.api_key is present and non-empty (the caller authenticates before parse()).
+/// The api key value, if any of the source's api key names is present and
+/// non-empty (the caller authenticates before parse()).
 pub(crate) fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p str> {
-    rules
-        .names
-        .api_key
+    rules.names[Role::ApiKey]
         .iter()
         .filter_map(|name| params.get(name))
         .find(|value| !value.is_empty())
@@ -167,12 +167,13 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     let extra = &rules.extra_placeholders;
     let filled = |aliases: &[String], unfilled: Reason| filled(params, aliases, extra, unfilled);
 
-    let (token_name, token) = found(params, &names.tracking)?.ok_or(Reason::MissingTracking)?;
+    let (token_name, token) =
+        found(params, &names[Role::Tracking])?.ok_or(Reason::MissingTracking)?;
     check_tracking(token, token_name, extra)?;
 
     let mut unread = Unread::default();
     let mut kept_as_sent = Vec::new();
-    let amount = match filled_named(params, &names.amount, extra, Reason::UnfilledAmount)? {
+    let amount = match filled_named(params, &names[Role::Amount], extra, Reason::UnfilledAmount)? {
         Some((name, raw)) => match parse_amount(raw, &rules.amount) {
             Err(Reason::BadAmount) if rules.amount.keep_unreadable => {
                 unread.amount = true;
@@ -189,9 +190,12 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         None => (None, None),
     };
 
-    let currency = parse_currency(filled(&names.currency, Reason::UnfilledCurrency)?, rules)?;
+    let currency = parse_currency(
+        filled(&names[Role::Currency], Reason::UnfilledCurrency)?,
+        rules,
+    )?;
 
-    let (status, status_raw) = match filled(&names.status, Reason::UnfilledStatus)? {
+    let (status, status_raw) = match filled(&names[Role::Status], Reason::UnfilledStatus)? {
         Some(raw) => (lookup_status(raw, params, rules)?, Some(Cow::Borrowed(raw))),
         None => (Status::Approved, None),
     };
@@ -207,10 +211,16 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         None => (status, status_raw),
     };
 
-    let txid = bounded(filled(&names.txid, Reason::UnfilledTxid)?, MAX_TXID_BYTES)?;
-    let goal = bounded(filled(&names.goal, Reason::UnfilledGoal)?, MAX_GOAL_BYTES)?;
+    let txid = bounded(
+        filled(&names[Role::Txid], Reason::UnfilledTxid)?,
+        MAX_TXID_BYTES,
+    )?;
+    let goal = bounded(
+        filled(&names[Role::Goal], Reason::UnfilledGoal)?,
+        MAX_GOAL_BYTES,
+    )?;
 
-    let click_time = match found(params, &names.click_time)? {
+    let click_time = match found(params, &names[Role::ClickTime])? {
         None => None,
         Some((name, raw)) => {
             let time = if placeholders::is_unfilled(raw, name, extra) {
@@ -228,10 +238,10 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
 
     let template_id =
         |aliases: &[String], unfilled| bounded(filled(aliases, unfilled)?, MAX_TEMPLATE_ID_BYTES);
-    let campaign_id = template_id(&names.campaign_id, Reason::UnfilledCampaignId)?;
-    let adset_id = template_id(&names.adset_id, Reason::UnfilledAdsetId)?;
-    let ad_id = template_id(&names.ad_id, Reason::UnfilledAdId)?;
-    let placement = template_id(&names.placement, Reason::UnfilledPlacement)?;
+    let campaign_id = template_id(&names[Role::CampaignId], Reason::UnfilledCampaignId)?;
+    let adset_id = template_id(&names[Role::AdsetId], Reason::UnfilledAdsetId)?;
+    let ad_id = template_id(&names[Role::AdId], Reason::UnfilledAdId)?;
+    let placement = template_id(&names[Role::Placement], Reason::UnfilledPlacement)?;
 
     let mut params = pass_through(params, rules)?;
     for (name, raw) in kept_as_sent {
@@ -346,7 +356,7 @@ const DECLINING: &[&str] = &[
 fn declining_word<'p>(params: &'p Params, names: &Names) -> Option<&'p str> {
     params.iter().find_map(|(key, value)| {
         let status_like = STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s))
-            && !names.status.iter().any(|n| n == key);
+            && !names[Role::Status].iter().any(|n| n == key);
         let declining = || {
             value
                 .split(|c: char| !c.is_ascii_alphanumeric())
@@ -491,7 +501,7 @@ pub fn ignored(params: &Params, rules: &ParseRules) -> bool {
     let Some(list) = rules.ignore_list.as_deref().and_then(|p| params.get(p)) else {
         return false;
     };
-    let status = rules.names.status.iter().find_map(|n| params.get(n));
+    let status = rules.names[Role::Status].iter().find_map(|n| params.get(n));
     status.is_some_and(|s| !s.is_empty() && listed(list, s, rules.status_case_insensitive))
 }
 
@@ -575,23 +585,9 @@ fn pass_through<'p>(params: &'p Params, rules: &ParseRules) -> Result<Pairs<'p>,
 /// Whether `key` names any role, the api key included: a secret must never ride
 /// along in `params`, and a role's value must not appear twice in the event.
 fn is_role_name(names: &Names, key: &str) -> bool {
-    [
-        &names.api_key,
-        &names.tracking,
-        &names.amount,
-        &names.txid,
-        &names.goal,
-        &names.status,
-        &names.currency,
-        &names.click_time,
-        &names.campaign_id,
-        &names.adset_id,
-        &names.ad_id,
-        &names.placement,
-    ]
-    .into_iter()
-    .flatten()
-    .any(|name| name == key)
+    Role::ALL
+        .into_iter()
+        .any(|role| names[role].iter().any(|name| name == key))
 }
 
 #[cfg(test)]
@@ -722,23 +718,23 @@ mod tests {
     /// Voluum-like names (`cid`, `payout`), as in conventions #1 and #5.
     fn voluum() -> ParseRules {
         let mut rules = ParseRules::reference();
-        rules.names.tracking = names(&["cid"]);
-        rules.names.amount = names(&["payout"]);
+        rules.names[Role::Tracking] = names(&["cid"]);
+        rules.names[Role::Amount] = names(&["payout"]);
         rules
     }
 
     /// NATS-like: integer cents under a PHP bracket key.
     fn nats() -> ParseRules {
         let mut rules = cents();
-        rules.names.amount = names(&["transaction[amount]"]);
+        rules.names[Role::Amount] = names(&["transaction[amount]"]);
         rules
     }
 
     /// Affise-like: two aliases for the click id, a second api key name.
     fn aliases() -> ParseRules {
         let mut rules = ParseRules::reference();
-        rules.names.tracking = names(&["clickid", "click_id", "clickid"]);
-        rules.names.api_key = names(&["api_key", "secure"]);
+        rules.names[Role::Tracking] = names(&["clickid", "click_id", "clickid"]);
+        rules.names[Role::ApiKey] = names(&["api_key", "secure"]);
         rules
     }
 
@@ -796,10 +792,10 @@ mod tests {
 
     fn template_ids() -> ParseRules {
         let mut rules = ParseRules::reference();
-        rules.names.campaign_id = names(&["campaign_id", "cmp"]);
-        rules.names.adset_id = names(&["adset_id"]);
-        rules.names.ad_id = names(&["ad_id"]);
-        rules.names.placement = names(&["placement"]);
+        rules.names[Role::CampaignId] = names(&["campaign_id", "cmp"]);
+        rules.names[Role::AdsetId] = names(&["adset_id"]);
+        rules.names[Role::AdId] = names(&["ad_id"]);
+        rules.names[Role::Placement] = names(&["placement"]);
         rules
     }
 
@@ -1192,9 +1188,9 @@ mod tests {
     fn amounts() {
         for (what, rules, raw, want) in amount_rows() {
             let rules = rules();
-            let tracking = &rules.names.tracking[0];
+            let tracking = &rules.names[Role::Tracking][0];
             let query = match &raw {
-                Some(raw) => format!("{tracking}=t&{}={raw}", rules.names.amount[0]),
+                Some(raw) => format!("{tracking}=t&{}={raw}", rules.names[Role::Amount][0]),
                 None => format!("{tracking}=t"),
             };
             let got = run(&query, &rules);
@@ -1732,7 +1728,7 @@ mod tests {
         }
         // The token's own name is a placeholder for it too (Everflow's template).
         let mut everflow = reference();
-        everflow.names.tracking = names(&["transaction_id"]);
+        everflow.names[Role::Tracking] = names(&["transaction_id"]);
         assert_eq!(
             run("transaction_id=TRANSACTION_ID&amount=1.00", &everflow).err(),
             Some(Reason::UnfilledMacro)
@@ -1758,7 +1754,7 @@ mod tests {
     #[test]
     fn a_declining_word_in_a_status_like_parameter_is_never_approved() {
         let mut rules = voluum();
-        rules.names.status.clear();
+        rules.names[Role::Status].clear();
         for value in [
             "reject",
             "Rejected",
@@ -1795,7 +1791,7 @@ mod tests {
         assert_eq!(c.status, Status::Approved);
         // The source's own status says approved while another says reject.
         let mut binom = reference();
-        binom.names.status = names(&["cnv_status"]);
+        binom.names[Role::Status] = names(&["cnv_status"]);
         assert_eq!(
             run(
                 "tracking=t&amount=1.00&cnv_status=approved&status=reject",

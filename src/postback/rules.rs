@@ -2,6 +2,7 @@
 //! vocabulary, amount and currency rules. Built by `source/` from config;
 //! [`ParseRules::reference`] is the default format (docs/http-api.md).
 
+use super::role::Role;
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
@@ -49,40 +50,32 @@ impl Status {
 /// first one present in a postback is used (two present at once is
 /// `duplicate_param`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
-    pub(crate) api_key: Vec<String>,
-    pub(crate) tracking: Vec<String>,
-    pub(crate) amount: Vec<String>,
-    pub(crate) txid: Vec<String>,
-    pub(crate) goal: Vec<String>,
-    pub(crate) status: Vec<String>,
-    pub(crate) currency: Vec<String>,
-    pub(crate) click_time: Vec<String>,
-    pub(crate) campaign_id: Vec<String>,
-    pub(crate) adset_id: Vec<String>,
-    pub(crate) ad_id: Vec<String>,
-    pub(crate) placement: Vec<String>,
+pub struct Names([Vec<String>; Role::ALL.len()]);
+
+impl std::ops::Index<Role> for Names {
+    type Output = Vec<String>;
+    fn index(&self, role: Role) -> &Vec<String> {
+        &self.0[role as usize]
+    }
+}
+
+impl std::ops::IndexMut<Role> for Names {
+    fn index_mut(&mut self, role: Role) -> &mut Vec<String> {
+        &mut self.0[role as usize]
+    }
 }
 
 impl Default for Names {
+    /// The reference format: each role of a postback under its own name
+    /// (`tracking`, `amount`, ...); the tracking template's ids under none.
     fn default() -> Self {
-        fn one(s: &str) -> Vec<String> {
-            vec![s.to_owned()]
-        }
-        Names {
-            api_key: one("api_key"),
-            tracking: one("tracking"),
-            amount: one("amount"),
-            txid: one("txid"),
-            goal: one("goal"),
-            status: one("status"),
-            currency: one("currency"),
-            click_time: one("click_time"),
-            campaign_id: Vec::new(),
-            adset_id: Vec::new(),
-            ad_id: Vec::new(),
-            placement: Vec::new(),
-        }
+        Names(Role::ALL.map(|r| {
+            if Role::TEMPLATE_IDS.contains(&r) {
+                Vec::new()
+            } else {
+                vec![r.as_str().to_owned()]
+            }
+        }))
     }
 }
 

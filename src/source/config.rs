@@ -289,7 +289,7 @@ fn build_one(
     if fmt.key_in_path && keys.is_empty() {
         err("key_in_path needs at least one api key".into());
     }
-    if !keys.is_empty() && !fmt.key_in_path && fmt.rules.names.api_key.is_empty() {
+    if !keys.is_empty() && !fmt.key_in_path && fmt.rules.names[Role::ApiKey].is_empty() {
         err(
             "has api keys but no parameter to carry them (params.api_key) and key_in_path is off"
                 .into(),
@@ -520,10 +520,10 @@ fn check_format(fmt: &Format, tracking_template: bool, err: &mut impl FnMut(Stri
             }
         }
     }
-    if names.tracking.is_empty() {
+    if names[Role::Tracking].is_empty() {
         err("no parameter names the tracking token (params.tracking)".into());
     }
-    if fmt.rules.amount.required && names.amount.is_empty() {
+    if fmt.rules.amount.required && names[Role::Amount].is_empty() {
         err("the amount is required but no parameter names it (params.amount)".into());
     }
     if tracking_template {
@@ -576,7 +576,7 @@ fn check_pixel_keys(
             ));
         }
     }
-    if !pixel_keys.is_empty() && rules.names.api_key.is_empty() {
+    if !pixel_keys.is_empty() && rules.names[Role::ApiKey].is_empty() {
         err("has pixel keys but no parameter to carry them (params.api_key)".into());
     }
 }

@@ -89,9 +89,13 @@ tracking = "{{sub2}}"
     assert!(s.trusted_proxies.contains("10.0.0.1".parse().unwrap()));
     assert!(s.conversion_at_click && s.pixels && s.rules.plus_as_space);
     assert_eq!(s.rules.fixed_currency.as_deref(), Some("EUR"));
-    assert_eq!(s.rules.names.tracking, vec!["click", "click2"]);
-    assert_eq!(s.rules.names.amount, vec!["sum"], "kept from the preset");
-    assert_eq!(s.rules.names.placement, vec!["pl"]);
+    assert_eq!(s.rules.names[Role::Tracking], vec!["click", "click2"]);
+    assert_eq!(
+        s.rules.names[Role::Amount],
+        vec!["sum"],
+        "kept from the preset"
+    );
+    assert_eq!(s.rules.names[Role::Placement], vec!["pl"]);
     assert_eq!(s.rules.statuses.get("hold"), Some(&Status::Pending));
     assert_eq!(s.rules.statuses.get("1"), None, "the map is replaced");
     assert_eq!(

@@ -123,7 +123,7 @@ pub fn source_urls(
 
     // The S2S URL carries the api key; the pixel URL, which sits in a public
     // page, carries the pixel key or none, never the api key.
-    let key_param = source.rules.names.api_key.first().map(|p| encode(p));
+    let key_param = source.rules.names[Role::ApiKey].first().map(|p| encode(p));
     let key = source.first_key();
     let with_key = |k: Option<&str>| {
         let mut q = Vec::new();
