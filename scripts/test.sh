@@ -13,19 +13,19 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
-# tests/deploy.rs reads the libraries the binary links with readelf.
+# tests/it/deploy.rs reads the libraries the binary links with readelf.
 command -v readelf >/dev/null 2>&1 || missing+=(binutils)
-# promtool checks deploy/prometheus (tests/deploy.rs); nginx balances two
-# gateways in tests/scale_out.rs. Debian's `prometheus` package ships promtool.
+# promtool checks deploy/prometheus (tests/it/deploy.rs); nginx balances two
+# gateways in tests/it/scale_out.rs. Debian's `prometheus` package ships promtool.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-# tests/browser.rs loads a landing page in headless Chromium.
+# tests/it/browser.rs loads a landing page in headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # librdkafka's TLS and SCRAM (OpenSSL) and its OAUTHBEARER/OIDC client (libcurl).
 for dev in libssl-dev libcurl4-openssl-dev pkg-config; do
   dpkg -s "$dev" >/dev/null 2>&1 || missing+=("$dev")
 done
-# tests/secure_kafka.rs puts TLS in front of Tansu, whose own TLS cannot take
+# tests/it/secure_kafka.rs puts TLS in front of Tansu, whose own TLS cannot take
 # a certificate and a key together in 0.6; openssl makes the test certificates.
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -45,7 +45,7 @@ if ! command -v tansu >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/t
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 # The libsql feature gives Tansu a storage that keeps SCRAM users across the
-# restart that turns authentication on (tests/secure_kafka.rs).
+# restart that turns authentication on (tests/it/secure_kafka.rs).
 tansu_features() {
   grep -o "\"tansu $TANSU_VERSION [^}]*" "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" 2>/dev/null \
     | grep -o '"features":\[[^]]*\]' || true
