@@ -108,6 +108,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let metrics = metrics::install();
+    tasks::register_series();
     let tasks = tasks::Tasks::new();
     // However `run` ends (an error, or its future dropped), its tasks stop.
     let _stop_tasks = tasks.token().drop_guard();

@@ -151,10 +151,6 @@ pub fn install() -> PrometheusHandle {
             ] {
                 metrics::counter!(c).increment(0);
             }
-            for task in crate::tasks::NAMES {
-                counter!(TASK_PANICS, "task" => task).increment(0);
-            }
-            counter!(TASK_RESTARTS, "task" => crate::tasks::SPOOL_DRAINER).increment(0);
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             process_collector().describe();
             handle

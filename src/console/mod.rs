@@ -29,9 +29,6 @@ use crate::source::{Source, Sources};
 /// (the entry says so).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1024;
 
-/// Requests kept per source unless the config says otherwise.
-pub const DEFAULT_PER_SOURCE: usize = 200;
-
 /// What a request came to, as the sender was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {

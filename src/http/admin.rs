@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::access::Denied;
 use super::reply::{ok, rejected, Body};
+use crate::config::admin::Denied;
 use crate::console;
 use crate::metrics as m;
 use crate::pipeline::App;

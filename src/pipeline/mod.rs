@@ -66,7 +66,7 @@ pub struct App {
     /// The last postbacks of each source, for the admin console.
     pub console: Arc<crate::console::Recent>,
     /// Who may read the console.
-    pub admin: crate::http::access::AdminAccess,
+    pub admin: crate::config::admin::AdminAccess,
     /// The owner of the background tasks: a delivery whose client hung up
     /// finishes in one of its tasks, named, its panic counted, waited for at
     /// shutdown.

@@ -143,7 +143,7 @@ pub(crate) fn build(
             }
             Err(e) => errors.push(format!(
                 "source {name}: {}",
-                crate::config::redact_values(e.message().trim())
+                redact_values(e.message().trim())
             )),
         }
     }
@@ -712,3 +712,27 @@ pub(crate) fn valid_key(k: &str) -> bool {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+/// `invalid type: string "s3cr3t", expected ...` -> `invalid type: a string,
+/// expected ...`; likewise integers and floats (`integer \`5\``). Field names
+/// (`unknown field \`x\``) stay: they are not secrets, and they say what to fix.
+pub(crate) fn redact_values(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (opener, close, plain) in [
+        ("string \"", '"', "a string"),
+        ("integer `", '`', "an integer"),
+        ("floating point `", '`', "a number"),
+    ] {
+        let mut redacted = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(opener) {
+            redacted.push_str(&rest[..i]);
+            redacted.push_str(plain);
+            let after = &rest[i + opener.len()..];
+            rest = after.find(close).map_or("", |end| &after[end + 1..]);
+        }
+        redacted.push_str(rest);
+        out = redacted;
+    }
+    out
+}

@@ -19,6 +19,7 @@ mod event_schema;
 mod faults;
 mod first_run;
 mod hostile;
+mod layout;
 mod limits;
 mod load_smoke;
 mod logs;
