@@ -100,17 +100,17 @@ impl Secrets<'_> {
         mut write: impl FnMut(&[u8], &mut Vec<u8>),
     ) -> bool {
         let start = out.len();
-        let mut piece = Vec::new();
         for (i, part) in text.split(|&b| b == sep).enumerate() {
-            piece.clear();
+            // Each part is written in place and taken back if it does not fit.
+            let end = out.len();
             if i > 0 {
-                piece.push(sep);
+                out.push(sep);
             }
-            write(part, &mut piece);
-            if out.len() - start + piece.len() > limit {
+            write(part, out);
+            if out.len() - start > limit {
+                out.truncate(end);
                 return true;
             }
-            out.extend_from_slice(&piece);
         }
         false
     }
