@@ -14,10 +14,31 @@ const SECRET_WORDS: &[&str] = &[
     "key", "token", "secret", "pass", "pwd", "auth", "sign", "sig", "hash", "secure",
 ];
 
-/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
-fn contains_word(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// The bytes a word of [`SECRET_WORDS`] starts with, either case.
+const FIRST_BYTES: [bool; 256] = {
+    let mut first = [false; 256];
+    let mut i = 0;
+    while i < SECRET_WORDS.len() {
+        let b = SECRET_WORDS[i].as_bytes()[0];
+        first[b as usize] = true;
+        first[b.to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    first
+};
+
+/// Whether `name` contains one of [`SECRET_WORDS`], ignoring ASCII case:
+/// one pass over the name, the words compared only where one could start
+/// (this runs for every parameter of every request the console keeps).
+fn names_a_secret(name: &[u8]) -> bool {
+    (0..name.len()).any(|i| {
+        FIRST_BYTES[usize::from(name[i])]
+            && SECRET_WORDS.iter().any(|w| {
+                name[i..]
+                    .get(..w.len())
+                    .is_some_and(|part| part.eq_ignore_ascii_case(w.as_bytes()))
+            })
+    })
 }
 
 /// Whether the parameter `name` (percent-decoded) carries a secret for
@@ -28,7 +49,7 @@ fn secret_name(name: &[u8], source: Option<&Source>) -> bool {
     if source.is_some_and(|s| s.rules.names.api_key.iter().any(is)) {
         return true;
     }
-    if !SECRET_WORDS.iter().any(|w| contains_word(name, w)) {
+    if !names_a_secret(name) {
         return false;
     }
     !source.is_some_and(|s| {
@@ -206,6 +227,38 @@ pub(crate) fn decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_words_are_found_anywhere_in_a_name_in_any_case() {
+        for name in [
+            "key",
+            "API_KEY",
+            "xToKen",
+            "client_secret",
+            "Passwd",
+            "pwd",
+            "oauth",
+            "signature",
+            "sig",
+            "md5hash",
+            "secure_id",
+        ] {
+            assert!(names_a_secret(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "",
+            "k",
+            "tracking",
+            "amount",
+            "sub1",
+            "transaction_id",
+            "currency",
+            "ke",
+            "tokn",
+        ] {
+            assert!(!names_a_secret(name.as_bytes()), "{name}");
+        }
+    }
     use crate::postback::ParseRules;
 
     fn kept(
