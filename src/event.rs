@@ -17,6 +17,18 @@ pub(crate) const SCHEMA: &str = "conversion.v1";
 const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
+/// A UUIDv7 for an event received at `at`: the id's time is the receive
+/// time (no clock read of its own); the counter keeps the ids of one
+/// millisecond in order, as `Uuid::now_v7` does.
+pub(crate) fn event_id(at: OffsetDateTime) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    let nanos = at.unix_timestamp_nanos();
+    let seconds = u64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+    let subsec = nanos.rem_euclid(1_000_000_000) as u32;
+    Uuid::new_v7(uuid::Timestamp::from_unix(&CONTEXT, seconds, subsec))
+}
+
 pub(crate) fn format_time(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(RFC3339_MILLIS)
@@ -306,6 +318,19 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn event_ids_carry_the_receive_time_and_keep_their_order() {
+        let at = time::macros::datetime!(2026-11-21 12:00:00.123 UTC);
+        let ids: Vec<Uuid> = (0..100).map(|_| event_id(at)).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "in order within a millisecond"
+        );
+        let (secs, nanos) = ids[0].get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos / 1_000_000), (at.unix_timestamp() as u64, 123));
+        assert_eq!(ids[0].get_version_num(), 7);
     }
 
     #[test]
