@@ -28,16 +28,20 @@ const FIRST_BYTES: [bool; 256] = {
 };
 
 /// Whether `name` contains one of [`SECRET_WORDS`], ignoring ASCII case:
-/// one pass over the name, the words compared only where one could start
-/// (this runs for every parameter of every request the console keeps).
+/// one pass over the name, and where a word's first letter stands only the
+/// words that start with it compared (this runs for every parameter of every
+/// request the console keeps).
 fn names_a_secret(name: &[u8]) -> bool {
     (0..name.len()).any(|i| {
-        FIRST_BYTES[usize::from(name[i])]
-            && SECRET_WORDS.iter().any(|w| {
-                name[i..]
-                    .get(..w.len())
-                    .is_some_and(|part| part.eq_ignore_ascii_case(w.as_bytes()))
+        FIRST_BYTES[usize::from(name[i])] && {
+            let first = name[i].to_ascii_lowercase();
+            SECRET_WORDS.iter().any(|w| {
+                w.as_bytes()[0] == first
+                    && name[i..]
+                        .get(..w.len())
+                        .is_some_and(|part| part.eq_ignore_ascii_case(w.as_bytes()))
             })
+        }
     })
 }
 
