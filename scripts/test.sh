@@ -31,10 +31,11 @@ done
 # a certificate and a key together in 0.6; openssl makes the test certificates.
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# The instruction budget below counts under valgrind's callgrind and sums the
-# count with python3.
+# The instruction budget below counts under valgrind's callgrind, waits for
+# the gateway with curl and sums the count with python3.
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 
 if [ ${#missing[@]} -gt 0 ]; then
