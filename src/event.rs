@@ -164,6 +164,29 @@ pub fn encode(
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// A byte kept as it is in a JSON string.
+const KEEP: u8 = 1;
+
+/// For each byte, how a JSON string writes it: [`KEEP`], the letter of its
+/// short escape (`\n`), or 0 for `\u00XX` (a control character without one).
+/// One lookup per byte instead of a comparison for each case.
+const ESCAPE: [u8; 256] = {
+    let mut table = [KEEP; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = 0;
+        b += 1;
+    }
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table
+};
+
 /// A JSON writer for the few shapes an event has.
 struct Json(Vec<u8>);
 
@@ -195,16 +218,9 @@ impl Json {
         let bytes = s.as_bytes();
         let mut from = 0;
         for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'\n' => b'n',
-                b'\r' => b'r',
-                b'\t' => b't',
-                0x08 => b'b',
-                0x0c => b'f',
-                0..=0x1f => 0,
-                _ => continue,
+            let short = match ESCAPE[usize::from(b)] {
+                KEEP => continue,
+                short => short,
             };
             out.extend_from_slice(&bytes[from..i]);
             from = i + 1;
