@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine with only the Rust toolchain:
 # installs what the tests need (a C toolchain and OpenSSL and libcurl headers for
-# librdkafka, the Tansu broker, stunnel4, cargo-nextest, promtool, nginx, chromium), checks formatting and lints, then runs every test.
+# librdkafka, the Tansu broker, stunnel4, cargo-nextest, promtool, nginx, chromium,
+# valgrind), checks formatting and lints, checks the instruction budget, then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,11 @@ done
 # a certificate and a key together in 0.6; openssl makes the test certificates.
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The instruction budget below counts under valgrind's callgrind, waits for
+# the gateway with curl and sums the count with python3.
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -63,5 +70,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The regression guard: the gateway's user-space instructions per reply (a
+# release build under callgrind against Tansu, 3,000 requests to warm up, then
+# the budget file's count) against the budget committed in the file, 5% margin.
+# It builds the release binaries (fat LTO: a few minutes after a change) and
+# runs for about a minute; it fails the suite with the figures and how to
+# update the budget when a change costs more.
+echo "==> instruction budget"
+bash load-tests/instructions.sh --check load-tests/instructions-budget.txt
 echo "==> tests"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -25,6 +25,7 @@ pub mod rejection;
 mod reload;
 pub mod sink;
 pub mod source;
+pub(crate) mod spare;
 pub(crate) mod tasks;
 pub mod testfire;
 

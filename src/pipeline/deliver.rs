@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tracing::warn;
-use uuid::Uuid;
 
 use super::detach::Detachable;
 use super::{App, Outcome, Request};
@@ -203,7 +202,7 @@ fn encode(
         client_ip: ip_text(client, &mut ip_buf),
         user_agent,
     };
-    event::encode(conv, &ctx, &source.name, Uuid::now_v7(), key)
+    event::encode(conv, &ctx, &source.name, event::event_id(received_at), key)
 }
 
 /// An address as text in `buf`, without the formatting machinery for IPv4.
