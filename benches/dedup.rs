@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
                 txid: Some("ord-99812"),
                 goal: None,
                 status: "approved",
+                amount: None,
             }))
         })
     });

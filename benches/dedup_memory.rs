@@ -74,7 +74,7 @@ fn main() {
     let id = Uuid::now_v7();
     // As the gateway does at start: see `no_transparent_huge_pages`.
     if std::env::var_os("DEDUP_HUGE_PAGES").is_none() {
-        postback_gateway::sink::native::no_transparent_huge_pages();
+        postback_gateway::os::no_transparent_huge_pages();
     }
     let before = rss_bytes();
     let started = Instant::now();

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use postback_gateway::config::Config;
-use postback_gateway::console::{self, Recent};
+use postback_gateway::console::Recent;
 use postback_gateway::dedup::{self, Pools};
 use postback_gateway::event::Event;
 use postback_gateway::pipeline::{self, App, Method, Outcome, Request};
@@ -103,7 +103,7 @@ impl Pipeline {
                     std::env::var("PIPELINE_CONSOLE")
                         .ok()
                         .and_then(|v| v.parse().ok())
-                        .unwrap_or(console::DEFAULT_PER_SOURCE),
+                        .unwrap_or(postback_gateway::config::DEFAULT_RECENT_PER_SOURCE),
                 )),
                 admin: Default::default(),
                 tasks: postback_gateway::Tasks::new(),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chaos test of the suite (tests/chaos.rs), for longer: postbacks stream
+# The chaos test of the suite (tests/it/chaos.rs), for longer: postbacks stream
 # into the release binary against a Tansu broker while the fault cycle runs
 # CYCLES times (about 50 s each): the broker frozen for 3 s and for 12 s,
 # the spool's disk full while the broker is frozen, the gateway killed
@@ -18,4 +18,4 @@ if ! command -v tansu >/dev/null 2>&1; then
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 CHAOS_CYCLES=${1:-10} exec cargo nextest run --profile chaos --release --locked \
-  --test chaos --no-capture
+  --test it -E 'test(/^chaos::/)' --no-capture

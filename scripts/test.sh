@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine with only the Rust toolchain:
 # installs what the tests need (a C toolchain and OpenSSL and libcurl headers for
-# librdkafka, the Tansu broker, stunnel4, cargo-nextest, promtool, nginx, chromium), checks formatting and lints, then runs every test.
+# librdkafka, the Tansu broker, stunnel4, cargo-nextest, promtool, nginx, chromium,
+# valgrind), checks formatting and lints, checks the instruction budget, then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,22 +15,27 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
-# tests/deploy.rs reads the libraries the binary links with readelf.
+# tests/it/deploy.rs reads the libraries the binary links with readelf.
 command -v readelf >/dev/null 2>&1 || missing+=(binutils)
-# promtool checks deploy/prometheus (tests/deploy.rs); nginx balances two
-# gateways in tests/scale_out.rs. Debian's `prometheus` package ships promtool.
+# promtool checks deploy/prometheus (tests/it/deploy.rs); nginx balances two
+# gateways in tests/it/scale_out.rs. Debian's `prometheus` package ships promtool.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-# tests/browser.rs loads a landing page in headless Chromium.
+# tests/it/browser.rs loads a landing page in headless Chromium.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # librdkafka's TLS and SCRAM (OpenSSL) and its OAUTHBEARER/OIDC client (libcurl).
 for dev in libssl-dev libcurl4-openssl-dev pkg-config; do
   dpkg -s "$dev" >/dev/null 2>&1 || missing+=("$dev")
 done
-# tests/secure_kafka.rs puts TLS in front of Tansu, whose own TLS cannot take
+# tests/it/secure_kafka.rs puts TLS in front of Tansu, whose own TLS cannot take
 # a certificate and a key together in 0.6; openssl makes the test certificates.
 command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The instruction budget below counts under valgrind's callgrind, waits for
+# the gateway with curl and sums the count with python3.
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -45,7 +52,7 @@ if ! command -v tansu >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/t
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 # The libsql feature gives Tansu a storage that keeps SCRAM users across the
-# restart that turns authentication on (tests/secure_kafka.rs).
+# restart that turns authentication on (tests/it/secure_kafka.rs).
 tansu_features() {
   grep -o "\"tansu $TANSU_VERSION [^}]*" "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" 2>/dev/null \
     | grep -o '"features":\[[^]]*\]' || true
@@ -63,5 +70,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The regression guard: the gateway's user-space instructions per reply (a
+# release build under callgrind against Tansu, 3,000 requests to warm up, then
+# the budget file's count) against the budget committed in the file, 5% margin.
+# It builds the release binaries (fat LTO: a few minutes after a change) and
+# runs for about a minute; it fails the suite with the figures and how to
+# update the budget when a change costs more.
+echo "==> instruction budget"
+bash load-tests/instructions.sh --check load-tests/instructions-budget.txt
 echo "==> tests"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -1,6 +1,6 @@
-//! Typed configuration: an optional TOML file, then the environment variables of
-//! SPEC §8a on top. Every problem is collected and reported together, so an
-//! operator fixes a config in one pass; a config with problems never starts a server.
+//! Typed configuration: an optional TOML file, then the environment variables
+//! on top (docs/configuration.md). Every problem is collected and reported
+//! together, so an operator fixes a config in one pass; a config with problems never starts a server.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::source::Sources;
 
+pub mod admin;
 pub mod kafka;
 
 /// Where settings come from besides the file. A trait, so tests pass a map
@@ -93,7 +94,7 @@ pub struct Config {
     /// Requests the admin console keeps per source (`[console] recent_per_source`); 0 keeps none.
     pub console_recent: usize,
     /// Who may read the console (`POSTBACK_ADMIN_TOKEN`, `[admin]`).
-    pub admin: crate::http::access::AdminAccess,
+    pub admin: crate::config::admin::AdminAccess,
     /// A listener of its own for `/metrics`, `/healthz` and `/readyz` only
     /// (`[admin] metrics_addr`), so that they can be exposed without the console.
     pub metrics_addr: Option<SocketAddr>,
@@ -128,7 +129,7 @@ pub struct KafkaConfig {
 }
 
 #[derive(Debug, Clone)]
-/// What one request may cost (`[limits]`, SPEC §10).
+/// What one request may cost (`[limits]`, docs/configuration.md).
 pub struct Limits {
     /// Request line (path and query).
     pub max_uri_bytes: usize,
@@ -232,7 +233,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(20),
             sources: None,
             path: None,
-            console_recent: crate::console::DEFAULT_PER_SOURCE,
+            console_recent: DEFAULT_RECENT_PER_SOURCE,
             admin: Default::default(),
             metrics_addr: None,
         }
@@ -376,7 +377,7 @@ pub struct ConfigErrors(pub Vec<String>);
 /// an api key, the hash key or a password in `[kafka.properties]`. Says
 /// where (line and column) and what, never the value.
 pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let what = redact_values(e.message().trim());
+    let what = crate::source::config::redact_values(e.message().trim());
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -388,31 +389,37 @@ pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-/// `invalid type: string "s3cr3t", expected ...` -> `invalid type: a string,
-/// expected ...`; likewise integers and floats (`integer \`5\``). Field names
-/// (`unknown field \`x\``) stay: they are not secrets, and they say what to fix.
-pub(crate) fn redact_values(message: &str) -> String {
-    let mut out = message.to_owned();
-    for (opener, close, plain) in [
-        ("string \"", '"', "a string"),
-        ("integer `", '`', "an integer"),
-        ("floating point `", '`', "a number"),
-    ] {
-        let mut redacted = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(i) = rest.find(opener) {
-            redacted.push_str(&rest[..i]);
-            redacted.push_str(plain);
-            let after = &rest[i + opener.len()..];
-            rest = after.find(close).map_or("", |end| &after[end + 1..]);
-        }
-        redacted.push_str(rest);
-        out = redacted;
-    }
-    out
+/// Requests the console keeps per source unless `[console]
+/// recent_per_source` says otherwise: enough to see a sender's last test
+/// fires, about 460 KiB per source at most.
+pub const DEFAULT_RECENT_PER_SOURCE: usize = 200;
+
+/// Why there are no sources to serve: none configured, and no key for the
+/// default source.
+pub fn no_sources() -> String {
+    format!(
+        "no sources are configured and POSTBACK_API_KEY is not set: set the default source's \
+         key ({}) or configure [sources]",
+        crate::source::KEY_RULE
+    )
 }
 
 impl Config {
+    /// The sources this config serves: those it names, else the single
+    /// `default` source with `api_key` (and `pixel_key`, if any); `Err` (see
+    /// [`no_sources`]) when it names none and has no api key. The one place
+    /// the default source is made.
+    pub fn serving(&self) -> Result<Arc<crate::source::Sources>, String> {
+        match (&self.sources, &self.api_key) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(key)) => Ok(Arc::new(crate::source::Sources::single_default(
+                key.clone(),
+                self.pixel_key.clone(),
+            ))),
+            (None, None) => Err(no_sources()),
+        }
+    }
+
     /// Loads the file at `path` (if any), then applies `env` on top.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigErrors> {
         let Some(p) = path else {
@@ -496,7 +503,10 @@ impl Config {
                 format: None,
             },
             Some(table) => FileLogTable::deserialize(table).unwrap_or_else(|e| {
-                errors.push(format!("[log]: {}", redact_values(e.message().trim())));
+                errors.push(format!(
+                    "[log]: {}",
+                    crate::source::config::redact_values(e.message().trim())
+                ));
                 FileLogTable::default()
             }),
         };
@@ -756,7 +766,7 @@ fn apply_spool(s: &mut SpoolConfig, f: FileSpool, errors: &mut Vec<String>) {
 /// The console's token: `POSTBACK_ADMIN_TOKEN`, else `[admin] token`, else
 /// the contents of `[admin] token_file`; 16 to 256 visible ASCII characters.
 fn apply_admin(
-    a: &mut crate::http::access::AdminAccess,
+    a: &mut crate::config::admin::AdminAccess,
     f: FileAdmin,
     env: Option<String>,
     errors: &mut Vec<String>,

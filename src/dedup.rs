@@ -214,9 +214,9 @@ enum Flight {
 pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
 
 /// The real clock, to the second (the kernel's coarse clock: see
-/// [`crate::sink::native::coarse_unix_seconds`]).
+/// [`crate::os::coarse_unix_seconds`]).
 pub fn system_clock() -> Clock {
-    Arc::new(|| crate::sink::native::coarse_unix_seconds() as u32)
+    Arc::new(|| crate::os::coarse_unix_seconds() as u32)
 }
 
 /// The fields of a conversion that make it one conversion.
@@ -231,6 +231,10 @@ pub struct KeyParts<'a> {
     pub goal: Option<&'a str>,
     /// The normalized status (a pending conversion approved later is new).
     pub status: &'a str,
+    /// The amount's canonical text, for a source whose repeats with another
+    /// amount are new sales (RedTrack's "increment payout" mode); `None`
+    /// for the others, whose keys stay what they always were.
+    pub amount: Option<&'a str>,
 }
 
 /// One pool of the dedup window: keys in flight, and committed keys in one
@@ -313,6 +317,11 @@ impl Dedup {
         field(3, parts.txid);
         field(4, parts.goal);
         field(5, Some(parts.status));
+        // Hashed only when the source counts it, so that every other key is
+        // the one it always was (the window rebuilt at start holds old keys).
+        if parts.amount.is_some() {
+            field(6, parts.amount);
+        }
         h.finish128().as_u128()
     }
 
@@ -886,6 +895,20 @@ mod tests {
         assert_eq!(hashes.len(), 1000);
     }
 
+    #[test]
+    fn an_amount_is_part_of_the_key_only_where_the_source_counts_it() {
+        let (_, d) = dedup(10);
+        let base = parts("t", Some("x"), "approved");
+        let with = |a| KeyParts {
+            amount: Some(a),
+            ..parts("t", Some("x"), "approved")
+        };
+        assert_ne!(d.key(&base), d.key(&with("10.00")));
+        assert_ne!(d.key(&with("10.00")), d.key(&with("15.00")));
+        assert_eq!(d.key(&with("10.00")), d.key(&with("10.00")));
+        assert_ne!(d.key(&with("")), d.key(&base), "no amount is a value too");
+    }
+
     fn fixed_clock() -> (Arc<AtomicU32>, Clock) {
         let now = Arc::new(AtomicU32::new(1_000_000));
         let n = now.clone();
@@ -899,6 +922,7 @@ mod tests {
             txid,
             goal: None,
             status,
+            amount: None,
         }
     }
 

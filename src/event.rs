@@ -1,5 +1,5 @@
 //! The `conversion.v1` event: one JSON object per accepted conversion
-//! (SPEC §7), encoded once and handed to a sink as bytes.
+//! (docs/event.md), encoded once and handed to a sink as bytes.
 #![warn(missing_docs)]
 
 use std::sync::Arc;
@@ -16,6 +16,18 @@ pub(crate) const SCHEMA: &str = "conversion.v1";
 /// `2026-11-21T12:00:00.123Z`: UTC with milliseconds.
 const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// A UUIDv7 for an event received at `at`: the id's time is the receive
+/// time (no clock read of its own); the counter keeps the ids of one
+/// millisecond in order, as `Uuid::now_v7` does.
+pub(crate) fn event_id(at: OffsetDateTime) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    let nanos = at.unix_timestamp_nanos();
+    let seconds = u64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+    let subsec = nanos.rem_euclid(1_000_000_000) as u32;
+    Uuid::new_v7(uuid::Timestamp::from_unix(&CONTEXT, seconds, subsec))
+}
 
 pub(crate) fn format_time(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
@@ -71,7 +83,7 @@ pub struct Event {
 }
 
 /// Encodes the event for `conv`: one JSON object, fields in the order of
-/// SPEC §7, written straight into the payload (this runs once per accepted
+/// The event of docs/event.md, written straight into the payload (this runs once per accepted
 /// postback; a serializer with a struct and formatted strings cost about
 /// twice as much).
 pub fn encode(
@@ -152,6 +164,29 @@ pub fn encode(
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// A byte kept as it is in a JSON string.
+const KEEP: u8 = 1;
+
+/// For each byte, how a JSON string writes it: [`KEEP`], the letter of its
+/// short escape (`\n`), or 0 for `\u00XX` (a control character without one).
+/// One lookup per byte instead of a comparison for each case.
+const ESCAPE: [u8; 256] = {
+    let mut table = [KEEP; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = 0;
+        b += 1;
+    }
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table
+};
+
 /// A JSON writer for the few shapes an event has.
 struct Json(Vec<u8>);
 
@@ -183,16 +218,9 @@ impl Json {
         let bytes = s.as_bytes();
         let mut from = 0;
         for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'\n' => b'n',
-                b'\r' => b'r',
-                b'\t' => b't',
-                0x08 => b'b',
-                0x0c => b'f',
-                0..=0x1f => 0,
-                _ => continue,
+            let short = match ESCAPE[usize::from(b)] {
+                KEEP => continue,
+                short => short,
             };
             out.extend_from_slice(&bytes[from..i]);
             from = i + 1;
@@ -309,6 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn event_ids_carry_the_receive_time_and_keep_their_order() {
+        let at = time::macros::datetime!(2026-11-21 12:00:00.123 UTC);
+        let ids: Vec<Uuid> = (0..100).map(|_| event_id(at)).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "in order within a millisecond"
+        );
+        let (secs, nanos) = ids[0].get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos / 1_000_000), (at.unix_timestamp() as u64, 123));
+        assert_eq!(ids[0].get_version_num(), 7);
+    }
+
+    #[test]
     fn encodes_every_field_of_the_schema() {
         let conv = Conversion {
             token: "tok\"en".into(),
@@ -325,6 +366,7 @@ mod tests {
             ad_id: None,
             placement: None,
             params: vec![("sub2".into(), "b".into()), ("sub1".into(), "a".into())],
+            unread: Default::default(),
         };
         let ctx = Context {
             source: "default",

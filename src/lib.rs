@@ -16,6 +16,7 @@ pub mod dedup;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod os;
 pub mod pipeline;
 pub mod postback;
 pub mod preflight;
@@ -24,6 +25,7 @@ pub mod rejection;
 mod reload;
 pub mod sink;
 pub mod source;
+pub(crate) mod spare;
 pub(crate) mod tasks;
 pub mod testfire;
 
@@ -107,6 +109,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let metrics = metrics::install();
+    tasks::register_series();
     let tasks = tasks::Tasks::new();
     // However `run` ends (an error, or its future dropped), its tasks stop.
     let _stop_tasks = tasks.token().drop_guard();
@@ -201,16 +204,7 @@ fn brokers_and_sources(config: &Config) -> anyhow::Result<(String, Arc<source::S
         .brokers
         .clone()
         .context("no Kafka brokers named")?;
-    let sources = match &config.sources {
-        Some(s) => s.clone(),
-        None => Arc::new(source::Sources::single_default(
-            config
-                .api_key
-                .clone()
-                .context("no api key for the default source")?,
-            config.pixel_key.clone(),
-        )),
-    };
+    let sources = config.serving().map_err(anyhow::Error::msg)?;
     Ok((brokers, sources))
 }
 

@@ -23,7 +23,7 @@ mod tools;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    postback_gateway::sink::native::no_transparent_huge_pages();
+    postback_gateway::os::no_transparent_huge_pages();
     let cli = match cli::parse() {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),
@@ -86,18 +86,16 @@ fn main() -> ExitCode {
                 && config.api_key.is_none()
             {
                 eprintln!(
-                    "The config has 1 problem(s):\n  - no sources are configured and \
-                     POSTBACK_API_KEY is not set: set the default source's key ({}) or \
-                     configure [sources]",
-                    postback_gateway::source::KEY_RULE
+                    "The config has 1 problem(s):\n  - {}",
+                    postback_gateway::config::no_sources()
                 );
                 return ExitCode::from(EX_USAGE);
             }
         }
     }
     init_logs(&config);
-    postback_gateway::sink::native::keep_c_heap();
-    match postback_gateway::sink::native::raise_open_files() {
+    postback_gateway::os::keep_c_heap();
+    match postback_gateway::os::raise_open_files() {
         Ok((before, after)) => info!(before, after, "Open-file limit."),
         Err(e) => warn!(error = %e, "Cannot raise the open-file limit."),
     }

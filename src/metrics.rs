@@ -11,7 +11,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::event::Kind;
-use crate::rejection::Rejection;
+use crate::rejection::{Counted, Rejection};
 
 pub(crate) const REQUESTS: &str = "postback_requests_total";
 pub(crate) const REJECTIONS: &str = "postback_rejections_total";
@@ -52,6 +52,8 @@ pub(crate) const SPOOL_WRITABLE: &str = "postback_spool_writable";
 pub(crate) const WARMUP_SECONDS: &str = "postback_dedup_warmup_seconds";
 pub(crate) const BUILD_INFO: &str = "postback_build_info";
 pub(crate) const CAMPAIGN_CONFLICTS: &str = "postback_campaign_conflicts_total";
+pub(crate) const UNREAD: &str = "postback_unread_values_total";
+pub(crate) const IGNORED: &str = "postback_ignored_total";
 pub(crate) const CONFIG_RELOADS: &str = "postback_config_reloads_total";
 pub(crate) const SOURCES: &str = "postback_sources";
 pub(crate) const CONSOLE_BYTES: &str = "postback_console_bytes";
@@ -62,8 +64,8 @@ pub(crate) const BACKGROUND_TASKS: &str = "postback_background_tasks";
 /// The series every request touches, registered once: `counter!` with labels
 /// hashes and looks up its key on each call, which showed in the profile.
 pub struct Hot {
-    /// By endpoint (`Kind` order: s2s, pixel) and outcome (`OUTCOMES` order).
-    requests: [[Counter; 4]; 2],
+    /// By endpoint (`Kind` order: s2s, pixel) and outcome ([`Counted::ALL`] order).
+    requests: [[Counter; 5]; 2],
     /// By [`Rejection::slot`].
     rejections: Vec<Counter>,
     request_seconds: [Histogram; 2],
@@ -71,8 +73,6 @@ pub struct Hot {
     pub kafka_delivery_seconds: Histogram,
 }
 
-/// Request outcomes, as labelled in `postback_requests_total`.
-const OUTCOMES: [&str; 4] = ["accepted", "duplicate", "rejected", "unavailable"];
 const ENDPOINTS: [Kind; 2] = [Kind::S2s, Kind::Pixel];
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -82,7 +82,8 @@ static HOT: OnceLock<Hot> = OnceLock::new();
 pub fn hot() -> &'static Hot {
     HOT.get_or_init(|| Hot {
         requests: ENDPOINTS.map(|k| {
-            OUTCOMES.map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o))
+            Counted::ALL
+                .map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o.label()))
         }),
         rejections: Rejection::counted()
             .map(|r| counter!(REJECTIONS, "reason" => r.code().unwrap_or_default()))
@@ -100,12 +101,10 @@ impl Hot {
         }
     }
 
-    /// Counts one request; `outcome` is one of `OUTCOMES`.
-    pub fn request(&self, kind: Kind, outcome: &str, seconds: f64) {
+    /// Counts one request.
+    pub fn request(&self, kind: Kind, outcome: Counted, seconds: f64) {
         let e = Self::endpoint(kind);
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.requests[e][i].increment(1);
-        }
+        self.requests[e][outcome as usize].increment(1);
         self.request_seconds[e].record(seconds);
     }
 
@@ -152,10 +151,6 @@ pub fn install() -> PrometheusHandle {
             ] {
                 metrics::counter!(c).increment(0);
             }
-            for task in crate::tasks::NAMES {
-                counter!(TASK_PANICS, "task" => task).increment(0);
-            }
-            counter!(TASK_RESTARTS, "task" => crate::tasks::SPOOL_DRAINER).increment(0);
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             process_collector().describe();
             handle
@@ -187,7 +182,11 @@ pub(crate) async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::Can
 }
 
 fn describe() {
-    describe_counter!(REQUESTS, "Requests by endpoint (s2s, pixel) and outcome (accepted, duplicate, rejected, unavailable).");
+    describe_counter!(REQUESTS, "Requests by endpoint (s2s, pixel) and outcome (accepted, duplicate, ignored, rejected, unavailable).");
+    describe_counter!(
+        IGNORED,
+        "Postbacks answered as a success that filed nothing, by source: a status its ignore_list parameter names (Keitaro's ignore_status=ping,test)."
+    );
     describe_counter!(REJECTIONS, "Refused postbacks by reason code.");
     describe_counter!(ACCEPTED, "Postbacks made durable, by source.");
     describe_counter!(DUPLICATES, "Exact repeats answered DUPLICATE, by source.");
@@ -318,6 +317,10 @@ fn describe() {
     describe_counter!(
         CAMPAIGN_CONFLICTS,
         "Postbacks whose campaign_id another source of the same platform claimed first."
+    );
+    describe_counter!(
+        UNREAD,
+        "Postbacks the parser passed with a value kept as sent instead of read, by source and role: an amount the source keeps with amount.unreadable = \"keep\"; a click time that is not unix seconds or milliseconds, RFC 3339, or a zone-less time of a source with click_time_zone (a placeholder is dropped, not kept)."
     );
     describe_counter!(
         CONFIG_RELOADS,

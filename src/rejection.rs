@@ -15,8 +15,12 @@ pub enum Rejection {
     // Routing.
     /// A path that names no endpoint.
     NotFound,
-    /// An endpoint that does not take the request's method.
-    MethodNotAllowed,
+    /// An endpoint that does not take the request's method; the reply's
+    /// `Allow` names the ones it takes (RFC 9110 §15.5.6).
+    MethodNotAllowed(Allow),
+    /// `OPTIONS` on a pixel endpoint: 204 with `Allow` and the CORS headers a
+    /// browser's preflight asks for before a beacon POST. Not a postback.
+    Options,
 
     // The request's framing and size.
     /// A body without `Content-Length` (chunked): postbacks are small and
@@ -66,6 +70,25 @@ pub enum Rejection {
     NotReady,
 }
 
+/// The methods an endpoint takes, as its `Allow` header lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Allow {
+    /// `GET` only (`/pixel.gif`, the admin routes).
+    Get,
+    /// `GET` and `POST` (the postback and pixel endpoints).
+    GetPost,
+}
+
+impl Allow {
+    /// The `Allow` header's value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Allow::Get => "GET",
+            Allow::GetPost => "GET, POST",
+        }
+    }
+}
+
 /// How a rejection is answered and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Verdict {
@@ -75,10 +98,47 @@ pub(crate) struct Verdict {
     /// Whether the connection closes after the reply.
     pub(crate) close: bool,
     pub(crate) text: Text,
-    /// The `outcome` label of `postback_requests_total`, and whether the
+    /// The `outcome` of `postback_requests_total`, and whether the
     /// rejection is counted at all: requests that are not postbacks (no
     /// route, the connection cap, the admin probe) are not.
-    pub(crate) outcome: Option<&'static str>,
+    pub(crate) outcome: Option<Counted>,
+}
+
+/// What a postback came to, as `postback_requests_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Made durable: a new conversion.
+    Accepted,
+    /// An exact repeat of one already taken.
+    Duplicate,
+    /// Answered as a success and filed nothing (a status it said to ignore).
+    Ignored,
+    /// Refused for what it is.
+    Rejected,
+    /// Turned away for now: the sender should try again later.
+    Unavailable,
+}
+
+impl Counted {
+    /// Every outcome, in the order of their series.
+    pub const ALL: [Counted; 5] = [
+        Counted::Accepted,
+        Counted::Duplicate,
+        Counted::Ignored,
+        Counted::Rejected,
+        Counted::Unavailable,
+    ];
+
+    /// The `outcome` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Counted::Accepted => "accepted",
+            Counted::Duplicate => "duplicate",
+            Counted::Ignored => "ignored",
+            Counted::Rejected => "rejected",
+            Counted::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// What a rejection's reply says.
@@ -91,10 +151,10 @@ pub(crate) enum Text {
     Line(&'static str),
 }
 
-/// `outcome` labels of rejected postbacks: refused for what they are, or
-/// turned away for now (the sender should try again later).
-const REJECTED: Option<&str> = Some("rejected");
-const UNAVAILABLE: Option<&str> = Some("unavailable");
+/// Outcomes of rejected postbacks: refused for what they are, or turned
+/// away for now (the sender should try again later).
+const REJECTED: Option<Counted> = Some(Counted::Rejected);
+const UNAVAILABLE: Option<Counted> = Some(Counted::Unavailable);
 
 /// Seconds a sender should wait before retrying a 503.
 const RETRY_LATER: Option<&str> = Some("5");
@@ -116,7 +176,8 @@ impl Rejection {
         };
         match self {
             NotFound => v(404, None, false, Line("not found\n"), None),
-            MethodNotAllowed => v(405, None, false, Line("method not allowed\n"), None),
+            MethodNotAllowed(_) => v(405, None, false, Line("method not allowed\n"), None),
+            Options => v(204, None, false, Line(""), None),
 
             LengthRequired => v(411, None, true, Code("length_required"), REJECTED),
             UriTooLong => v(414, None, false, Code("too_large"), REJECTED),
@@ -206,7 +267,9 @@ mod tests {
             UriTooLong,
             HeadersTooLarge,
             NotFound,
-            MethodNotAllowed,
+            MethodNotAllowed(Allow::Get),
+            MethodNotAllowed(Allow::GetPost),
+            Options,
             Overloaded,
             NotReady,
         ]);
@@ -217,6 +280,11 @@ mod tests {
     fn every_rejection_is_a_client_or_server_error() {
         for r in every() {
             let s = r.verdict().status;
+            // A preflight's answer is no refusal, and carries no body.
+            if r == Rejection::Options {
+                assert_eq!(s, 204);
+                continue;
+            }
             assert!((400..600).contains(&s), "{r:?}: {s}");
         }
     }
@@ -238,7 +306,8 @@ mod tests {
         );
         for r in [
             Rejection::NotFound,
-            Rejection::MethodNotAllowed,
+            Rejection::MethodNotAllowed(Allow::GetPost),
+            Rejection::Options,
             Rejection::Overloaded,
             Rejection::NotReady,
         ] {

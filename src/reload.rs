@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::{config, pipeline, source, Config};
+use crate::{config, pipeline, Config};
 
 /// Reloads the sources on every SIGHUP, for as long as the gateway runs.
 pub(crate) async fn on_hangup(app: Arc<pipeline::App>, running: Config) {
@@ -43,17 +43,11 @@ pub fn reload(
         warn!("Got SIGHUP, but the gateway runs without a config file; nothing to reload.");
         return Ok(0);
     };
-    let next = Config::load(Some(path), env).and_then(|c| {
-        match (c.sources, c.api_key.or_else(|| running.api_key.clone())) {
-            (Some(s), _) => Ok(s),
-            (None, Some(key)) => Ok(Arc::new(source::Sources::single_default(
-                key,
-                c.pixel_key.or_else(|| running.pixel_key.clone()),
-            ))),
-            (None, None) => Err(config::ConfigErrors(vec![
-                "no sources configured and no api key for the default source".into(),
-            ])),
-        }
+    let next = Config::load(Some(path), env).and_then(|mut c| {
+        // Keys the running gateway made up (the embedded first run) stay.
+        c.api_key = c.api_key.or_else(|| running.api_key.clone());
+        c.pixel_key = c.pixel_key.or_else(|| running.pixel_key.clone());
+        c.serving().map_err(|e| config::ConfigErrors(vec![e]))
     });
     match next {
         Ok(sources) => {

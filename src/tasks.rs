@@ -64,6 +64,15 @@ pub const NAMES: [&str; 11] = [
     DETACHED_DELIVERY,
 ];
 
+/// Makes the task series exist from the start, at 0 (a panic counter that
+/// appears only with the first panic cannot be alerted on by rate).
+pub(crate) fn register_series() {
+    for task in NAMES {
+        metrics::counter!(m::TASK_PANICS, "task" => task).increment(0);
+    }
+    metrics::counter!(m::TASK_RESTARTS, "task" => SPOOL_DRAINER).increment(0);
+}
+
 /// The owner of the gateway's background tasks: one cancellation token they
 /// watch and one tracker that [`Tasks::shutdown`] waits on. Clones share both.
 #[derive(Clone, Default)]

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 
-use crate::source::presets::{default_sample, network_named, Role};
+use crate::postback::Role;
+use crate::source::presets::{default_sample, network_named};
 use crate::source::url::{encode, fields, source_urls, Field, UrlError};
 use crate::source::Source;
 

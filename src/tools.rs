@@ -118,20 +118,10 @@ pub(crate) fn postback_url(
 
 /// The sources of `config`, or the default source when none are configured.
 fn configured_sources(config: &Config) -> Result<Arc<Sources>, ExitCode> {
-    match (&config.sources, &config.api_key) {
-        (Some(s), _) => Ok(s.clone()),
-        (None, Some(key)) => Ok(Arc::new(Sources::single_default(
-            key.clone(),
-            config.pixel_key.clone(),
-        ))),
-        (None, None) => {
-            eprintln!(
-                "No sources are configured and POSTBACK_API_KEY is not set, so the default \
-                 source's key is random at each start; set POSTBACK_API_KEY first."
-            );
-            Err(ExitCode::from(EX_USAGE))
-        }
-    }
+    config.serving().map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EX_USAGE)
+    })
 }
 
 /// The source named by `--source`; a usage error names the ones there are.

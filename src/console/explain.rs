@@ -4,8 +4,10 @@
 //! read, from the kept request and the source's rules, never on the hot path.
 
 use super::redact::decode;
+use crate::postback::Reason;
+use crate::postback::Role;
 use crate::postback::{AmountFormat, AmountRules, Names, ParseRules};
-use crate::source::presets::Role;
+use crate::rejection::Rejection;
 use crate::source::Source;
 
 /// The parameters of a kept request, decoded once, in order (repeats kept).
@@ -52,26 +54,126 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// The refusal `code` of the request (`query`, `body`) to `source`, in words;
-/// `None` for verdicts that need none.
+/// The refusal of the request (`query`, `body`) to `source`, in words. The
+/// matches here and in [`plain`] name every [`Rejection`] and every
+/// [`Reason`]: a new way to refuse does not compile until it is explained.
 pub(crate) fn explain(
-    code: &str,
+    refusal: Rejection,
     query: &str,
     body: &str,
     source: Option<&Source>,
-) -> Option<String> {
-    let pairs = pairs(query, body);
-    let Some(source) = source else {
-        return Some(match code {
-            "unknown_source" => "no source has this name, key or host; see GET /sources".into(),
-            other => generic(other),
-        });
-    };
+) -> String {
+    use Rejection as R;
+    match refusal {
+        R::Invalid(reason) => match source {
+            Some(source) => invalid(reason, &pairs(query, body), source),
+            None => format!("{}: {}", reason.as_str(), plain(reason)),
+        },
+        R::NotFound => "no endpoint at this path".into(),
+        R::Options => "a browser asking whether it may send (CORS preflight)".into(),
+        R::MethodNotAllowed(_) => "a method this endpoint does not take (see Allow)".into(),
+        R::LengthRequired => "a body without Content-Length".into(),
+        R::UriTooLong => "the request line over its limit (limits.max_uri_bytes)".into(),
+        R::HeadersTooLarge => "the headers over their limit (limits.max_header_bytes)".into(),
+        R::BodyTooLarge => "the body over its limit (limits.max_body_bytes)".into(),
+        R::RequestTimeout => "the request did not arrive in time".into(),
+        R::UnsupportedContentType => "a body that is neither a form nor JSON".into(),
+        R::UnknownSource => "no source has this name, key or host; see GET /sources".into(),
+        R::NoPixels => "this source takes no pixels: a source with api keys takes them only \
+                        with pixel_keys of its own (and pixels = true)"
+            .into(),
+        R::IpNotAllowed => "the client address is outside this source's allow_networks".into(),
+        R::MissingApiKey => match source {
+            Some(source) => format!(
+                "no key: this source expects it in {}{}",
+                list(&source.rules.names[Role::ApiKey]),
+                if source.key_in_path {
+                    " or as the first path segment"
+                } else {
+                    ""
+                }
+            ),
+            None => "no key".into(),
+        },
+        R::BadApiKey => "the key sent is not one of this source's keys (a pixel needs a pixel \
+                         key, S2S an api key)"
+            .into(),
+        R::PixelOnly => "this source has no api keys, so it takes pixels only \
+                         (s2s_without_key = true opens S2S)"
+            .into(),
+        R::RateLimited => "over a rate limit (the source's, its pixels' or the client \
+                           address's)"
+            .into(),
+        R::Unavailable | R::Overloaded => "the event could not be made durable in time (Kafka \
+                                           and the spool); the sender should retry"
+            .into(),
+        R::NotReady => "the gateway is starting or stopping".into(),
+    }
+}
+
+/// What the parser's refusal `reason` means, without the request.
+fn plain(reason: Reason) -> &'static str {
+    use Reason as W;
+    match reason {
+        W::BadEncoding => "an invalid percent escape, or bytes that are not UTF-8",
+        W::DuplicateParam => "a parameter, or two aliases of one role, sent twice",
+        W::MissingTracking => "no click id",
+        W::BadTracking => "a click id that is blank or holds control characters",
+        W::ParamTooLong => "a parameter over its limit (names 64 bytes, values 1024)",
+        W::UnfilledMacro => "a click id that is a macro the sender did not fill in",
+        W::BadAmount => "a malformed amount",
+        W::MissingAmount => "no amount, where the source requires one",
+        W::AmountOutOfRange => "an amount above the source's maximum",
+        W::BadStatus => "a status word the source does not know",
+        W::BadCurrency => "a currency that is not an ISO 4217 code",
+        W::CurrencyMismatch => "a currency other than the one the source is fixed to",
+        W::TooManyParams => "more than 32 parameters besides the roles",
+        W::BadBody => {
+            "a body that is not a JSON object of the shape the source reads, or not \
+                       a valid form"
+        }
+        W::UnfilledAmount
+        | W::UnfilledCurrency
+        | W::UnfilledStatus
+        | W::UnfilledTxid
+        | W::UnfilledGoal
+        | W::UnfilledCampaignId
+        | W::UnfilledAdsetId
+        | W::UnfilledAdId
+        | W::UnfilledPlacement => "a macro the sender did not fill in",
+        W::ConflictingStatus => {
+            "a parameter named like a status says declined while the \
+                                 status says approved"
+        }
+    }
+}
+
+/// The role whose placeholder the refusal names (`unfilled_status`: the status).
+fn unfilled_role(reason: Reason) -> Option<Role> {
+    use Reason as W;
+    Some(match reason {
+        W::UnfilledAmount => Role::Amount,
+        W::UnfilledCurrency => Role::Currency,
+        W::UnfilledStatus => Role::Status,
+        W::UnfilledTxid => Role::Txid,
+        W::UnfilledGoal => Role::Goal,
+        W::UnfilledCampaignId => Role::CampaignId,
+        W::UnfilledAdsetId => Role::AdsetId,
+        W::UnfilledAdId => Role::AdId,
+        W::UnfilledPlacement => Role::Placement,
+        _ => return None,
+    })
+}
+
+/// The parser's refusal `reason` of the request's `pairs` to `source`, with
+/// the parameter, what it held and what the source expects.
+fn invalid(reason: Reason, pairs: &[(String, String)], source: &Source) -> String {
+    use Reason as W;
     let rules = &source.rules;
     let names = &rules.names;
-    let v = |role: Role| value_of(&pairs, names, role);
-    Some(match code {
-        "bad_amount" => match v(Role::Amount) {
+    let v = |role: Role| value_of(pairs, names, role);
+    match reason {
+        W::BadAmount => match v(Role::Amount) {
             Some((_, a)) => format!(
                 "amount {a:?}: {}; expected {}",
                 amount_fault(a, &rules.amount),
@@ -82,91 +184,78 @@ pub(crate) fn explain(
                 expected(&rules.amount)
             ),
         },
-        "amount_out_of_range" => format!(
+        W::AmountOutOfRange => format!(
             "amount {:?}: above this source's maximum of {} (amount.max)",
             v(Role::Amount).map_or("", |x| x.1),
             rules.amount.max
         ),
-        "missing_amount" => format!(
+        W::MissingAmount => format!(
             "no amount: this source requires one, in {} (or amount.required = false)",
-            list(&names.amount)
+            list(&names[Role::Amount])
         ),
-        "missing_tracking" => format!(
+        W::MissingTracking => format!(
             "no click id: this source reads it from {}",
-            list(&names.tracking)
+            list(&names[Role::Tracking])
         ),
-        "bad_tracking" => format!(
+        W::BadTracking => format!(
             "click id {:?}: blank or holding control characters",
             v(Role::Tracking).map_or("", |x| x.1)
         ),
-        "unfilled_macro" => format!(
+        W::UnfilledMacro => format!(
             "click id {:?}: a macro the sender did not fill in; its own click-id macro belongs \
              there (postback-url --network prints it)",
             v(Role::Tracking).map_or("", |x| x.1)
         ),
-        "bad_status" => format!(
+        W::ConflictingStatus => format!(
+            "{}: a parameter named like a status says the conversion was declined while this \
+             source's status ({}) says approved",
+            declining_param(pairs),
+            list(&names[Role::Status])
+        ),
+        W::BadStatus => format!(
             "status {:?}: not a word this source knows ({}); add it to statuses, or set \
              unknown_status = \"accept\"",
             v(Role::Status).map_or("", |x| x.1),
             known_statuses(rules)
         ),
-        "bad_currency" => format!(
+        W::BadCurrency => format!(
             "currency {:?}: not an ISO 4217 code",
             v(Role::Currency).map_or("", |x| x.1)
         ),
-        "currency_mismatch" => format!(
+        W::CurrencyMismatch => format!(
             "currency {:?}: this source is fixed to {}",
             v(Role::Currency).map_or("", |x| x.1),
             rules.fixed_currency.as_deref().unwrap_or("?")
         ),
-        "bad_click_time" => format!(
-            "click time {:?}: neither unix seconds nor RFC 3339",
-            v(Role::ClickTime).map_or("", |x| x.1)
-        ),
-        "duplicate_param" => duplicate(&pairs, names),
-        "too_many_params" => format!(
+        W::DuplicateParam => duplicate(pairs, names),
+        W::TooManyParams => format!(
             "more than 32 parameters besides the roles ({} in all); list the ones to keep in \
              pass_through",
             pairs.len()
         ),
-        "missing_api_key" => format!(
-            "no key: this source expects it in {}{}",
-            list(&names.api_key),
-            if source.key_in_path {
-                " or as the first path segment"
-            } else {
-                ""
+        // The placeholders of the other roles name their role; what is left
+        // needs nothing of the request ([`plain`] names every reason).
+        _ => match unfilled_role(reason) {
+            Some(role) => {
+                let (name, value) = v(role).unwrap_or(("", ""));
+                format!(
+                    "{name} {value:?}: a macro the sender did not fill in; the network's own \
+                     macro for the {} belongs there (postback-url --network prints it), or \
+                     leave the parameter out",
+                    role.as_str().replace('_', " ")
+                )
             }
-        ),
-        "bad_api_key" => "the key sent is not one of this source's keys (a pixel needs a \
-                          pixel key, S2S an api key)"
-            .into(),
-        "pixel_only" => "this source has no api keys, so it takes pixels only \
-                         (s2s_without_key = true opens S2S)"
-            .into(),
-        "no_pixels" => "this source takes no pixels: a source with api keys takes them \
-                        only with pixel_keys of its own (and pixels = true)"
-            .into(),
-        "ip_not_allowed" => "the client address is outside this source's allow_networks".into(),
-        other => generic(other),
-    })
+            None => plain(reason).to_owned(),
+        },
+    }
 }
 
-fn generic(code: &str) -> String {
-    match code {
-        "rate_limited" => "over a rate limit (the source's or the client address's)".into(),
-        "unavailable" => "the event could not be made durable in time (Kafka and the spool); \
-                          the sender should retry"
-            .into(),
-        "bad_encoding" => "an invalid percent escape, or bytes that are not UTF-8".into(),
-        "bad_body" => "a body that is not a flat JSON object or a valid form".into(),
-        "unsupported_content_type" => "a body that is neither a form nor JSON".into(),
-        "param_too_long" => "a parameter over its limit (names 64 bytes, values 1024)".into(),
-        "too_large" => "the request line, headers or body over its limit".into(),
-        "request_timeout" => "the request did not arrive in time".into(),
-        "length_required" => "a body without Content-Length".into(),
-        other => other.replace('_', " "),
-    }
+/// The first parameter named like a status in the request, with its value.
+fn declining_param(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k.to_ascii_lowercase().ends_with("status"))
+        .map_or_else(String::new, |(k, v)| format!("{k} {v:?}"))
 }
 
 fn duplicate(pairs: &[(String, String)], names: &Names) -> String {
@@ -287,17 +376,25 @@ mod tests {
         Source::new("s", vec!["k".repeat(16)], ParseRules::reference())
     }
 
+    /// A reason code back to its refusal, through the one list of reasons.
+    fn refusal(code: &str) -> Rejection {
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == code)
+            .map(Rejection::Invalid)
+            .unwrap_or_else(|| panic!("no reason {code}"))
+    }
+
     #[test]
     fn amounts_are_explained_in_words() {
         let s = source();
         let e = |a: &str| {
             explain(
-                "bad_amount",
+                Rejection::Invalid(Reason::BadAmount),
                 &format!("tracking=t&amount={a}"),
                 "",
                 Some(&s),
             )
-            .unwrap()
         };
         assert_eq!(
             e("12%2C34"),
@@ -317,7 +414,7 @@ mod tests {
     #[test]
     fn other_refusals_name_their_parameter() {
         let s = source();
-        let x = |code: &str, q: &str| explain(code, q, "", Some(&s)).unwrap();
+        let x = |code: &str, q: &str| explain(refusal(code), q, "", Some(&s));
         assert!(x("bad_status", "tracking=t&amount=1.00&status=Hold").contains("\"Hold\""));
         assert!(x("bad_status", "status=Hold").contains("approved, declined, pending"));
         assert!(x("unfilled_macro", "tracking=%7Bclickid%7D").contains("\"{clickid}\""));
@@ -326,8 +423,30 @@ mod tests {
             "tracking appears twice"
         );
         assert!(x("missing_amount", "tracking=a").contains("in amount"));
-        assert!(explain("unknown_source", "", "", None)
-            .unwrap()
-            .contains("/sources"));
+        assert!(x("unfilled_status", "tracking=a&status=%7Bstatus%7D")
+            .starts_with("status \"{status}\": a macro"));
+        assert!(x("unfilled_amount", "tracking=a&amount=AMOUNT").contains("for the amount"));
+        assert!(x("conflicting_status", "tracking=a&cnv_status=reject").contains("cnv_status"));
+        assert!(explain(Rejection::UnknownSource, "", "", None).contains("/sources"));
+    }
+
+    /// Every reason the parser gives has words of its own, with a source
+    /// and without one: none falls back to its code, and no two read the
+    /// same (the unfilled roles name their role).
+    #[test]
+    fn every_reason_has_its_own_explanation() {
+        let s = source();
+        let mut seen = std::collections::HashMap::new();
+        for reason in Reason::ALL {
+            let with = explain(Rejection::Invalid(reason), "tracking=t", "", Some(&s));
+            let without = explain(Rejection::Invalid(reason), "", "", None);
+            for text in [&with, &without] {
+                assert!(text.len() > reason.as_str().len() + 5, "{reason:?}: {text}");
+                assert_ne!(text.as_str(), reason.as_str().replace('_', " "));
+            }
+            if let Some(other) = seen.insert(with.clone(), reason) {
+                panic!("{reason:?} and {other:?} read the same: {with}");
+            }
+        }
     }
 }

@@ -2,10 +2,11 @@
 //! arrived and the verdict, for the moment a network says "we fired it".
 //!
 //! The hot path pays one bounded copy per request: the path kind, the client,
-//! at most `MAX_REQUEST_BYTES` of the query and body, and the verdict, into
-//! a ring of the source's (or of the unmatched list). Secrets are redacted and
-//! refusals explained when the log is read, on the admin listener only, so
-//! nothing of that costs the senders' requests.
+//! at most `MAX_REQUEST_BYTES` of the query and body, redacted as they are
+//! copied, and the verdict, into a ring of the source's (or of the unmatched
+//! list). The copy goes into the buffer of an entry an earlier request pushed
+//! out of a ring, so a full console allocates nothing per request. Refusals
+//! are explained when the log is read, on the admin listener only.
 #![warn(missing_docs)]
 
 pub(crate) mod explain;
@@ -22,14 +23,23 @@ use time::OffsetDateTime;
 
 use uuid::Uuid;
 
+use crate::rejection::{Rejection, Text};
 use crate::source::{Source, Sources};
+use crate::spare::{self, Spare};
 
 /// The part of a request's query and body that is kept; the rest is cut
 /// (the entry says so).
 pub(crate) const MAX_REQUEST_BYTES: usize = 1024;
 
-/// Requests kept per source unless the config says otherwise.
-pub const DEFAULT_PER_SOURCE: usize = 200;
+/// The most an entry's buffer holds: the path, the query and the body at
+/// their limits, and some room.
+const KEPT_CAPACITY: usize = 256 + 2 * MAX_REQUEST_BYTES + 64;
+
+thread_local! {
+    /// Buffers of entries pushed out of a ring, for the next copies on the
+    /// same thread.
+    static SPARE: Spare = const { Spare::new(64, KEPT_CAPACITY) };
+}
 
 /// What a request came to, as the sender was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +47,17 @@ pub(crate) enum Verdict {
     Ok(Uuid),
     /// The first event's id, where known.
     Duplicate(Option<Uuid>),
-    /// The reason code of the reply (`bad_amount`, `rate_limited`, ...).
-    Error(&'static str),
+    /// The refusal, as the reply said it (`ERROR bad_amount`).
+    Error(Rejection),
+    /// Answered as a success, filed nothing (a status the postback said to ignore).
+    Ignored,
 }
 
 impl Verdict {
     /// `ok`, `duplicate` or `error`: the filter the page offers.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Verdict::Ok(_) => "ok",
+            Verdict::Ok(_) | Verdict::Ignored => "ok",
             Verdict::Duplicate(_) => "duplicate",
             Verdict::Error(_) => "error",
         }
@@ -57,13 +69,17 @@ impl Verdict {
             Verdict::Ok(id) => format!("OK {id}"),
             Verdict::Duplicate(Some(id)) => format!("DUPLICATE {id}"),
             Verdict::Duplicate(None) => "DUPLICATE".to_owned(),
-            Verdict::Error(r) => format!("ERROR {r}"),
+            Verdict::Error(r) => match r.verdict().text {
+                Text::Code(code) => format!("ERROR {code}"),
+                Text::Line(line) => line.trim_end().to_owned(),
+            },
+            Verdict::Ignored => "IGNORED".to_owned(),
         }
     }
 }
 
 /// One request as the console keeps it: its path, query and body, redacted
-/// and cut to whole parameters when kept, in one allocation.
+/// and cut to whole parameters when kept, in one buffer.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) at: OffsetDateTime,
@@ -71,7 +87,7 @@ pub(crate) struct Entry {
     pub(crate) endpoint: &'static str,
     pub(crate) client: IpAddr,
     /// The path (a key in it shows as `{key}`), then the query, then the body.
-    text: Box<[u8]>,
+    text: Vec<u8>,
     path_len: u16,
     query_len: u16,
     /// Whether the path, query or body was longer than what is kept.
@@ -82,7 +98,7 @@ pub(crate) struct Entry {
 impl Entry {
     /// Heap and inline bytes this entry holds, for the memory gauge.
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Entry>() + self.text.len()
+        std::mem::size_of::<Entry>() + self.text.capacity()
     }
 
     fn part(&self, from: usize, to: usize) -> String {
@@ -117,7 +133,7 @@ pub(crate) struct Kept {
     at: OffsetDateTime,
     endpoint: &'static str,
     client: IpAddr,
-    text: Box<[u8]>,
+    text: Vec<u8>,
     path_len: u16,
     query_len: u16,
     cut: bool,
@@ -125,7 +141,8 @@ pub(crate) struct Kept {
 
 impl Kept {
     /// Keeps at most 256 bytes of the path and [`MAX_REQUEST_BYTES`] of
-    /// each of `query` and `body`, redacted of `secrets`, in one allocation.
+    /// each of `query` and `body`, redacted of `secrets`, in one buffer (an
+    /// evicted entry's, when this thread has one).
     pub(crate) fn new(
         at: OffsetDateTime,
         endpoint: &'static str,
@@ -135,7 +152,12 @@ impl Kept {
         body: &[u8],
         secrets: &redact::Secrets<'_>,
     ) -> Kept {
-        let mut text = Vec::with_capacity(path.len().min(256) + query.len() + body.len());
+        let mut text = spare::take(&SPARE);
+        text.reserve(
+            path.len().min(256)
+                + query.len().min(MAX_REQUEST_BYTES)
+                + body.len().min(MAX_REQUEST_BYTES),
+        );
         let mut cut = secrets.path(path, 256, &mut text);
         let path_len = text.len();
         cut |= secrets.form(query, MAX_REQUEST_BYTES, &mut text);
@@ -149,11 +171,16 @@ impl Kept {
                 secrets.form(body, MAX_REQUEST_BYTES, &mut text)
             };
         }
+        // A part longer than its limit is written, then taken back: the
+        // buffer may have grown past what is kept.
+        if text.capacity() > KEPT_CAPACITY {
+            text.shrink_to(KEPT_CAPACITY);
+        }
         Kept {
             at,
             endpoint,
             client,
-            text: text.into_boxed_slice(),
+            text,
             path_len: path_len as u16,
             query_len: query_len as u16,
             cut,
@@ -271,7 +298,7 @@ impl Recent {
 
     fn push(&self, log: &mut Log, entry: Entry) {
         match entry.verdict {
-            Verdict::Ok(_) => log.ok += 1,
+            Verdict::Ok(_) | Verdict::Ignored => log.ok += 1,
             Verdict::Duplicate(_) => log.duplicate += 1,
             Verdict::Error(_) => log.error += 1,
         }
@@ -286,6 +313,7 @@ impl Recent {
                 log.bytes -= size;
                 self.bytes.fetch_sub(size, Ordering::Relaxed);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
+                spare::give_back(&SPARE, old.text);
             }
         }
     }
@@ -318,7 +346,7 @@ impl Recent {
     /// unmatched list full of the largest entries.
     #[cfg(test)]
     fn bound(&self, sources: usize) -> usize {
-        let largest = std::mem::size_of::<Entry>() + 2 * MAX_REQUEST_BYTES + 256 + 64;
+        let largest = std::mem::size_of::<Entry>() + KEPT_CAPACITY;
         (sources + 1) * self.per_source * largest
     }
 }
@@ -378,7 +406,7 @@ pub(crate) fn recent_json(
         .map(|e| {
             let (query, body) = (e.query(), e.body());
             let explanation = match e.verdict {
-                Verdict::Error(code) => explain::explain(code, &query, &body, source),
+                Verdict::Error(refusal) => Some(explain::explain(refusal, &query, &body, source)),
                 _ => None,
             };
             serde_json::json!({
@@ -422,10 +450,20 @@ mod tests {
         for i in 0..10 {
             r.record(Some(&a), entry(i, Verdict::Ok(Uuid::from_u128(i as u128))));
         }
-        r.record(Some(&a), entry(10, Verdict::Error("bad_amount")));
+        r.record(
+            Some(&a),
+            entry(
+                10,
+                Verdict::Error(Rejection::Invalid(crate::postback::Reason::BadAmount)),
+            ),
+        );
         let got = r.entries(Some("a"));
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0].verdict, Verdict::Error("bad_amount"), "newest first");
+        assert_eq!(
+            got[0].verdict,
+            Verdict::Error(Rejection::Invalid(crate::postback::Reason::BadAmount)),
+            "newest first"
+        );
         assert_eq!(got[2].query(), "tracking=t8&amount=1.00");
         assert_eq!(got[2].path(), "/postback/a");
         assert_eq!(got[2].body(), "");
@@ -434,6 +472,32 @@ mod tests {
         assert!(r.bytes() <= r.bound(1), "{} > {}", r.bytes(), r.bound(1));
         assert!(r.entries(None).is_empty());
         assert!(r.entries(Some("b")).is_empty());
+    }
+
+    #[test]
+    fn a_full_ring_hands_its_evicted_buffers_to_the_next_copies() {
+        let r = Recent::new(2);
+        let a: Arc<str> = Arc::from("a");
+        while spare::take(&SPARE).capacity() > 0 {}
+        for i in 0..3 {
+            r.record(Some(&a), entry(i, Verdict::Ok(Uuid::from_u128(i as u128))));
+        }
+        let buf = spare::take(&SPARE);
+        assert!(
+            buf.capacity() > 0 && buf.is_empty(),
+            "the evicted entry's buffer"
+        );
+        spare::give_back(&SPARE, buf);
+        let e = entry(
+            3,
+            Verdict::Error(Rejection::Invalid(crate::postback::Reason::BadAmount)),
+        );
+        assert_eq!(e.query(), "tracking=t3&amount=1.00");
+        assert_eq!(spare::take(&SPARE).capacity(), 0, "the copy took it");
+        r.record(Some(&a), e);
+        let got = r.entries(Some("a"));
+        assert_eq!(got[0].query(), "tracking=t3&amount=1.00");
+        assert_eq!(got[1].query(), "tracking=t2&amount=1.00");
     }
 
     fn no_secrets() -> redact::Secrets<'static> {
@@ -456,9 +520,12 @@ mod tests {
             b"x=1",
             &no_secrets(),
         )
-        .with(Verdict::Error("bad_amount"));
+        .with(Verdict::Error(Rejection::Invalid(
+            crate::postback::Reason::BadAmount,
+        )));
         assert!(e.cut);
         assert_eq!(e.query(), "a=1");
         assert_eq!(e.body(), "x=1");
+        assert!(e.bytes() <= std::mem::size_of::<Entry>() + KEPT_CAPACITY);
     }
 }

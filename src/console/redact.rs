@@ -4,6 +4,7 @@
 //! configured keys wherever it appears. The tracking token stays: it is what
 //! the operator came to see.
 
+use crate::postback::Role;
 use crate::source::{Source, Sources};
 
 /// What a redacted value reads as.
@@ -14,10 +15,35 @@ const SECRET_WORDS: &[&str] = &[
     "key", "token", "secret", "pass", "pwd", "auth", "sign", "sig", "hash", "secure",
 ];
 
-/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
-fn contains_word(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// The bytes a word of [`SECRET_WORDS`] starts with, either case.
+const FIRST_BYTES: [bool; 256] = {
+    let mut first = [false; 256];
+    let mut i = 0;
+    while i < SECRET_WORDS.len() {
+        let b = SECRET_WORDS[i].as_bytes()[0];
+        first[b as usize] = true;
+        first[b.to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    first
+};
+
+/// Whether `name` contains one of [`SECRET_WORDS`], ignoring ASCII case:
+/// one pass over the name, and where a word's first letter stands only the
+/// words that start with it compared (this runs for every parameter of every
+/// request the console keeps).
+fn names_a_secret(name: &[u8]) -> bool {
+    (0..name.len()).any(|i| {
+        FIRST_BYTES[usize::from(name[i])] && {
+            let first = name[i].to_ascii_lowercase();
+            SECRET_WORDS.iter().any(|w| {
+                w.as_bytes()[0] == first
+                    && name[i..]
+                        .get(..w.len())
+                        .is_some_and(|part| part.eq_ignore_ascii_case(w.as_bytes()))
+            })
+        }
+    })
 }
 
 /// Whether the parameter `name` (percent-decoded) carries a secret for
@@ -25,14 +51,14 @@ fn contains_word(hay: &[u8], needle: &str) -> bool {
 /// one of its roles' own parameters (the tracking token `token` is data).
 fn secret_name(name: &[u8], source: Option<&Source>) -> bool {
     let is = |n: &String| n.as_bytes().eq_ignore_ascii_case(name);
-    if source.is_some_and(|s| s.rules.names.api_key.iter().any(is)) {
+    if source.is_some_and(|s| s.rules.names[Role::ApiKey].iter().any(is)) {
         return true;
     }
-    if !SECRET_WORDS.iter().any(|w| contains_word(name, w)) {
+    if !names_a_secret(name) {
         return false;
     }
     !source.is_some_and(|s| {
-        crate::source::presets::Role::ALL
+        Role::ALL
             .into_iter()
             .any(|r| r.names(&s.rules.names).iter().any(is))
     })
@@ -100,17 +126,17 @@ impl Secrets<'_> {
         mut write: impl FnMut(&[u8], &mut Vec<u8>),
     ) -> bool {
         let start = out.len();
-        let mut piece = Vec::new();
         for (i, part) in text.split(|&b| b == sep).enumerate() {
-            piece.clear();
+            // Each part is written in place and taken back if it does not fit.
+            let end = out.len();
             if i > 0 {
-                piece.push(sep);
+                out.push(sep);
             }
-            write(part, &mut piece);
-            if out.len() - start + piece.len() > limit {
+            write(part, out);
+            if out.len() - start > limit {
+                out.truncate(end);
                 return true;
             }
-            out.extend_from_slice(&piece);
         }
         false
     }
@@ -206,6 +232,38 @@ pub(crate) fn decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_words_are_found_anywhere_in_a_name_in_any_case() {
+        for name in [
+            "key",
+            "API_KEY",
+            "xToKen",
+            "client_secret",
+            "Passwd",
+            "pwd",
+            "oauth",
+            "signature",
+            "sig",
+            "md5hash",
+            "secure_id",
+        ] {
+            assert!(names_a_secret(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "",
+            "k",
+            "tracking",
+            "amount",
+            "sub1",
+            "transaction_id",
+            "currency",
+            "ke",
+            "tokn",
+        ] {
+            assert!(!names_a_secret(name.as_bytes()), "{name}");
+        }
+    }
     use crate::postback::ParseRules;
 
     fn kept(
@@ -221,8 +279,8 @@ mod tests {
     fn keys_are_redacted_wherever_they_hide_and_the_token_is_not() {
         let key = "k".repeat(20);
         let mut rules = ParseRules::reference();
-        rules.names.api_key = vec!["secure".into()];
-        rules.names.tracking = vec!["token".into()];
+        rules.names[Role::ApiKey] = vec!["secure".into()];
+        rules.names[Role::Tracking] = vec!["token".into()];
         let source = Source::new("s", vec![key.clone()], rules);
         let sources = Sources::from_list(vec![source]);
         let secrets = Secrets {

@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::access::Denied;
 use super::reply::{ok, rejected, Body};
+use crate::config::admin::Denied;
 use crate::console;
 use crate::metrics as m;
 use crate::pipeline::App;
@@ -29,7 +29,10 @@ pub(crate) async fn handle_open(app: Arc<App>, req: Request<Incoming>) -> Respon
 
 fn respond(app: &Arc<App>, req: &Request<Incoming>, with_console: bool) -> Response<Body> {
     if req.method() != Method::GET {
-        return rejected(Rejection::MethodNotAllowed, false);
+        return rejected(
+            Rejection::MethodNotAllowed(crate::rejection::Allow::Get),
+            false,
+        );
     }
     match req.uri().path() {
         "/metrics" => {

@@ -3,7 +3,6 @@
 //! routes. This is the only module that knows hyper.
 #![warn(missing_docs)]
 
-pub mod access;
 pub(crate) mod admin;
 pub(crate) mod public;
 pub(crate) mod refusals;

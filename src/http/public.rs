@@ -58,6 +58,7 @@ async fn admit(
     let method = match parts.method {
         hyper::Method::GET => Method::Get,
         hyper::Method::POST => Method::Post,
+        hyper::Method::OPTIONS => Method::Options,
         _ => Method::Other,
     };
     let headers = &parts.headers;
@@ -103,8 +104,8 @@ fn count(kind: Kind, outcome: &Outcome, started: Instant) {
             super::refusals::count(slot);
         }
     }
-    if let Some(label) = outcome.label() {
-        hot.request(kind, label, started.elapsed().as_secs_f64());
+    if let Some(counted) = outcome.counted() {
+        hot.request(kind, counted, started.elapsed().as_secs_f64());
     }
 }
 

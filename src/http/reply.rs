@@ -5,7 +5,11 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ALLOW, CACHE_CONTROL, CONNECTION,
+    CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Response, StatusCode};
 use uuid::Uuid;
 
@@ -41,6 +45,9 @@ pub(crate) fn postback(kind: Option<Kind>, outcome: &Outcome, json: bool) -> Res
 /// or the rejection's line.
 pub(crate) fn rejected(r: Rejection, json: bool) -> Response<Body> {
     let v = r.verdict();
+    if r == Rejection::Options {
+        return preflight();
+    }
     let (body, ctype) = match v.text {
         Text::Line(line) => (Bytes::from_static(line.as_bytes()), TEXT_PLAIN),
         Text::Code(_) if json => (
@@ -58,6 +65,30 @@ pub(crate) fn rejected(r: Rejection, json: bool) -> Response<Body> {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Rejection::MethodNotAllowed(allow) = r {
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow.as_str()));
+    }
+    resp
+}
+
+/// `OPTIONS` on a pixel endpoint: what it takes, and that any page may send
+/// it a beacon (a pixel is public by nature: its key is in the page).
+fn preflight() -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(ALLOW, HeaderValue::from_static("GET, POST"));
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    h.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     resp
 }
 
@@ -142,6 +173,7 @@ fn text(outcome: &Outcome) -> String {
         Outcome::Accepted(id) => with_id("OK", id),
         Outcome::Duplicate(Some(id)) => with_id("DUPLICATE", id),
         Outcome::Duplicate(None) => "DUPLICATE".to_owned(),
+        Outcome::Ignored => "IGNORED".to_owned(),
         Outcome::Rejected(r) => format!("ERROR {r}"),
     }
 }
@@ -154,6 +186,7 @@ fn json(outcome: &Outcome) -> String {
         Outcome::Duplicate(id) => {
             serde_json::json!({"result": "duplicate", "event_id": id.map(|i| i.to_string())})
         }
+        Outcome::Ignored => serde_json::json!({"result": "ignored"}),
         Outcome::Rejected(r) => serde_json::json!({"result": "error", "reason": r.code()}),
     };
     v.to_string()

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tracing::warn;
-use uuid::Uuid;
 
 use super::detach::Detachable;
 use super::{App, Outcome, Request};
@@ -58,12 +57,21 @@ pub(super) fn claim(
     client: IpAddr,
     req: &Request<'_>,
 ) -> Result<Claimed, Outcome> {
+    let fields = &source.dedup_fields;
     let key = app.dedup.key(&KeyParts {
         source: &source.name,
         token: &conv.token,
-        txid: conv.txid.as_deref(),
-        goal: conv.goal.as_deref(),
-        status: conv.dedup_status(),
+        txid: conv.txid.as_deref().filter(|_| fields.txid),
+        goal: conv.goal.as_deref().filter(|_| fields.goal),
+        status: if fields.status {
+            conv.dedup_status()
+        } else {
+            ""
+        },
+        // No amount is one value too: "none" against "12.50".
+        amount: fields
+            .amount
+            .then(|| conv.amount_text.as_deref().unwrap_or("")),
     });
     let route = app.dedup.route(
         &source.name,
@@ -194,7 +202,7 @@ fn encode(
         client_ip: ip_text(client, &mut ip_buf),
         user_agent,
     };
-    event::encode(conv, &ctx, &source.name, Uuid::now_v7(), key)
+    event::encode(conv, &ctx, &source.name, event::event_id(received_at), key)
 }
 
 /// An address as text in `buf`, without the formatting machinery for IPv4.

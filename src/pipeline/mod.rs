@@ -32,7 +32,7 @@ use crate::dedup::Pools;
 use crate::event::Kind;
 use crate::postback;
 use crate::ratelimit::PerClient;
-use crate::rejection::Rejection;
+use crate::rejection::{Counted, Rejection};
 use crate::sink::Sink;
 use crate::source::claims::CampaignClaims;
 use crate::source::{SharedSources, Source};
@@ -66,7 +66,7 @@ pub struct App {
     /// The last postbacks of each source, for the admin console.
     pub console: Arc<crate::console::Recent>,
     /// Who may read the console.
-    pub admin: crate::http::access::AdminAccess,
+    pub admin: crate::config::admin::AdminAccess,
     /// The owner of the background tasks: a delivery whose client hung up
     /// finishes in one of its tasks, named, its panic counted, waited for at
     /// shutdown.
@@ -98,7 +98,9 @@ pub enum Method {
     Get,
     /// `POST`: its body may carry parameters.
     Post,
-    /// Any other: 405 where the path is known.
+    /// `OPTIONS`: a preflight's answer on the pixel endpoints, else 405.
+    Options,
+    /// Any other (`HEAD` among them): 405 where the path is known.
     Other,
 }
 
@@ -142,17 +144,21 @@ pub enum Outcome {
     Accepted(Uuid),
     /// A repeat of one accepted before: the first event's id, where known.
     Duplicate(Option<Uuid>),
+    /// Answered as a success and filed nothing, as the postback asked (a
+    /// status its source's `ignore_list` parameter names).
+    Ignored,
     /// Refused, and why; nothing of it reached Kafka.
     Rejected(Rejection),
 }
 
 impl Outcome {
-    /// The `outcome` label of `postback_requests_total`; `None` for a request
-    /// that is not counted as a postback.
-    pub(crate) fn label(&self) -> Option<&'static str> {
+    /// How `postback_requests_total` counts it; `None` for a request that is
+    /// not counted as a postback.
+    pub(crate) fn counted(&self) -> Option<Counted> {
         match self {
-            Outcome::Accepted(_) => Some("accepted"),
-            Outcome::Duplicate(_) => Some("duplicate"),
+            Outcome::Accepted(_) => Some(Counted::Accepted),
+            Outcome::Duplicate(_) => Some(Counted::Duplicate),
+            Outcome::Ignored => Some(Counted::Ignored),
             Outcome::Rejected(r) => r.verdict().outcome,
         }
     }
@@ -344,10 +350,8 @@ fn verdict(outcome: &Outcome) -> console::Verdict {
     match outcome {
         Outcome::Accepted(id) => console::Verdict::Ok(*id),
         Outcome::Duplicate(id) => console::Verdict::Duplicate(*id),
-        Outcome::Rejected(r) => console::Verdict::Error(match r.verdict().text {
-            crate::rejection::Text::Code(code) => code,
-            crate::rejection::Text::Line(_) => "not_a_postback",
-        }),
+        Outcome::Ignored => console::Verdict::Ignored,
+        Outcome::Rejected(r) => console::Verdict::Error(*r),
     }
 }
 
@@ -367,8 +371,13 @@ fn prepare(
         Outcome::Rejected(reason)
     };
     let params = checked(kind, target, req, &source).map_err(refuse)?;
+    if postback::ignored(&params, &source.rules) {
+        source.count_ignored();
+        return Err(Outcome::Ignored);
+    }
     let conv =
         postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
+    source.count_unread(conv.unread);
     deliver::claim(app, kind, source, conv, client, req)
 }
 

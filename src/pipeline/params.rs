@@ -19,7 +19,13 @@ pub(super) fn read(kind: Kind, source: &Source, req: &Request<'_>) -> Result<Par
     if req.method == Method::Post {
         let body = req.body.as_ref().map_err(|r| *r)?;
         if !body.is_empty() {
-            add_body(&mut params, kind, req.content_type, body)?;
+            add_body(
+                &mut params,
+                kind,
+                req.content_type,
+                body,
+                source.rules.json_nested,
+            )?;
         }
     }
     Ok(params)
@@ -30,7 +36,15 @@ fn add_body(
     kind: Kind,
     content_type: Option<&str>,
     body: &[u8],
+    json_nested: bool,
 ) -> Result<(), Rejection> {
+    let json = |params: &mut Params| {
+        if json_nested {
+            params.add_nested_json(body)
+        } else {
+            params.add_json(body)
+        }
+    };
     let ctype = content_type.map(|v| {
         v.split(';')
             .next()
@@ -40,8 +54,8 @@ fn add_body(
     });
     let added = match ctype.as_deref() {
         Some("application/x-www-form-urlencoded") => params.add_form(body),
-        Some("application/json") => params.add_json(body),
-        Some(t) if t.starts_with("application/") && t.ends_with("+json") => params.add_json(body),
+        Some("application/json") => json(params),
+        Some(t) if t.starts_with("application/") && t.ends_with("+json") => json(params),
         // navigator.sendBeacon sends a string body as text/plain.
         Some("text/plain") | None if kind == Kind::Pixel => params.add_form(body),
         _ => return Err(Rejection::UnsupportedContentType),

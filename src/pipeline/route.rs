@@ -1,10 +1,11 @@
 //! Which endpoint a request is for: `/postback`, `/postback/{source}`,
 //! `/{key}/postback`, `/pixel`, `/pixel.gif`, `/pixel/{source}`; anything else
-//! is 404, a known path with another method 405.
+//! is 404, a known path with another method 405 (with the methods it takes),
+//! and `OPTIONS` on a pixel endpoint a preflight's answer.
 
 use super::Method;
 use crate::event::Kind;
-use crate::rejection::Rejection;
+use crate::rejection::{Allow, Rejection};
 
 /// How a request names its source.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub(super) fn route(method: Method, path: &str) -> Result<(Kind, Target<'_>), Re
         Ok((kind, name)) => Ok((kind, Target::Named(name))),
         Err(Rejection::NotFound) => match key_route(path) {
             Some(key) if get_or_post(method) => Ok((Kind::S2s, Target::PathKey(key))),
-            Some(_) => Err(Rejection::MethodNotAllowed),
+            Some(_) => Err(Rejection::MethodNotAllowed(Allow::GetPost)),
             None => Err(Rejection::NotFound),
         },
         Err(r) => Err(r),
@@ -35,24 +36,26 @@ fn get_or_post(method: Method) -> bool {
 
 /// The endpoints that name their source (or none) in the path.
 fn named(method: Method, path: &str) -> Result<(Kind, Option<&str>), Rejection> {
-    let (kind, source, allowed) = match path {
-        "/postback" => (Kind::S2s, None, get_or_post(method)),
-        "/pixel" => (Kind::Pixel, None, get_or_post(method)),
-        "/pixel.gif" => (Kind::Pixel, None, method == Method::Get),
+    let (kind, source, allow) = match path {
+        "/postback" => (Kind::S2s, None, Allow::GetPost),
+        "/pixel" => (Kind::Pixel, None, Allow::GetPost),
+        "/pixel.gif" => (Kind::Pixel, None, Allow::Get),
         p => match (p.strip_prefix("/postback/"), p.strip_prefix("/pixel/")) {
             (Some(name), _) if !name.is_empty() && !name.contains('/') => {
-                (Kind::S2s, Some(name), get_or_post(method))
+                (Kind::S2s, Some(name), Allow::GetPost)
             }
             (_, Some(name)) if !name.is_empty() && !name.contains('/') => {
-                (Kind::Pixel, Some(name), get_or_post(method))
+                (Kind::Pixel, Some(name), Allow::GetPost)
             }
             _ => return Err(Rejection::NotFound),
         },
     };
-    if allowed {
-        Ok((kind, source))
-    } else {
-        Err(Rejection::MethodNotAllowed)
+    match (method, allow) {
+        (Method::Get, _) | (Method::Post, Allow::GetPost) => Ok((kind, source)),
+        // A browser asks before a beacon POST with a JSON body; S2S senders
+        // and link checkers get the 405 and its Allow.
+        (Method::Options, Allow::GetPost) if kind == Kind::Pixel => Err(Rejection::Options),
+        _ => Err(Rejection::MethodNotAllowed(allow)),
     }
 }
 
@@ -77,7 +80,7 @@ mod tests {
 
     #[test]
     fn routes_by_path_and_method() {
-        use Method::{Get, Other, Post};
+        use Method::{Get, Options, Other, Post};
         use Target::{Named, PathKey};
         let ok = |m, p| route(m, p).ok();
         assert_eq!(ok(Get, "/postback"), Some((Kind::S2s, Named(None))));
@@ -93,12 +96,14 @@ mod tests {
         );
         assert_eq!(ok(Post, "/k3y/postback"), Some((Kind::S2s, PathKey("k3y"))));
         let err = |m, p| route(m, p).err();
-        assert_eq!(err(Post, "/pixel.gif"), Some(Rejection::MethodNotAllowed));
-        assert_eq!(err(Other, "/postback"), Some(Rejection::MethodNotAllowed));
-        assert_eq!(
-            err(Other, "/k3y/postback"),
-            Some(Rejection::MethodNotAllowed)
-        );
+        let not_allowed = |a| Some(Rejection::MethodNotAllowed(a));
+        assert_eq!(err(Post, "/pixel.gif"), not_allowed(Allow::Get));
+        assert_eq!(err(Options, "/pixel.gif"), not_allowed(Allow::Get));
+        assert_eq!(err(Other, "/postback"), not_allowed(Allow::GetPost));
+        assert_eq!(err(Options, "/postback/acme"), not_allowed(Allow::GetPost));
+        assert_eq!(err(Other, "/k3y/postback"), not_allowed(Allow::GetPost));
+        assert_eq!(err(Options, "/pixel"), Some(Rejection::Options));
+        assert_eq!(err(Options, "/pixel/shop"), Some(Rejection::Options));
         assert_eq!(err(Get, "/postback/a/b"), Some(Rejection::NotFound));
         assert_eq!(err(Get, "/"), Some(Rejection::NotFound));
         assert_eq!(err(Get, "/a/b/postback"), Some(Rejection::NotFound));

@@ -1,5 +1,7 @@
-//! Turns a query string, a form body or a flat JSON body into [`Params`]: decoded
-//! key/value pairs, query and body merged, in arrival order.
+//! Turns a query string, a form body or a JSON body into [`Params`]: decoded
+//! key/value pairs, query and body merged, in arrival order. A JSON body is a
+//! flat object, or for a source that reads nested bodies (Branch's webhooks),
+//! an object whose nested objects become dotted paths (`event_data.revenue`).
 //!
 //! Invariants: every key is unique and non-empty, every key and value is UTF-8 that
 //! was percent-decoded exactly once. A failed `add_*` call leaves `Params` as it was.
@@ -11,6 +13,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::postback::reason::Reason;
+
+/// The deepest object a nested JSON body may hold (the body's own object is 1):
+/// Branch's default body nests two levels; deeper is `bad_body`.
+const MAX_JSON_DEPTH: usize = 4;
 
 /// Up to this many pairs, a duplicate check is a linear scan (no hashing, no extra
 /// key copies); past it an index keeps a hostile 16 KiB `a&b&c&...` input linear.
@@ -54,7 +60,21 @@ impl Params {
     /// booleans, arrays, objects, non-object top level, trailing garbage, invalid JSON => Reason::BadBody;
     /// a key twice in the object => Reason::DuplicateParam.
     pub fn add_json(&mut self, raw: &[u8]) -> Result<(), Reason> {
-        let entries = parse_flat_object(raw)?;
+        self.add_entries(parse_flat_object(raw)?)
+    }
+
+    /// A JSON object whose nested objects are read as dotted paths: `{"event_data":
+    /// {"revenue": 1.5}}` gives `event_data.revenue` = `1.5`. Booleans are
+    /// `true`/`false`, arrays are skipped unread, `null` is absent; at most
+    /// [`MAX_JSON_DEPTH`] levels, else `bad_body`. A path twice is `duplicate_param`.
+    pub fn add_nested_json(&mut self, raw: &[u8]) -> Result<(), Reason> {
+        let mut entries = Vec::new();
+        let text = std::str::from_utf8(raw).map_err(|_| Reason::BadBody)?;
+        flatten(text, "", 1, &mut entries)?;
+        self.add_entries(entries)
+    }
+
+    fn add_entries(&mut self, entries: Vec<JsonEntry>) -> Result<(), Reason> {
         // A key repeated inside the object is a duplicate even when one of its values
         // is null, so this check runs over all keys before nulls are dropped.
         if entries.len() > 1 {
@@ -255,6 +275,41 @@ fn hex_value(b: u8) -> Option<u8> {
 /// One JSON member: `None` for a null value (the key counts as absent).
 type JsonEntry = (String, Option<String>);
 
+/// The members of the object `text` under `prefix` (empty at the top), nested
+/// objects recursed into at `depth + 1`.
+fn flatten(text: &str, prefix: &str, depth: usize, out: &mut Vec<JsonEntry>) -> Result<(), Reason> {
+    if depth > MAX_JSON_DEPTH {
+        return Err(Reason::BadBody);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = de.deserialize_map(Members).map_err(|_| Reason::BadBody)?;
+    de.end().map_err(|_| Reason::BadBody)?;
+    for (key, raw) in members {
+        let path = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let value = raw.get().trim();
+        let read = match value.as_bytes().first() {
+            Some(b'{') => {
+                flatten(value, &path, depth + 1, out)?;
+                continue;
+            }
+            // Lists (Branch's content_items) are not read: no role names one.
+            Some(b'[') => continue,
+            Some(b'"') => Some(serde_json::from_str::<String>(value).map_err(|_| Reason::BadBody)?),
+            Some(b'-' | b'0'..=b'9') => Some(value.to_owned()),
+            Some(b't') => Some("true".to_owned()),
+            Some(b'f') => Some("false".to_owned()),
+            Some(b'n') => None,
+            _ => return Err(Reason::BadBody),
+        };
+        out.push((path, read));
+    }
+    Ok(())
+}
+
 /// Reads a flat JSON object without building a `Value` tree, keeping each number's
 /// source text so `12.30` stays `12.30` (a float would make it `12.3`).
 fn parse_flat_object(raw: &[u8]) -> Result<Vec<JsonEntry>, Reason> {
@@ -264,6 +319,25 @@ fn parse_flat_object(raw: &[u8]) -> Result<Vec<JsonEntry>, Reason> {
         .map_err(|_| Reason::BadBody)?;
     de.end().map_err(|_| Reason::BadBody)?;
     Ok(entries)
+}
+
+/// An object's members in order, each value left unread.
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = Vec<(String, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+        while let Some(key) = map.next_key::<String>()? {
+            members.push((key, map.next_value()?));
+        }
+        Ok(members)
+    }
 }
 
 struct FlatObject;
@@ -480,6 +554,73 @@ mod tests {
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(p.add_json(deep.as_bytes()), Err(Reason::BadBody));
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn nested_json_reads_objects_as_dotted_paths() {
+        let nested = |raw: &str| {
+            let mut p = Params::new();
+            p.add_nested_json(raw.as_bytes()).map(|()| {
+                pairs(&p)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let own = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        // Branch's default body: nested objects, a list, booleans, ms times.
+        let branch = r#"{"name":"PURCHASE","timestamp":1631842151653,"attributed":true,
+            "last_attributed_touch_data":{"~id":"987","~campaign":"spring","+via_features":["x"]},
+            "event_data":{"revenue":12.30,"currency":"USD","transaction_id":"T-1"},
+            "user_data":{"os":"IOS","limit_ad_tracking":false,"developer_identity":null},
+            "content_items":[{"$sku":"1"}]}"#;
+        assert_eq!(
+            nested(branch),
+            Ok(own(&[
+                ("name", "PURCHASE"),
+                ("timestamp", "1631842151653"),
+                ("attributed", "true"),
+                ("last_attributed_touch_data.~id", "987"),
+                ("last_attributed_touch_data.~campaign", "spring"),
+                ("event_data.revenue", "12.30"),
+                ("event_data.currency", "USD"),
+                ("event_data.transaction_id", "T-1"),
+                ("user_data.os", "IOS"),
+                ("user_data.limit_ad_tracking", "false"),
+            ]))
+        );
+        // A flat body reads as it always did, booleans now included.
+        assert_eq!(
+            nested(r#"{"a":"1","b":2,"c":true}"#),
+            Ok(own(&[("a", "1"), ("b", "2"), ("c", "true")]))
+        );
+        // Four levels at most; a path twice; not an object; garbage.
+        assert_eq!(
+            nested(r#"{"a":{"b":{"c":{"d":"4"}}}}"#),
+            Ok(own(&[("a.b.c.d", "4")]))
+        );
+        assert_eq!(
+            nested(r#"{"a":{"b":{"c":{"d":{"e":"5"}}}}}"#),
+            Err(Reason::BadBody)
+        );
+        assert_eq!(
+            nested(r#"{"a.b":"1","a":{"b":"2"}}"#),
+            Err(Reason::DuplicateParam)
+        );
+        assert_eq!(nested(r#"["a"]"#), Err(Reason::BadBody));
+        assert_eq!(nested(r#"{"a":"1"} x"#), Err(Reason::BadBody));
+        assert_eq!(
+            Params::new().add_nested_json(b"{\"t\":\"a\xffb\"}"),
+            Err(Reason::BadBody)
+        );
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        // A list, however deep, is skipped unread (serde_json walks it without
+        // recursing; the body limit bounds it).
+        assert_eq!(nested(&deep), Ok(Vec::new()));
     }
 
     #[test]

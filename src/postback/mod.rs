@@ -9,9 +9,11 @@ pub(crate) mod decode;
 pub(crate) mod parse;
 pub(crate) mod placeholders;
 pub(crate) mod reason;
+pub(crate) mod role;
 pub(crate) mod rules;
 
 pub use decode::Params;
-pub use parse::{parse, Conversion};
+pub use parse::{ignored, parse, Conversion};
 pub use reason::Reason;
+pub use role::Role;
 pub use rules::{AmountFormat, AmountRules, Names, ParseRules, Status};

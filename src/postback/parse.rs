@@ -2,20 +2,25 @@
 //! [`ParseRules`]. Checks run in a fixed order (tracking, amount, currency, status,
 //! txid, goal, click time, template ids, pass-through) and the first failure is the
 //! [`Reason`]. Nothing here trims, case-folds or re-encodes the tracking token.
+//! The click time is optional data and never costs a conversion: what cannot be
+//! read without a guess is kept as sent (see [`Unread`]).
 
+use super::role::Role;
 use std::borrow::Cow;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::postback::decode::Params;
 use crate::postback::placeholders;
 use crate::postback::reason::Reason;
 use crate::postback::rules::{AmountFormat, AmountRules, Names, ParseRules, Status};
 
-/// SPEC §4: a tracking token holds at most this many bytes.
+/// A tracking token (docs/http-api.md) holds at most this many bytes.
 const MAX_TRACKING_BYTES: usize = 1024;
 const MAX_TXID_BYTES: usize = 256;
 const MAX_GOAL_BYTES: usize = 64;
@@ -30,6 +35,16 @@ const MAX_AMOUNT_INTEGER_DIGITS: usize = 20;
 /// 9999-12-31T23:59:59Z: anything later is not a plausible click time, and a
 /// millisecond timestamp (13 digits today) lands above it instead of in year 55000.
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+/// A unix time of exactly this many digits is in milliseconds (Branch sends
+/// them): 2001-09-09 to 2286-11-20, where no plausible time in seconds lies.
+const UNIX_MILLIS_DIGITS: usize = 13;
+/// Date and time without a zone, as CAKE's `#sourcetime#`
+/// (`2013-11-12T13:04:27.5670000`), Affise's `{date}` (`2021-09-17 01:29:11`)
+/// and AppsFlyer (`2021-09-17 01:29:11.653`) write them.
+const ZONELESS_T: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]");
+const ZONELESS_SPACE: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]");
 
 /// Active ISO 4217 alphabetic codes (list one as of 2025), sorted for binary search.
 /// Left out on purpose: withdrawn codes (HRK, ANG, SLL, ZWL, CUC, ...), `XTS` (reserved
@@ -77,8 +92,24 @@ pub struct Conversion<'p> {
     pub(crate) adset_id: Option<Cow<'p, str>>,
     pub(crate) ad_id: Option<Cow<'p, str>>,
     pub(crate) placement: Option<Cow<'p, str>>,
-    /// Pass-through, in arrival order; never a role's parameter, never the api key.
+    /// Pass-through, in arrival order; never a role's parameter, never the api
+    /// key, except a role's value kept as sent because it could not be read
+    /// (see [`Unread`]), last, under its own name.
     pub(crate) params: Vec<(Cow<'p, str>, Cow<'p, str>)>,
+    /// Which roles' values were kept as sent instead of read.
+    pub(crate) unread: Unread,
+}
+
+/// Roles whose value the source keeps as sent, in `params`, instead of
+/// refusing the postback over it; each is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Unread {
+    /// An amount outside the grammar, under `amount.unreadable = "keep"`.
+    pub(crate) amount: bool,
+    /// A click time that is not unix seconds or milliseconds, RFC 3339, or a
+    /// zone-less time of a source that names its zone; or a placeholder
+    /// (dropped, not kept).
+    pub(crate) click_time: bool,
 }
 
 impl Conversion<'_> {
@@ -116,15 +147,15 @@ impl Conversion<'_> {
                 .into_iter()
                 .map(|(k, v)| (own(k), own(v)))
                 .collect(),
+            unread: self.unread,
         }
     }
 }
 
-/// The api key value, if any of rules.names.api_key is present and non-empty (the caller authenticates before parse()).
+/// The api key value, if any of the source's api key names is present and
+/// non-empty (the caller authenticates before parse()).
 pub(crate) fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p str> {
-    rules
-        .names
-        .api_key
+    rules.names[Role::ApiKey]
         .iter()
         .filter_map(|name| params.get(name))
         .find(|value| !value.is_empty())
@@ -133,12 +164,24 @@ pub(crate) fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p 
 /// Checks `params` against `rules`; the first failing check decides the [`Reason`].
 pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p>, Reason> {
     let names = &rules.names;
+    let extra = &rules.extra_placeholders;
+    let filled = |aliases: &[String], unfilled: Reason| filled(params, aliases, extra, unfilled);
 
-    let token = role(params, &names.tracking)?.ok_or(Reason::MissingTracking)?;
-    check_tracking(token, &rules.extra_placeholders)?;
+    let (token_name, token) =
+        found(params, &names[Role::Tracking])?.ok_or(Reason::MissingTracking)?;
+    check_tracking(token, token_name, extra)?;
 
-    let amount = match role(params, &names.amount)? {
-        Some(raw) => Some(parse_amount(raw, &rules.amount)?),
+    let mut unread = Unread::default();
+    let mut kept_as_sent = Vec::new();
+    let amount = match filled_named(params, &names[Role::Amount], extra, Reason::UnfilledAmount)? {
+        Some((name, raw)) => match parse_amount(raw, &rules.amount) {
+            Err(Reason::BadAmount) if rules.amount.keep_unreadable => {
+                unread.amount = true;
+                kept_as_sent.push((name, raw));
+                None
+            }
+            amount => Some(amount?),
+        },
         None if rules.amount.required => return Err(Reason::MissingAmount),
         None => None,
     };
@@ -147,26 +190,63 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         None => (None, None),
     };
 
-    let currency = parse_currency(role(params, &names.currency)?, rules)?;
+    let currency = parse_currency(
+        filled(&names[Role::Currency], Reason::UnfilledCurrency)?,
+        rules,
+    )?;
 
-    let (status, status_raw) = match role(params, &names.status)? {
-        Some(raw) => (lookup_status(raw, rules)?, Some(Cow::Borrowed(raw))),
+    let (status, status_raw) = match filled(&names[Role::Status], Reason::UnfilledStatus)? {
+        Some(raw) => (lookup_status(raw, params, rules)?, Some(Cow::Borrowed(raw))),
         None => (Status::Approved, None),
     };
+    // A sender's own word for a reject, in a parameter the source does not
+    // read as its status, never leaves the conversion approved.
+    let declined = match status {
+        Status::Approved => declining_word(params, names),
+        _ => None,
+    };
+    let (status, status_raw) = match declined {
+        Some(_) if status_raw.is_some() => return Err(Reason::ConflictingStatus),
+        Some(word) => (Status::Declined, Some(Cow::Borrowed(word))),
+        None => (status, status_raw),
+    };
 
-    let txid = bounded(role(params, &names.txid)?, MAX_TXID_BYTES)?;
-    let goal = bounded(role(params, &names.goal)?, MAX_GOAL_BYTES)?;
+    let txid = bounded(
+        filled(&names[Role::Txid], Reason::UnfilledTxid)?,
+        MAX_TXID_BYTES,
+    )?;
+    let goal = bounded(
+        filled(&names[Role::Goal], Reason::UnfilledGoal)?,
+        MAX_GOAL_BYTES,
+    )?;
 
-    let click_time = role(params, &names.click_time)?
-        .map(parse_click_time)
-        .transpose()?;
+    let click_time = match found(params, &names[Role::ClickTime])? {
+        None => None,
+        Some((name, raw)) => {
+            let time = if placeholders::is_unfilled(raw, name, extra) {
+                None
+            } else {
+                read_click_time(raw, rules.click_time_zone).or_else(|| {
+                    kept_as_sent.push((name, raw));
+                    None
+                })
+            };
+            unread.click_time = time.is_none();
+            time
+        }
+    };
 
-    let campaign_id = bounded(role(params, &names.campaign_id)?, MAX_TEMPLATE_ID_BYTES)?;
-    let adset_id = bounded(role(params, &names.adset_id)?, MAX_TEMPLATE_ID_BYTES)?;
-    let ad_id = bounded(role(params, &names.ad_id)?, MAX_TEMPLATE_ID_BYTES)?;
-    let placement = bounded(role(params, &names.placement)?, MAX_TEMPLATE_ID_BYTES)?;
+    let template_id =
+        |aliases: &[String], unfilled| bounded(filled(aliases, unfilled)?, MAX_TEMPLATE_ID_BYTES);
+    let campaign_id = template_id(&names[Role::CampaignId], Reason::UnfilledCampaignId)?;
+    let adset_id = template_id(&names[Role::AdsetId], Reason::UnfilledAdsetId)?;
+    let ad_id = template_id(&names[Role::AdId], Reason::UnfilledAdId)?;
+    let placement = template_id(&names[Role::Placement], Reason::UnfilledPlacement)?;
 
-    let params = pass_through(params, rules)?;
+    let mut params = pass_through(params, rules)?;
+    for (name, raw) in kept_as_sent {
+        params.push((Cow::Owned(name.to_owned()), Cow::Borrowed(raw)));
+    }
 
     Ok(Conversion {
         token: Cow::Borrowed(token),
@@ -183,13 +263,18 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         ad_id,
         placement,
         params,
+        unread,
     })
 }
 
-/// The value of a role, looked up under each of its aliases. Two aliases present at
-/// once is ambiguous (which one did the sender mean?), so it is `duplicate_param`
-/// rather than a silent pick. An empty value counts as absent.
-fn role<'p>(params: &'p Params, aliases: &[String]) -> Result<Option<&'p str>, Reason> {
+/// The value of a role, looked up under each of its aliases, with the alias
+/// it came under. Two aliases present at once is ambiguous (which one did the
+/// sender mean?), so it is `duplicate_param` rather than a silent pick. An
+/// empty value counts as absent.
+fn found<'a, 'p>(
+    params: &'p Params,
+    aliases: &'a [String],
+) -> Result<Option<(&'a str, &'p str)>, Reason> {
     let mut found = None;
     for (i, alias) in aliases.iter().enumerate() {
         // The same alias listed twice in config is one parameter, not two.
@@ -200,20 +285,99 @@ fn role<'p>(params: &'p Params, aliases: &[String]) -> Result<Option<&'p str>, R
             if found.is_some() {
                 return Err(Reason::DuplicateParam);
             }
-            found = Some(value);
+            found = Some((alias.as_str(), value));
         }
     }
-    Ok(found.filter(|value| !value.is_empty()))
+    Ok(found.filter(|(_, value)| !value.is_empty()))
 }
 
-fn check_tracking(token: &str, extra_placeholders: &[String]) -> Result<(), Reason> {
+/// The value of a role whose value must not be a placeholder: one is refused
+/// as `unfilled`, the reason that names the role.
+fn filled<'p>(
+    params: &'p Params,
+    aliases: &[String],
+    extra: &[String],
+    unfilled: Reason,
+) -> Result<Option<&'p str>, Reason> {
+    Ok(filled_named(params, aliases, extra, unfilled)?.map(|(_, value)| value))
+}
+
+/// [`filled`], with the alias the value came under.
+fn filled_named<'a, 'p>(
+    params: &'p Params,
+    aliases: &'a [String],
+    extra: &[String],
+    unfilled: Reason,
+) -> Result<Option<(&'a str, &'p str)>, Reason> {
+    match found(params, aliases)? {
+        Some((name, value)) if placeholders::is_unfilled(value, name, extra) => Err(unfilled),
+        found => Ok(found),
+    }
+}
+
+/// Parameters named like a status that a source without a status role (or
+/// with another one) would pass through as plain data: `status=reject` sent
+/// to a Voluum or TUNE format must never file an approved conversion.
+const STATUS_LIKE: &[&str] = &[
+    "status",
+    "cnv_status",
+    "conversion_status",
+    "conv_status",
+    "pstatus",
+    "action_status",
+];
+
+/// Words that take a conversion back or refuse it, whole or as one word of a
+/// value (`Rejected`, `charge-back`, `REVERSED`), in any case.
+const DECLINING: &[&str] = &[
+    "reject",
+    "rejected",
+    "decline",
+    "declined",
+    "deny",
+    "denied",
+    "chargeback",
+    "chargedback",
+    "refund",
+    "refunded",
+    "reversed",
+    "reversal",
+    "void",
+    "voided",
+    "cancel",
+    "canceled",
+    "cancelled",
+    "fraud",
+];
+
+/// The value of a parameter named like a status, outside the source's own
+/// status role, that says the conversion was declined, rejected, charged back
+/// or refunded.
+fn declining_word<'p>(params: &'p Params, names: &Names) -> Option<&'p str> {
+    params.iter().find_map(|(key, value)| {
+        let status_like = STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s))
+            && !names[Role::Status].iter().any(|n| n == key);
+        let declining = || {
+            value
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .chain(std::iter::once(value))
+                .any(|w| {
+                    let w: String = w.chars().filter(|c| *c != '-' && *c != '_').collect();
+                    DECLINING.iter().any(|d| w.eq_ignore_ascii_case(d))
+                })
+        };
+        (status_like && declining()).then_some(value)
+    })
+}
+
+fn check_tracking(token: &str, name: &str, extra_placeholders: &[String]) -> Result<(), Reason> {
     if token.len() > MAX_TRACKING_BYTES {
         return Err(Reason::ParamTooLong);
     }
     if token.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') || placeholders::is_blank(token) {
         return Err(Reason::BadTracking);
     }
-    if placeholders::is_placeholder(token, extra_placeholders) {
+    if placeholders::is_unfilled(token, name, extra_placeholders) {
         return Err(Reason::UnfilledMacro);
     }
     Ok(())
@@ -318,7 +482,39 @@ fn parse_currency<'p>(
     }
 }
 
-fn lookup_status(raw: &str, rules: &ParseRules) -> Result<Status, Reason> {
+/// Whether `word` is one of the comma-separated words of `list`.
+fn listed(list: &str, word: &str, case_insensitive: bool) -> bool {
+    list.split(',').map(str::trim).any(|w| {
+        if case_insensitive {
+            w.eq_ignore_ascii_case(word)
+                || (!w.is_ascii() && w.to_lowercase() == word.to_lowercase())
+        } else {
+            w == word
+        }
+    })
+}
+
+/// Whether the postback asks to be ignored: its status is one of the words
+/// its source's `ignore_list` parameter lists (`ignore_status=ping,test`).
+/// Such a postback is answered as a success and files nothing.
+pub fn ignored(params: &Params, rules: &ParseRules) -> bool {
+    let Some(list) = rules.ignore_list.as_deref().and_then(|p| params.get(p)) else {
+        return false;
+    };
+    let status = rules.names[Role::Status].iter().find_map(|n| params.get(n));
+    status.is_some_and(|s| !s.is_empty() && listed(list, s, rules.status_case_insensitive))
+}
+
+fn lookup_status(raw: &str, params: &Params, rules: &ParseRules) -> Result<Status, Reason> {
+    // The sender's own words, translated for this postback (Keitaro's
+    // `sale_status=billed`), win over the source's map.
+    for (param, status) in &rules.status_lists {
+        if let Some(list) = params.get(param) {
+            if listed(list, raw, rules.status_case_insensitive) {
+                return Ok(*status);
+            }
+        }
+    }
     let key = if rules.status_case_insensitive {
         Cow::Owned(raw.to_lowercase())
     } else {
@@ -338,19 +534,28 @@ fn bounded(value: Option<&str>, max_bytes: usize) -> Result<Option<Cow<'_, str>>
     }
 }
 
-/// Unix seconds (digits only) or RFC 3339. Milliseconds are refused rather than
-/// guessed at: they fall above [`MAX_UNIX_SECONDS`].
-fn parse_click_time(raw: &str) -> Result<OffsetDateTime, Reason> {
+/// A click time, when it can be read without a guess: unix seconds (digits
+/// only, up to year 9999), unix milliseconds (exactly 13 digits), RFC 3339, or
+/// a date and time without a zone when the source names its zone. In UTC.
+fn read_click_time(raw: &str, zone: Option<UtcOffset>) -> Option<OffsetDateTime> {
     let time = if raw.bytes().all(|b| b.is_ascii_digit()) {
-        let secs = i64::from_str(raw).map_err(|_| Reason::BadClickTime)?;
-        if secs > MAX_UNIX_SECONDS {
-            return Err(Reason::BadClickTime);
+        let n = i64::from_str(raw).ok()?;
+        if raw.len() == UNIX_MILLIS_DIGITS {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(n) * 1_000_000).ok()?
+        } else if n <= MAX_UNIX_SECONDS {
+            OffsetDateTime::from_unix_timestamp(n).ok()?
+        } else {
+            return None;
         }
-        OffsetDateTime::from_unix_timestamp(secs).map_err(|_| Reason::BadClickTime)?
+    } else if let Ok(time) = OffsetDateTime::parse(raw, &Rfc3339) {
+        time
     } else {
-        OffsetDateTime::parse(raw, &Rfc3339).map_err(|_| Reason::BadClickTime)?
+        let local = PrimitiveDateTime::parse(raw, ZONELESS_T)
+            .or_else(|_| PrimitiveDateTime::parse(raw, ZONELESS_SPACE))
+            .ok()?;
+        local.assume_offset(zone?)
     };
-    Ok(time.to_offset(UtcOffset::UTC))
+    Some(time.to_offset(UtcOffset::UTC))
 }
 
 type Pairs<'p> = Vec<(Cow<'p, str>, Cow<'p, str>)>;
@@ -380,23 +585,9 @@ fn pass_through<'p>(params: &'p Params, rules: &ParseRules) -> Result<Pairs<'p>,
 /// Whether `key` names any role, the api key included: a secret must never ride
 /// along in `params`, and a role's value must not appear twice in the event.
 fn is_role_name(names: &Names, key: &str) -> bool {
-    [
-        &names.api_key,
-        &names.tracking,
-        &names.amount,
-        &names.txid,
-        &names.goal,
-        &names.status,
-        &names.currency,
-        &names.click_time,
-        &names.campaign_id,
-        &names.adset_id,
-        &names.ad_id,
-        &names.placement,
-    ]
-    .into_iter()
-    .flatten()
-    .any(|name| name == key)
+    Role::ALL
+        .into_iter()
+        .any(|role| names[role].iter().any(|name| name == key))
 }
 
 #[cfg(test)]
@@ -527,23 +718,23 @@ mod tests {
     /// Voluum-like names (`cid`, `payout`), as in conventions #1 and #5.
     fn voluum() -> ParseRules {
         let mut rules = ParseRules::reference();
-        rules.names.tracking = names(&["cid"]);
-        rules.names.amount = names(&["payout"]);
+        rules.names[Role::Tracking] = names(&["cid"]);
+        rules.names[Role::Amount] = names(&["payout"]);
         rules
     }
 
     /// NATS-like: integer cents under a PHP bracket key.
     fn nats() -> ParseRules {
         let mut rules = cents();
-        rules.names.amount = names(&["transaction[amount]"]);
+        rules.names[Role::Amount] = names(&["transaction[amount]"]);
         rules
     }
 
     /// Affise-like: two aliases for the click id, a second api key name.
     fn aliases() -> ParseRules {
         let mut rules = ParseRules::reference();
-        rules.names.tracking = names(&["clickid", "click_id", "clickid"]);
-        rules.names.api_key = names(&["api_key", "secure"]);
+        rules.names[Role::Tracking] = names(&["clickid", "click_id", "clickid"]);
+        rules.names[Role::ApiKey] = names(&["api_key", "secure"]);
         rules
     }
 
@@ -591,12 +782,20 @@ mod tests {
         vocabulary(true, &words)
     }
 
+    /// Click times without a zone are at +02:00.
+    fn zoned() -> ParseRules {
+        ParseRules {
+            click_time_zone: Some(time::macros::offset!(+2)),
+            ..ParseRules::reference()
+        }
+    }
+
     fn template_ids() -> ParseRules {
         let mut rules = ParseRules::reference();
-        rules.names.campaign_id = names(&["campaign_id", "cmp"]);
-        rules.names.adset_id = names(&["adset_id"]);
-        rules.names.ad_id = names(&["ad_id"]);
-        rules.names.placement = names(&["placement"]);
+        rules.names[Role::CampaignId] = names(&["campaign_id", "cmp"]);
+        rules.names[Role::AdsetId] = names(&["adset_id"]);
+        rules.names[Role::AdId] = names(&["ad_id"]);
+        rules.names[Role::Placement] = names(&["placement"]);
         rules
     }
 
@@ -706,7 +905,7 @@ mod tests {
             ("US", r, q("ab%1Fc"), none, Err(Reason::BadTracking)),
             ("DEL", r, q("ab%7Fc"), none, Err(Reason::BadTracking)),
             ("control in json", r, "api_key=k".into(), Body::Json(r#"{"tracking":"a\u0007b","amount":"1.00"}"#), Err(Reason::BadTracking)),
-            // SPEC names U+0000..U+001F and U+007F only; C1 controls are not in it.
+            // The rules name U+0000..U+001F and U+007F only (docs/http-api.md); C1 controls are not in it.
             ("C1 NEL", r, q("ab%C2%85c"), none, ok("ab\u{85}c")),
             // Decoding failures.
             ("invalid utf-8", r, q("ab%FFc"), none, Err(Reason::BadEncoding)),
@@ -866,7 +1065,7 @@ mod tests {
         let bad = Err(Reason::BadAmount);
         let out = Err(Reason::AmountOutOfRange);
         vec![
-            // SPEC §4 passes.
+            // What the parsing rules accept (docs/http-api.md).
             ("12.34", r, a("12.34"), Ok(Some("12.34"))),
             ("0.50", r, a("0.50"), Ok(Some("0.50"))),
             ("0.00", r, a("0.00"), Ok(Some("0.00"))),
@@ -896,7 +1095,7 @@ mod tests {
             ("loose -5", loose_negative, a("-5"), Ok(Some("-5.00"))),
             ("loose -2.5", loose_negative, a("-2.5"), Ok(Some("-2.50"))),
             ("loose too large", loose, a("1000001"), out),
-            // SPEC §4 failures.
+            // What they refuse.
             ("000", r, a("000"), bad),
             ("100 in the reference format", r, a("100"), bad),
             ("1.5 in the reference format", r, a("1.5"), bad),
@@ -935,8 +1134,9 @@ mod tests {
             ("1.0a", r, a("1.0a"), bad),
             ("arabic-indic digits", r, a("%D9%A1%D9%A2.%D9%A3%D9%A4"), bad),
             ("fullwidth digit", r, a("12.3%EF%BC%94"), bad),
-            ("NaN", r, a("NaN"), bad),
-            ("macro", r, a("{payout}"), bad),
+            ("NaN", r, a("NaN"), Err(Reason::UnfilledAmount)),
+            ("macro", r, a("{payout}"), Err(Reason::UnfilledAmount)),
+            ("its own name", r, a("AMOUNT"), Err(Reason::UnfilledAmount)),
             // Range.
             ("just above the maximum", r, a("1000000.01"), out),
             ("20 integer digits", r, a("99999999999999999999.00"), out),
@@ -988,9 +1188,9 @@ mod tests {
     fn amounts() {
         for (what, rules, raw, want) in amount_rows() {
             let rules = rules();
-            let tracking = &rules.names.tracking[0];
+            let tracking = &rules.names[Role::Tracking][0];
             let query = match &raw {
-                Some(raw) => format!("{tracking}=t&{}={raw}", rules.names.amount[0]),
+                Some(raw) => format!("{tracking}=t&{}={raw}", rules.names[Role::Amount][0]),
                 None => format!("{tracking}=t"),
             };
             let got = run(&query, &rules);
@@ -1076,6 +1276,7 @@ mod tests {
                 ("fixed, same", fixed_eur, q("currency=eur"), n, some("EUR")),
                 ("fixed, other", fixed_eur, q("currency=USD"), n, Err(Reason::CurrencyMismatch)),
                 ("fixed, invalid", fixed_eur, q("currency=XYZ"), n, Err(Reason::BadCurrency)),
+                ("macro", r, q("currency=%7Bcurrency%7D"), n, Err(Reason::UnfilledCurrency)),
             ]),
             ("status", vec![
                 ("absent", r, q(""), n, some("approved/-")),
@@ -1104,6 +1305,11 @@ mod tests {
                 ("keitaro rejected", keitaro, q("status=rejected"), n, some("declined/rejected")),
                 ("keitaro rebill", keitaro, q("status=rebill"), n, some("approved/rebill")),
                 ("keitaro Hold", keitaro, q("status=Hold"), n, Err(Reason::BadStatus)),
+                ("macro", r, q("status=%7Bstatus%7D"), n, Err(Reason::UnfilledStatus)),
+                ("Voluum's OPTIONAL", r, q("status=OPTIONAL"), n, Err(Reason::UnfilledStatus)),
+                // A reject in another parameter named like a status.
+                ("cnv_status reject", r, q("cnv_status=reject"), n, some("declined/reject")),
+                ("approved and reject", r, q("status=approved&cnv_status=reject"), n, Err(Reason::ConflictingStatus)),
             ]),
             ("txid", vec![
                 ("absent", r, q(""), n, Ok(None)),
@@ -1112,12 +1318,15 @@ mod tests {
                 ("256 bytes", r, format!("txid={}", "x".repeat(256)), n, Ok(Some("x".repeat(256)))),
                 ("257 bytes", r, format!("txid={}", "x".repeat(257)), n, Err(Reason::ParamTooLong)),
                 ("spaces kept", r, q("txid=%20a%20"), n, some(" a ")),
+                ("macro", r, q("txid=%7Btransactionid%7D"), n, Err(Reason::UnfilledTxid)),
+                ("part of a value", r, q("txid=A-%7Bx%7D"), n, some("A-{x}")),
             ]),
             ("goal", vec![
                 ("absent", r, q(""), n, Ok(None)),
                 ("goal", r, q("goal=deposit"), n, some("deposit")),
                 ("64 bytes", r, format!("goal={}", "g".repeat(64)), n, Ok(Some("g".repeat(64)))),
                 ("65 bytes", r, format!("goal={}", "g".repeat(65)), n, Err(Reason::ParamTooLong)),
+                ("macro", r, q("goal=%5Bgoal%5D"), n, Err(Reason::UnfilledGoal)),
             ]),
             ("click_time", vec![
                 ("absent", r, q(""), n, Ok(None)),
@@ -1125,22 +1334,33 @@ mod tests {
                 ("unix seconds", r, q("click_time=1699999999"), n, some("2023-11-14T22:13:19Z")),
                 ("epoch", r, q("click_time=0"), n, some("1970-01-01T00:00:00Z")),
                 ("last plausible second", r, q("click_time=253402300799"), n, some("9999-12-31T23:59:59Z")),
-                ("one past", r, q("click_time=253402300800"), n, Err(Reason::BadClickTime)),
-                ("milliseconds", r, q("click_time=1699999999999"), n, Err(Reason::BadClickTime)),
-                ("huge", r, q("click_time=99999999999999999999999999"), n, Err(Reason::BadClickTime)),
-                ("negative", r, q("click_time=-1"), n, Err(Reason::BadClickTime)),
-                ("fraction", r, q("click_time=1699999999.5"), n, Err(Reason::BadClickTime)),
+                // What cannot be read is kept as sent, never refused (below).
+                ("one past", r, q("click_time=253402300800"), n, Ok(None)),
+                // Branch's milliseconds, recognised by their 13 digits.
+                ("milliseconds", r, q("click_time=1699999999999"), n, some("2023-11-14T22:13:19.999Z")),
+                ("14 digits", r, q("click_time=16999999999990"), n, Ok(None)),
+                ("huge", r, q("click_time=99999999999999999999999999"), n, Ok(None)),
+                ("negative", r, q("click_time=-1"), n, Ok(None)),
+                ("fraction", r, q("click_time=1699999999.5"), n, Ok(None)),
                 ("rfc3339 Z", r, q("click_time=2024-01-02T03:04:05Z"), n, some("2024-01-02T03:04:05Z")),
                 // A literal '+' in a query is the offset sign, so it survives.
                 ("rfc3339 offset", r, q("click_time=2024-01-02T03:04:05.123+02:00"), n, some("2024-01-02T01:04:05.123Z")),
                 ("rfc3339 encoded offset", r, q("click_time=2024-01-02T03:04:05%2B02:00"), n, some("2024-01-02T01:04:05Z")),
-                ("form turns '+' into a space", r, q(""), Body::Form("click_time=2024-01-02T03:04:05+02:00"), Err(Reason::BadClickTime)),
-                ("no offset", r, q("click_time=2024-01-02T03:04:05"), n, Err(Reason::BadClickTime)),
-                ("date only", r, q("click_time=2024-01-02"), n, Err(Reason::BadClickTime)),
+                ("form turns '+' into a space", r, q(""), Body::Form("click_time=2024-01-02T03:04:05+02:00"), Ok(None)),
+                // Without a zone, only a source that names its zone reads it.
+                ("no offset", r, q("click_time=2024-01-02T03:04:05"), n, Ok(None)),
+                ("cake's #sourcetime#, no zone", r, q("click_time=2013-11-12T13:04:27.5670000"), n, Ok(None)),
+                ("cake's #sourcetime#, zone +02:00", zoned, q("click_time=2013-11-12T13:04:27.5670000"), n, some("2013-11-12T11:04:27.567Z")),
+                ("affise's {date}, zone +02:00", zoned, q("click_time=2021-09-17%2001:29:11"), n, some("2021-09-16T23:29:11Z")),
+                ("appsflyer's, zone +02:00", zoned, q("click_time=2021-09-17%2001:29:11.653"), n, some("2021-09-16T23:29:11.653Z")),
+                ("an offset wins over the zone", zoned, q("click_time=2024-01-02T03:04:05Z"), n, some("2024-01-02T03:04:05Z")),
+                ("date only", r, q("click_time=2024-01-02"), n, Ok(None)),
+                ("date only, zoned", zoned, q("click_time=2024-01-02"), n, Ok(None)),
+                ("placeholder", r, q("click_time=%7Bclick_time%7D"), n, Ok(None)),
                 // RFC 3339 §5.6 lets a space stand for the 'T'.
                 ("space separator", r, q("click_time=2024-01-02%2003:04:05Z"), n, some("2024-01-02T03:04:05Z")),
-                ("month 13", r, q("click_time=2024-13-02T03:04:05Z"), n, Err(Reason::BadClickTime)),
-                ("words", r, q("click_time=yesterday"), n, Err(Reason::BadClickTime)),
+                ("month 13", r, q("click_time=2024-13-02T03:04:05Z"), n, Ok(None)),
+                ("words", r, q("click_time=yesterday"), n, Ok(None)),
                 ("json number", r, q(""), Body::Json(r#"{"click_time":1699999999}"#), some("2023-11-14T22:13:19Z")),
             ]),
             ("campaign_id", vec![
@@ -1150,19 +1370,23 @@ mod tests {
                 ("both aliases", template_ids, q("campaign_id=c1&cmp=c2"), n, Err(Reason::DuplicateParam)),
                 ("1024 bytes", template_ids, format!("campaign_id={}", "c".repeat(1024)), n, Ok(Some("c".repeat(1024)))),
                 ("1025 bytes", template_ids, format!("campaign_id={}", "c".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("macro", template_ids, q("cmp=%7Bcampaign_id%7D"), n, Err(Reason::UnfilledCampaignId)),
             ]),
             ("adset_id", vec![
                 ("configured", template_ids, q("adset_id=s1"), n, some("s1")),
                 ("1025 bytes", template_ids, format!("adset_id={}", "s".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("its own name", template_ids, q("adset_id=ADSET_ID"), n, Err(Reason::UnfilledAdsetId)),
             ]),
             ("ad_id", vec![
                 ("configured", template_ids, q("ad_id=a1"), n, some("a1")),
                 ("1025 bytes", template_ids, format!("ad_id={}", "a".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("macro", template_ids, q("ad_id=%24%7Bad_id%7D"), n, Err(Reason::UnfilledAdId)),
             ]),
             ("placement", vec![
                 ("configured", template_ids, q("placement=feed"), n, some("feed")),
                 ("absent", template_ids, q(""), n, Ok(None)),
                 ("1025 bytes", template_ids, format!("placement={}", "p".repeat(1025)), n, Err(Reason::ParamTooLong)),
+                ("undefined", template_ids, q("placement=undefined"), n, Err(Reason::UnfilledPlacement)),
             ]),
         ]
     }
@@ -1313,7 +1537,7 @@ mod tests {
             ("currency before status", "tracking=t&amount=1.00&currency=XYZ&status=x".into(), Reason::BadCurrency),
             ("status before txid", format!("tracking=t&amount=1.00&status=x&txid={}", "x".repeat(300)), Reason::BadStatus),
             ("goal before click_time", format!("tracking=t&amount=1.00&{long_goal}&click_time=x"), Reason::ParamTooLong),
-            ("click_time before params", format!("tracking=t&amount=1.00&click_time=x{subs}"), Reason::BadClickTime),
+            ("an unreadable click_time refuses nothing", format!("tracking=t&amount=1.00&click_time=x{subs}"), Reason::TooManyParams),
             ("params last", format!("tracking=t&amount=1.00{subs}"), Reason::TooManyParams),
             ("decoding before everything", "tracking=&amount=%zz".into(), Reason::BadEncoding),
             ("duplicates before everything", "tracking=&tracking=".into(), Reason::DuplicateParam),
@@ -1344,6 +1568,7 @@ mod tests {
             ad_id: Some("a".into()),
             placement: Some("feed".into()),
             params: vec![("sub1".into(), "x".into()), ("sub2".into(), "y".into())],
+            unread: Unread::default(),
         };
         assert_eq!(got, want);
 
@@ -1470,5 +1695,201 @@ mod tests {
                 let _ = run(&query, rules);
             }
         }
+    }
+
+    /// Every role but the click time (never worth a conversion) refuses a
+    /// placeholder with a reason that names it: `cnv_status={status}` is
+    /// never filed as the status "{status}".
+    #[test]
+    fn a_placeholder_in_any_role_is_refused_with_that_role() {
+        let rules = template_ids();
+        let base = "tracking=t&amount=1.00";
+        for (param, value, want) in [
+            ("amount", "AMOUNT", Reason::UnfilledAmount),
+            ("amount", "%5B%5Bpayout%5D%5D", Reason::UnfilledAmount),
+            ("amount", "%23price%23", Reason::UnfilledAmount),
+            ("currency", "%7Bcurrency%7D", Reason::UnfilledCurrency),
+            ("status", "%7Bstatus%7D", Reason::UnfilledStatus),
+            ("status", "OPTIONAL", Reason::UnfilledStatus),
+            ("status", "REPLACE", Reason::UnfilledStatus),
+            ("txid", "%7Btransactionid%7D", Reason::UnfilledTxid),
+            ("goal", "%5Bgoal%5D", Reason::UnfilledGoal),
+            ("cmp", "%7Bcampaign_id%7D", Reason::UnfilledCampaignId),
+            ("adset_id", "ADSET_ID", Reason::UnfilledAdsetId),
+            ("ad_id", "%24%7Bad%7D", Reason::UnfilledAdId),
+            ("placement", "undefined", Reason::UnfilledPlacement),
+        ] {
+            let query = if param == "amount" {
+                format!("tracking=t&amount={value}")
+            } else {
+                format!("{base}&{param}={value}")
+            };
+            assert_eq!(run(&query, &rules).err(), Some(want), "{query}");
+        }
+        // The token's own name is a placeholder for it too (Everflow's template).
+        let mut everflow = reference();
+        everflow.names[Role::Tracking] = names(&["transaction_id"]);
+        assert_eq!(
+            run("transaction_id=TRANSACTION_ID&amount=1.00", &everflow).err(),
+            Some(Reason::UnfilledMacro)
+        );
+        // An optional amount left as Voluum's OPTIONAL is refused, not dropped.
+        let mut optional = voluum();
+        optional.amount.required = false;
+        assert_eq!(
+            run("cid=c&payout=OPTIONAL", &optional).err(),
+            Some(Reason::UnfilledAmount)
+        );
+        // Parts of a value are still a value.
+        let ok = run(
+            &format!("{base}&txid=ORDER-%7Bx%7D&status=approved"),
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(ok.txid.as_deref(), Some("ORDER-{x}"));
+    }
+
+    /// A sender's reject in a parameter named like a status, which the
+    /// source does not read as its status, is never an approved conversion.
+    #[test]
+    fn a_declining_word_in_a_status_like_parameter_is_never_approved() {
+        let mut rules = voluum();
+        rules.names[Role::Status].clear();
+        for value in [
+            "reject",
+            "Rejected",
+            "DECLINED",
+            "chargeback",
+            "charge-back",
+            "refund",
+            "Refunded",
+            "REVERSED",
+            "void",
+            "cancelled",
+        ] {
+            for key in ["status", "Status", "cnv_status", "conversion_status"] {
+                let c = run(&format!("cid=c&payout=1.00&{key}={value}"), &rules).unwrap();
+                assert_eq!(c.status, Status::Declined, "{key}={value}");
+                assert_eq!(c.status_raw.as_deref(), Some(value), "{key}={value}");
+                assert_eq!(c.params.len(), 1, "the word still passes through");
+            }
+        }
+        for value in [
+            "approved",
+            "lead",
+            "1",
+            "sale",
+            "rejection_reason_none",
+            "unrejected",
+        ] {
+            let c = run(&format!("cid=c&payout=1.00&status={value}"), &rules).unwrap();
+            assert_eq!(c.status, Status::Approved, "{value}");
+            assert_eq!(c.status_raw, None, "{value}");
+        }
+        // Not a status name: a sub id that happens to hold a word.
+        let c = run("cid=c&payout=1.00&sub1=reject&statusx=reject", &rules).unwrap();
+        assert_eq!(c.status, Status::Approved);
+        // The source's own status says approved while another says reject.
+        let mut binom = reference();
+        binom.names[Role::Status] = names(&["cnv_status"]);
+        assert_eq!(
+            run(
+                "tracking=t&amount=1.00&cnv_status=approved&status=reject",
+                &binom
+            )
+            .err(),
+            Some(Reason::ConflictingStatus)
+        );
+        // Its own status word already says declined or pending: kept.
+        let c = run(
+            "tracking=t&amount=1.00&cnv_status=pending&status=reject",
+            &binom,
+        )
+        .unwrap();
+        assert_eq!(c.status, Status::Pending);
+        // The source's own status parameter is read by its map, not by the words.
+        assert_eq!(
+            run("tracking=t&amount=1.00&status=reject", &reference()).err(),
+            Some(Reason::BadStatus)
+        );
+    }
+
+    /// A click time is optional data: what cannot be read without a guess
+    /// is kept as sent in `params` and marked unread, never refused; a
+    /// placeholder is dropped (never data), marked unread too.
+    #[test]
+    fn an_unreadable_click_time_is_kept_as_sent_and_never_refused() {
+        for (raw, kept) in [
+            ("2013-11-12T13:04:27.5670000", true),
+            ("yesterday", true),
+            ("1699999999.5", true),
+            ("%7Bclick_time%7D", false),
+            ("REPLACE", false),
+        ] {
+            let c = run(
+                &format!("tracking=t&amount=1.00&click_time={raw}"),
+                &reference(),
+            )
+            .unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(c.click_time, None, "{raw}");
+            assert!(c.unread.click_time, "{raw}");
+            let want: Vec<(Cow<'_, str>, Cow<'_, str>)> = if kept {
+                let decoded = raw.replace("%7B", "{").replace("%7D", "}");
+                vec![("click_time".into(), decoded.into())]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(c.params, want, "{raw}");
+        }
+        let read = run("tracking=t&amount=1.00&click_time=1700000000", &reference()).unwrap();
+        assert!(!read.unread.click_time && read.params.is_empty());
+    }
+
+    /// Keitaro's per-postback status words: lists that translate the
+    /// sender's words, and one that asks for the postback to be ignored.
+    #[test]
+    fn status_lists_translate_and_ignore_per_postback() {
+        let mut rules = keitaro();
+        rules.status_lists = vec![
+            ("sale_status".into(), Status::Approved),
+            ("lead_status".into(), Status::Pending),
+            ("rejected_status".into(), Status::Declined),
+        ];
+        rules.ignore_list = Some("ignore_status".into());
+        let status =
+            |q: &str| run(&format!("tracking=t&amount=1.00&{q}"), &rules).map(|c| c.status);
+        assert_eq!(
+            status("status=billed&sale_status=billed"),
+            Ok(Status::Approved)
+        );
+        assert_eq!(
+            status("status=TopUp&lead_status=reg,%20topup"),
+            Ok(Status::Pending)
+        );
+        assert_eq!(
+            status("status=fake&rejected_status=canceled,fake"),
+            Ok(Status::Declined)
+        );
+        // The list wins over the source's map for this postback.
+        assert_eq!(
+            status("status=sale&rejected_status=sale"),
+            Ok(Status::Declined)
+        );
+        assert_eq!(
+            status("status=billed&sale_status=bill"),
+            Err(Reason::BadStatus)
+        );
+        assert_eq!(status("status=lead"), Ok(Status::Pending));
+        let ignored = |q: &str| {
+            let mut params = Params::new();
+            params.add_query(q.as_bytes(), false).unwrap();
+            ignored(&params, &rules)
+        };
+        assert!(ignored("status=ping&ignore_status=ping,test"));
+        assert!(ignored("status=TEST&ignore_status=ping,%20test"));
+        assert!(!ignored("status=sale&ignore_status=ping,test"));
+        assert!(!ignored("status=&ignore_status=ping,test,"));
+        assert!(!ignored("status=ping"));
+        assert!(!ignored("ignore_status=ping"));
     }
 }

@@ -2,10 +2,16 @@
 //! nothing in. A tracking token that is one of them is refused
 //! (`unfilled_macro`): accepting it would file the conversion under a click
 //! that does not exist, and every later one with the same junk would become a
-//! `DUPLICATE` of the first, losing the real conversions behind them.
+//! `DUPLICATE` of the first, losing the real conversions behind them. Every
+//! other role is checked the same way, and refused with a reason that names
+//! the role (`unfilled_status` for `cnv_status={status}`): a placeholder is
+//! never filed as a status, an amount or an order id.
 //!
 //! The rule: the whole value is the placeholder. `abc${x}` or `a{b}c` is a
-//! token (a template that filled part of a value is still a value); `${x}` is not.
+//! token (a template that filled part of a value is still a value); `${x}` is
+//! not. A value that is its own parameter's name (`amount=AMOUNT`,
+//! `transaction_id=TRANSACTION_ID`, as TUNE's and Everflow's templates write
+//! them) is one too.
 
 /// Bracketed shapes: the whole value is `open`, at least one character, then
 /// `close`. Each with where senders leave it.
@@ -46,7 +52,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// The gateway's own: what `postback-url` writes where no network fills a
-/// role (one per role of SPEC §3; `source::url::placeholder`).
+/// role (one per role of docs/http-api.md; `source::url::placeholder`).
 pub(crate) const OWN: &[&str] = &[
     "REPLACE_CLICK_ID",
     "REPLACE_AMOUNT",
@@ -77,6 +83,13 @@ pub(crate) fn is_placeholder(value: &str, extra: &[String]) -> bool {
                 && value.starts_with(open)
                 && value.ends_with(close)
         })
+}
+
+/// Whether `value`, sent under the parameter `name`, is a placeholder: one of
+/// [`is_placeholder`]'s, or the parameter's own name in any case
+/// (`amount=AMOUNT`).
+pub(crate) fn is_unfilled(value: &str, name: &str, extra: &[String]) -> bool {
+    value.eq_ignore_ascii_case(name) || is_placeholder(value, extra)
 }
 
 /// Whether `value` holds nothing but ASCII white space (a macro filled with
@@ -157,6 +170,16 @@ mod tests {
         assert!(is_placeholder("NO_CLICK", &extra));
         assert!(!is_placeholder("no_clicks", &extra));
         assert!(!is_placeholder("-", &[]));
+    }
+
+    #[test]
+    fn a_value_that_is_its_own_parameter_name_is_unfilled() {
+        assert!(is_unfilled("AMOUNT", "amount", &[]));
+        assert!(is_unfilled("TRANSACTION_ID", "transaction_id", &[]));
+        assert!(is_unfilled("[[payout]]", "payout", &[]));
+        assert!(is_unfilled("{status}", "cnv_status", &[]));
+        assert!(!is_unfilled("AMOUNT", "payout", &[]));
+        assert!(!is_unfilled("12.34", "amount", &[]));
     }
 
     #[test]

@@ -30,18 +30,37 @@ pub enum Reason {
     BadCurrency,
     /// A currency other than the one the source fixes.
     CurrencyMismatch,
-    /// A click time that is neither unix seconds nor RFC 3339.
-    BadClickTime,
     /// More pass-through parameters than allowed.
     TooManyParams,
     /// A body that is not a flat JSON object or a valid form.
     BadBody,
+    /// An amount that is a template macro nobody filled in (`AMOUNT`, `{payout}`).
+    UnfilledAmount,
+    /// A currency that is an unfilled macro.
+    UnfilledCurrency,
+    /// A status that is an unfilled macro (`{status}`, `OPTIONAL`).
+    UnfilledStatus,
+    /// A transaction id that is an unfilled macro.
+    UnfilledTxid,
+    /// A goal that is an unfilled macro.
+    UnfilledGoal,
+    /// A campaign id that is an unfilled macro.
+    UnfilledCampaignId,
+    /// An ad set id that is an unfilled macro.
+    UnfilledAdsetId,
+    /// An ad id that is an unfilled macro.
+    UnfilledAdId,
+    /// A placement that is an unfilled macro.
+    UnfilledPlacement,
+    /// A parameter named like a status carries a declining word
+    /// (`status=reject`) while the source's own status says approved.
+    ConflictingStatus,
 }
 
 impl Reason {
     /// Every reason, in declaration order: for metric pre-registration and
     /// exhaustive tests.
-    pub(crate) const ALL: [Reason; 15] = [
+    pub(crate) const ALL: [Reason; 24] = [
         Reason::BadEncoding,
         Reason::DuplicateParam,
         Reason::MissingTracking,
@@ -54,9 +73,18 @@ impl Reason {
         Reason::BadStatus,
         Reason::BadCurrency,
         Reason::CurrencyMismatch,
-        Reason::BadClickTime,
         Reason::TooManyParams,
         Reason::BadBody,
+        Reason::UnfilledAmount,
+        Reason::UnfilledCurrency,
+        Reason::UnfilledStatus,
+        Reason::UnfilledTxid,
+        Reason::UnfilledGoal,
+        Reason::UnfilledCampaignId,
+        Reason::UnfilledAdsetId,
+        Reason::UnfilledAdId,
+        Reason::UnfilledPlacement,
+        Reason::ConflictingStatus,
     ];
 
     /// The reason code, as sent in replies and used as a metric label.
@@ -74,9 +102,18 @@ impl Reason {
             Reason::BadStatus => "bad_status",
             Reason::BadCurrency => "bad_currency",
             Reason::CurrencyMismatch => "currency_mismatch",
-            Reason::BadClickTime => "bad_click_time",
             Reason::TooManyParams => "too_many_params",
             Reason::BadBody => "bad_body",
+            Reason::UnfilledAmount => "unfilled_amount",
+            Reason::UnfilledCurrency => "unfilled_currency",
+            Reason::UnfilledStatus => "unfilled_status",
+            Reason::UnfilledTxid => "unfilled_txid",
+            Reason::UnfilledGoal => "unfilled_goal",
+            Reason::UnfilledCampaignId => "unfilled_campaign_id",
+            Reason::UnfilledAdsetId => "unfilled_adset_id",
+            Reason::UnfilledAdId => "unfilled_ad_id",
+            Reason::UnfilledPlacement => "unfilled_placement",
+            Reason::ConflictingStatus => "conflicting_status",
         }
     }
 }

@@ -1,10 +1,12 @@
 //! What a source tells the parser: parameter names per role, the status
 //! vocabulary, amount and currency rules. Built by `source/` from config;
-//! [`ParseRules::reference`] is the SPEC §3 default.
+//! [`ParseRules::reference`] is the default format (docs/http-api.md).
 
+use super::role::Role;
 use std::collections::HashMap;
 
 use rust_decimal::Decimal;
+use time::UtcOffset;
 
 /// Normalized conversion status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,40 +50,32 @@ impl Status {
 /// first one present in a postback is used (two present at once is
 /// `duplicate_param`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
-    pub(crate) api_key: Vec<String>,
-    pub(crate) tracking: Vec<String>,
-    pub(crate) amount: Vec<String>,
-    pub(crate) txid: Vec<String>,
-    pub(crate) goal: Vec<String>,
-    pub(crate) status: Vec<String>,
-    pub(crate) currency: Vec<String>,
-    pub(crate) click_time: Vec<String>,
-    pub(crate) campaign_id: Vec<String>,
-    pub(crate) adset_id: Vec<String>,
-    pub(crate) ad_id: Vec<String>,
-    pub(crate) placement: Vec<String>,
+pub struct Names([Vec<String>; Role::ALL.len()]);
+
+impl std::ops::Index<Role> for Names {
+    type Output = Vec<String>;
+    fn index(&self, role: Role) -> &Vec<String> {
+        &self.0[role as usize]
+    }
+}
+
+impl std::ops::IndexMut<Role> for Names {
+    fn index_mut(&mut self, role: Role) -> &mut Vec<String> {
+        &mut self.0[role as usize]
+    }
 }
 
 impl Default for Names {
+    /// The reference format: each role of a postback under its own name
+    /// (`tracking`, `amount`, ...); the tracking template's ids under none.
     fn default() -> Self {
-        fn one(s: &str) -> Vec<String> {
-            vec![s.to_owned()]
-        }
-        Names {
-            api_key: one("api_key"),
-            tracking: one("tracking"),
-            amount: one("amount"),
-            txid: one("txid"),
-            goal: one("goal"),
-            status: one("status"),
-            currency: one("currency"),
-            click_time: one("click_time"),
-            campaign_id: Vec::new(),
-            adset_id: Vec::new(),
-            ad_id: Vec::new(),
-            placement: Vec::new(),
-        }
+        Names(Role::ALL.map(|r| {
+            if Role::TEMPLATE_IDS.contains(&r) {
+                Vec::new()
+            } else {
+                vec![r.as_str().to_owned()]
+            }
+        }))
     }
 }
 
@@ -113,6 +107,10 @@ pub struct AmountRules {
     pub(crate) max: Decimal,
     /// Whether a postback without an amount is `missing_amount`.
     pub required: bool,
+    /// Whether an amount outside the grammar is kept as sent (in `params`,
+    /// the event's amount `null`) instead of refused as `bad_amount`: TUNE
+    /// records such a conversion with 0.00 rather than losing it.
+    pub(crate) keep_unreadable: bool,
 }
 
 impl Default for AmountRules {
@@ -125,6 +123,7 @@ impl Default for AmountRules {
             allow_negative: false,
             max: Decimal::new(100_000_000, 2),
             required: true,
+            keep_unreadable: false,
         }
     }
 }
@@ -156,10 +155,26 @@ pub struct ParseRules {
     /// The source's own placeholder words, refused as tracking tokens like
     /// the built-in ones (see [`super::placeholders`]), in any case.
     pub(crate) extra_placeholders: Vec<String>,
+    /// Parameters whose value is a comma-separated list of the sender's own
+    /// status words that mean this status for this postback (Keitaro's
+    /// `sale_status=billed`, `lead_status=reg,topup`); they win over
+    /// `statuses`.
+    pub(crate) status_lists: Vec<(String, Status)>,
+    /// A parameter whose value lists status words (`ignore_status=ping,test`):
+    /// a postback with one of them is answered as a success and files nothing.
+    pub(crate) ignore_list: Option<String>,
+    /// Whether a JSON body's nested objects are read as dotted paths
+    /// (`event_data.revenue`) and booleans as `true`/`false`, for senders
+    /// that post nested bodies (Branch's webhooks, AppsFlyer's Push API);
+    /// otherwise a JSON body is a flat object of strings and numbers.
+    pub(crate) json_nested: bool,
+    /// The zone of click times written without one (`2021-09-17 01:29:11`);
+    /// without it such a time is kept as sent, never guessed.
+    pub(crate) click_time_zone: Option<UtcOffset>,
 }
 
 impl ParseRules {
-    /// The reference format of SPEC §3: `api_key`, `tracking`, `amount`, ...
+    /// The reference format (docs/http-api.md): `api_key`, `tracking`, `amount`, ...
     /// with the statuses `approved`, `pending`, `declined` in any case.
     pub fn reference() -> Self {
         let statuses = [
@@ -181,6 +196,10 @@ impl ParseRules {
             dropped: vec!["_".to_owned()],
             pass_through: None,
             extra_placeholders: Vec::new(),
+            status_lists: Vec::new(),
+            ignore_list: None,
+            json_nested: false,
+            click_time_zone: None,
         }
     }
 }

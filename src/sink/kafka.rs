@@ -29,7 +29,6 @@ use tokio::sync::{oneshot, Notify};
 use tracing::{error, info, warn, Level};
 
 use super::logs::{self, Quiet};
-use super::native;
 use super::reports::Reports;
 use super::{BoxFuture, Sink, SinkError};
 use crate::backoff::{jittered, Backoff};
@@ -37,6 +36,7 @@ use crate::config::kafka as kafka_config;
 use crate::config::KafkaConfig;
 use crate::event::{Event, SCHEMA};
 use crate::metrics as m;
+use crate::os as native;
 use crate::tasks::{self, Tasks};
 
 /// Hands each delivery verdict to the request waiting for it, and tells the

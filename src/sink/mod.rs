@@ -7,7 +7,6 @@ pub mod embedded;
 pub mod faults;
 pub(crate) mod kafka;
 pub(crate) mod logs;
-pub mod native;
 mod reports;
 pub mod spool;
 mod stats;

@@ -55,6 +55,13 @@ struct SourceFile {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     conversion_time: Option<ConversionTime>,
+    /// The fields besides the token that make a conversion distinct.
+    dedup_fields: Option<Vec<String>>,
+    /// `"flat"` (the default) or `"nested"`: a JSON body's nested objects read
+    /// as dotted paths, booleans as true/false.
+    json: Option<String>,
+    /// The zone of click times sent without one: `"UTC"` or `"+02:00"`.
+    click_time_zone: Option<String>,
     plus_as_space: Option<bool>,
     #[serde(default)]
     extra_placeholders: Vec<String>,
@@ -66,6 +73,10 @@ struct SourceFile {
     #[serde(default)]
     params: BTreeMap<String, OneOrMany>,
     statuses: Option<BTreeMap<String, String>>,
+    /// Parameter → status: its value lists the sender's words for that status.
+    status_lists: Option<BTreeMap<String, String>>,
+    /// The parameter whose value lists the status words to ignore.
+    ignore_list: Option<String>,
     status_case_insensitive: Option<bool>,
     /// `"refuse"` (`bad_status`) or `"accept"` (as `other`) a word outside `statuses`.
     unknown_status: Option<String>,
@@ -100,6 +111,8 @@ struct AmountFile {
     /// A string, so `"5000.00"` stays exact.
     max: Option<String>,
     required: Option<bool>,
+    /// `"refuse"` (`bad_amount`) or `"keep"` an amount outside the grammar.
+    unreadable: Option<String>,
 }
 
 /// Builds every source of `tables`; `None` when there are none (the binary
@@ -130,7 +143,7 @@ pub(crate) fn build(
             }
             Err(e) => errors.push(format!(
                 "source {name}: {}",
-                crate::config::redact_values(e.message().trim())
+                redact_values(e.message().trim())
             )),
         }
     }
@@ -276,7 +289,7 @@ fn build_one(
     if fmt.key_in_path && keys.is_empty() {
         err("key_in_path needs at least one api key".into());
     }
-    if !keys.is_empty() && !fmt.key_in_path && fmt.rules.names.api_key.is_empty() {
+    if !keys.is_empty() && !fmt.key_in_path && fmt.rules.names[Role::ApiKey].is_empty() {
         err(
             "has api keys but no parameter to carry them (params.api_key) and key_in_path is off"
                 .into(),
@@ -289,6 +302,15 @@ fn build_one(
     let mut s = Source::new(name, keys, fmt.rules);
     s.platform = Arc::from(f.platform.take().unwrap_or_else(|| p.name.clone()));
     s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
+    if let Some(names) = f.dedup_fields.take() {
+        match super::DedupFields::named(&names) {
+            Ok(fields) => s.dedup_fields = fields,
+            Err(other) => err(format!(
+                "dedup_fields: {other:?} is not one of {}",
+                super::DedupFields::NAMES.join(", ")
+            )),
+        }
+    }
     s.key_in_path = fmt.key_in_path;
     s.pixels = pixels;
     s.set_pixel_keys(pixel_keys);
@@ -341,6 +363,25 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
     if let Some(map) = f.statuses.take() {
         apply_statuses(rules, map, err);
     }
+    if let Some(lists) = f.status_lists.take() {
+        rules.status_lists.clear();
+        for (param, word) in lists {
+            match Status::parse(&word) {
+                Some(status) if !param.is_empty() && param.len() <= 64 => {
+                    rules.status_lists.push((param, status))
+                }
+                _ => err(format!(
+                    "status_lists.{param:?} = {word:?}: a parameter name of 1 to 64 bytes, mapped to approved, pending, declined or other"
+                )),
+            }
+        }
+    }
+    if let Some(param) = f.ignore_list.take() {
+        if param.is_empty() || param.len() > 64 {
+            err("ignore_list names one parameter of 1 to 64 bytes".into());
+        }
+        rules.ignore_list = Some(param);
+    }
     if let Some(c) = f.currency.take() {
         if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
             rules.fixed_currency = Some(c.to_ascii_uppercase());
@@ -352,6 +393,22 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
     }
     if let Some(b) = f.plus_as_space {
         rules.plus_as_space = b;
+    }
+    match f.json.take().as_deref() {
+        None => {}
+        Some("flat") => rules.json_nested = false,
+        Some("nested") => rules.json_nested = true,
+        Some(other) => err(format!(
+            "json = {other:?}: it is \"flat\" (an object of strings and numbers) or \"nested\" (objects read as dotted paths: event_data.revenue)"
+        )),
+    }
+    if let Some(zone) = f.click_time_zone.take() {
+        match utc_offset(&zone) {
+            Some(offset) => rules.click_time_zone = Some(offset),
+            None => err(format!(
+                "click_time_zone = {zone:?}: it is \"UTC\" or an offset from UTC like \"+02:00\" or \"-05:00\""
+            )),
+        }
     }
     for word in std::mem::take(&mut f.extra_placeholders) {
         if word.is_empty() || word.len() > 1024 {
@@ -383,6 +440,15 @@ fn apply_format(fmt: &mut Format, f: &mut SourceFile, err: &mut impl FnMut(Strin
             None => err(format!("macros.{role_name} is not a role")),
         }
     }
+}
+
+/// `"UTC"`, `"Z"` or `"+HH:MM"` / `"-HH:MM"`.
+fn utc_offset(text: &str) -> Option<time::UtcOffset> {
+    if text.eq_ignore_ascii_case("utc") || text == "Z" {
+        return Some(time::UtcOffset::UTC);
+    }
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    time::UtcOffset::parse(text, &format).ok()
 }
 
 fn apply_params(
@@ -454,10 +520,10 @@ fn check_format(fmt: &Format, tracking_template: bool, err: &mut impl FnMut(Stri
             }
         }
     }
-    if names.tracking.is_empty() {
+    if names[Role::Tracking].is_empty() {
         err("no parameter names the tracking token (params.tracking)".into());
     }
-    if fmt.rules.amount.required && names.amount.is_empty() {
+    if fmt.rules.amount.required && names[Role::Amount].is_empty() {
         err("the amount is required but no parameter names it (params.amount)".into());
     }
     if tracking_template {
@@ -510,7 +576,7 @@ fn check_pixel_keys(
             ));
         }
     }
-    if !pixel_keys.is_empty() && rules.names.api_key.is_empty() {
+    if !pixel_keys.is_empty() && rules.names[Role::ApiKey].is_empty() {
         err("has pixel keys but no parameter to carry them (params.api_key)".into());
     }
 }
@@ -569,6 +635,14 @@ fn amount_rules(a: &mut crate::postback::AmountRules, f: AmountFile, err: &mut i
     }
     if let Some(n) = f.allow_negative {
         a.allow_negative = n;
+    }
+    match f.unreadable.as_deref() {
+        None => {}
+        Some("refuse") => a.keep_unreadable = false,
+        Some("keep") => a.keep_unreadable = true,
+        Some(other) => err(format!(
+            "amount.unreadable = {other:?}: it is \"refuse\" (bad_amount) or \"keep\" (kept as sent in params, the amount null)"
+        )),
     }
     if let Some(r) = f.required {
         a.required = r;
@@ -638,3 +712,27 @@ pub(crate) fn valid_key(k: &str) -> bool {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+/// `invalid type: string "s3cr3t", expected ...` -> `invalid type: a string,
+/// expected ...`; likewise integers and floats (`integer \`5\``). Field names
+/// (`unknown field \`x\``) stay: they are not secrets, and they say what to fix.
+pub(crate) fn redact_values(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (opener, close, plain) in [
+        ("string \"", '"', "a string"),
+        ("integer `", '`', "an integer"),
+        ("floating point `", '`', "a number"),
+    ] {
+        let mut redacted = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(opener) {
+            redacted.push_str(&rest[..i]);
+            redacted.push_str(plain);
+            let after = &rest[i + opener.len()..];
+            rest = after.find(close).map_or("", |end| &after[end + 1..]);
+        }
+        redacted.push_str(rest);
+        out = redacted;
+    }
+    out
+}

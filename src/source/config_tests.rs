@@ -89,9 +89,13 @@ tracking = "{{sub2}}"
     assert!(s.trusted_proxies.contains("10.0.0.1".parse().unwrap()));
     assert!(s.conversion_at_click && s.pixels && s.rules.plus_as_space);
     assert_eq!(s.rules.fixed_currency.as_deref(), Some("EUR"));
-    assert_eq!(s.rules.names.tracking, vec!["click", "click2"]);
-    assert_eq!(s.rules.names.amount, vec!["sum"], "kept from the preset");
-    assert_eq!(s.rules.names.placement, vec!["pl"]);
+    assert_eq!(s.rules.names[Role::Tracking], vec!["click", "click2"]);
+    assert_eq!(
+        s.rules.names[Role::Amount],
+        vec!["sum"],
+        "kept from the preset"
+    );
+    assert_eq!(s.rules.names[Role::Placement], vec!["pl"]);
     assert_eq!(s.rules.statuses.get("hold"), Some(&Status::Pending));
     assert_eq!(s.rules.statuses.get("1"), None, "the map is replaced");
     assert_eq!(
@@ -230,7 +234,7 @@ fn a_source_lists_placeholders_of_its_own() {
 fn amount_shapes_and_unknown_statuses_are_set_per_source() {
     let s = source(
         &format!(
-            "[sources.acme]\napi_keys = [\"{KEY}\"]\nunknown_status = \"accept\"\n             [sources.acme.amount]\nmin_decimals = 0\nmax_decimals = 3\nrequired = false\n"
+            "[sources.acme]\napi_keys = [\"{KEY}\"]\nunknown_status = \"accept\"\nclick_time_zone = \"-05:00\"\n             [sources.acme.amount]\nmin_decimals = 0\nmax_decimals = 3\nrequired = false\nunreadable = \"keep\"\n"
         ),
         "acme",
     );
@@ -243,8 +247,32 @@ fn amount_shapes_and_unknown_statuses_are_set_per_source() {
     );
     assert!(s.rules.accept_unknown_status);
     assert!(!s.rules.amount.required);
+    assert!(s.rules.amount.keep_unreadable);
+    assert_eq!(
+        s.rules.click_time_zone,
+        Some(time::UtcOffset::from_hms(-5, 0, 0).unwrap())
+    );
+    assert_eq!(
+        source(
+            &format!("[sources.acme]\napi_keys = [\"{KEY}\"]\nclick_time_zone = \"UTC\"\n"),
+            "acme"
+        )
+        .rules
+        .click_time_zone,
+        Some(time::UtcOffset::UTC)
+    );
     for (toml, problem) in [
         ("unknown_status = \"maybe\"", "unknown_status"),
+        ("click_time_zone = \"Europe/Paris\"", "click_time_zone"),
+        (
+            "dedup_fields = [\"txid\", \"price\"]",
+            "dedup_fields: \"price\"",
+        ),
+        ("click_time_zone = \"+2\"", "click_time_zone"),
+        (
+            "[sources.acme.amount]\nunreadable = \"zero\"",
+            "amount.unreadable",
+        ),
         (
             "[sources.acme.amount]\nmin_decimals = 3",
             "min_decimals = 3",

@@ -1,7 +1,7 @@
 //! Sources: who may send postbacks and how each one names its parameters.
 //! A source owns its credentials, its client networks and its [`ParseRules`];
 //! with no configured sources, one `default` source takes the reference format
-//! of SPEC §3. The set of sources is swapped whole on a reload.
+//! of docs/http-api.md. The set of sources is swapped whole on a reload.
 #![warn(missing_docs)]
 
 pub mod claims;
@@ -44,6 +44,8 @@ pub struct Source {
     pub rules: ParseRules,
     /// Whether `conversion_time` is the click time the postback carries.
     pub(crate) conversion_at_click: bool,
+    /// Which fields besides the token make a conversion distinct.
+    pub(crate) dedup_fields: DedupFields,
     /// Platform type (the preset unless configured): two sources of one
     /// platform must not claim the same campaign.
     pub platform: Arc<str>,
@@ -72,11 +74,65 @@ pub struct Source {
 struct SourceCounters {
     accepted: metrics::Counter,
     duplicates: metrics::Counter,
+    /// Amounts kept as sent because they could not be read.
+    unread_amounts: metrics::Counter,
+    /// Click times kept as sent (or dropped, a placeholder) instead of read.
+    unread_click_times: metrics::Counter,
+    /// Postbacks answered as a success that filed nothing.
+    ignored: metrics::Counter,
 }
 
 impl std::fmt::Debug for SourceCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SourceCounters")
+    }
+}
+
+/// The fields of a conversion, besides its source and token, whose values
+/// tell two conversions apart (`dedup_fields`). SPEC §5's key is txid, goal
+/// and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DedupFields {
+    pub(crate) txid: bool,
+    pub(crate) goal: bool,
+    pub(crate) status: bool,
+    /// A second sale on the same click with another amount is a new conversion.
+    pub(crate) amount: bool,
+}
+
+impl Default for DedupFields {
+    fn default() -> Self {
+        DedupFields {
+            txid: true,
+            goal: true,
+            status: true,
+            amount: false,
+        }
+    }
+}
+
+impl DedupFields {
+    /// The names `dedup_fields` takes.
+    pub(crate) const NAMES: [&'static str; 4] = ["txid", "goal", "status", "amount"];
+
+    /// The fields named in `names`; `Err` with the first unknown name.
+    pub(crate) fn named(names: &[String]) -> Result<DedupFields, String> {
+        let mut f = DedupFields {
+            txid: false,
+            goal: false,
+            status: false,
+            amount: false,
+        };
+        for n in names {
+            match n.as_str() {
+                "txid" => f.txid = true,
+                "goal" => f.goal = true,
+                "status" => f.status = true,
+                "amount" => f.amount = true,
+                other => return Err(other.to_owned()),
+            }
+        }
+        Ok(f)
     }
 }
 
@@ -91,6 +147,7 @@ impl Source {
             dedup_max_keys: None,
             rules,
             conversion_at_click: false,
+            dedup_fields: DedupFields::default(),
             platform: Arc::from("reference"),
             key_in_path: false,
             hosts: Vec::new(),
@@ -107,7 +164,25 @@ impl Source {
         self.counters.get_or_init(|| SourceCounters {
             accepted: metrics::counter!(crate::metrics::ACCEPTED, "source" => self.name.to_string()),
             duplicates: metrics::counter!(crate::metrics::DUPLICATES, "source" => self.name.to_string()),
+            unread_amounts: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "amount"),
+            unread_click_times: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "click_time"),
+            ignored: metrics::counter!(crate::metrics::IGNORED, "source" => self.name.to_string()),
         })
+    }
+
+    /// Counts a postback answered as a success that filed nothing.
+    pub(crate) fn count_ignored(&self) {
+        self.counters().ignored.increment(1);
+    }
+
+    /// Counts the values of a parsed conversion kept as sent instead of read.
+    pub(crate) fn count_unread(&self, unread: crate::postback::parse::Unread) {
+        if unread.amount {
+            self.counters().unread_amounts.increment(1);
+        }
+        if unread.click_time {
+            self.counters().unread_click_times.increment(1);
+        }
     }
 
     /// Counts an event made durable.

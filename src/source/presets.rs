@@ -10,117 +10,10 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 
 use super::url::UrlTemplate;
-use crate::postback::{Names, ParseRules, Status};
+use crate::postback::{ParseRules, Status};
 
-/// A parameter role of SPEC §3, as named in config (`[sources.x.params]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// The credentials.
-    ApiKey,
-    /// The tracking token (click id).
-    Tracking,
-    /// The amount.
-    Amount,
-    /// The transaction id.
-    Txid,
-    /// The goal or event type.
-    Goal,
-    /// The conversion's status.
-    Status,
-    /// The currency.
-    Currency,
-    /// The click or visit time.
-    ClickTime,
-    /// The tracking template's campaign id.
-    CampaignId,
-    /// The tracking template's ad set id.
-    AdsetId,
-    /// The tracking template's ad id.
-    AdId,
-    /// The tracking template's placement.
-    Placement,
-}
+pub use crate::postback::Role;
 
-impl Role {
-    /// Every role, in the order of SPEC §3.
-    pub const ALL: [Role; 12] = [
-        Role::ApiKey,
-        Role::Tracking,
-        Role::Amount,
-        Role::Txid,
-        Role::Goal,
-        Role::Status,
-        Role::Currency,
-        Role::ClickTime,
-        Role::CampaignId,
-        Role::AdsetId,
-        Role::AdId,
-        Role::Placement,
-    ];
-
-    /// The four ids a tracking template must carry.
-    pub(crate) const TEMPLATE_IDS: [Role; 4] =
-        [Role::CampaignId, Role::AdsetId, Role::AdId, Role::Placement];
-
-    /// The role's name in config and its default parameter name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::ApiKey => "api_key",
-            Role::Tracking => "tracking",
-            Role::Amount => "amount",
-            Role::Txid => "txid",
-            Role::Goal => "goal",
-            Role::Status => "status",
-            Role::Currency => "currency",
-            Role::ClickTime => "click_time",
-            Role::CampaignId => "campaign_id",
-            Role::AdsetId => "adset_id",
-            Role::AdId => "ad_id",
-            Role::Placement => "placement",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    /// The parameter names this role goes by in `n`.
-    pub fn names(self, n: &Names) -> &Vec<String> {
-        match self {
-            Role::ApiKey => &n.api_key,
-            Role::Tracking => &n.tracking,
-            Role::Amount => &n.amount,
-            Role::Txid => &n.txid,
-            Role::Goal => &n.goal,
-            Role::Status => &n.status,
-            Role::Currency => &n.currency,
-            Role::ClickTime => &n.click_time,
-            Role::CampaignId => &n.campaign_id,
-            Role::AdsetId => &n.adset_id,
-            Role::AdId => &n.ad_id,
-            Role::Placement => &n.placement,
-        }
-    }
-
-    pub(crate) fn names_mut(self, n: &mut Names) -> &mut Vec<String> {
-        match self {
-            Role::ApiKey => &mut n.api_key,
-            Role::Tracking => &mut n.tracking,
-            Role::Amount => &mut n.amount,
-            Role::Txid => &mut n.txid,
-            Role::Goal => &mut n.goal,
-            Role::Status => &mut n.status,
-            Role::Currency => &mut n.currency,
-            Role::ClickTime => &mut n.click_time,
-            Role::CampaignId => &mut n.campaign_id,
-            Role::AdsetId => &mut n.adset_id,
-            Role::AdId => &mut n.ad_id,
-            Role::Placement => &mut n.placement,
-        }
-    }
-}
-
-/// The platform presets and networks, as data: `presets.toml`, embedded.
 const DATA: &str = include_str!("presets.toml");
 
 /// `presets.toml`, as written.
@@ -368,8 +261,12 @@ mod tests {
                     assert!(seen.insert(n.clone()), "{name}: {n} in two roles");
                 }
             }
-            assert!(!p.rules.names.tracking.is_empty(), "{name}");
-            assert_eq!(p.key_in_path, p.rules.names.api_key.is_empty(), "{name}");
+            assert!(!p.rules.names[Role::Tracking].is_empty(), "{name}");
+            assert_eq!(
+                p.key_in_path,
+                p.rules.names[Role::ApiKey].is_empty(),
+                "{name}"
+            );
         }
         assert!(preset("nope").is_none());
         assert_eq!(preset("HasOffers").unwrap().name, "tune");

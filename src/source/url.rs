@@ -123,7 +123,7 @@ pub fn source_urls(
 
     // The S2S URL carries the api key; the pixel URL, which sits in a public
     // page, carries the pixel key or none, never the api key.
-    let key_param = source.rules.names.api_key.first().map(|p| encode(p));
+    let key_param = source.rules.names[Role::ApiKey].first().map(|p| encode(p));
     let key = source.first_key();
     let with_key = |k: Option<&str>| {
         let mut q = Vec::new();
@@ -382,6 +382,11 @@ fn check_accepts(source: &Source, network: &Network, fields: &[Field]) -> Result
             )
         };
         let c = parsed.map_err(|r| refused(hint(r.as_str(), &source.name)))?;
+        // Kept as sent rather than read (amount.unreadable = "keep"): the
+        // event would carry no amount.
+        if c.unread.amount {
+            return Err(refused(hint("bad_amount", &source.name)));
+        }
         if let Some(meaning) = meaning {
             if meaning != c.status {
                 return Err(refused(format!(
@@ -475,6 +480,31 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    /// A network whose amount a source would keep as sent (TUNE's
+    /// `amount.unreadable = "keep"`) is refused like a bad amount: the URL
+    /// would file conversions without their amount.
+    #[test]
+    fn an_amount_kept_unread_is_a_mismatch() {
+        let mut rules = crate::source::presets::preset("tune")
+            .unwrap()
+            .rules
+            .clone();
+        rules.amount.keep_unreadable = true;
+        let s = Source::new("t", vec!["k".repeat(16)], rules);
+        let mut network = crate::source::presets::network_named("adjust")
+            .unwrap()
+            .clone();
+        network
+            .samples
+            .insert(Role::Amount, vec!["3.99".into(), "2.5".into()]);
+        let filled = fields(&s, Some(&network)).unwrap();
+        let err = check_accepts(&s, &network, &filled).unwrap_err();
+        assert!(err.contains("bad_amount"), "{err}");
+        network.samples.insert(Role::Amount, vec!["3.99".into()]);
+        let filled = fields(&s, Some(&network)).unwrap();
+        assert_eq!(check_accepts(&s, &network, &filled), Ok(()));
     }
 
     #[test]
