@@ -81,10 +81,7 @@ async fn a_full_disk_during_an_outage_is_503_and_said_in_readyz_and_nothing_answ
 
     let records = read_topic(&tansu.brokers, TOPIC, ok.len(), Duration::from_secs(1));
     for id in &ok {
-        let n = records
-            .iter()
-            .filter(|r| r.value["event_id"] == id.as_str())
-            .count();
+        let n = count_of(&records, id);
         assert_eq!(n, 1, "event {id} once");
     }
 }

@@ -109,10 +109,7 @@ async fn sigterm_drains_and_exits_zero_with_every_acknowledged_event_in_tansu() 
 
     let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
     for id in &ids {
-        let n = records
-            .iter()
-            .filter(|r| r.value["event_id"] == id.as_str())
-            .count();
+        let n = count_of(&records, id);
         assert_eq!(n, 1, "acknowledged event {id} is in Kafka exactly once");
     }
 }
@@ -161,14 +158,7 @@ async fn a_second_signal_exits_at_once_and_loses_nothing_acknowledged() {
 
     let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
     for id in &ids {
-        assert_eq!(
-            records
-                .iter()
-                .filter(|r| r.value["event_id"] == id.as_str())
-                .count(),
-            1,
-            "{id}"
-        );
+        assert_eq!(count_of(&records, id), 1, "{id}");
     }
 }
 
@@ -317,10 +307,7 @@ async fn sigterm_under_a_frozen_broker_ends_within_the_grace_period() {
     .await;
     let records = read_topic(&tansu.brokers, TOPIC, ids.len(), SETTLE);
     for id in &ids {
-        let n = records
-            .iter()
-            .filter(|r| r.value["event_id"] == id.as_str())
-            .count();
+        let n = count_of(&records, id);
         assert_eq!(n, 1, "event {id} is in the topic once: {records:?}");
     }
 }

@@ -355,6 +355,11 @@ pub fn with_token<'a>(records: &'a [Record], token: &str) -> Vec<&'a Record> {
         .collect()
 }
 
+/// How many events in `records` have the event id `id`.
+pub fn count_of(records: &[Record], id: &str) -> usize {
+    records.iter().filter(|r| r.value["event_id"] == id).count()
+}
+
 /// Checks the parts of an event every conversion has.
 pub fn assert_event(r: &Record, event_id: &str, token: &str, amount: &str, kind: &str) {
     assert_eq!(r.value["schema"], "conversion.v1");
