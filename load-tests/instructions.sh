@@ -43,7 +43,7 @@ fi
 bin=${CARGO_TARGET_DIR:-target}/release
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 69; }
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --workspace --locked
+  cargo build --release --workspace --exclude postback-gateway-fuzz --locked
 fi
 if ! command -v tansu >/dev/null 2>&1; then
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

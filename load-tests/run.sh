@@ -39,7 +39,7 @@ bin=${CARGO_TARGET_DIR:-target}/release
 key=bench-key-0123456789
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --workspace --locked
+  cargo build --release --workspace --exclude postback-gateway-fuzz --locked
 fi
 if ! command -v tansu >/dev/null 2>&1; then
   export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

@@ -5,6 +5,8 @@
 //! and the source's [`ParseRules`], so every rule runs in a table test.
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod check;
 pub(crate) mod decode;
 pub(crate) mod parse;
 pub(crate) mod placeholders;
