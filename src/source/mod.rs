@@ -291,7 +291,36 @@ pub struct Sources {
     /// Sources that take their key in the path, tried in turn.
     path_keyed: Vec<Arc<Source>>,
     /// Every api and pixel key of every source, for redaction.
+    keys: KeySet,
+}
+
+/// Every api and pixel key of every source. The console asks it about every
+/// parameter name and value of each request it keeps, so most answers come
+/// from the length alone: keys come in a few lengths, and the values of a
+/// postback rarely have one of them.
+#[derive(Debug, Default)]
+struct KeySet {
+    /// Bit `n` is set when a key of `n` bytes exists (`n` below 256;
+    /// longer values are always looked up).
+    lengths: [u64; 4],
     keys: std::collections::HashSet<Box<[u8]>>,
+}
+
+impl KeySet {
+    fn insert(&mut self, key: &[u8]) {
+        if let Some(word) = self.lengths.get_mut(key.len() / 64) {
+            *word |= 1 << (key.len() % 64);
+        }
+        self.keys.insert(key.into());
+    }
+
+    fn contains(&self, value: &[u8]) -> bool {
+        let n = value.len();
+        match self.lengths.get(n / 64) {
+            Some(word) if word & (1 << (n % 64)) == 0 => false,
+            _ => self.keys.contains(value),
+        }
+    }
 }
 
 impl Sources {
@@ -323,7 +352,7 @@ impl Sources {
                 s.default = Some(src.clone());
             }
             for k in src.keys.iter().chain(&src.pixel_keys) {
-                s.keys.insert(k.clone().into_boxed_slice());
+                s.keys.insert(k);
             }
             s.by_name.insert(src.name.to_string(), src);
         }
@@ -439,6 +468,38 @@ impl SharedSources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_of_every_source_is_known_whatever_its_length() {
+        let long = "k".repeat(300);
+        let mut a = Source::new(
+            "a",
+            vec!["key-a".into(), long.clone()],
+            ParseRules::reference(),
+        );
+        a.set_pixel_keys(vec!["px".into()]);
+        let b = Source::new(
+            "b",
+            vec!["a-64-byte-key".repeat(5)[..64].into()],
+            ParseRules::reference(),
+        );
+        let all = Sources::from_list(vec![a, b]);
+        for key in ["key-a", "px", &long, &"a-64-byte-key".repeat(5)[..64]] {
+            assert!(all.is_key(key.as_bytes()), "{key}");
+        }
+        // Of a key's length, of another length, longer than the length table.
+        for other in [
+            "key-b",
+            "p",
+            "pxx",
+            &"k".repeat(299),
+            &"k".repeat(301),
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(!all.is_key(other.as_bytes()), "{other}");
+        }
+    }
 
     #[test]
     fn keys_are_checked() {
