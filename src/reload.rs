@@ -43,6 +43,7 @@ pub fn reload(
         warn!("Got SIGHUP, but the gateway runs without a config file; nothing to reload.");
         return Ok(0);
     };
+    info!(path = %path.display(), "Got SIGHUP; reading the sources again.");
     let next = Config::load(Some(path), env).and_then(|mut c| {
         // Keys the running gateway made up (the embedded first run) stay.
         c.api_key = c.api_key.or_else(|| running.api_key.clone());

@@ -142,8 +142,15 @@ async fn signals_during_the_start_are_handled() {
         .env("POSTBACK_API_KEY", API_KEY)
         .spawn()
         .unwrap();
-    // Within the start's wait for Kafka (up to 5 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The gateway binds its listeners after its signal handlers are in and
+    // just before its start's wait for Kafka (up to 5 s): the signal lands
+    // in that wait.
+    wait_within(
+        "the listeners are bound",
+        Duration::from_secs(10),
+        async || tokio::net::TcpStream::connect(&admin).await.is_ok(),
+    )
+    .await;
     signal(child.id(), "HUP");
     wait_within("ready after the SIGHUP", Duration::from_secs(20), async || {
         matches!(reqwest::get(format!("http://{admin}/readyz")).await, Ok(r) if r.status() == 200)

@@ -3,11 +3,12 @@
 //! while the running sources stay.
 use crate::common;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::process::{signal, GatewayProcess};
+use crate::common::wait_until;
 
 const KEY_A: &str = "reload-key-a-0123456789";
 const KEY_B: &str = "reload-key-b-0123456789";
@@ -87,9 +88,11 @@ async fn sighup_swaps_sources_under_traffic_and_refuses_a_broken_config() {
 
     // Traffic on source a for the whole test, on keep-alive connections.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for w in 0..4 {
-        let (stop, client, base) = (stop.clone(), client.clone(), gw.url("/postback/a"));
+        let (stop, answered) = (stop.clone(), answered.clone());
+        let (client, base) = (client.clone(), gw.url("/postback/a"));
         workers.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             let mut i = 0;
@@ -97,12 +100,21 @@ async fn sighup_swaps_sources_under_traffic_and_refuses_a_broken_config() {
                 i += 1;
                 let url = format!("{base}?api_key={KEY_A}&tracking=w{w}-{i}&amount=1.00");
                 answers.push(get(&client, &url).await);
+                answered.fetch_add(1, Ordering::Relaxed);
             }
             answers
         }));
     }
+    // Traffic is flowing before each change, and goes on after the last.
+    let flowing = async || {
+        let seen = answered.load(Ordering::Relaxed);
+        wait_until("more answers to the traffic", async || {
+            answered.load(Ordering::Relaxed) >= seen + 20
+        })
+        .await;
+    };
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    flowing().await;
     assert_eq!(
         get(&client, &b_url("early")).await.0,
         404,
@@ -132,7 +144,7 @@ async fn sighup_swaps_sources_under_traffic_and_refuses_a_broken_config() {
     let (status, _) = get(&client, &gw.url("/postback/c?api_key=x")).await;
     assert_eq!(status, 404, "the broken config's source is not there");
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    flowing().await;
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for w in workers {
@@ -164,12 +176,15 @@ async fn a_reload_stuck_on_its_file_stalls_no_request() {
     let dir = common::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     write(&config, V1);
-    let gw = GatewayProcess::start(
+    let log = dir.path().join("gateway.log");
+    let gw = GatewayProcess::start_logging_to(
         None,
         &[
             ("POSTBACK_CONFIG", config.to_str().unwrap()),
             ("TOKIO_WORKER_THREADS", "1"),
+            ("RUST_LOG", "info"),
         ],
+        &log,
     )
     .await;
     let client = reqwest::Client::builder()
@@ -192,7 +207,10 @@ async fn a_reload_stuck_on_its_file_stalls_no_request() {
     assert!(made.success());
     std::fs::rename(&fifo, &config).unwrap();
     signal(gw.child.id(), "HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the reload has begun", async || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("reading the sources again"))
+    })
+    .await;
 
     for i in 0..20 {
         let started = Instant::now();

@@ -5,7 +5,6 @@
 use crate::common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::common::process::GatewayProcess;
 
@@ -65,8 +64,7 @@ async fn a_second_process_on_the_same_spool_refuses_to_start_and_files_are_priva
 
     // Once the first is gone, the directory can be taken again.
     let spool = first.spool.clone();
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first); // kills the process and waits for it
     let again = GatewayProcess::start_with_spool(None, &[], spool).await;
     assert_eq!(
         reqwest::get(again.admin_url("/readyz"))
