@@ -58,6 +58,9 @@ pub struct Preset {
     pub(crate) pixels: bool,
     /// How postback URLs for this format are written, and for which network.
     pub(crate) url: UrlTemplate,
+    /// Which fields besides the token make a conversion distinct, when the
+    /// platform's own lifecycle says (a source's `dedup_fields` wins).
+    pub(crate) dedup_fields: Option<super::DedupFields>,
 }
 
 /// A sender: the macros it fills into a postback URL and what it fills in.
