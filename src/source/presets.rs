@@ -276,6 +276,24 @@ mod tests {
     }
 
     #[test]
+    fn a_presets_macros_are_its_own_networks() {
+        let impact = preset("impact").unwrap();
+        let (network, macros) = impact.url.preset_macros.clone().unwrap();
+        assert_eq!(network, "impact");
+        assert_eq!(macros, [(Role::Tracking, "{ActionId}".to_owned())]);
+        assert!(impact.url.macros.is_empty());
+        let bad = DATA.replace(
+            "[presets.binom]\n",
+            "[presets.binom]\nmacros = { tracking = \"{x}\" }\n",
+        );
+        let problems = load(&bad).err().unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("preset binom: macros")),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
     fn a_bad_table_is_reported_with_its_name() {
         let bad = DATA.replace(
             "[presets.binom]\n",
