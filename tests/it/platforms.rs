@@ -62,11 +62,8 @@ params = { api_key = "api_key", tracking = "last_attributed_touch_data.click_id"
 amount = { min_decimals = 0, max_decimals = 4 }
 # AppsFlyer's Push API: a flat JSON body with booleans and nulls; times in UTC.
 [sources.appsflyer_push]
+preset = "appsflyer"
 api_keys = ["platform-key-0123456789"]
-json = "nested"
-click_time_zone = "UTC"
-params = { api_key = "api_key", tracking = "af_sub1", amount = "event_revenue", currency = "event_revenue_currency", goal = "event_name", click_time = "attributed_touch_time" }
-amount = { min_decimals = 0, max_decimals = 4, required = false }
 [sources.pap]
 preset = "post_affiliate_pro"
 api_keys = ["platform-key-0123456789"]
@@ -431,6 +428,26 @@ fn cases() -> Vec<Case> {
               "attributed_touch_time":"2021-09-17 01:29:11.653","is_retargeting":false,"wifi":true,"af_sub2":null,"campaign":""}"#,
           Event(json!({"amount": "9.99", "currency": "EUR", "goal": "af_purchase",
                        "click_time": "2021-09-17T01:29:11.653Z"}))),
+        // A message as the Push API's examples show it: dozens of fields, only
+        // the listed ones pass through (no device ids, no IP).
+        json(APPSFLYER_PUSH, "appsflyer_push", "/postback/appsflyer_push?api_key={K}",
+          r#"{"attributed_touch_type":"click","attributed_touch_time":"2021-09-17 01:29:11.653","install_time":"2021-09-17 01:35:02.112",
+              "event_time":"2021-09-18 10:00:00.000","event_name":"af_purchase","event_value":"{\"af_revenue\":\"4.5\"}",
+              "event_revenue":"4.5","event_revenue_currency":"USD","event_revenue_usd":"4.5","event_source":"SDK",
+              "is_receipt_validated":null,"af_prt":null,"media_source":"example_ad_net_int","af_channel":null,"af_keywords":null,
+              "campaign":"christmas_sale","af_c_id":"1234","af_adset":null,"af_adset_id":"54822","af_ad":null,"af_ad_id":null,
+              "af_siteid":"A1b1","af_sub_siteid":null,"af_sub1":"{T}","af_sub2":"p2","af_sub3":null,"af_sub4":null,"af_sub5":null,
+              "contributor_1_media_source":null,"region":"EU","country_code":"DE","state":"BE","city":"Berlin","ip":"192.0.2.1",
+              "wifi":true,"operator":null,"carrier":null,"language":"de-DE","appsflyer_id":"1631842151653-1234567",
+              "advertising_id":null,"idfa":"00000000-0000-0000-0000-000000000000","android_id":null,"customer_user_id":"user-7",
+              "imei":null,"idfv":null,"platform":"ios","device_type":"iPhone12,1","os_version":"14.7","app_version":"2.1",
+              "sdk_version":"v6.3.2","app_id":"id123456789","app_name":"Great App","bundle_id":"com.greatapp",
+              "is_retargeting":false,"retargeting_conversion_type":null,"conversion_type":"install","campaign_type":"ua",
+              "is_primary_attribution":true,"user_agent":"GreatApp/2.1","http_referrer":null,"original_url":null}"#,
+          Event(json!({"amount": "4.50", "currency": "USD", "goal": "af_purchase", "click_time": "2021-09-17T01:29:11.653Z",
+                       "params": {"media_source": "example_ad_net_int", "campaign": "christmas_sale", "af_c_id": "1234",
+                                  "af_siteid": "A1b1", "af_sub2": "p2", "appsflyer_id": "1631842151653-1234567",
+                                  "conversion_type": "install", "campaign_type": "ua", "event_time": "2021-09-18 10:00:00.000"}}))),
         // The same booleans to a flat-JSON source are still bad_body.
         json(SPEC, "reference", "/postback/reference?api_key={K}",
           r#"{"tracking":"{T}","amount":"1.00","wifi":true}"#, Refused(400, "bad_body")),
