@@ -225,12 +225,31 @@ pub(super) fn build_preset(
     fmt.pixels = f.pixels.take().unwrap_or(false);
     apply_format(&mut fmt, &mut f, &mut err);
     check_format(&fmt, false, &mut err);
+    // A preset's macros are its own network's: they are written only when
+    // that network fills the URL.
+    let macros = std::mem::take(&mut fmt.url.macros);
+    match &fmt.url.network {
+        Some(n) if !macros.is_empty() => fmt.url.preset_macros = Some((n.clone(), macros)),
+        None if !macros.is_empty() => {
+            err("macros in a preset are its network's: set network".into())
+        }
+        _ => {}
+    }
+    let dedup_fields = match f.dedup_fields.take().map(|n| super::DedupFields::named(&n)) {
+        None => None,
+        Some(Ok(fields)) => Some(fields),
+        Some(Err(other)) => {
+            err(format!("dedup_fields: {other:?} is not a field"));
+            None
+        }
+    };
     (errors.len() == before).then(|| Preset {
         name: name.to_owned(),
         rules: fmt.rules,
         key_in_path: fmt.key_in_path,
         pixels: fmt.pixels,
         url: fmt.url,
+        dedup_fields,
     })
 }
 
@@ -301,6 +320,9 @@ fn build_one(
 
     let mut s = Source::new(name, keys, fmt.rules);
     s.platform = Arc::from(f.platform.take().unwrap_or_else(|| p.name.clone()));
+    if let Some(fields) = p.dedup_fields {
+        s.dedup_fields = fields;
+    }
     s.conversion_at_click = matches!(f.conversion_time, Some(ConversionTime::Click));
     if let Some(names) = f.dedup_fields.take() {
         match super::DedupFields::named(&names) {

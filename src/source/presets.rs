@@ -58,6 +58,9 @@ pub struct Preset {
     pub(crate) pixels: bool,
     /// How postback URLs for this format are written, and for which network.
     pub(crate) url: UrlTemplate,
+    /// Which fields besides the token make a conversion distinct, when the
+    /// platform's own lifecycle says (a source's `dedup_fields` wins).
+    pub(crate) dedup_fields: Option<super::DedupFields>,
 }
 
 /// A sender: the macros it fills into a postback URL and what it fills in.
@@ -270,6 +273,24 @@ mod tests {
         }
         assert!(preset("nope").is_none());
         assert_eq!(preset("HasOffers").unwrap().name, "tune");
+    }
+
+    #[test]
+    fn a_presets_macros_are_its_own_networks() {
+        let impact = preset("impact").unwrap();
+        let (network, macros) = impact.url.preset_macros.clone().unwrap();
+        assert_eq!(network, "impact");
+        assert_eq!(macros, [(Role::Tracking, "{ActionId}".to_owned())]);
+        assert!(impact.url.macros.is_empty());
+        let bad = DATA.replace(
+            "[presets.binom]\n",
+            "[presets.binom]\nmacros = { tracking = \"{x}\" }\n",
+        );
+        let problems = load(&bad).err().unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("preset binom: macros")),
+            "{problems:#?}"
+        );
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct UrlTemplate {
     pub network: Option<String>,
     /// The source's own macros, per role, over the network's.
     pub(crate) macros: Vec<(Role, String)>,
+    /// A preset's macros for its own network (named first), over that
+    /// network's: written only when that network fills the URL (impact fills
+    /// `{ActionId}` as the impact format's token, and `{SubId1}`, the
+    /// partner's click id, into every other format).
+    pub(crate) preset_macros: Option<(String, Vec<(Role, String)>)>,
 }
 
 /// What `postback-gateway postback-url` prints.
@@ -185,11 +190,16 @@ impl Field {
 /// The parameters a sender fills for `source`, in URL order.
 pub fn fields(source: &Source, network: Option<&Network>) -> Result<Vec<Field>, String> {
     let names = &source.rules.names;
+    let scoped: &[(Role, String)] = match (&source.url.preset_macros, network) {
+        (Some((name, m)), Some(n)) if *name == n.name => m,
+        _ => &[],
+    };
     let own = |role: Role| {
         source
             .url
             .macros
             .iter()
+            .chain(scoped)
             .find(|(r, _)| *r == role)
             .map(|(_, m)| m.clone())
     };
@@ -271,7 +281,7 @@ pub fn fields(source: &Source, network: Option<&Network>) -> Result<Vec<Field>, 
             }
         }
     }
-    for (role, m) in &source.url.macros {
+    for (role, m) in source.url.macros.iter().chain(scoped) {
         push(*role, m.clone(), false, plain(network, *role));
     }
     for role in Role::TEMPLATE_IDS {

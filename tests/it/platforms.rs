@@ -62,16 +62,16 @@ params = { api_key = "api_key", tracking = "last_attributed_touch_data.click_id"
 amount = { min_decimals = 0, max_decimals = 4 }
 # AppsFlyer's Push API: a flat JSON body with booleans and nulls; times in UTC.
 [sources.appsflyer_push]
+preset = "appsflyer"
 api_keys = ["platform-key-0123456789"]
-json = "nested"
-click_time_zone = "UTC"
-params = { api_key = "api_key", tracking = "af_sub1", amount = "event_revenue", currency = "event_revenue_currency", goal = "event_name", click_time = "attributed_touch_time" }
-amount = { min_decimals = 0, max_decimals = 4, required = false }
 [sources.pap]
 preset = "post_affiliate_pro"
 api_keys = ["platform-key-0123456789"]
 [sources.trackier]
 preset = "trackier"
+api_keys = ["platform-key-0123456789"]
+[sources.impact]
+preset = "impact"
 api_keys = ["platform-key-0123456789"]
 # CAKE's #sourcetime# in a parameter of its own, its zone named by the operator.
 [sources.cake_sourcetime]
@@ -182,6 +182,10 @@ fn cases() -> Vec<Case> {
         "https://help.trackier.com/en/articles/8107277-key-parameters-for-setting-up-advertiser-postback";
     const TRACKIER_OLD: &str =
         "https://help.trackier.com/en/articles/8107277-parameters-for-advertiser-postback";
+    const IMPACT_CLEARING: &str = "https://help.impact.com/en/support/solutions/articles/155000000882-enable-action-clearing-events-notifications";
+    const IMPACT_GET: &str = "https://integrations.impact.com/partner-api-reference/partner-v15/reference/webhooks/event-notifications";
+    const IMPACT_STATES: &str =
+        "https://integrations.impact.com/impact-brand/reference/the-action-update-object";
     let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
     vec![
         // The reference format keeps the strict 0.00 grammar.
@@ -424,6 +428,26 @@ fn cases() -> Vec<Case> {
               "attributed_touch_time":"2021-09-17 01:29:11.653","is_retargeting":false,"wifi":true,"af_sub2":null,"campaign":""}"#,
           Event(json!({"amount": "9.99", "currency": "EUR", "goal": "af_purchase",
                        "click_time": "2021-09-17T01:29:11.653Z"}))),
+        // A message as the Push API's examples show it: dozens of fields, only
+        // the listed ones pass through (no device ids, no IP).
+        json(APPSFLYER_PUSH, "appsflyer_push", "/postback/appsflyer_push?api_key={K}",
+          r#"{"attributed_touch_type":"click","attributed_touch_time":"2021-09-17 01:29:11.653","install_time":"2021-09-17 01:35:02.112",
+              "event_time":"2021-09-18 10:00:00.000","event_name":"af_purchase","event_value":"{\"af_revenue\":\"4.5\"}",
+              "event_revenue":"4.5","event_revenue_currency":"USD","event_revenue_usd":"4.5","event_source":"SDK",
+              "is_receipt_validated":null,"af_prt":null,"media_source":"example_ad_net_int","af_channel":null,"af_keywords":null,
+              "campaign":"christmas_sale","af_c_id":"1234","af_adset":null,"af_adset_id":"54822","af_ad":null,"af_ad_id":null,
+              "af_siteid":"A1b1","af_sub_siteid":null,"af_sub1":"{T}","af_sub2":"p2","af_sub3":null,"af_sub4":null,"af_sub5":null,
+              "contributor_1_media_source":null,"region":"EU","country_code":"DE","state":"BE","city":"Berlin","ip":"192.0.2.1",
+              "wifi":true,"operator":null,"carrier":null,"language":"de-DE","appsflyer_id":"1631842151653-1234567",
+              "advertising_id":null,"idfa":"00000000-0000-0000-0000-000000000000","android_id":null,"customer_user_id":"user-7",
+              "imei":null,"idfv":null,"platform":"ios","device_type":"iPhone12,1","os_version":"14.7","app_version":"2.1",
+              "sdk_version":"v6.3.2","app_id":"id123456789","app_name":"Great App","bundle_id":"com.greatapp",
+              "is_retargeting":false,"retargeting_conversion_type":null,"conversion_type":"install","campaign_type":"ua",
+              "is_primary_attribution":true,"user_agent":"GreatApp/2.1","http_referrer":null,"original_url":null}"#,
+          Event(json!({"amount": "4.50", "currency": "USD", "goal": "af_purchase", "click_time": "2021-09-17T01:29:11.653Z",
+                       "params": {"media_source": "example_ad_net_int", "campaign": "christmas_sale", "af_c_id": "1234",
+                                  "af_siteid": "A1b1", "af_sub2": "p2", "appsflyer_id": "1631842151653-1234567",
+                                  "conversion_type": "install", "campaign_type": "ua", "event_time": "2021-09-18 10:00:00.000"}}))),
         // The same booleans to a flat-JSON source are still bad_body.
         json(SPEC, "reference", "/postback/reference?api_key={K}",
           r#"{"tracking":"{T}","amount":"1.00","wifi":true}"#, Refused(400, "bad_body")),
@@ -436,6 +460,25 @@ fn cases() -> Vec<Case> {
         c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&PStatus=P", Event(json!({"amount": null, "status": "pending"}))),
         c(PAP_SALE, "pap", "/postback/pap?api_key={K}&visitorId={T}&PStatus=a", Refused(400, "bad_status")),
         c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&TotalCost=120.50&AffiliateID=aff1", Refused(400, "missing_tracking")),
+        // impact.com: the receiver's keys (impact's own example) with impact's
+        // placeholders filled; the action id is the token; PENDING, APPROVED,
+        // REVERSED; a GET or a JSON POST.
+        c(IMPACT_GET, "impact", "/postback/impact?api_key={K}&campaign_id=10306&action_id={T}&status=APPROVED&payout=5.00",
+          Event(json!({"amount": "5.00", "status": "approved", "status_raw": "APPROVED", "campaign_id": "10306",
+                       "txid": null, "params": {}}))),
+        c(IMPACT_CLEARING, "impact", "/postback/impact?api_key={K}&campaign_id=1000&action_tracker_id=2240&action_id={T}&status=PENDING&payout=27.75&amount=1000.00&currency=USD&event_date=2024-01-31T23%3A59%3A59-08%3A00",
+          Event(json!({"amount": "27.75", "status": "pending", "goal": "2240", "currency": "USD",
+                       "params": {"amount": "1000.00", "event_date": "2024-01-31T23:59:59-08:00"}}))),
+        c(IMPACT_STATES, "impact", "/postback/impact?api_key={K}&action_id={T}&status=REVERSED&payout=0.00",
+          Event(json!({"amount": "0.00", "status": "declined", "status_raw": "REVERSED"}))),
+        json(IMPACT_CLEARING, "impact", "/postback/impact?api_key={K}",
+          r#"{"campaign_id":"1000","action_tracker_id":"2240","action_id":"{T}","status":"APPROVED","payout":"12.50","currency":"EUR"}"#,
+          Event(json!({"amount": "12.50", "status": "approved", "currency": "EUR", "campaign_id": "1000"}))),
+        // A placeholder left unfilled, and impact's click id where the action
+        // id belongs (no action id): never filed.
+        c(IMPACT_CLEARING, "impact", "/postback/impact?api_key={K}&action_id=%7BActionId%7D&status=PENDING&payout=1.00", Refused(400, "unfilled_macro")),
+        c(IMPACT_CLEARING, "impact", "/postback/impact?api_key={K}&action_id={T}&status=%7BStatus%7D&payout=1.00", Refused(400, "unfilled_status")),
+        c(IMPACT_GET, "impact", "/postback/impact?api_key={K}&campaign_id=10306&status=APPROVED&payout=5.00", Refused(400, "missing_tracking")),
         // Binom's own status says approved while another says reject.
         c(BINOM, "binom", "/postback/binom?api_key={K}&cnv_id={T}&cnv_status=approve&status=reject", Refused(400, "conflicting_status")),
     ]
@@ -647,4 +690,51 @@ async fn a_source_decides_which_fields_make_a_conversion_distinct() {
     .collect();
     want.sort();
     assert_eq!(got, want, "one event per new sale, nothing else");
+}
+
+/// impact.com notifies each state of an action under its action id
+/// (https://integrations.impact.com/impact-brand/reference/the-action-update-object:
+/// "PENDING ... Actions that have been modified will also have this state",
+/// then APPROVED or REVERSED), and Action Lifecycle Events fire "when an
+/// action is tracked, modified, or reversed"
+/// (https://impact-helpdesk.freshdesk.com/en/support/solutions/articles/48001237753-enable-event-notification-postbacks-for-brands).
+/// Each new state, and a modified payout, is an event keyed by the action;
+/// a notification sent again is DUPLICATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impact_action_is_one_token_through_its_lifecycle() {
+    let Rig { tansu, _dir, gw } = Rig::start().await;
+    let client = reqwest::Client::new();
+    let action = "1000.4636.158133";
+    let mut ids = Vec::new();
+    for (status, payout, want) in [
+        ("PENDING", "5.00", "OK"),
+        ("PENDING", "5.00", "DUPLICATE"),
+        ("PENDING", "4.00", "OK"),
+        ("APPROVED", "4.00", "OK"),
+        ("APPROVED", "4.00", "DUPLICATE"),
+        ("REVERSED", "4.00", "OK"),
+    ] {
+        let url = gw.url(&format!(
+            "/postback/impact?api_key={KEY}&campaign_id=1000&action_id={action}&status={status}&payout={payout}"
+        ));
+        let (code, body) = reply(client.get(url).send().await.unwrap()).await;
+        assert_eq!(code, 200, "{status} {payout}: {body}");
+        assert!(body.starts_with(want), "{status} {payout}: {body}");
+        if want == "OK" {
+            ids.push((ok_id(&body), status, payout));
+        }
+    }
+    let records = read_topic(&tansu.brokers, TOPIC, ids.len(), Duration::from_secs(2));
+    assert_eq!(
+        records.len(),
+        ids.len(),
+        "one event per new state, nothing else"
+    );
+    for (r, (id, status, payout)) in records.iter().zip(&ids) {
+        assert_eq!(r.key, action, "keyed by the action: {}", r.value);
+        assert_eq!(r.value["token"], action);
+        assert_eq!(r.value["event_id"], id.as_str(), "in order: {}", r.value);
+        assert_eq!(r.value["status_raw"], *status, "{}", r.value);
+        assert_eq!(r.value["amount"], *payout, "{}", r.value);
+    }
 }

@@ -35,6 +35,8 @@ fn golden(preset: &str) -> &'static str {
         "affise" => "BASE/postback/s?secure=KEY&clickid={sub1}&sum={sum}&action_id={transactionid}&goal={goal}&status={status}\n",
         "bemob" | "peerclick" => "BASE/postback/s?api_key=KEY&cid=REPLACE_CLICK_ID&payout=REPLACE_AMOUNT&txid=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
         "trackier" => "BASE/postback/s?api_key=KEY&click_id=REPLACE_CLICK_ID&sale_amount=REPLACE_AMOUNT&txn_id=REPLACE_CONVERSION_ID&status=REPLACE_STATUS\n",
+        "appsflyer" => "BASE/postback/s?api_key=KEY&af_sub1=REPLACE_CLICK_ID&event_revenue=REPLACE_AMOUNT\n",
+        "impact" => "BASE/postback/s?api_key=KEY&action_id={ActionId}&payout={Payout}&action_tracker_id={ActionTrackerId}&status={Status}&currency={Currency}&campaign_id={CampaignId}\n",
         "post_affiliate_pro" => "BASE/postback/s?api_key=KEY&visitorId=REPLACE_CLICK_ID&TotalCost=REPLACE_AMOUNT&OrderID=REPLACE_CONVERSION_ID&PStatus=REPLACE_STATUS&CampaignID=REPLACE_CAMPAIGN_ID\n",
         other => panic!("no golden URL for {other}"),
     }
