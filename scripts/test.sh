@@ -61,7 +61,13 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION" || ! tansu_features 
   echo "==> installing the Tansu broker $TANSU_VERSION (takes about 15 minutes, once)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
-if ! command -v cargo-nextest >/dev/null 2>&1; then
+# .config/nextest.toml orders tests by priority: nextest 0.9.91 or later.
+nextest_is_recent() {
+  local v
+  v=$(cargo nextest --version 2>/dev/null | head -n1 | grep -o '[0-9]*\.[0-9]*\.[0-9]*' | head -n1)
+  [ -n "$v" ] && [ "$(printf '%s\n' 0.9.91 "$v" | sort -V | head -n1)" = 0.9.91 ]
+}
+if ! nextest_is_recent; then
   echo "==> installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
