@@ -130,8 +130,9 @@ fn main() -> ExitCode {
 /// per line for a log shipper.
 fn init_logs(config: &Config) {
     let logs = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        tracing_subscriber::EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(postback_gateway::config::DEFAULT_LOG_FILTER)
+        }),
     );
     match config.log_format {
         // The message and the fields at the top level, beside timestamp,
