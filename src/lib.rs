@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod backoff;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod dedup;
@@ -27,7 +28,6 @@ pub mod sink;
 pub mod source;
 pub(crate) mod spare;
 pub(crate) mod tasks;
-pub mod testfire;
 
 use std::future::Future;
 use std::net::SocketAddr;

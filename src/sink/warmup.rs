@@ -54,7 +54,7 @@ pub(crate) fn millis_ago(back: Duration) -> i64 {
 /// where a fetch comes back empty: a broker's reported high watermark may lag
 /// what it serves. `extra` settings come after the config's own properties,
 /// and win over them.
-pub(super) fn reader(
+pub(crate) fn reader(
     cfg: &KafkaConfig,
     brokers: &str,
     group: &str,
@@ -71,7 +71,7 @@ pub(super) fn reader(
 }
 
 /// The partition ids of `topic`, as the cluster reports them.
-pub(super) fn partitions(
+pub(crate) fn partitions(
     consumer: &BaseConsumer<Quiet>,
     topic: &str,
     timeout: Duration,
