@@ -166,12 +166,12 @@ fn bench(c: &mut Criterion) {
 }
 
 /// The gateway's default bound.
-const FULL_KEYS: usize = 20_000_000;
+const FULL_KEYS: usize = postback_gateway::config::DEFAULT_DEDUP_MAX_KEYS;
 
 /// A pool with the default window and bound, holding `FULL_KEYS` keys
 /// committed evenly over the past window.
 fn full_window() -> std::sync::Arc<Dedup> {
-    let window = 86_400u32;
+    let window = postback_gateway::config::DEFAULT_DEDUP_WINDOW.as_secs() as u32;
     let d = Dedup::new(
         Duration::from_secs(u64::from(window)),
         FULL_KEYS,

@@ -65,8 +65,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
     let d = Dedup::new(
-        Duration::from_secs(86_400),
-        20_000_000,
+        postback_gateway::config::DEFAULT_DEDUP_WINDOW,
+        postback_gateway::config::DEFAULT_DEDUP_MAX_KEYS,
         [7; 16],
         dedup::system_clock(),
     );

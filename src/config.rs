@@ -4,7 +4,7 @@
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +100,24 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+// The defaults of `Config`, each with its reason; docs/configuration.md states
+// them too (a test in tests/it/docs.rs holds the two together).
+
+/// `LISTEN_ADDR`: every interface, as senders reach the gateway from elsewhere.
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// `ADMIN_ADDR`: loopback, so that metrics and the console are never public
+/// unless a deployment opens them.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+/// `SPOOL_DIR`: beside the working directory, for a first run; a deployment
+/// names a volume of its own.
+pub const DEFAULT_SPOOL_DIR: &str = "./spool";
+/// `RUST_LOG`: one line per start, stop and problem, none per request.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+/// `shutdown_grace_ms`: time for open requests to get their acknowledgement;
+/// deploy/k8s's `terminationGracePeriodSeconds` (45) covers it and the flush after it.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 #[derive(Debug, Clone)]
 /// Where events go and how the producer sends them (`[kafka]`).
 pub struct KafkaConfig {
@@ -128,6 +146,18 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+/// `KAFKA_TOPIC`: what the events are.
+pub const DEFAULT_TOPIC: &str = "conversions";
+/// `[kafka] linger_ms`: a millisecond, as the reply waits for the
+/// acknowledgement (see [`KafkaConfig::linger_ms`]).
+pub const DEFAULT_LINGER_MS: f64 = 1.0;
+/// `[kafka] delivery_wait_ms`: a sender waits this long at most before its
+/// event goes to the spool instead.
+pub const DEFAULT_DELIVERY_WAIT: Duration = Duration::from_secs(2);
+/// `[kafka] topic_partitions`: used only when the gateway creates the topic
+/// (a first run); a deployment sizes its own.
+pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
+
 #[derive(Debug, Clone)]
 /// What one request may cost (`[limits]`, docs/configuration.md).
 pub struct Limits {
@@ -153,6 +183,24 @@ pub struct Limits {
     pub client_rate: Option<crate::ratelimit::Rate>,
 }
 
+/// `[limits] max_uri_bytes`: a postback URL with every parameter a network
+/// sends, with room to spare.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+/// `[limits] max_header_bytes`: what browsers and proxies send, cookies included.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// `[limits] max_body_bytes`: a form or JSON postback is a few hundred bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+/// `[limits] header_read_timeout_ms`: a head that trickles in is cut here.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[limits] request_timeout_ms`: the body must have arrived by then (408).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[limits] max_connections`: bounds the memory and file descriptors that
+/// open connections hold; past it a new one gets 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `[limits] max_connections_per_client`: a fifth of the connections, so one
+/// client cannot hold them all (capped at `max_connections` when that is lower).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 2_000;
+
 #[derive(Debug, Clone)]
 /// The durable spool (`[spool]`).
 pub struct SpoolConfig {
@@ -164,6 +212,15 @@ pub struct SpoolConfig {
     /// 503 (a stalled disk must not hold requests and their dedup keys).
     pub append_timeout: Duration,
 }
+
+/// `[spool] max_bytes`: 1 GiB, hours of postbacks at a busy instance's rate.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// `[spool] segment_bytes`: 64 MiB, so a drained part of the spool is freed
+/// soon, in few files.
+pub const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
+/// `[spool] append_timeout_ms`: a disk that has not synced by then is stalled,
+/// and the sender is better told 503 than held.
+pub const DEFAULT_SPOOL_APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 /// The dedup window (`[dedup]`).
@@ -181,21 +238,39 @@ pub struct DedupConfig {
     pub warmup_limit: Duration,
 }
 
-/// The built-in dedup hash key; deployments should set their own.
+/// `[dedup] window_secs`: a day, longer than networks keep retrying a postback.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// `[dedup] max_keys`: a day of postbacks at about 230 per second, in about
+/// 0.8 GB of memory (docs/durability.md).
+pub const DEFAULT_DEDUP_MAX_KEYS: usize = 20_000_000;
 /// The built-in `[dedup] hash_key`: public, so a deployment should set its own.
 pub const DEFAULT_HASH_KEY: [u8; 16] = *b"postback-gateway";
+/// `[dedup] warmup_limit_secs`: five minutes of reading the topic back at
+/// most, so a start during a slow read still serves (through the spool).
+pub const DEFAULT_WARMUP_LIMIT: Duration = Duration::from_secs(300);
+
+/// `[dedup] public_max_keys` when unset: a tenth of the bound for keyless
+/// (pixel) sources, the keyed sources' room the rest.
+pub const fn default_public_max_keys(max_keys: usize) -> usize {
+    let tenth = max_keys / 10;
+    if tenth > 0 {
+        tenth
+    } else {
+        1
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen_addr: "0.0.0.0:8080".parse().expect("static address"),
-            admin_addr: "127.0.0.1:9090".parse().expect("static address"),
+            listen_addr: DEFAULT_LISTEN_ADDR,
+            admin_addr: DEFAULT_ADMIN_ADDR,
             kafka: KafkaConfig {
                 brokers: None,
-                topic: "conversions".into(),
-                linger_ms: 1.0,
-                delivery_wait: Duration::from_secs(2),
-                topic_partitions: 3,
+                topic: DEFAULT_TOPIC.into(),
+                linger_ms: DEFAULT_LINGER_MS,
+                delivery_wait: DEFAULT_DELIVERY_WAIT,
+                topic_partitions: DEFAULT_TOPIC_PARTITIONS,
                 topic_replication: None,
                 topic_min_insync_replicas: None,
                 embedded: false,
@@ -204,33 +279,33 @@ impl Default for Config {
             api_key: None,
             pixel_key: None,
             warnings: Vec::new(),
-            spool_dir: PathBuf::from("./spool"),
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             spool: SpoolConfig {
-                max_bytes: 1 << 30,
-                segment_bytes: 64 << 20,
-                append_timeout: Duration::from_secs(5),
+                max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+                segment_bytes: DEFAULT_SPOOL_SEGMENT_BYTES,
+                append_timeout: DEFAULT_SPOOL_APPEND_TIMEOUT,
             },
-            log_filter: "info".into(),
+            log_filter: DEFAULT_LOG_FILTER.into(),
             log_format: LogFormat::Text,
             limits: Limits {
-                max_uri_bytes: 8 * 1024,
-                max_header_bytes: 16 * 1024,
-                max_body_bytes: 16 * 1024,
-                header_read_timeout: Duration::from_secs(5),
-                request_timeout: Duration::from_secs(10),
-                max_connections: 10_000,
-                max_connections_per_client: 2_000,
+                max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
                 ipv6_client_prefix: crate::ratelimit::DEFAULT_IPV6_PREFIX,
                 client_rate: None,
             },
             dedup: DedupConfig {
-                window: Duration::from_secs(24 * 3600),
-                max_keys: 20_000_000,
-                public_max_keys: 2_000_000,
+                window: DEFAULT_DEDUP_WINDOW,
+                max_keys: DEFAULT_DEDUP_MAX_KEYS,
+                public_max_keys: default_public_max_keys(DEFAULT_DEDUP_MAX_KEYS),
                 hash_key: DEFAULT_HASH_KEY,
-                warmup_limit: Duration::from_secs(300),
+                warmup_limit: DEFAULT_WARMUP_LIMIT,
             },
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             sources: None,
             path: None,
             console_recent: DEFAULT_RECENT_PER_SOURCE,
@@ -729,8 +804,7 @@ fn apply_dedup(d: &mut DedupConfig, f: FileDedup, errors: &mut Vec<String>) {
             n
         }
         Some(n) => n,
-        // A tenth of the bound, the keyed sources' room the rest.
-        None => (d.max_keys / 10).max(1),
+        None => default_public_max_keys(d.max_keys),
     };
     if let Some(s) = f.warmup_limit_secs {
         d.warmup_limit = Duration::from_secs(s);

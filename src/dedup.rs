@@ -210,14 +210,7 @@ enum Flight {
     Released,
 }
 
-/// Seconds since the unix epoch; injectable so tests use a fixed clock.
-pub type Clock = Arc<dyn Fn() -> u32 + Send + Sync>;
-
-/// The real clock, to the second (the kernel's coarse clock: see
-/// [`crate::os::coarse_unix_seconds`]).
-pub fn system_clock() -> Clock {
-    Arc::new(|| crate::os::coarse_unix_seconds() as u32)
-}
+pub use crate::os::{system_clock, Clock};
 
 /// The fields of a conversion that make it one conversion.
 pub struct KeyParts<'a> {

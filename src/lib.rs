@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod backoff;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod dedup;
@@ -27,7 +28,6 @@ pub mod sink;
 pub mod source;
 pub(crate) mod spare;
 pub(crate) mod tasks;
-pub mod testfire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -128,7 +128,7 @@ pub async fn run(
         settings = %config::kafka::effective(&config.kafka),
         "Kafka producer settings."
     );
-    let clock = dedup::system_clock();
+    let clock = os::system_clock();
     let (spool, spooled) = open_spool(&config).await?;
     let kafka = tokio::select! {
         k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers, &tasks) => k?,
@@ -226,11 +226,7 @@ async fn open_spool(
 
 /// The dedup window's pools. Shares of their own are fixed at start (a
 /// reload does not move keys).
-fn dedup_pools(
-    config: &Config,
-    sources: &source::Sources,
-    clock: dedup::Clock,
-) -> Arc<dedup::Pools> {
+fn dedup_pools(config: &Config, sources: &source::Sources, clock: os::Clock) -> Arc<dedup::Pools> {
     let own_shares: Vec<(String, usize)> = sources
         .all()
         .filter_map(|s| s.dedup_max_keys.map(|n| (s.name.to_string(), n)))
@@ -286,11 +282,23 @@ fn lookback(
     sink::durable::Lookback {
         kafka: config.kafka.clone(),
         brokers: brokers.to_owned(),
-        dedup: dedup.clone(),
-        keyed: Arc::new(move |name: &str| keyed(&a.sources.load(), name)),
+        seen: into_window(dedup, move |name| keyed(&a.sources.load(), name)),
         window: config.dedup.window,
         warmup_limit: config.dedup.warmup_limit,
     }
+}
+
+/// Puts each key read back from the topic into the dedup window, in the pool
+/// `keyed` says its source's keys belong in.
+fn into_window(
+    dedup: &Arc<dedup::Pools>,
+    keyed: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> sink::warmup::Seen {
+    let d = dedup.clone();
+    Arc::new(move |key, id, at, source, pixel| {
+        d.store(source, keyed(source), pixel)
+            .insert_committed(key, id, at);
+    })
 }
 
 /// The two accept loops and what stops each.
@@ -480,27 +488,17 @@ async fn warm_up(
         );
         return false;
     }
-    let (cfg, brokers, d, sources) = (
-        config.kafka.clone(),
-        brokers.to_owned(),
-        dedup.clone(),
-        app.sources.load(),
-    );
-    let (window, limit) = (config.dedup.window, config.dedup.warmup_limit);
     // The whole window is read anyway: where the broker's time index does
     // not answer, its partitions are read from their earliest offsets, within
     // the same limit.
-    let since = sink::warmup::Since {
-        ms: sink::warmup::millis_ago(window),
-        or_earliest: true,
-    };
-    let replayed = tokio::task::spawn_blocking(move || {
-        sink::warmup::replay_topic(&cfg, &brokers, since, limit, |k, id, at, source, pixel| {
-            d.store(source, keyed(&sources, source), pixel)
-                .insert_committed(k, id, at);
-            true
-        })
-    })
+    let seen = into_window(dedup, move |name| keyed(&current, name));
+    let replayed = sink::warmup::read_window(
+        &config.kafka,
+        brokers,
+        sink::warmup::millis_ago(config.dedup.window),
+        config.dedup.warmup_limit,
+        &seen,
+    )
     .await;
     let took = started.elapsed();
     ::metrics::gauge!(metrics::WARMUP_SECONDS).set(took.as_secs_f64());

@@ -113,6 +113,16 @@ pub fn coarse_unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Seconds since the unix epoch, as the dedup window and the spool stamp
+/// events; injectable so tests use a fixed clock.
+pub type Clock = std::sync::Arc<dyn Fn() -> u32 + Send + Sync>;
+
+/// The real clock, to the second (the kernel's coarse clock: see
+/// [`coarse_unix_seconds`]).
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(|| coarse_unix_seconds() as u32)
+}
+
 /// Raises this process's open-file limit to its hard limit (every connection
 /// and every spool segment is a file descriptor; distributions often start
 /// services at 1,024). Returns the soft limit before and after.

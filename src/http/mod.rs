@@ -29,6 +29,10 @@ use tracing::{debug, warn};
 use crate::config::Limits;
 use crate::rejection::Rejection;
 
+/// The smallest read buffer hyper takes (it panics below it), whatever the
+/// configured limits.
+const HYPER_MIN_BUF: usize = 8192;
+
 /// Serves `listener` with `handler` until `shutdown` turns true, then lets
 /// open connections finish for up to `grace`.
 pub(crate) async fn serve<H, F>(
@@ -51,7 +55,7 @@ pub(crate) async fn serve<H, F>(
         // per postback at saturation (see docs/performance.md).
         .writev(false)
         // The whole head must fit: request line plus header block.
-        .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(8192));
+        .max_buf_size((limits.max_uri_bytes + limits.max_header_bytes).max(HYPER_MIN_BUF));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = Arc::new(ConnectionsPerClient::default());

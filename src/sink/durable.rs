@@ -14,13 +14,13 @@ use tracing::{info, warn};
 
 use super::kafka::KafkaSink;
 use super::spool::{self, Record, Spool, SpoolError};
-use super::warmup::{replay_topic, Since};
+use super::warmup::{read_window, replay_topic, Seen, Since};
 use super::{BoxFuture, Sink, SinkError};
 use crate::backoff::{jittered, Backoff};
 use crate::config::KafkaConfig;
-use crate::dedup::{Clock, Pools};
 use crate::event::Event;
 use crate::metrics as m;
+use crate::os::Clock;
 use crate::tasks;
 
 /// Spooled events sent to Kafka at once by the drainer.
@@ -167,10 +167,9 @@ impl Sink for Durable {
 pub(crate) struct Lookback {
     pub kafka: KafkaConfig,
     pub brokers: String,
-    /// Filled from the topic when the start could not read it.
-    pub dedup: Arc<Pools>,
-    /// Whether the named source has api keys (its keys' pool).
-    pub keyed: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Told of the window's keys, read from the topic when the start could
+    /// not read them.
+    pub seen: Seen,
     pub window: Duration,
     pub warmup_limit: Duration,
 }
@@ -620,8 +619,9 @@ async fn read_back(
 }
 
 /// Event ids and dedup keys in the topic from `since_ms` on, read within
-/// `limit`; `warm` also puts the keys into the dedup window (the keys of an
-/// incomplete read too: they are in the topic all the same).
+/// `limit`; `warm` reads the dedup window instead, telling its keys to
+/// `lookback.seen` (the keys of an incomplete read too: they are in the
+/// topic all the same).
 async fn already_in_kafka(
     lookback: &Arc<Lookback>,
     since_ms: i64,
@@ -632,39 +632,39 @@ async fn already_in_kafka(
     // more events than this is never read to the end, and its spooled events
     // stay in the spool, which the ERROR line below says.
     const MAX_IDS: usize = 5_000_000;
-    let lb = lookback.clone();
     let started = std::time::Instant::now();
-    // The whole window is read anyway when `warm`; the drainer's short span
-    // does not turn into a read of the whole retained topic on a passing
-    // failure of the time index, it is tried again.
-    let since = Since {
-        ms: since_ms,
-        or_earliest: warm,
-    };
-    let found = tokio::task::spawn_blocking(move || {
-        let mut read = InKafka::default();
-        let r = replay_topic(
-            &lb.kafka,
-            &lb.brokers,
-            since,
+    // The whole window goes to the dedup window, which bounds itself; the
+    // drainer's skip sets come from its own short read.
+    let found = if warm {
+        read_window(
+            &lookback.kafka,
+            &lookback.brokers,
+            since_ms,
             limit,
-            |key, id, at, source, pixel| {
-                // The whole window goes into the dedup window, which bounds
-                // itself; the drainer's skip sets come from its own short read.
-                if warm {
-                    lb.dedup
-                        .store(source, (lb.keyed)(source), pixel)
-                        .insert_committed(key, id, at);
-                    return true;
-                }
+            &lookback.seen,
+        )
+        .await
+        .map(|r| (r, InKafka::default()))
+    } else {
+        let lb = lookback.clone();
+        // The drainer's short span does not turn into a read of the whole
+        // retained topic on a passing failure of the time index: it is
+        // tried again.
+        let since = Since {
+            ms: since_ms,
+            or_earliest: false,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut read = InKafka::default();
+            let r = replay_topic(&lb.kafka, &lb.brokers, since, limit, |key, id, _, _, _| {
                 read.event_ids.insert(id.as_u128());
                 read.keys.insert(key, id.as_u128());
                 read.event_ids.len() < MAX_IDS
-            },
-        );
-        (r, read)
-    })
-    .await;
+            });
+            (r, read)
+        })
+        .await
+    };
     let (r, read) = match found {
         Ok(done) => done,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -10,7 +10,6 @@ pub(crate) mod logs;
 mod reports;
 pub mod spool;
 mod stats;
-pub mod tail;
 pub(crate) mod warmup;
 
 use std::future::Future;

@@ -54,7 +54,7 @@ pub(crate) fn millis_ago(back: Duration) -> i64 {
 /// where a fetch comes back empty: a broker's reported high watermark may lag
 /// what it serves. `extra` settings come after the config's own properties,
 /// and win over them.
-pub(super) fn reader(
+pub(crate) fn reader(
     cfg: &KafkaConfig,
     brokers: &str,
     group: &str,
@@ -71,7 +71,7 @@ pub(super) fn reader(
 }
 
 /// The partition ids of `topic`, as the cluster reports them.
-pub(super) fn partitions(
+pub(crate) fn partitions(
     consumer: &BaseConsumer<Quiet>,
     topic: &str,
     timeout: Duration,
@@ -197,6 +197,45 @@ const SETTINGS: &[(&str, &str)] = &[
     ("fetch.max.bytes", "52428800"),
     ("auto.offset.reset", "error"),
 ];
+
+/// Told of every event read back into the dedup window: its dedup key,
+/// event id, time (unix seconds), source, and whether it came as a pixel.
+/// The owner of the window hands it in: `sink/` reports keys, it does not
+/// hold them.
+pub(crate) type Seen = std::sync::Arc<dyn Fn(u128, Uuid, u32, &str, bool) + Send + Sync>;
+
+/// Reads the dedup window back from the topic: every event from `since_ms`
+/// on (a partition the broker's time index does not answer for, from its
+/// earliest offset), within `limit`, each one told to `seen`; the keys of a
+/// read that stopped short too, as they are in the topic all the same. Runs
+/// off the runtime's threads; the start-up warm-up and the drainer's read of
+/// the window (after a start without Kafka) both read it here.
+pub(crate) async fn read_window(
+    cfg: &KafkaConfig,
+    brokers: &str,
+    since_ms: i64,
+    limit: Duration,
+    seen: &Seen,
+) -> Result<ReadBack, tokio::task::JoinError> {
+    let (cfg, brokers, seen) = (cfg.clone(), brokers.to_owned(), seen.clone());
+    let since = Since {
+        ms: since_ms,
+        or_earliest: true,
+    };
+    tokio::task::spawn_blocking(move || {
+        replay_topic(
+            &cfg,
+            &brokers,
+            since,
+            limit,
+            |key, id, at, source, pixel| {
+                seen(key, id, at, source, pixel);
+                true
+            },
+        )
+    })
+    .await
+}
 
 /// Calls `found(dedup_key, event_id, unix_seconds, source, pixel)` for every event in the
 /// topic from `since` on, until it returns false or `limit` passes, and says

@@ -1,17 +1,15 @@
-//! The subcommands that do not run the gateway (a module of `main.rs`):
-//! `check-config`, `postback-url`, `test-fire` and `events`, each printing
-//! its result and returning the exit code.
+//! The subcommands that do not run the gateway: `check-config`,
+//! `postback-url`, `test-fire` and `events`, each printing its result and
+//! returning the exit code.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use postback_gateway::config::{kafka as kafka_config, Config, ProcessEnv};
-use postback_gateway::source::url::{source_urls, UrlError};
-use postback_gateway::source::{Source, Sources};
-use postback_gateway::testfire;
-
-use crate::cli::EX_USAGE;
-use crate::runtime;
+use super::gateway::runtime;
+use super::{events as topic, testfire, EX_USAGE};
+use crate::config::{kafka as kafka_config, Config, ProcessEnv};
+use crate::source::url::{source_urls, UrlError};
+use crate::source::{Source, Sources};
 
 /// Exit code for a network whose values the source would refuse (EX_DATAERR).
 const EX_DATAERR: u8 = 65;
@@ -20,7 +18,7 @@ const EX_UNAVAILABLE: u8 = 69;
 
 /// `check-config`: the warnings, the sources, the cluster and the effective
 /// producer settings; with `connect`, the preflight against the cluster.
-pub(crate) fn check_config(config: &Config, connect: bool) -> ExitCode {
+pub fn check_config(config: &Config, connect: bool) -> ExitCode {
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
@@ -62,12 +60,7 @@ pub(crate) fn check_config(config: &Config, connect: bool) -> ExitCode {
 
 /// Prints the URLs to hand to one sender: the postback URL on stdout's first
 /// line, the pixel URL (if the source takes pixels) on the second.
-pub(crate) fn postback_url(
-    config: &Config,
-    name: &str,
-    base: &str,
-    network: Option<&str>,
-) -> ExitCode {
+pub fn postback_url(config: &Config, name: &str, base: &str, network: Option<&str>) -> ExitCode {
     let source = match find_source(config, name) {
         Ok(found) => found,
         Err(code) => return code,
@@ -97,7 +90,7 @@ pub(crate) fn postback_url(
                      (drop a parameter it has no macro for, unless it is the click id), or name \
                      the network with --network ({}). Left as they are, the gateway refuses them.",
                     urls.placeholders.join(", "),
-                    postback_gateway::source::presets::network_names().join(", ")
+                    crate::source::presets::network_names().join(", ")
                 );
             }
             for note in urls.notes {
@@ -139,19 +132,22 @@ fn find_source(config: &Config, name: &str) -> Result<Arc<Source>, ExitCode> {
 }
 
 /// What `test-fire` was asked to fire, and where to read its event back.
-pub(crate) struct Fire {
-    pub(crate) source: String,
-    pub(crate) target: String,
-    pub(crate) network: Option<String>,
+pub struct Fire {
+    /// The source, as named in the config.
+    pub source: String,
+    /// The gateway's URL.
+    pub target: String,
+    /// The network whose test conversion to send.
+    pub network: Option<String>,
     /// What to trust for an `https://` target instead of the public roots.
-    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<std::path::PathBuf>,
     /// `--brokers` or `KAFKA_BROKERS`; else the config file's.
-    pub(crate) brokers: Option<String>,
+    pub brokers: Option<String>,
 }
 
 /// `test-fire`: one test conversion as the network would send it, its
 /// verdict, and its event read back from Kafka.
-pub(crate) fn test_fire(config: &Config, args: Fire) -> ExitCode {
+pub fn test_fire(config: &Config, args: Fire) -> ExitCode {
     let source = match find_source(config, &args.source) {
         Ok(found) => found,
         Err(code) => return code,
@@ -192,7 +188,7 @@ pub(crate) fn test_fire(config: &Config, args: Fire) -> ExitCode {
     if !accepted {
         return ExitCode::FAILURE;
     }
-    match postback_gateway::sink::tail::find_event(
+    match topic::find_event(
         &config.kafka,
         &brokers,
         &shot.token,
@@ -228,7 +224,7 @@ fn preflight(config: &Config) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let checks = runtime.block_on(postback_gateway::preflight::run(
+    let checks = runtime.block_on(crate::preflight::run(
         &config.kafka,
         brokers,
         std::time::Duration::from_secs(10),
@@ -238,7 +234,7 @@ fn preflight(config: &Config) -> ExitCode {
     }
     if checks
         .iter()
-        .any(|c| c.verdict == postback_gateway::preflight::Verdict::Fail)
+        .any(|c| c.verdict == crate::preflight::Verdict::Fail)
     {
         ExitCode::from(EX_UNAVAILABLE)
     } else {
@@ -249,13 +245,13 @@ fn preflight(config: &Config) -> ExitCode {
 /// The process environment for the tools: `KAFKA_BROKERS` defaults to the
 /// embedded cluster, so a deployment's config file without brokers still
 /// names its sources (the brokers come with `--brokers` where needed).
-pub(crate) struct ToolEnv;
+pub struct ToolEnv;
 
-impl postback_gateway::config::Env for ToolEnv {
+impl crate::config::Env for ToolEnv {
     fn var(&self, name: &str) -> Option<String> {
-        ProcessEnv.var(name).or_else(|| {
-            (name == "KAFKA_BROKERS").then(|| postback_gateway::config::EMBEDDED.to_owned())
-        })
+        ProcessEnv
+            .var(name)
+            .or_else(|| (name == "KAFKA_BROKERS").then(|| crate::config::EMBEDDED.to_owned()))
     }
 
     fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
@@ -264,7 +260,7 @@ impl postback_gateway::config::Env for ToolEnv {
 }
 
 /// `events`: prints the topic's events to stdout.
-pub(crate) fn events(
+pub fn events(
     config: &Config,
     brokers: Option<String>,
     follow: bool,
@@ -275,13 +271,7 @@ pub(crate) fn events(
         return ExitCode::from(EX_USAGE);
     };
     let mut out = std::io::stdout().lock();
-    match postback_gateway::sink::tail::print_events(
-        &config.kafka,
-        &brokers,
-        follow,
-        count,
-        &mut out,
-    ) {
+    match topic::print_events(&config.kafka, &brokers, follow, count, &mut out) {
         Ok(n) => {
             eprintln!("{n} event(s)");
             ExitCode::SUCCESS

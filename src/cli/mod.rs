@@ -1,11 +1,20 @@
-//! The command line of the `postback-gateway` binary (a module of `main.rs`,
-//! not of the library): subcommands with their own flags, environment
-//! fallbacks declared on the flags that have one, `--version` with the build's
-//! commit and librdkafka. Any usage error exits 64 (EX_USAGE), like a bad config.
+//! The `postback-gateway` binary's commands: its command line (here:
+//! subcommands with their own flags, environment fallbacks declared on the
+//! flags that have one, `--version` with the build's commit and librdkafka;
+//! any usage error exits 64, EX_USAGE, like a bad config), the gateway run
+//! ([`gateway`]), and the tools ([`tools`]) with the readers they use: the
+//! `events` reader of the topic and `test-fire`'s shot. `main.rs` parses and
+//! dispatches to them; nothing else in the library uses this module.
+#![warn(missing_docs)]
 
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
+mod events;
+pub mod gateway;
+mod testfire;
+pub mod tools;
 
 /// Environment variables read by the gateway itself (listed in `--help`);
 /// the flags' own fallbacks are shown beside each flag.
@@ -25,6 +34,7 @@ pub struct Cli {
     /// The TOML config file.
     #[arg(long, global = true, value_name = "PATH", env = "POSTBACK_CONFIG")]
     pub config: Option<PathBuf>,
+    /// What to do; `None` runs the gateway.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -64,11 +74,13 @@ pub enum Command {
         /// PEM certificates to trust for an https:// target (a private CA); else the public roots.
         #[arg(long, value_name = "PATH", env = "SSL_CERT_FILE")]
         ca_file: Option<PathBuf>,
+        /// Where the event is read back from.
         #[command(flatten)]
         cluster: Cluster,
     },
     /// Print the topic's events, one `key value` line each.
     Events {
+        /// Where the events are read from.
         #[command(flatten)]
         cluster: Cluster,
         /// Keep waiting for new events.
@@ -99,7 +111,7 @@ impl Cluster {
     pub fn brokers(&self) -> Option<String> {
         self.brokers
             .clone()
-            .filter(|b| !b.trim().is_empty() && b.trim() != postback_gateway::config::EMBEDDED)
+            .filter(|b| !b.trim().is_empty() && b.trim() != crate::config::EMBEDDED)
     }
 }
 

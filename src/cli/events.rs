@@ -10,8 +10,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::warmup::{partitions, reader};
 use crate::config::KafkaConfig;
+use crate::sink::warmup::{partitions, reader};
 
 /// Writes every event to `out` until the end of each partition (or, with
 /// `follow`, until `count` events or forever). Returns how many were written.
