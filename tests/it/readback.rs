@@ -22,12 +22,41 @@ fn fail_fetches(
     );
 }
 
-/// The gateway's log on the test's output (shown when a test fails).
-fn log() {
+/// The gateway's log on the test's output (shown when a test fails), and
+/// kept, so that a test can wait for what the gateway says.
+fn log() -> Log {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let kept = Log::default();
+    let to = kept.clone();
     let _ = tracing_subscriber::fmt()
         .with_env_filter("info")
-        .with_test_writer()
+        .with_writer(tracing_subscriber::fmt::TestWriter::default().and(move || to.clone()))
         .try_init();
+    kept
+}
+
+/// What the gateway logged so far.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Waits until the log holds `text`.
+    async fn says(&self, text: &str) {
+        wait_until(text, async || {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).contains(text)
+        })
+        .await;
+    }
 }
 
 /// What a delivery attempt that timed out in the gateway and that the broker
@@ -70,7 +99,7 @@ async fn spooled_and_written(dir: &std::path::Path, brokers: &str, token: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spooled_event_the_broker_wrote_is_not_sent_again_when_the_first_reads_fail() {
-    log();
+    let log = log();
     let kafka = mock_cluster();
     let brokers = kafka.bootstrap_servers();
     let dir = common::tempdir().unwrap();
@@ -80,7 +109,8 @@ async fn a_spooled_event_the_broker_wrote_is_not_sent_again_when_the_first_reads
     // Before the drainer reads the topic back (it first waits until Kafka
     // has been reachable for twice the delivery wait, 3 s).
     fail_fetches(&kafka);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    log.says("Reading the topic back before sending spooled events did not get to the end")
+        .await;
     assert_eq!(
         series(&gw, "postback_spool_events").await,
         1.0,
@@ -102,7 +132,7 @@ async fn a_spooled_event_the_broker_wrote_is_not_sent_again_when_the_first_reads
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_whose_read_of_the_topic_fails_serves_from_the_spool_until_a_read_gets_to_the_end()
 {
-    log();
+    let log = log();
     let kafka = mock_cluster();
     let brokers = kafka.bootstrap_servers();
     let gw = Gateway::start(&brokers, |_| {}).await;
@@ -125,7 +155,9 @@ async fn a_start_whose_read_of_the_topic_fails_serves_from_the_spool_until_a_rea
     assert_eq!(status, 200, "{body}");
     let new = ok_id(&body);
     assert_eq!(series(&gw, "postback_spooled_total").await, 2.0);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The drainer has tried to read the window back, and could not.
+    log.says("Reading the dedup window back from Kafka did not get to the end")
+        .await;
     assert_eq!(
         series(&gw, "postback_spool_events").await,
         2.0,
