@@ -278,7 +278,13 @@ async fn sigterm_under_a_frozen_broker_ends_within_the_grace_period() {
             c.get(u).send().await.ok()?.text().await.ok()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every one of them waits on the frozen broker in the producer's queue.
+    wait_until("the postbacks wait on the broker", async || {
+        value_at(&gw.admin_url("/metrics"), "postback_kafka_queue_depth")
+            .await
+            .is_some_and(|n| n >= 20.0)
+    })
+    .await;
     let signalled = std::time::Instant::now();
     signal(gw.child.id(), "TERM");
     let status = gw.exit_status().await;
