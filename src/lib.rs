@@ -107,7 +107,27 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(config, listeners, Handles::default(), shutdown).await
+}
+
+/// What a gateway is handed besides its config: a caller keeps clones to
+/// look at or steer that one gateway.
+#[derive(Clone, Debug, Default)]
+pub struct Handles {
+    /// The faults a test injects (its spool writer, drainer and sweeper read
+    /// them); a release build has none.
+    pub faults: sink::faults::Faults,
+}
+
+/// [`run`] with the [`Handles`] the caller keeps clones of.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    handles: Handles,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let Handles { faults } = handles;
     let metrics = metrics::install();
     tasks::register_series();
     let tasks = tasks::Tasks::new();
@@ -129,7 +149,7 @@ pub async fn run(
         "Kafka producer settings."
     );
     let clock = os::system_clock();
-    let (spool, spooled) = open_spool(&config).await?;
+    let (spool, spooled) = open_spool(&config, faults.clone()).await?;
     let kafka = tokio::select! {
         k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers, &tasks) => k?,
         _ = &mut shutdown => {
@@ -175,7 +195,7 @@ pub async fn run(
     });
     tasks.spawn(
         tasks::DEDUP_SWEEPER,
-        sweep(app.clone(), dedup, tasks.token()),
+        sweep(app.clone(), dedup, faults, tasks.token()),
     );
     ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
     drop(sources);
@@ -212,13 +232,14 @@ fn brokers_and_sources(config: &Config) -> anyhow::Result<(String, Arc<source::S
 /// every segment: off the runtime's threads.
 async fn open_spool(
     config: &Config,
+    faults: sink::faults::Faults,
 ) -> anyhow::Result<(Arc<sink::spool::Spool>, Vec<sink::spool::Spooled>)> {
     let (dir, max, seg) = (
         config.spool_dir.clone(),
         config.spool.max_bytes,
         config.spool.segment_bytes,
     );
-    tokio::task::spawn_blocking(move || sink::spool::Spool::open(&dir, max, seg))
+    tokio::task::spawn_blocking(move || sink::spool::Spool::open_with(&dir, max, seg, faults))
         .await
         .context("the spool recovery stopped")?
         .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))
@@ -435,11 +456,16 @@ async fn close_spool(spool: Arc<sink::spool::Spool>, deadline: tokio::time::Inst
 
 /// Once a second until `stop`: expires dedup keys, forgets per-client
 /// buckets that refilled, and once a minute logs the refusals' summary.
-async fn sweep(app: Arc<pipeline::App>, dedup: Arc<dedup::Pools>, stop: CancellationToken) {
+async fn sweep(
+    app: Arc<pipeline::App>,
+    dedup: Arc<dedup::Pools>,
+    faults: sink::faults::Faults,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut seconds = 0u64;
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
-        if sink::faults::sweeper_panics() {
+        if faults.sweeper_panics() {
             panic!("a sweeper panic injected by a test");
         }
         seconds += 1;

@@ -250,7 +250,7 @@ impl Drainer {
     /// Kafka, or sends the next records of the oldest segment (deleting the
     /// segment once it is drained). `Err` when told to stop.
     async fn round(&mut self) -> Result<(), Stopped> {
-        if super::faults::drainer_panics() {
+        if self.spool.faults().drainer_panics() {
             panic!("a drainer panic injected by a test");
         }
         if !self.sink.topic_warm.load(Ordering::Acquire) {
@@ -437,8 +437,9 @@ async fn deliver_all(
         let mut set = JoinSet::new();
         for (i, (ev, _)) in todo.iter().enumerate() {
             let (kafka, ev) = (sink.kafka.clone(), ev.clone());
+            let panics = sink.spool.faults().drain_delivery_panics();
             set.spawn(async move {
-                if super::faults::drain_delivery_panics() {
+                if panics {
                     panic!("a delivery panic injected by a test");
                 }
                 (i, kafka.send_event(&ev).await)

@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::faults::Faults;
 use crate::metrics as m;
 use crate::tasks;
 
@@ -553,6 +554,8 @@ pub struct Spool {
     max_bytes: u64,
     /// Wakes the drainer after a sync.
     pub(crate) appended: Arc<Notify>,
+    /// The faults a test injects into the gateway this spool belongs to.
+    faults: Faults,
 }
 
 impl Spool {
@@ -564,6 +567,17 @@ impl Spool {
         dir: &Path,
         max_bytes: u64,
         segment_bytes: u64,
+    ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
+        Spool::open_with(dir, max_bytes, segment_bytes, Default::default())
+    }
+
+    /// [`Spool::open`] with the faults a test injects into it (and into the
+    /// drainer that reads it).
+    pub fn open_with(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+        faults: Faults,
     ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
         let lock = lock_dir(dir)?;
         let Recovered {
@@ -604,6 +618,7 @@ impl Spool {
             shared: shared.clone(),
             max_bytes,
             appended: Arc::new(Notify::new()),
+            faults: faults.clone(),
         });
         let writer = Writer {
             dir: dir.to_owned(),
@@ -616,6 +631,7 @@ impl Spool {
             shared,
             seal: false,
             garbage: false,
+            faults,
         };
         *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer.start(rx)?);
         spool.publish();
@@ -684,6 +700,11 @@ impl Spool {
 
     fn publish(&self) {
         self.shared.publish();
+    }
+
+    /// The faults a test injects into this spool's gateway.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// The oldest segment's synced records from byte `from` on, and whether
@@ -985,6 +1006,7 @@ struct Writer {
     /// A failed write left bytes after `len` that could not be cut off:
     /// nothing more is written to this segment.
     garbage: bool,
+    faults: Faults,
 }
 
 impl Writer {
@@ -1028,7 +1050,7 @@ impl Writer {
 
     /// Writes one group of appends, syncs it, and answers each.
     fn write(&mut self, appends: Vec<Pending>) {
-        super::faults::spool_write();
+        self.faults.spool_write();
         // Nothing may land after bytes a failed write left behind: cut them
         // off now, or go on in a new segment.
         if self.garbage {
@@ -1089,8 +1111,8 @@ impl Writer {
     }
 
     fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
-        super::faults::spool_slow_write();
-        if super::faults::spool_disk_full() {
+        self.faults.spool_slow_write();
+        if self.faults.spool_disk_full() {
             // What a full disk leaves: part of the batch in the file.
             self.file.write_all(&buf[..buf.len() / 2])?;
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
@@ -1116,7 +1138,7 @@ impl Writer {
 
     /// Cuts what a failed write left off the active segment.
     fn truncate(&mut self) -> io::Result<()> {
-        super::faults::spool_truncate()?;
+        self.faults.spool_truncate()?;
         self.file.set_len(self.len)?;
         self.garbage = false;
         Ok(())
@@ -1134,7 +1156,7 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         let seq = self.seq + 1;
         let path = segment_path(&self.dir, seq);
-        super::faults::spool_create()?;
+        self.faults.spool_create()?;
         let file = create_segment(&path)?;
         sync_dir(&self.dir)?;
         let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,5 +1,5 @@
-//! The spool on a failing disk, through the fault switches of `sink::faults`
-//! (a test binary of its own, since the switches are process-wide): appends
+//! The spool on a failing disk, through the fault switches of a
+//! `sink::faults::Faults` handed to the spool or its gateway: appends
 //! whose callers stop waiting, writes that fail, failed writes that cannot be
 //! cut off or moved away from, and what `/readyz` says about a spool that
 //! cannot be written.
@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use postback_gateway::sink::faults;
+use postback_gateway::sink::faults::Faults;
 use postback_gateway::sink::spool::{Record, Spool, SpoolError};
 use uuid::Uuid;
 
 /// One test at a time, also under `cargo test` (threads of one process):
-/// the switches and the metrics recorder are the process's. The switches
-/// are off again when it is dropped, however the test ended.
+/// the metrics recorder is the process's.
 struct Turn(#[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
 
 async fn turn() -> Turn {
@@ -24,22 +23,7 @@ async fn turn() -> Turn {
     let guard = TURN.lock().await;
     // Gauges set before the recorder is there are lost.
     postback_gateway::metrics::install();
-    switches_off();
     Turn(guard)
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        switches_off();
-    }
-}
-
-fn switches_off() {
-    faults::SPOOL_WRITE_STALL_MS.store(0, Ordering::Relaxed);
-    faults::SPOOL_SLOW_WRITE_MS.store(0, Ordering::Relaxed);
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
-    faults::SPOOL_TRUNCATE_FAILS.store(false, Ordering::Relaxed);
-    faults::SPOOL_CREATE_FAILS.store(false, Ordering::Relaxed);
 }
 
 fn record(i: u32) -> Record {
@@ -63,8 +47,10 @@ fn gauge(name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no gauge {name}"))
 }
 
-fn open(dir: &Path) -> Arc<Spool> {
-    Spool::open(dir, 1 << 20, 1 << 20).unwrap().0
+fn open(dir: &Path, faults: &Faults) -> Arc<Spool> {
+    Spool::open_with(dir, 1 << 20, 1 << 20, faults.clone())
+        .unwrap()
+        .0
 }
 
 /// The event ids a fresh open of `dir` finds waiting for Kafka.
@@ -95,14 +81,15 @@ fn len(path: &Path) -> u64 {
 async fn an_append_given_up_before_its_write_is_not_written() {
     let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let faults = Faults::default();
+    let spool = open(dir.path(), &faults);
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_WRITE_STALL_MS.store(1000, Ordering::Relaxed);
+    faults.spool_write_stall_ms.store(1000, Ordering::Relaxed);
     let gave_up = tokio::time::timeout(Duration::from_millis(300), spool.append(&record(1))).await;
     assert!(gave_up.is_err(), "the append outlasts its caller's wait");
-    faults::SPOOL_WRITE_STALL_MS.store(0, Ordering::Relaxed);
+    faults.spool_write_stall_ms.store(0, Ordering::Relaxed);
     // Queued behind the stalled write, so done only after it.
     spool.append(&record(2)).await.unwrap();
 
@@ -119,14 +106,15 @@ async fn an_append_given_up_before_its_write_is_not_written() {
 async fn an_append_given_up_during_its_write_counts_when_it_lands() {
     let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let faults = Faults::default();
+    let spool = open(dir.path(), &faults);
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_SLOW_WRITE_MS.store(1000, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(1000, Ordering::Relaxed);
     let gave_up = tokio::time::timeout(Duration::from_millis(300), spool.append(&record(1))).await;
     assert!(gave_up.is_err(), "the append outlasts its caller's wait");
-    faults::SPOOL_SLOW_WRITE_MS.store(0, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(0, Ordering::Relaxed);
     spool.append(&record(2)).await.unwrap();
 
     assert_eq!(spool.bytes(), 3 * one);
@@ -146,15 +134,16 @@ async fn an_append_given_up_during_its_write_counts_when_it_lands() {
 async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
     let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let faults = Faults::default();
+    let spool = open(dir.path(), &faults);
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_SLOW_WRITE_MS.store(1000, Ordering::Relaxed);
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(1000, Ordering::Relaxed);
+    faults.spool_disk_full.store(true, Ordering::Relaxed);
     let gave_up = tokio::time::timeout(Duration::from_millis(300), spool.append(&record(1))).await;
     assert!(gave_up.is_err(), "the append outlasts its caller's wait");
-    faults::SPOOL_SLOW_WRITE_MS.store(0, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(0, Ordering::Relaxed);
     // Queued behind the failing write, so answered only after it; a caller
     // that waits hears why.
     match spool.append(&record(2)).await {
@@ -165,7 +154,7 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
     assert_eq!(gauge("postback_spool_events"), 1.0);
     assert_eq!(gauge("postback_spool_writable"), 0.0);
 
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    faults.spool_disk_full.store(false, Ordering::Relaxed);
     spool.append(&record(3)).await.unwrap();
     assert_eq!(gauge("postback_spool_writable"), 1.0);
     assert_eq!(spool.bytes(), 2 * one);
@@ -186,16 +175,17 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
 async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment() {
     let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let faults = Faults::default();
+    let spool = open(dir.path(), &faults);
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
-    faults::SPOOL_TRUNCATE_FAILS.store(true, Ordering::Relaxed);
+    faults.spool_disk_full.store(true, Ordering::Relaxed);
+    faults.spool_truncate_fails.store(true, Ordering::Relaxed);
     assert!(spool.append(&record(1)).await.is_err());
     let garbage = len(&segment(dir.path(), 0));
     assert!(garbage > one, "half of the failed write is in the file");
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    faults.spool_disk_full.store(false, Ordering::Relaxed);
     spool.append(&record(2)).await.unwrap();
     assert_eq!(len(&segment(dir.path(), 0)), garbage, "nothing after it");
     assert_eq!(
@@ -205,18 +195,18 @@ async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment(
     );
 
     // Neither cut off nor moved away from: the spool refuses appends.
-    faults::SPOOL_CREATE_FAILS.store(true, Ordering::Relaxed);
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
+    faults.spool_create_fails.store(true, Ordering::Relaxed);
+    faults.spool_disk_full.store(true, Ordering::Relaxed);
     assert!(spool.append(&record(3)).await.is_err());
     let garbage = len(&segment(dir.path(), 1));
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    faults.spool_disk_full.store(false, Ordering::Relaxed);
     assert!(spool.append(&record(4)).await.is_err());
     assert_eq!(len(&segment(dir.path(), 1)), garbage, "nothing after it");
     assert_eq!(gauge("postback_spool_writable"), 0.0);
     assert_eq!(spool.bytes(), 2 * one);
 
     // Once a segment can be made again, the next batch goes there.
-    faults::SPOOL_CREATE_FAILS.store(false, Ordering::Relaxed);
+    faults.spool_create_fails.store(false, Ordering::Relaxed);
     spool.append(&record(5)).await.unwrap();
     assert_eq!(len(&segment(dir.path(), 2)), one);
     assert_eq!(gauge("postback_spool_writable"), 1.0);
@@ -244,7 +234,7 @@ async fn a_spool_that_cannot_be_written_makes_the_gateway_unready_while_kafka_is
         "the spool takes events"
     );
 
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
+    gw.faults().spool_disk_full.store(true, Ordering::Relaxed);
     let r = reqwest::get(gw.url(&query("diskfull", "1.00")))
         .await
         .unwrap();
@@ -268,6 +258,6 @@ async fn a_spool_that_cannot_be_written_makes_the_gateway_unready_while_kafka_is
         0.0,
         "the disk still refuses writes"
     );
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    gw.faults().spool_disk_full.store(false, Ordering::Relaxed);
     gw.stop().await;
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use postback_gateway::config::Config;
-use postback_gateway::{run, Listeners};
+use postback_gateway::sink::faults::Faults;
+use postback_gateway::{run_with, Handles, Listeners};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -172,14 +173,25 @@ pub struct Gateway {
     baseline: BTreeMap<String, f64>,
     /// This gateway's turn; the next one starts when it is dropped.
     _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// What the test hands the gateway: its fault switches.
+    handles: Handles,
 }
 
 impl Gateway {
     /// Starts the gateway against `brokers` with test settings, once no
     /// other gateway of this process runs. Its counters, as [`series`] and
     /// [`metric`] read them, start from zero.
-    #[allow(clippy::field_reassign_with_default)]
     pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
+        Gateway::start_with(brokers, Handles::default(), tweak).await
+    }
+
+    /// [`Gateway::start`] with `handles` (faults set before the start, say).
+    #[allow(clippy::field_reassign_with_default)]
+    pub async fn start_with(
+        brokers: &str,
+        handles: Handles,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Gateway {
         let turn = one_at_a_time().lock_owned().await;
         let baseline = cumulative_series();
         let mut config = Config {
@@ -199,7 +211,7 @@ impl Gateway {
         let listeners = Listeners::bind(&config).await.unwrap();
         let (public, admin) = (listeners.public_addr(), listeners.admin_addr());
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(run(config, listeners, async {
+        let task = tokio::spawn(run_with(config, listeners, handles.clone(), async {
             let _ = rx.await;
         }));
         let mut gw = Gateway {
@@ -210,6 +222,7 @@ impl Gateway {
             task: Some(task),
             baseline,
             _turn: turn,
+            handles,
         };
         gw.wait_ready().await;
         gw
@@ -221,6 +234,11 @@ impl Gateway {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// This gateway's fault switches.
+    pub fn faults(&self) -> &Faults {
+        &self.handles.faults
     }
 
     /// What the series `name` counted before this gateway started (0 for a
