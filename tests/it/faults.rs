@@ -142,9 +142,10 @@ async fn a_background_task_panic_is_counted_and_shutdown_waits_for_every_task() 
         tasks.len() >= 5,
         "the listeners, watcher, drainer, ...: {tasks:?}"
     );
+    let metrics = gw.metrics().clone();
     gw.stop().await;
-    // The admin listener is gone with the gateway: read the recorder itself.
-    let after = postback_gateway::metrics::install().render();
+    // The admin listener is gone with the gateway: read its recorder itself.
+    let after = metrics.render();
     for line in after
         .lines()
         .filter(|l| l.starts_with("postback_background_tasks{"))
@@ -169,7 +170,10 @@ async fn a_drainer_that_panics_is_started_again_and_the_spool_drains() {
     .await;
     let faults = Faults::default();
     faults.drainer_panics.store(true, Ordering::Relaxed);
-    let handles = Handles { faults };
+    let handles = Handles {
+        faults,
+        ..Handles::default()
+    };
     let path = dir.path().to_owned();
     let gw = Gateway::start_with(&kafka.bootstrap_servers(), handles, |c| c.spool_dir = path).await;
     let panics = "postback_task_panics_total{task=\"spool-drainer\"}";

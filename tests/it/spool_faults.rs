@@ -10,20 +10,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
+use postback_gateway::metrics::Metrics;
 use postback_gateway::sink::faults::Faults;
 use postback_gateway::sink::spool::{Record, Spool, SpoolError};
 use uuid::Uuid;
 
-/// One test at a time, also under `cargo test` (threads of one process):
-/// the metrics recorder is the process's.
-struct Turn(#[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
+/// A spool's disk and what it reports: the fault switches the test sets
+/// and the metrics the spool publishes.
+#[derive(Default)]
+struct Disk {
+    faults: Faults,
+    metrics: Metrics,
+}
 
-async fn turn() -> Turn {
-    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let guard = TURN.lock().await;
-    // Gauges set before the recorder is there are lost.
-    postback_gateway::metrics::install();
-    Turn(guard)
+impl Disk {
+    /// Opens the spool in `dir` on this disk.
+    fn open(&self, dir: &Path) -> Arc<Spool> {
+        Spool::open_with(
+            dir,
+            1 << 20,
+            1 << 20,
+            self.metrics.clone(),
+            self.faults.clone(),
+        )
+        .unwrap()
+        .0
+    }
+
+    /// A gauge the spool publishes.
+    fn gauge(&self, name: &str) -> f64 {
+        let text = self.metrics.render();
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no gauge {name}"))
+    }
 }
 
 fn record(i: u32) -> Record {
@@ -35,22 +57,6 @@ fn record(i: u32) -> Record {
         key: format!("token-{i}"),
         payload: format!("{{\"n\":{i}}}").into_bytes(),
     }
-}
-
-/// A gauge of this process's recorder, where the spool publishes.
-fn gauge(name: &str) -> f64 {
-    let text = postback_gateway::metrics::install().render();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no gauge {name}"))
-}
-
-fn open(dir: &Path, faults: &Faults) -> Arc<Spool> {
-    Spool::open_with(dir, 1 << 20, 1 << 20, faults.clone())
-        .unwrap()
-        .0
 }
 
 /// The event ids a fresh open of `dir` finds waiting for Kafka.
@@ -79,10 +85,10 @@ fn len(path: &Path) -> u64 {
 /// are no longer counted against the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_before_its_write_is_not_written() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let faults = Faults::default();
-    let spool = open(dir.path(), &faults);
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
@@ -94,7 +100,7 @@ async fn an_append_given_up_before_its_write_is_not_written() {
     spool.append(&record(2)).await.unwrap();
 
     assert_eq!(spool.bytes(), 2 * one, "the given-up append is not counted");
-    assert_eq!(gauge("postback_spool_events"), 2.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 2.0);
     assert_eq!(len(&segment(dir.path(), 0)), 2 * one);
     assert_eq!(spooled_ids(spool, dir.path()), ids(&[0, 2]));
 }
@@ -104,10 +110,10 @@ async fn an_append_given_up_before_its_write_is_not_written() {
 /// acknowledgements take off again), as do its bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_during_its_write_counts_when_it_lands() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let faults = Faults::default();
-    let spool = open(dir.path(), &faults);
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
@@ -119,7 +125,7 @@ async fn an_append_given_up_during_its_write_counts_when_it_lands() {
 
     assert_eq!(spool.bytes(), 3 * one);
     assert_eq!(
-        gauge("postback_spool_events"),
+        disk.gauge("postback_spool_events"),
         3.0,
         "the late write is in the backlog"
     );
@@ -132,10 +138,10 @@ async fn an_append_given_up_during_its_write_counts_when_it_lands() {
 /// failed write left in the file is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let faults = Faults::default();
-    let spool = open(dir.path(), &faults);
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
@@ -151,14 +157,14 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
         other => panic!("expected a write error, got {other:?}"),
     }
     assert_eq!(spool.bytes(), one, "neither failed append is counted");
-    assert_eq!(gauge("postback_spool_events"), 1.0);
-    assert_eq!(gauge("postback_spool_writable"), 0.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 1.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 0.0);
 
     faults.spool_disk_full.store(false, Ordering::Relaxed);
     spool.append(&record(3)).await.unwrap();
-    assert_eq!(gauge("postback_spool_writable"), 1.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 1.0);
     assert_eq!(spool.bytes(), 2 * one);
-    assert_eq!(gauge("postback_spool_events"), 2.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 2.0);
     assert_eq!(
         len(&segment(dir.path(), 0)),
         2 * one,
@@ -173,10 +179,10 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
 /// and the next batch tries again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let faults = Faults::default();
-    let spool = open(dir.path(), &faults);
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
@@ -202,15 +208,15 @@ async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment(
     faults.spool_disk_full.store(false, Ordering::Relaxed);
     assert!(spool.append(&record(4)).await.is_err());
     assert_eq!(len(&segment(dir.path(), 1)), garbage, "nothing after it");
-    assert_eq!(gauge("postback_spool_writable"), 0.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 0.0);
     assert_eq!(spool.bytes(), 2 * one);
 
     // Once a segment can be made again, the next batch goes there.
     faults.spool_create_fails.store(false, Ordering::Relaxed);
     spool.append(&record(5)).await.unwrap();
     assert_eq!(len(&segment(dir.path(), 2)), one);
-    assert_eq!(gauge("postback_spool_writable"), 1.0);
-    assert_eq!(gauge("postback_spool_events"), 3.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 1.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 3.0);
     assert_eq!(spool.bytes(), 3 * one);
     assert_eq!(spooled_ids(spool, dir.path()), ids(&[0, 2, 5]));
 }
@@ -220,7 +226,6 @@ async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment(
 /// names both causes. Kafka back, the spool's disk does not matter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_that_cannot_be_written_makes_the_gateway_unready_while_kafka_is_away() {
-    let _turn = turn().await;
     let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     kafka.broker_down(1).unwrap();
