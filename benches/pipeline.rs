@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
-use metrics_exporter_prometheus::PrometheusBuilder;
 use postback_gateway::config::Config;
 use postback_gateway::console::Recent;
 use postback_gateway::dedup::{self, Pools};
@@ -78,6 +77,7 @@ impl Pipeline {
     fn new() -> Pipeline {
         let config = Config::default();
         let sources = Sources::single_default("bench-key".into(), None);
+        let tasks = postback_gateway::Tasks::new();
         Pipeline {
             app: Arc::new(App {
                 sources: SharedSources::new(Arc::new(sources)),
@@ -89,6 +89,7 @@ impl Pipeline {
                     &[],
                     [7; 16],
                     dedup::system_clock(),
+                    tasks.metrics(),
                 ),
                 sink: Arc::new(AtOnce),
                 limits: config.limits,
@@ -96,7 +97,7 @@ impl Pipeline {
                 shutting_down: AtomicBool::new(false),
                 warming: AtomicBool::new(false),
                 per_client: None,
-                metrics: PrometheusBuilder::new().build_recorder().handle(),
+                refusals: Default::default(),
                 // As served: each request copied into its source's ring
                 // (`PIPELINE_CONSOLE=0` turns the console off, to weigh it).
                 console: Arc::new(Recent::new(
@@ -106,7 +107,7 @@ impl Pipeline {
                         .unwrap_or(postback_gateway::config::DEFAULT_RECENT_PER_SOURCE),
                 )),
                 admin: Default::default(),
-                tasks: postback_gateway::Tasks::new(),
+                tasks,
             }),
         }
     }

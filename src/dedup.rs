@@ -257,6 +257,10 @@ pub struct Dedup {
     held: AtomicUsize,
     hash_key: [u8; 16],
     clock: Clock,
+    /// `postback_dedup_evictions_total` of the gateway's metrics.
+    evictions: metrics::Counter,
+    /// `postback_dedup_expired_total`.
+    expired: metrics::Counter,
 }
 
 /// What [`Dedup::reserve`] found.
@@ -273,6 +277,24 @@ impl Dedup {
     /// A pool that keeps keys for `window`, at most `max_keys` of them, hashing
     /// with `hash_key`.
     pub fn new(window: Duration, max_keys: usize, hash_key: [u8; 16], clock: Clock) -> Arc<Dedup> {
+        Dedup::counted(
+            window,
+            max_keys,
+            hash_key,
+            clock,
+            [metrics::Counter::noop(), metrics::Counter::noop()],
+        )
+    }
+
+    /// [`Dedup::new`], counting its evictions and expired keys in `counters`.
+    fn counted(
+        window: Duration,
+        max_keys: usize,
+        hash_key: [u8; 16],
+        clock: Clock,
+        counters: [metrics::Counter; 2],
+    ) -> Arc<Dedup> {
+        let [evictions, expired] = counters;
         let window = window.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Dedup {
             shards: (0..shard_count(max_keys))
@@ -288,6 +310,8 @@ impl Dedup {
             held: AtomicUsize::new(0),
             hash_key,
             clock,
+            evictions,
+            expired,
         })
     }
 
@@ -497,12 +521,12 @@ impl Dedup {
         let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         if self.held.load(Relaxed) >= self.max_keys {
             if gens.front().is_some_and(|g| index < g.index) {
-                metrics::counter!(m::DEDUP_EVICTIONS).increment(1);
+                self.evictions.increment(1);
                 return None;
             }
             while self.held.load(Relaxed) >= self.max_keys {
                 match gens.pop_front() {
-                    Some(g) => self.drop_generation(g, m::DEDUP_EVICTIONS),
+                    Some(g) => self.drop_generation(g, &self.evictions),
                     None => break,
                 }
             }
@@ -571,7 +595,7 @@ impl Dedup {
             }
             // Every tag live: the oldest generation goes.
             if let Some(g) = gens.pop_front() {
-                self.drop_generation(g, m::DEDUP_EVICTIONS);
+                self.drop_generation(g, &self.evictions);
             }
         }
     }
@@ -583,10 +607,10 @@ impl Dedup {
     }
 
     /// Marks a generation's keys dead (its tag no longer counts) and counts them in `metric`.
-    fn drop_generation(&self, g: Generation, metric: &'static str) {
+    fn drop_generation(&self, g: Generation, counter: &metrics::Counter) {
         self.tags[g.tag].store(0, Relaxed);
         self.held.fetch_sub(g.count, Relaxed);
-        metrics::counter!(metric).increment(g.count as u64);
+        counter.increment(g.count as u64);
     }
 
     /// Removes the dead keys (of tags no live generation has) from one
@@ -632,7 +656,7 @@ impl Dedup {
             let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
             while gens.front().is_some_and(|g| g.index < oldest) {
                 if let Some(g) = gens.pop_front() {
-                    self.drop_generation(g, m::DEDUP_EXPIRED);
+                    self.drop_generation(g, &self.expired);
                 }
             }
         }
@@ -674,11 +698,14 @@ pub struct Pools {
     pub public: Arc<Dedup>,
     /// Sources with a share of their own, by name.
     own: std::collections::HashMap<String, Arc<Dedup>>,
+    /// `postback_dedup_keys` of the gateway's metrics.
+    keys: metrics::Gauge,
 }
 
 impl Pools {
     /// `public_max_keys` of `max_keys` go to keyless sources, each of `own`
-    /// (source name, keys) to that source, the rest to keyed sources.
+    /// (source name, keys) to that source, the rest to keyed sources; each
+    /// counts its evictions and expired keys in `metrics`.
     pub fn new(
         window: Duration,
         max_keys: usize,
@@ -686,7 +713,14 @@ impl Pools {
         own: &[(String, usize)],
         hash_key: [u8; 16],
         clock: Clock,
+        metrics: &m::Metrics,
     ) -> Arc<Pools> {
+        let counters = || {
+            [
+                metrics.counter(m::DEDUP_EVICTIONS),
+                metrics.counter(m::DEDUP_EXPIRED),
+            ]
+        };
         let public_max_keys = public_max_keys.min(max_keys.saturating_sub(1)).max(1);
         let own_total: usize = own.iter().map(|(_, n)| n).sum();
         let keyed_max = max_keys
@@ -694,15 +728,17 @@ impl Pools {
             .saturating_sub(own_total)
             .max(1);
         Arc::new(Pools {
-            keyed: Dedup::new(window, keyed_max, hash_key, clock.clone()),
-            public: Dedup::new(window, public_max_keys, hash_key, clock.clone()),
+            keyed: Dedup::counted(window, keyed_max, hash_key, clock.clone(), counters()),
+            public: Dedup::counted(window, public_max_keys, hash_key, clock.clone(), counters()),
             own: own
                 .iter()
                 .map(|(name, n)| {
-                    let pool = Dedup::new(window, (*n).max(1), hash_key, clock.clone());
+                    let pool =
+                        Dedup::counted(window, (*n).max(1), hash_key, clock.clone(), counters());
                     (name.clone(), pool)
                 })
                 .collect(),
+            keys: metrics.gauge(m::DEDUP_KEYS),
         })
     }
 
@@ -757,7 +793,7 @@ impl Pools {
         let held = self.keyed.sweep()
             + self.public.sweep()
             + self.own.values().map(|p| p.sweep()).sum::<usize>();
-        metrics::gauge!(m::DEDUP_KEYS).set(held as f64);
+        self.keys.set(held as f64);
         held
     }
 
@@ -1122,6 +1158,7 @@ mod tests {
             &[("big-network".to_owned(), 300)],
             [7; 16],
             clock,
+            &crate::metrics::Metrics::new(),
         );
         let mine = pools.of("big-network", true);
         let Claim::Reserved(r) = mine.reserve(1, WAIT).await else {
@@ -1146,7 +1183,16 @@ mod tests {
     #[tokio::test]
     async fn a_keyed_sources_pixels_keep_their_keys_in_the_public_pool_and_count_against_its_s2s() {
         let (_now, clock) = fixed_clock();
-        let pools = Pools::new(Duration::from_secs(100), 1000, 100, &[], [7; 16], clock);
+        let metrics = crate::metrics::Metrics::new();
+        let pools = Pools::new(
+            Duration::from_secs(100),
+            1000,
+            100,
+            &[],
+            [7; 16],
+            clock,
+            &metrics,
+        );
         let s2s = pools.route("acme", true, true, false);
         let pixel = pools.route("acme", true, true, true);
         // An S2S postback committed: the same conversion as a pixel is a duplicate.

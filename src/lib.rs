@@ -107,29 +107,48 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(config, listeners, Handles::default(), shutdown).await
+}
+
+/// What a gateway is handed besides its config: a caller keeps clones to
+/// look at or steer that one gateway.
+#[derive(Clone, Debug, Default)]
+pub struct Handles {
+    /// What the gateway records into, and its `/metrics` renders: a
+    /// recorder of its own.
+    pub metrics: metrics::Metrics,
+    /// The faults a test injects (its spool writer, drainer and sweeper read
+    /// them); a release build has none.
+    pub faults: sink::faults::Faults,
+}
+
+/// [`run`] with the [`Handles`] the caller keeps clones of.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    handles: Handles,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
-    let metrics = metrics::install();
-    tasks::register_series();
-    let tasks = tasks::Tasks::new();
+    let Handles { metrics, faults } = handles;
+    let tasks = tasks::Tasks::with_metrics(metrics.clone());
     // However `run` ends (an error, or its future dropped), its tasks stop.
     let _stop_tasks = tasks.token().drop_guard();
     tasks.spawn(
         tasks::METRICS_UPKEEP,
-        metrics::upkeep(metrics.clone(), tasks.token()),
+        metrics::upkeep(metrics.handle(), tasks.token()),
     );
     let (brokers, sources) = brokers_and_sources(&config)?;
-    ::metrics::gauge!(crate::metrics::KAFKA_EMBEDDED).set(if config.kafka.embedded {
-        1.0
-    } else {
-        0.0
-    });
+    metrics
+        .gauge(metrics::KAFKA_EMBEDDED)
+        .set(if config.kafka.embedded { 1.0 } else { 0.0 });
     info!(
         topic = %config.kafka.topic,
         settings = %config::kafka::effective(&config.kafka),
         "Kafka producer settings."
     );
     let clock = os::system_clock();
-    let (spool, spooled) = open_spool(&config).await?;
+    let (spool, spooled) = open_spool(&config, metrics.clone(), faults.clone()).await?;
     let kafka = tokio::select! {
         k = sink::kafka::KafkaSink::connect(&config.kafka, &brokers, &tasks) => k?,
         _ = &mut shutdown => {
@@ -139,8 +158,8 @@ pub async fn run(
     };
     let durable =
         sink::durable::Durable::new(kafka, spool, clock.clone(), config.spool.append_timeout);
-    let dedup = dedup_pools(&config, &sources, clock.clone());
-    let app = new_app(&config, &sources, &dedup, &durable, metrics, &tasks);
+    let dedup = dedup_pools(&config, &sources, clock.clone(), &metrics);
+    let app = new_app(&config, &sources, &dedup, &durable, &tasks);
     let listening = Listening::start(&tasks, listeners, &config, &app);
     let (a, c, stop) = (app.clone(), config.clone(), tasks.token());
     tasks.spawn(tasks::RELOADER, async move {
@@ -175,9 +194,9 @@ pub async fn run(
     });
     tasks.spawn(
         tasks::DEDUP_SWEEPER,
-        sweep(app.clone(), dedup, tasks.token()),
+        sweep(app.clone(), dedup, faults, tasks.token()),
     );
-    ::metrics::gauge!(crate::metrics::SOURCES).set(sources.len() as f64);
+    metrics.gauge(metrics::SOURCES).set(sources.len() as f64);
     drop(sources);
     if !stopped_early {
         info!("The gateway is serving.");
@@ -212,21 +231,30 @@ fn brokers_and_sources(config: &Config) -> anyhow::Result<(String, Arc<source::S
 /// every segment: off the runtime's threads.
 async fn open_spool(
     config: &Config,
+    metrics: metrics::Metrics,
+    faults: sink::faults::Faults,
 ) -> anyhow::Result<(Arc<sink::spool::Spool>, Vec<sink::spool::Spooled>)> {
     let (dir, max, seg) = (
         config.spool_dir.clone(),
         config.spool.max_bytes,
         config.spool.segment_bytes,
     );
-    tokio::task::spawn_blocking(move || sink::spool::Spool::open(&dir, max, seg))
-        .await
-        .context("the spool recovery stopped")?
-        .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))
+    tokio::task::spawn_blocking(move || {
+        sink::spool::Spool::open_with(&dir, max, seg, metrics, faults)
+    })
+    .await
+    .context("the spool recovery stopped")?
+    .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))
 }
 
 /// The dedup window's pools. Shares of their own are fixed at start (a
 /// reload does not move keys).
-fn dedup_pools(config: &Config, sources: &source::Sources, clock: os::Clock) -> Arc<dedup::Pools> {
+fn dedup_pools(
+    config: &Config,
+    sources: &source::Sources,
+    clock: os::Clock,
+    metrics: &metrics::Metrics,
+) -> Arc<dedup::Pools> {
     let own_shares: Vec<(String, usize)> = sources
         .all()
         .filter_map(|s| s.dedup_max_keys.map(|n| (s.name.to_string(), n)))
@@ -238,6 +266,7 @@ fn dedup_pools(config: &Config, sources: &source::Sources, clock: os::Clock) -> 
         &own_shares,
         config.dedup.hash_key,
         clock,
+        metrics,
     )
 }
 
@@ -247,7 +276,6 @@ fn new_app(
     sources: &Arc<source::Sources>,
     dedup: &Arc<dedup::Pools>,
     durable: &Arc<sink::durable::Durable>,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
     tasks: &tasks::Tasks,
 ) -> Arc<pipeline::App> {
     Arc::new(pipeline::App {
@@ -263,7 +291,7 @@ fn new_app(
             .limits
             .client_rate
             .map(|r| ratelimit::PerClient::new(r, 100_000, config.limits.ipv6_client_prefix)),
-        metrics,
+        refusals: Default::default(),
         console: Arc::new(console::Recent::new(config.console_recent)),
         admin: config.admin.clone(),
         tasks: tasks.clone(),
@@ -321,6 +349,7 @@ impl Listening {
     ) -> Listening {
         let (stop_public, public_rx) = watch::channel(false);
         let (stop_admin, admin_rx) = watch::channel(false);
+        let refused = || app.metrics().counter(metrics::CONNECTIONS_REFUSED);
         let a = app.clone();
         let admin = http::serve(
             listeners.admin,
@@ -328,6 +357,7 @@ impl Listening {
             move |req, _| http::admin::handle(a.clone(), req),
             admin_rx.clone(),
             Duration::from_secs(1),
+            refused(),
         );
         let metrics = listeners.metrics.map(|listener| {
             let a = app.clone();
@@ -337,6 +367,7 @@ impl Listening {
                 move |req, _| http::admin::handle_open(a.clone(), req),
                 admin_rx.clone(),
                 Duration::from_secs(1),
+                refused(),
             );
             tasks.spawn(tasks::ADMIN_LISTENER, serve)
         });
@@ -347,6 +378,7 @@ impl Listening {
             move |req, peer| http::public::handle(a.clone(), req, peer),
             public_rx,
             config.shutdown_grace,
+            refused(),
         );
         Listening {
             public: tasks.spawn(tasks::PUBLIC_LISTENER, public),
@@ -435,16 +467,21 @@ async fn close_spool(spool: Arc<sink::spool::Spool>, deadline: tokio::time::Inst
 
 /// Once a second until `stop`: expires dedup keys, forgets per-client
 /// buckets that refilled, and once a minute logs the refusals' summary.
-async fn sweep(app: Arc<pipeline::App>, dedup: Arc<dedup::Pools>, stop: CancellationToken) {
+async fn sweep(
+    app: Arc<pipeline::App>,
+    dedup: Arc<dedup::Pools>,
+    faults: sink::faults::Faults,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut seconds = 0u64;
     while stop.run_until_cancelled(tick.tick()).await.is_some() {
-        if sink::faults::sweeper_panics() {
+        if faults.sweeper_panics() {
             panic!("a sweeper panic injected by a test");
         }
         seconds += 1;
         if seconds.is_multiple_of(60) {
-            http::refusals::log_summary();
+            app.refusals.log_summary();
         }
         dedup.sweep();
         if let Some(pc) = &app.per_client {
@@ -501,7 +538,9 @@ async fn warm_up(
     )
     .await;
     let took = started.elapsed();
-    ::metrics::gauge!(metrics::WARMUP_SECONDS).set(took.as_secs_f64());
+    app.metrics()
+        .gauge(metrics::WARMUP_SECONDS)
+        .set(took.as_secs_f64());
     match replayed {
         Ok(sink::warmup::ReadBack {
             read,

@@ -2,13 +2,15 @@
 //! endpoints, outcomes and reasons are fixed sets, sources come from config.
 #![warn(missing_docs)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
-    Histogram,
+    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Key, Label,
+    Level, Metadata, Recorder,
 };
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::event::Kind;
 use crate::rejection::{Counted, Rejection};
@@ -61,8 +63,9 @@ pub(crate) const TASK_PANICS: &str = "postback_task_panics_total";
 pub(crate) const TASK_RESTARTS: &str = "postback_task_restarts_total";
 pub(crate) const BACKGROUND_TASKS: &str = "postback_background_tasks";
 
-/// The series every request touches, registered once: `counter!` with labels
-/// hashes and looks up its key on each call, which showed in the profile.
+/// The series every request touches, registered once per gateway: `counter!`
+/// with labels hashes and looks up its key on each call, which showed in the
+/// profile.
 pub struct Hot {
     /// By endpoint (`Kind` order: s2s, pixel) and outcome ([`Counted::ALL`] order).
     requests: [[Counter; 5]; 2],
@@ -75,25 +78,27 @@ pub struct Hot {
 
 const ENDPOINTS: [Kind; 2] = [Kind::S2s, Kind::Pixel];
 
-static HOT: OnceLock<Hot> = OnceLock::new();
-
-/// The per-request handles; registered with the recorder installed at the
-/// time of the first call (`install` makes that call).
-pub fn hot() -> &'static Hot {
-    HOT.get_or_init(|| Hot {
-        requests: ENDPOINTS.map(|k| {
-            Counted::ALL
-                .map(|o| counter!(REQUESTS, "endpoint" => k.as_str(), "outcome" => o.label()))
-        }),
-        rejections: Rejection::counted()
-            .map(|r| counter!(REJECTIONS, "reason" => r.code().unwrap_or_default()))
-            .collect(),
-        request_seconds: ENDPOINTS.map(|k| histogram!(REQUEST_SECONDS, "endpoint" => k.as_str())),
-        kafka_delivery_seconds: histogram!(KAFKA_DELIVERY_SECONDS),
-    })
-}
-
 impl Hot {
+    /// Registers the per-request series with the recorder of `m`.
+    fn register(m: &Metrics) -> Hot {
+        Hot {
+            requests: ENDPOINTS.map(|k| {
+                Counted::ALL.map(|o| {
+                    m.counter_with(
+                        REQUESTS,
+                        &[("endpoint", k.as_str()), ("outcome", o.label())],
+                    )
+                })
+            }),
+            rejections: Rejection::counted()
+                .map(|r| m.counter_with(REJECTIONS, &[("reason", r.code().unwrap_or_default())]))
+                .collect(),
+            request_seconds: ENDPOINTS
+                .map(|k| m.histogram_with(REQUEST_SECONDS, &[("endpoint", k.as_str())])),
+            kafka_delivery_seconds: m.histogram(KAFKA_DELIVERY_SECONDS),
+        }
+    }
+
     fn endpoint(kind: Kind) -> usize {
         match kind {
             Kind::S2s => 0,
@@ -120,55 +125,156 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder once and returns its handle.
-/// Later calls (several servers in one test process) share it. Run
-/// `upkeep` beside it.
-pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .expect("static buckets are valid")
-                .install_recorder()
-                .expect("the metrics recorder is installed once");
+/// Where the gateway's series are registered from (the exporter ignores it).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// One gateway's metrics: a Prometheus recorder of its own, which everything
+/// the gateway records goes to and its `/metrics` renders. Clones share it;
+/// two gateways in one process count apart. Nothing is recorded through the
+/// `metrics` crate's global recorder.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    hot: OnceLock<Hot>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A recorder with every series described, the unlabelled counters at
+    /// zero, the build's info and the per-request series registered (the
+    /// task series come with the gateway's `Tasks`). Run [`upkeep`] beside it.
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        let m = Metrics(Arc::new(Inner {
+            recorder,
+            handle,
+            hot: OnceLock::new(),
+        }));
+        m.scope(|| {
             describe();
-            hot();
-            // Unlabelled counters exist from the start, so rate() and alerts
-            // see a zero instead of a missing series.
-            for c in [
-                DEDUP_EVICTIONS,
-                DEDUP_EXPIRED,
-                SPOOLED,
-                SPOOL_DRAINED,
-                SPOOL_SKIPPED,
-                SPOOL_CORRUPT,
-                SPOOL_TIMEOUTS,
-                SPOOL_DEAD_LETTERS,
-                SPOOL_SYNCS,
-                CONNECTIONS_REFUSED,
-                KAFKA_PRODUCER_RESTARTS,
-            ] {
-                metrics::counter!(c).increment(0);
-            }
-            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             process_collector().describe();
-            handle
-        })
-        .clone()
+        });
+        let _ = m.0.hot.set(Hot::register(&m));
+        // Unlabelled counters exist from the start, so rate() and alerts
+        // see a zero instead of a missing series.
+        for c in [
+            DEDUP_EVICTIONS,
+            DEDUP_EXPIRED,
+            SPOOLED,
+            SPOOL_DRAINED,
+            SPOOL_SKIPPED,
+            SPOOL_CORRUPT,
+            SPOOL_TIMEOUTS,
+            SPOOL_DEAD_LETTERS,
+            SPOOL_SYNCS,
+            CONNECTIONS_REFUSED,
+            KAFKA_PRODUCER_RESTARTS,
+        ] {
+            m.counter(c).increment(0);
+        }
+        m.gauge_with(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1.0);
+        m
+    }
+
+    /// Runs `f` with this recorder as the thread's: for the recordings of
+    /// code that knows only the `metrics` crate's macros. `f` must not hand
+    /// work to other threads or tasks.
+    fn scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.0.recorder, f)
+    }
+
+    /// The per-request handles.
+    pub fn hot(&self) -> &Hot {
+        self.0.hot.get().expect("registered in Metrics::new")
+    }
+
+    /// The unlabelled counter `name`.
+    pub fn counter(&self, name: &'static str) -> Counter {
+        self.counter_with(name, &[])
+    }
+
+    /// The counter `name` with `labels`.
+    pub fn counter_with(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.0
+            .recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
+    /// The unlabelled gauge `name`.
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        self.gauge_with(name, &[])
+    }
+
+    /// The gauge `name` with `labels`.
+    pub fn gauge_with(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.0
+            .recorder
+            .register_gauge(&key(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str) -> Histogram {
+        self.histogram_with(name, &[])
+    }
+
+    fn histogram_with(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.0
+            .recorder
+            .register_histogram(&key(name, labels), &METADATA)
+    }
+
+    /// Whether `self` and `other` are the same recorder.
+    pub(crate) fn same(&self, other: &Metrics) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The Prometheus text of every series, the `process_*` ones read just now.
+    pub fn render(&self) -> String {
+        self.scope(|| process_collector().collect());
+        self.0.handle.render()
+    }
+
+    /// The exporter's handle, for [`upkeep`].
+    pub(crate) fn handle(&self) -> PrometheusHandle {
+        self.0.handle.clone()
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.to_string()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The `process_*` series (resident and virtual memory, CPU seconds, open
-/// and maximum file descriptors, threads, start time), read from `/proc`.
+/// and maximum file descriptors, threads, start time), read from `/proc`:
+/// figures of the process, which every gateway in it shows.
 fn process_collector() -> &'static metrics_process::Collector {
     static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
     COLLECTOR.get_or_init(metrics_process::Collector::default)
-}
-
-/// Reads the process's figures into the `process_*` series: called before
-/// each scrape, so they are as fresh as the scrape.
-pub fn collect_process() {
-    process_collector().collect();
 }
 
 /// Folds histogram samples into their buckets once a second until `stop`:

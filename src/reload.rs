@@ -54,13 +54,18 @@ pub fn reload(
         Ok(sources) => {
             let n = sources.len();
             app.sources.store(sources);
-            ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
-            ::metrics::gauge!(crate::metrics::SOURCES).set(n as f64);
+            let metrics = app.metrics();
+            metrics
+                .counter_with(crate::metrics::CONFIG_RELOADS, &[("result", "applied")])
+                .increment(1);
+            metrics.gauge(crate::metrics::SOURCES).set(n as f64);
             info!(path = %path.display(), sources = n, "Reloaded the sources.");
             Ok(n)
         }
         Err(e) => {
-            ::metrics::counter!(crate::metrics::CONFIG_RELOADS, "result" => "refused").increment(1);
+            app.metrics()
+                .counter_with(crate::metrics::CONFIG_RELOADS, &[("result", "refused")])
+                .increment(1);
             warn!(
                 path = %path.display(),
                 problems = %e.0.join("; ").escape_debug(),

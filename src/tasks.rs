@@ -66,17 +66,29 @@ pub const NAMES: [&str; 11] = [
 
 /// Makes the task series exist from the start, at 0 (a panic counter that
 /// appears only with the first panic cannot be alerted on by rate).
-pub(crate) fn register_series() {
+fn register_series(metrics: &m::Metrics) {
     for task in NAMES {
-        metrics::counter!(m::TASK_PANICS, "task" => task).increment(0);
+        metrics
+            .counter_with(m::TASK_PANICS, &[("task", task)])
+            .increment(0);
     }
-    metrics::counter!(m::TASK_RESTARTS, "task" => SPOOL_DRAINER).increment(0);
+    metrics
+        .counter_with(m::TASK_RESTARTS, &[("task", SPOOL_DRAINER)])
+        .increment(0);
+}
+
+impl Default for Tasks {
+    fn default() -> Tasks {
+        Tasks::with_metrics(m::Metrics::new())
+    }
 }
 
 /// The owner of the gateway's background tasks: one cancellation token they
-/// watch and one tracker that [`Tasks::shutdown`] waits on. Clones share both.
-#[derive(Clone, Default)]
+/// watch and one tracker that [`Tasks::shutdown`] waits on, and the
+/// gateway's metrics they are counted in. Clones share all three.
+#[derive(Clone)]
 pub struct Tasks {
+    metrics: m::Metrics,
     stop: CancellationToken,
     tracker: TaskTracker,
     /// Tasks running now, by name: the ones still running when the grace
@@ -85,9 +97,26 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// An owner with no tasks yet.
+    /// An owner with no tasks yet, counting into metrics of its own.
     pub fn new() -> Tasks {
         Tasks::default()
+    }
+
+    /// An owner with no tasks yet, counting into `metrics`, where its series
+    /// exist from now on.
+    pub fn with_metrics(metrics: m::Metrics) -> Tasks {
+        register_series(&metrics);
+        Tasks {
+            metrics,
+            stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            running: Default::default(),
+        }
+    }
+
+    /// The metrics of the gateway these tasks belong to.
+    pub fn metrics(&self) -> &m::Metrics {
+        &self.metrics
     }
 
     /// The token every task watches; cancelled by [`Tasks::shutdown`]. A task
@@ -103,10 +132,11 @@ impl Tasks {
         F: Future<Output = ()> + Send + 'static,
     {
         let running = self.running(name);
+        let metrics = self.metrics.clone();
         self.tracker.spawn(async move {
             let _running = running;
             if let Err(panic) = (CatchUnwind(Box::pin(task))).await {
-                report_panic(name, panic.as_ref());
+                report_panic(&metrics, name, panic.as_ref());
             }
         })
     }
@@ -127,6 +157,7 @@ impl Tasks {
         F: Future<Output = ()> + Send + 'static,
     {
         let running = self.running(name);
+        let metrics = self.metrics.clone();
         self.tracker.spawn(async move {
             let _running = running;
             let mut pause = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
@@ -134,7 +165,7 @@ impl Tasks {
                 let started = tokio::time::Instant::now();
                 match (CatchUnwind(Box::pin(make()))).await {
                     Ok(()) => return,
-                    Err(panic) => report_panic(name, panic.as_ref()),
+                    Err(panic) => report_panic(&metrics, name, panic.as_ref()),
                 }
                 if started.elapsed() > Duration::from_secs(60) {
                     pause.reset();
@@ -146,7 +177,9 @@ impl Tasks {
                 {
                     return;
                 }
-                ::metrics::counter!(m::TASK_RESTARTS, "task" => name).increment(1);
+                metrics
+                    .counter_with(m::TASK_RESTARTS, &[("task", name)])
+                    .increment(1);
                 tracing::warn!(task = name, "Restarted a background task after its panic.");
             }
         })
@@ -160,10 +193,14 @@ impl Tasks {
             .unwrap_or_else(|p| p.into_inner())
             .entry(name)
             .or_default() += 1;
-        ::metrics::gauge!(m::BACKGROUND_TASKS, "task" => name).increment(1.0);
+        let gauge = self
+            .metrics
+            .gauge_with(m::BACKGROUND_TASKS, &[("task", name)]);
+        gauge.increment(1.0);
         Running {
             name,
             running: self.running.clone(),
+            gauge,
         }
     }
 
@@ -200,6 +237,8 @@ impl Tasks {
 pub(crate) struct Running {
     name: &'static str,
     running: Arc<Mutex<BTreeMap<&'static str, usize>>>,
+    /// `postback_background_tasks{task}`.
+    gauge: metrics::Gauge,
 }
 
 impl Drop for Running {
@@ -212,12 +251,12 @@ impl Drop for Running {
         {
             *n = n.saturating_sub(1);
         }
-        ::metrics::gauge!(m::BACKGROUND_TASKS, "task" => self.name).decrement(1.0);
+        self.gauge.decrement(1.0);
     }
 }
 
-/// Logs a background task's panic at ERROR and counts it.
-pub fn report_panic(task: &'static str, payload: &(dyn Any + Send)) {
+/// Logs a background task's panic at ERROR and counts it in `metrics`.
+pub fn report_panic(metrics: &m::Metrics, task: &'static str, payload: &(dyn Any + Send)) {
     let what = payload
         .downcast_ref::<&str>()
         .copied()
@@ -229,7 +268,9 @@ pub fn report_panic(task: &'static str, payload: &(dyn Any + Send)) {
         "A background task panicked and stopped; the gateway goes on without it. \
          Restart the instance."
     );
-    ::metrics::counter!(m::TASK_PANICS, "task" => task).increment(1);
+    metrics
+        .counter_with(m::TASK_PANICS, &[("task", task)])
+        .increment(1);
 }
 
 /// A future that turns a panic while it is polled into an `Err`.

@@ -37,10 +37,12 @@ fn respond(app: &Arc<App>, req: &Request<Incoming>, with_console: bool) -> Respo
     match req.uri().path() {
         "/metrics" => {
             let ready = app.ready();
-            metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
-            metrics::gauge!(m::CONSOLE_BYTES).set(app.console.bytes() as f64);
-            m::collect_process();
-            let mut resp = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            let metrics = app.metrics();
+            metrics.gauge(m::READY).set(if ready { 1.0 } else { 0.0 });
+            metrics
+                .gauge(m::CONSOLE_BYTES)
+                .set(app.console.bytes() as f64);
+            let mut resp = Response::new(Full::new(Bytes::from(metrics.render())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

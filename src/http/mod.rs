@@ -5,7 +5,6 @@
 
 pub(crate) mod admin;
 pub(crate) mod public;
-pub(crate) mod refusals;
 pub(crate) mod reply;
 
 use std::convert::Infallible;
@@ -34,13 +33,15 @@ use crate::rejection::Rejection;
 const HYPER_MIN_BUF: usize = 8192;
 
 /// Serves `listener` with `handler` until `shutdown` turns true, then lets
-/// open connections finish for up to `grace`.
+/// open connections finish for up to `grace`. Connections over the limits
+/// are answered 503, closed and counted in `refused`.
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    refused: metrics::Counter,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<reply::Body>> + Send + 'static,
@@ -80,12 +81,12 @@ pub(crate) async fn serve<H, F>(
                     .with_retries(3);
                 let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                 let Some(held) = per_client.take(peer.ip(), &limits) else {
-                    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+                    refused.increment(1);
                     tokio::spawn(refuse_connection(stream));
                     continue;
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+                    refused.increment(1);
                     tokio::spawn(refuse_connection(stream));
                     continue;
                 };

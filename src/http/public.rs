@@ -18,7 +18,6 @@ use time::OffsetDateTime;
 
 use super::reply::{self, Body};
 use crate::event::Kind;
-use crate::metrics as m;
 use crate::pipeline::{self, App, Handled, Method, Outcome};
 use crate::postback::Reason;
 use crate::rejection::Rejection;
@@ -31,11 +30,11 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let json = wants_json(req.headers());
-    let delivery = admit(app, req, peer).await;
+    let delivery = admit(app.clone(), req, peer).await;
     let Handled { kind, outcome } = delivery.await;
     let resp = reply::postback(kind, &outcome, json);
     if let Some(kind) = kind {
-        count(kind, &outcome, started);
+        count(&app, kind, &outcome, started);
     }
     resp
 }
@@ -96,12 +95,12 @@ async fn admit(
 }
 
 /// Counts a routed request by endpoint and outcome, and a rejection by reason.
-fn count(kind: Kind, outcome: &Outcome, started: Instant) {
-    let hot = m::hot();
+fn count(app: &App, kind: Kind, outcome: &Outcome, started: Instant) {
+    let hot = app.metrics().hot();
     if let Outcome::Rejected(r) = outcome {
         if let Some(slot) = r.slot() {
             hot.rejection(slot);
-            super::refusals::count(slot);
+            app.refusals.count(slot);
         }
     }
     if let Some(counted) = outcome.counted() {

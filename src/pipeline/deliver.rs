@@ -81,7 +81,7 @@ pub(super) fn claim(
     );
     let state = match route.try_claim(key) {
         Some(claim) => State::Reserved {
-            reservation: settle(claim, &source)?,
+            reservation: settle(app, claim, &source)?,
             event: encode(
                 &conv,
                 &source,
@@ -119,7 +119,7 @@ pub(super) async fn finish(app: &App, claimed: Claimed) -> Outcome {
         State::Waiting(w) => {
             // Boxed: the wait's state would otherwise enlarge every request's future.
             let claim = Box::pin(w.route.reserve(w.key, app.delivery_wait)).await;
-            let reservation = match settle(claim, &source) {
+            let reservation = match settle(app, claim, &source) {
                 Ok(r) => r,
                 Err(outcome) => return outcome,
             };
@@ -155,10 +155,10 @@ pub(super) async fn finish(app: &App, claimed: Claimed) -> Outcome {
     .await;
     match delivered {
         Ok(()) => {
-            source.count_accepted();
+            source.count_accepted(app.metrics());
             if let Some(campaign) = campaign.as_deref() {
                 app.campaigns
-                    .observe(&source.platform, &source.name, campaign);
+                    .observe(&source.platform, &source.name, campaign, app.metrics());
             }
             Outcome::Accepted(event_id)
         }
@@ -172,11 +172,11 @@ pub(super) async fn finish(app: &App, claimed: Claimed) -> Outcome {
 }
 
 /// The reservation when the key is this request's; otherwise the outcome.
-fn settle(claim: Claim, source: &Source) -> Result<Reservation, Outcome> {
+fn settle(app: &App, claim: Claim, source: &Source) -> Result<Reservation, Outcome> {
     match claim {
         Claim::Reserved(r) => Ok(r),
         Claim::Duplicate(first) => {
-            source.count_duplicate();
+            source.count_duplicate(app.metrics());
             Err(Outcome::Duplicate(Some(first)))
         }
         Claim::Busy => Err(Outcome::Rejected(Rejection::Unavailable)),

@@ -11,6 +11,7 @@ mod admit;
 mod deliver;
 mod detach;
 mod params;
+pub mod refusals;
 mod route;
 
 use std::borrow::Cow;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use metrics_exporter_prometheus::PrometheusHandle;
 use time::OffsetDateTime;
 use tracing::debug;
 use uuid::Uuid;
@@ -61,19 +61,24 @@ pub struct App {
     pub warming: AtomicBool,
     /// Per-client-address rate limit, when configured.
     pub per_client: Option<PerClient>,
-    /// The metrics recorder, rendered by `/metrics`.
-    pub metrics: PrometheusHandle,
+    /// Refusals since the last summary the sweeper logged.
+    pub refusals: refusals::Refusals,
     /// The last postbacks of each source, for the admin console.
     pub console: Arc<crate::console::Recent>,
     /// Who may read the console.
     pub admin: crate::config::admin::AdminAccess,
     /// The owner of the background tasks: a delivery whose client hung up
     /// finishes in one of its tasks, named, its panic counted, waited for at
-    /// shutdown.
+    /// shutdown. Its metrics are the gateway's ([`App::metrics`]).
     pub tasks: Tasks,
 }
 
 impl App {
+    /// The gateway's metrics, which `/metrics` renders.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.tasks.metrics()
+    }
+
     /// Whether events can be made durable now.
     pub(crate) fn ready(&self) -> bool {
         self.not_ready().is_none()
@@ -372,12 +377,12 @@ fn prepare(
     };
     let params = checked(kind, target, req, &source).map_err(refuse)?;
     if postback::ignored(&params, &source.rules) {
-        source.count_ignored();
+        source.count_ignored(app.metrics());
         return Err(Outcome::Ignored);
     }
     let conv =
         postback::parse(&params, &source.rules).map_err(|r| refuse(Rejection::Invalid(r)))?;
-    source.count_unread(conv.unread);
+    source.count_unread(conv.unread, app.metrics());
     deliver::claim(app, kind, source, conv, client, req)
 }
 

@@ -100,7 +100,7 @@ impl Durable {
         };
         match tokio::time::timeout(self.append_timeout, self.spool.append(&record)).await {
             Ok(Ok(())) => {
-                metrics::counter!(m::SPOOLED).increment(1);
+                self.spool.metrics().counter(m::SPOOLED).increment(1);
                 Ok(())
             }
             Ok(Err(SpoolError::Full)) => Err(SinkError::SpoolFull),
@@ -112,7 +112,7 @@ impl Durable {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(event.event_id.as_u128());
-                metrics::counter!(m::SPOOL_TIMEOUTS).increment(1);
+                self.spool.metrics().counter(m::SPOOL_TIMEOUTS).increment(1);
                 Err(SinkError::SpoolTimeout)
             }
         }
@@ -250,14 +250,14 @@ impl Drainer {
     /// Kafka, or sends the next records of the oldest segment (deleting the
     /// segment once it is drained). `Err` when told to stop.
     async fn round(&mut self) -> Result<(), Stopped> {
-        if super::faults::drainer_panics() {
+        if self.spool.faults().drainer_panics() {
             panic!("a drainer panic injected by a test");
         }
         if !self.sink.topic_warm.load(Ordering::Acquire) {
             return self.warm_from_topic().await;
         }
         if self.spool.backlog() == 0 {
-            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(0.0);
+            self.spool.metrics().gauge(m::SPOOL_OLDEST_AGE).set(0.0);
             self.in_kafka.clear();
         }
         if !self.sink.kafka.ready() {
@@ -356,7 +356,10 @@ impl Drainer {
     async fn send(&mut self, batch: spool::Batch) -> Result<(), Stopped> {
         if let Some((_, first)) = batch.records.first() {
             let age = (self.clock)().saturating_sub(first.at);
-            metrics::gauge!(m::SPOOL_OLDEST_AGE).set(f64::from(age));
+            self.spool
+                .metrics()
+                .gauge(m::SPOOL_OLDEST_AGE)
+                .set(f64::from(age));
             if self.need_scan {
                 // Nothing of the batch goes out until a read-back got to the
                 // end: a read that stopped short may have missed the very
@@ -384,14 +387,20 @@ impl Drainer {
                 }
             }
             if !skip.is_empty() {
-                metrics::counter!(m::SPOOL_SKIPPED).increment(skip.len() as u64);
+                self.spool
+                    .metrics()
+                    .counter(m::SPOOL_SKIPPED)
+                    .increment(skip.len() as u64);
             }
             // Stopped part-way: the chunk stays in the spool, and the next
             // start reads the topic back before sending it again.
             deliver_all(&self.sink, &self.lookback, send, &self.stop).await?;
             self.pos = chunk.last().map_or(self.pos, |(end, _)| *end);
             self.spool.acknowledged(chunk.len() as u64);
-            metrics::counter!(m::SPOOL_DRAINED).increment(chunk.len() as u64);
+            self.spool
+                .metrics()
+                .counter(m::SPOOL_DRAINED)
+                .increment(chunk.len() as u64);
         }
         if self.spool.backlog() == 0 {
             info!("The spool is drained.");
@@ -437,8 +446,9 @@ async fn deliver_all(
         let mut set = JoinSet::new();
         for (i, (ev, _)) in todo.iter().enumerate() {
             let (kafka, ev) = (sink.kafka.clone(), ev.clone());
+            let panics = sink.spool.faults().drain_delivery_panics();
             set.spawn(async move {
-                if super::faults::drain_delivery_panics() {
+                if panics {
                     panic!("a delivery panic injected by a test");
                 }
                 (i, kafka.send_event(&ev).await)
@@ -456,7 +466,7 @@ async fn deliver_all(
                     Some(Ok((i, Err(SinkError::Refused(why))))) => refused.push((i, why)),
                     Some(Ok((_, Err(_)))) => {}
                     Some(Err(e)) if e.is_panic() => {
-                        tasks::report_panic(tasks::DRAIN_DELIVERY, e.into_panic().as_ref());
+                        tasks::report_panic(sink.spool.metrics(), tasks::DRAIN_DELIVERY, e.into_panic().as_ref());
                     }
                     Some(Err(e)) => warn!(error = %e, "A spooled event's delivery failed unexpectedly; it is retried."),
                     None => break,
@@ -469,7 +479,10 @@ async fn deliver_all(
             match tokio::task::spawn_blocking(move || spool.dead_letter(&record)).await {
                 Ok(Ok(())) => {
                     done[i] = true;
-                    metrics::counter!(m::SPOOL_DEAD_LETTERS).increment(1);
+                    sink.spool
+                        .metrics()
+                        .counter(m::SPOOL_DEAD_LETTERS)
+                        .increment(1);
                     tracing::error!(
                         event_id = %id,
                         reason = %why.escape_debug(),
@@ -510,7 +523,10 @@ async fn deliver_all(
         let before = todo.len();
         todo.retain(|(ev, _)| !in_kafka.has(ev.event_id.as_u128(), ev.dedup_key));
         if todo.len() < before {
-            metrics::counter!(m::SPOOL_SKIPPED).increment((before - todo.len()) as u64);
+            sink.spool
+                .metrics()
+                .counter(m::SPOOL_SKIPPED)
+                .increment((before - todo.len()) as u64);
         }
     }
     Ok(())

@@ -46,6 +46,8 @@ pub(crate) struct Verdicts {
     wake: Arc<Notify>,
     /// Why this instance cannot deliver any more, once it cannot.
     broken: Mutex<Option<String>>,
+    /// The gateway's metrics, which the statistics go to.
+    metrics: m::Metrics,
 }
 
 impl Verdicts {
@@ -120,7 +122,7 @@ impl ClientContext for Verdicts {
     }
 
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        super::stats::record(&statistics);
+        super::stats::record(&statistics, &self.metrics);
     }
 }
 
@@ -192,10 +194,12 @@ fn start_producer(
     tasks: &Tasks,
 ) -> anyhow::Result<Arc<KafkaProducer>> {
     let (config, broken) = (config.clone(), broken.clone());
+    let metrics = tasks.metrics().clone();
     let producer: KafkaProducer = native::start_as_background(move || {
         config.create_with_context(Verdicts {
             wake: broken,
             broken: Mutex::new(None),
+            metrics,
         })
     })
     .context("cannot start the Kafka producer's threads")?
@@ -225,7 +229,8 @@ impl KafkaSink {
         );
         // The topic is made now when the cluster answers; otherwise the
         // watcher makes it once it does (events go to the spool until then).
-        let topic_ready = ensure_topic(&prober, cfg, Duration::from_secs(5)).await?;
+        let topic_ready =
+            ensure_topic(&prober, cfg, Duration::from_secs(5), tasks.metrics()).await?;
         if !topic_ready {
             warn!(
                 brokers = %brokers.escape_debug(),
@@ -268,7 +273,10 @@ impl KafkaSink {
             "The Kafka producer cannot deliver any more; starting a new producer. \
              Events in flight on the old one go to the spool and drain from there."
         );
-        metrics::counter!(m::KAFKA_PRODUCER_RESTARTS).increment(1);
+        self.tasks
+            .metrics()
+            .counter(m::KAFKA_PRODUCER_RESTARTS)
+            .increment(1);
         let new = loop {
             // Starting a producer joins a thread: off the runtime's workers.
             let (config, broken, tasks) = (
@@ -319,7 +327,14 @@ async fn watch(sink: Arc<KafkaSink>, stop: tokio_util::sync::CancellationToken) 
         }
         logs::LOG.flush();
         if !sink.topic_ready.load(Ordering::Relaxed) {
-            match ensure_topic(&sink.prober, &sink.topic_config, Duration::from_millis(800)).await {
+            match ensure_topic(
+                &sink.prober,
+                &sink.topic_config,
+                Duration::from_millis(800),
+                sink.tasks.metrics(),
+            )
+            .await
+            {
                 Ok(ready) => sink.topic_ready.store(ready, Ordering::Relaxed),
                 Err(e) => {
                     logs::LOG.say("ensure-topic", Level::ERROR, || {
@@ -381,7 +396,7 @@ async fn probe(sink: &Arc<KafkaSink>) {
                 // gateway ran. The watcher creates it again (or says why not).
                 Ok(Ok(false)) => {
                     sink.topic_ready.store(false, Ordering::Relaxed);
-                    metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(1.0);
+                    sink.tasks.metrics().gauge(m::KAFKA_TOPIC_MISSING).set(1.0);
                     logs::LOG.say("topic-gone", Level::ERROR, || {
                         format!(
                             "The topic {} is gone from the cluster; postbacks go to the spool \
@@ -403,8 +418,14 @@ async fn probe(sink: &Arc<KafkaSink>) {
             warn!(topic = %sink.topic, "Kafka is not reachable; postbacks go to the spool until it is.");
         }
     }
-    metrics::gauge!(m::KAFKA_UP).set(if ok { 1.0 } else { 0.0 });
-    metrics::gauge!(m::KAFKA_QUEUE).set(f64::from(sink.producer().in_flight_count()));
+    sink.tasks
+        .metrics()
+        .gauge(m::KAFKA_UP)
+        .set(if ok { 1.0 } else { 0.0 });
+    sink.tasks
+        .metrics()
+        .gauge(m::KAFKA_QUEUE)
+        .set(f64::from(sink.producer().in_flight_count()));
 }
 
 /// Creates the topic unless the cluster already has it. `Ok(false)` when the
@@ -414,6 +435,7 @@ async fn ensure_topic(
     admin: &Arc<AdminClient<Quiet>>,
     cfg: &KafkaConfig,
     timeout: Duration,
+    metrics: &m::Metrics,
 ) -> anyhow::Result<bool> {
     let (asker, topic) = (admin.clone(), cfg.topic.clone());
     let found = tokio::task::spawn_blocking(move || {
@@ -430,7 +452,7 @@ async fn ensure_topic(
     .await;
     let brokers = match found {
         Ok(Ok((true, _))) => {
-            metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(0.0);
+            metrics.gauge(m::KAFKA_TOPIC_MISSING).set(0.0);
             return Ok(true);
         }
         Ok(Ok((false, brokers))) => brokers,
@@ -465,12 +487,12 @@ async fn ensure_topic(
                 RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::BrokerTransportFailure,
             )) => return Ok(false),
             Err((t, e)) => {
-                metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(1.0);
+                metrics.gauge(m::KAFKA_TOPIC_MISSING).set(1.0);
                 anyhow::bail!("cannot create topic {t}: {e}")
             }
         }
     }
-    metrics::gauge!(m::KAFKA_TOPIC_MISSING).set(0.0);
+    metrics.gauge(m::KAFKA_TOPIC_MISSING).set(0.0);
     Ok(true)
 }
 
@@ -531,12 +553,17 @@ impl KafkaSink {
                 let acked = Instant::now();
                 self.last_ack_ms
                     .store(self.ms_at(acked).max(1), Ordering::Relaxed);
-                m::hot()
+                self.tasks
+                    .metrics()
+                    .hot()
                     .kafka_delivery_seconds
                     .record(acked.duration_since(started).as_secs_f64());
             }
             Err(e) => {
-                metrics::counter!(m::KAFKA_FAILURES, "cause" => e.cause()).increment(1);
+                self.tasks
+                    .metrics()
+                    .counter_with(m::KAFKA_FAILURES, &[("cause", e.cause())])
+                    .increment(1);
                 // Refused for good, the postback is answered 503 (the direct
                 // path) or dead-lettered (the drainer); anything else waits
                 // in the spool.

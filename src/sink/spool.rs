@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::faults::Faults;
 use crate::metrics as m;
 use crate::tasks;
 
@@ -341,7 +342,11 @@ fn refuse_newer(path: &Path, newer: Newer) -> io::Error {
 /// rollback after a format change must not delete events a newer build
 /// acknowledged. Returns the records' keys and the segment's length after
 /// recovery.
-fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
+fn recover_segment(
+    dir: &Path,
+    path: &Path,
+    metrics: &m::Metrics,
+) -> io::Result<(Vec<Spooled>, u64)> {
     let bytes = fs::read(path)?;
     let len = bytes.len() as u64;
     let Scan {
@@ -359,7 +364,7 @@ fn recover_segment(dir: &Path, path: &Path) -> io::Result<(Vec<Spooled>, u64)> {
     };
     let valid: u64 = records.iter().map(|(from, to, _)| to - from).sum();
     for (from, to) in &damaged {
-        metrics::counter!(m::SPOOL_CORRUPT).increment(1);
+        metrics.counter(m::SPOOL_CORRUPT).increment(1);
         tracing::error!(
             segment = %path.display(),
             from,
@@ -474,16 +479,23 @@ struct Shared {
     events: AtomicU64,
     /// Why the spool cannot take writes now, if it cannot.
     unwritable: Mutex<Option<String>>,
+    /// The metrics of the gateway the spool belongs to.
+    metrics: m::Metrics,
 }
 
 impl Shared {
     fn publish(&self) {
-        metrics::gauge!(m::SPOOL_BYTES).set(self.bytes.load(Ordering::Acquire) as f64);
-        metrics::gauge!(m::SPOOL_EVENTS).set(self.events.load(Ordering::Acquire) as f64);
+        let m = &self.metrics;
+        m.gauge(m::SPOOL_BYTES)
+            .set(self.bytes.load(Ordering::Acquire) as f64);
+        m.gauge(m::SPOOL_EVENTS)
+            .set(self.events.load(Ordering::Acquire) as f64);
     }
 
     fn set_unwritable(&self, why: Option<String>) {
-        metrics::gauge!(m::SPOOL_WRITABLE).set(if why.is_some() { 0.0 } else { 1.0 });
+        self.metrics
+            .gauge(m::SPOOL_WRITABLE)
+            .set(if why.is_some() { 0.0 } else { 1.0 });
         *self.unwritable.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 }
@@ -553,6 +565,8 @@ pub struct Spool {
     max_bytes: u64,
     /// Wakes the drainer after a sync.
     pub(crate) appended: Arc<Notify>,
+    /// The faults a test injects into the gateway this spool belongs to.
+    faults: Faults,
 }
 
 impl Spool {
@@ -565,12 +579,30 @@ impl Spool {
         max_bytes: u64,
         segment_bytes: u64,
     ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
+        Spool::open_with(
+            dir,
+            max_bytes,
+            segment_bytes,
+            m::Metrics::new(),
+            Default::default(),
+        )
+    }
+
+    /// [`Spool::open`] recording into `metrics`, with the faults a test
+    /// injects into it (and into the drainer that reads it).
+    pub fn open_with(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+        metrics: m::Metrics,
+        faults: Faults,
+    ) -> io::Result<(Arc<Spool>, Vec<Spooled>)> {
         let lock = lock_dir(dir)?;
         let Recovered {
             mut segments,
             pending,
             bytes,
-        } = recover(dir, segments_on_disk(dir)?)?;
+        } = recover(dir, segments_on_disk(dir)?, &metrics)?;
         // The dead-letter file shares the bound: Kafka refusing every event
         // (an ACL change) must not fill the disk behind the limit's back.
         let bytes = bytes
@@ -593,6 +625,7 @@ impl Spool {
             bytes: AtomicU64::new(bytes),
             events: AtomicU64::new(pending.len() as u64),
             unwritable: Mutex::new(None),
+            metrics,
         });
         shared.set_unwritable(None);
         let spool = Arc::new(Spool {
@@ -604,6 +637,7 @@ impl Spool {
             shared: shared.clone(),
             max_bytes,
             appended: Arc::new(Notify::new()),
+            faults: faults.clone(),
         });
         let writer = Writer {
             dir: dir.to_owned(),
@@ -616,6 +650,7 @@ impl Spool {
             shared,
             seal: false,
             garbage: false,
+            faults,
         };
         *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer.start(rx)?);
         spool.publish();
@@ -684,6 +719,16 @@ impl Spool {
 
     fn publish(&self) {
         self.shared.publish();
+    }
+
+    /// The faults a test injects into this spool's gateway.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The metrics of this spool's gateway.
+    pub(crate) fn metrics(&self) -> &m::Metrics {
+        &self.shared.metrics
     }
 
     /// The oldest segment's synced records from byte `from` on, and whether
@@ -776,7 +821,7 @@ impl Spool {
             new
         };
         for (from, to) in new_damage {
-            metrics::counter!(m::SPOOL_CORRUPT).increment(1);
+            self.shared.metrics.counter(m::SPOOL_CORRUPT).increment(1);
             tracing::error!(
                 segment = %path.display(),
                 from,
@@ -940,7 +985,7 @@ struct Recovered {
 
 /// Recovers each segment of `found` (made private again, damage cut or
 /// skipped): see [`recover_segment`].
-fn recover(dir: &Path, found: Vec<(u64, PathBuf)>) -> io::Result<Recovered> {
+fn recover(dir: &Path, found: Vec<(u64, PathBuf)>, metrics: &m::Metrics) -> io::Result<Recovered> {
     let mut segments = VecDeque::new();
     let mut pending = Vec::new();
     let mut bytes = 0u64;
@@ -950,7 +995,7 @@ fn recover(dir: &Path, found: Vec<(u64, PathBuf)>) -> io::Result<Recovered> {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
         }
-        let (records, valid) = recover_segment(dir, &path)?;
+        let (records, valid) = recover_segment(dir, &path, metrics)?;
         bytes += valid;
         segments.push_back(Segment::new(seq, path, valid, records.len() as u64, true));
         pending.extend(records);
@@ -985,6 +1030,7 @@ struct Writer {
     /// A failed write left bytes after `len` that could not be cut off:
     /// nothing more is written to this segment.
     garbage: bool,
+    faults: Faults,
 }
 
 impl Writer {
@@ -997,7 +1043,7 @@ impl Writer {
             .spawn(move || {
                 let run = std::panic::AssertUnwindSafe(|| self.run(rx));
                 if let Err(panic) = std::panic::catch_unwind(run) {
-                    tasks::report_panic(tasks::SPOOL_WRITER, panic.as_ref());
+                    tasks::report_panic(&shared.metrics, tasks::SPOOL_WRITER, panic.as_ref());
                 }
                 shared.set_unwritable(Some(SpoolError::Closed.to_string()));
             })
@@ -1028,7 +1074,7 @@ impl Writer {
 
     /// Writes one group of appends, syncs it, and answers each.
     fn write(&mut self, appends: Vec<Pending>) {
-        super::faults::spool_write();
+        self.faults.spool_write();
         // Nothing may land after bytes a failed write left behind: cut them
         // off now, or go on in a new segment.
         if self.garbage {
@@ -1070,7 +1116,7 @@ impl Writer {
                     .collect();
                 // The gauges are right before anyone hears of the write.
                 self.shared.publish();
-                metrics::counter!(m::SPOOL_SYNCS).increment(1);
+                self.shared.metrics.counter(m::SPOOL_SYNCS).increment(1);
                 for done in waiting {
                     let _ = done.send(Ok(()));
                 }
@@ -1089,8 +1135,8 @@ impl Writer {
     }
 
     fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
-        super::faults::spool_slow_write();
-        if super::faults::spool_disk_full() {
+        self.faults.spool_slow_write();
+        if self.faults.spool_disk_full() {
             // What a full disk leaves: part of the batch in the file.
             self.file.write_all(&buf[..buf.len() / 2])?;
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
@@ -1116,7 +1162,7 @@ impl Writer {
 
     /// Cuts what a failed write left off the active segment.
     fn truncate(&mut self) -> io::Result<()> {
-        super::faults::spool_truncate()?;
+        self.faults.spool_truncate()?;
         self.file.set_len(self.len)?;
         self.garbage = false;
         Ok(())
@@ -1134,7 +1180,7 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         let seq = self.seq + 1;
         let path = segment_path(&self.dir, seq);
-        super::faults::spool_create()?;
+        self.faults.spool_create()?;
         let file = create_segment(&path)?;
         sync_dir(&self.dir)?;
         let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
@@ -1298,7 +1344,7 @@ mod tests {
         last[30] ^= 0xff;
         bytes.extend_from_slice(&last);
         fs::write(&seg, &bytes).unwrap();
-        let (found, valid) = recover_segment(dir.path(), &seg).unwrap();
+        let (found, valid) = recover_segment(dir.path(), &seg, &m::Metrics::new()).unwrap();
         assert_eq!(found, keys(0..3));
         assert_eq!(valid, whole as u64);
         assert_eq!(fs::metadata(&seg).unwrap().len(), whole as u64);

@@ -9,26 +9,41 @@ use rdkafka::statistics::{Broker, Statistics};
 use crate::metrics as m;
 
 /// Sets the gauges from one statistics report of the producer.
-pub(crate) fn record(stats: &Statistics) {
-    metrics::gauge!(m::KAFKA_QUEUE_MESSAGES).set(stats.msg_cnt as f64);
-    metrics::gauge!(m::KAFKA_QUEUE_BYTES).set(stats.msg_size as f64);
-    metrics::gauge!(m::KAFKA_QUEUE_MAX_MESSAGES).set(stats.msg_max as f64);
-    metrics::gauge!(m::KAFKA_QUEUE_MAX_BYTES).set(stats.msg_size_max as f64);
+pub(crate) fn record(stats: &Statistics, metrics: &m::Metrics) {
+    for (gauge, value) in [
+        (m::KAFKA_QUEUE_MESSAGES, stats.msg_cnt),
+        (m::KAFKA_QUEUE_BYTES, stats.msg_size),
+        (m::KAFKA_QUEUE_MAX_MESSAGES, stats.msg_max),
+        (m::KAFKA_QUEUE_MAX_BYTES, stats.msg_size_max),
+    ] {
+        metrics.gauge(gauge).set(value as f64);
+    }
     for b in stats.brokers.values().filter(|b| b.nodeid >= 0) {
-        broker(b);
+        broker(b, metrics);
     }
 }
 
-fn broker(b: &Broker) {
+fn broker(b: &Broker, metrics: &m::Metrics) {
     let id = b.nodeid.to_string();
-    metrics::gauge!(m::KAFKA_BROKER_UP, "broker" => id.clone()).set(up(&b.state));
-    metrics::gauge!(m::KAFKA_BROKER_IN_FLIGHT, "broker" => id.clone()).set(b.waitresp_cnt as f64);
-    metrics::gauge!(m::KAFKA_BROKER_QUEUED, "broker" => id.clone()).set(b.outbuf_cnt as f64);
+    let broker = [("broker", id.as_str())];
+    metrics
+        .gauge_with(m::KAFKA_BROKER_UP, &broker)
+        .set(up(&b.state));
+    metrics
+        .gauge_with(m::KAFKA_BROKER_IN_FLIGHT, &broker)
+        .set(b.waitresp_cnt as f64);
+    metrics
+        .gauge_with(m::KAFKA_BROKER_QUEUED, &broker)
+        .set(b.outbuf_cnt as f64);
     // Without a request in the window there is no round trip to show: the
     // last one stays.
     if let Some(rtt) = b.rtt.as_ref().filter(|w| w.cnt > 0) {
         for (quantile, micros) in [("0.5", rtt.p50), ("0.99", rtt.p99)] {
-            metrics::gauge!(m::KAFKA_BROKER_RTT, "broker" => id.clone(), "quantile" => quantile)
+            metrics
+                .gauge_with(
+                    m::KAFKA_BROKER_RTT,
+                    &[("broker", &id), ("quantile", quantile)],
+                )
                 .set(micros as f64 / 1e6);
         }
     }
@@ -74,6 +89,13 @@ mod tests {
     fn a_report_parses_and_records_without_brokers() {
         let stats: Statistics = serde_json::from_str(REPORT).unwrap();
         assert_eq!((stats.msg_cnt, stats.msg_size), (7, 2048));
-        record(&stats);
+        let metrics = m::Metrics::new();
+        record(&stats, &metrics);
+        let text = metrics.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "postback_kafka_producer_queue_messages 7"),
+            "{text}"
+        );
     }
 }

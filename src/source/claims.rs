@@ -35,6 +35,7 @@ impl CampaignClaims {
         platform: &str,
         source: &Arc<str>,
         campaign: &str,
+        metrics: &m::Metrics,
     ) -> Option<Arc<str>> {
         let mut h = self.hasher.build_hasher();
         platform.hash(&mut h);
@@ -45,7 +46,8 @@ impl CampaignClaims {
                 return None;
             }
             let owner = owner.clone();
-            metrics::counter!(m::CAMPAIGN_CONFLICTS, "platform" => platform.to_owned())
+            metrics
+                .counter_with(m::CAMPAIGN_CONFLICTS, &[("platform", platform)])
                 .increment(1);
             if self.warning_allowed() {
                 warn!(
@@ -87,15 +89,19 @@ mod tests {
     #[test]
     fn a_second_source_of_one_platform_conflicts() {
         let c = CampaignClaims::default();
+        let metrics = m::Metrics::new();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-        assert_eq!(c.observe("voluum", &a, "c1"), None);
-        assert_eq!(c.observe("voluum", &a, "c1"), None);
-        assert_eq!(c.observe("voluum", &b, "c1").as_deref(), Some("a"));
+        assert_eq!(c.observe("voluum", &a, "c1", &metrics), None);
+        assert_eq!(c.observe("voluum", &a, "c1", &metrics), None);
         assert_eq!(
-            c.observe("binom", &b, "c1"),
+            c.observe("voluum", &b, "c1", &metrics).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            c.observe("binom", &b, "c1", &metrics),
             None,
             "another platform is fine"
         );
-        assert_eq!(c.observe("voluum", &b, "c2"), None);
+        assert_eq!(c.observe("voluum", &b, "c2", &metrics), None);
     }
 }

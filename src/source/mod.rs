@@ -66,11 +66,12 @@ pub struct Source {
     /// Pixels per second, in a bucket of their own (pixel keys are public);
     /// `None` is unlimited.
     pub(crate) pixel_rate: Option<crate::ratelimit::Limiter>,
-    /// This source's counters, registered on first use (the recorder may be
-    /// installed after the config is read), so a request allocates no label.
-    counters: std::sync::OnceLock<SourceCounters>,
+    /// This source's counters in the metrics of the gateway that serves it,
+    /// registered on first use, so a request allocates no label.
+    counters: std::sync::OnceLock<(crate::metrics::Metrics, SourceCounters)>,
 }
 
+#[derive(Clone)]
 struct SourceCounters {
     accepted: metrics::Counter,
     duplicates: metrics::Counter,
@@ -160,39 +161,59 @@ impl Source {
         }
     }
 
-    fn counters(&self) -> &SourceCounters {
-        self.counters.get_or_init(|| SourceCounters {
-            accepted: metrics::counter!(crate::metrics::ACCEPTED, "source" => self.name.to_string()),
-            duplicates: metrics::counter!(crate::metrics::DUPLICATES, "source" => self.name.to_string()),
-            unread_amounts: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "amount"),
-            unread_click_times: metrics::counter!(crate::metrics::UNREAD, "source" => self.name.to_string(), "role" => "click_time"),
-            ignored: metrics::counter!(crate::metrics::IGNORED, "source" => self.name.to_string()),
-        })
+    /// This source's counters in `metrics`. Registered once, with the first
+    /// gateway that counts for it; a second gateway of the process that
+    /// serves the same `Sources` value looks its counters up each time.
+    fn counters(&self, metrics: &crate::metrics::Metrics) -> Cow<'_, SourceCounters> {
+        let (owner, counters) = self
+            .counters
+            .get_or_init(|| (metrics.clone(), self.register(metrics)));
+        if owner.same(metrics) {
+            Cow::Borrowed(counters)
+        } else {
+            Cow::Owned(self.register(metrics))
+        }
+    }
+
+    fn register(&self, metrics: &crate::metrics::Metrics) -> SourceCounters {
+        use crate::metrics as m;
+        let source = ("source", &*self.name);
+        SourceCounters {
+            accepted: metrics.counter_with(m::ACCEPTED, &[source]),
+            duplicates: metrics.counter_with(m::DUPLICATES, &[source]),
+            unread_amounts: metrics.counter_with(m::UNREAD, &[source, ("role", "amount")]),
+            unread_click_times: metrics.counter_with(m::UNREAD, &[source, ("role", "click_time")]),
+            ignored: metrics.counter_with(m::IGNORED, &[source]),
+        }
     }
 
     /// Counts a postback answered as a success that filed nothing.
-    pub(crate) fn count_ignored(&self) {
-        self.counters().ignored.increment(1);
+    pub(crate) fn count_ignored(&self, metrics: &crate::metrics::Metrics) {
+        self.counters(metrics).ignored.increment(1);
     }
 
     /// Counts the values of a parsed conversion kept as sent instead of read.
-    pub(crate) fn count_unread(&self, unread: crate::postback::parse::Unread) {
+    pub(crate) fn count_unread(
+        &self,
+        unread: crate::postback::parse::Unread,
+        metrics: &crate::metrics::Metrics,
+    ) {
         if unread.amount {
-            self.counters().unread_amounts.increment(1);
+            self.counters(metrics).unread_amounts.increment(1);
         }
         if unread.click_time {
-            self.counters().unread_click_times.increment(1);
+            self.counters(metrics).unread_click_times.increment(1);
         }
     }
 
     /// Counts an event made durable.
-    pub(crate) fn count_accepted(&self) {
-        self.counters().accepted.increment(1);
+    pub(crate) fn count_accepted(&self, metrics: &crate::metrics::Metrics) {
+        self.counters(metrics).accepted.increment(1);
     }
 
     /// Counts a repeat answered `DUPLICATE`.
-    pub(crate) fn count_duplicate(&self) {
-        self.counters().duplicates.increment(1);
+    pub(crate) fn count_duplicate(&self, metrics: &crate::metrics::Metrics) {
+        self.counters(metrics).duplicates.increment(1);
     }
 
     /// Checks an S2S postback's `presented` key against the api keys in

@@ -1,13 +1,13 @@
-//! Faults inside the gateway, injected through `sink::faults` (a test binary
-//! of its own, since the switches are process-wide): a stalled disk under the
-//! spool, a delivery that panics while the spool drains, and a background
-//! task that panics.
+//! Faults inside the gateway, injected through its `sink::faults::Faults`: a
+//! stalled disk under the spool, a delivery that panics while the spool
+//! drains, and a background task that panics.
 use crate::common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::*;
-use postback_gateway::sink::faults;
+use postback_gateway::sink::faults::Faults;
+use postback_gateway::Handles;
 
 /// A spool write the disk does not confirm in time is answered 503 with
 /// `Retry-After`, counted, and its dedup key released: the sender's retry is
@@ -25,7 +25,9 @@ async fn a_stalled_disk_is_answered_503_and_the_retry_is_the_only_event() {
     })
     .await;
 
-    faults::SPOOL_WRITE_STALL_MS.store(1500, Ordering::Relaxed);
+    gw.faults()
+        .spool_write_stall_ms
+        .store(1500, Ordering::Relaxed);
     let r = reqwest::get(gw.url(&query("stalled", "3.00")))
         .await
         .unwrap();
@@ -36,7 +38,7 @@ async fn a_stalled_disk_is_answered_503_and_the_retry_is_the_only_event() {
 
     // The disk recovers (the late write lands); the sender retries, as a
     // sender does on a 503, until it is answered OK.
-    faults::SPOOL_WRITE_STALL_MS.store(0, Ordering::Relaxed);
+    gw.faults().spool_write_stall_ms.store(0, Ordering::Relaxed);
     let mut id = String::new();
     wait_until("a retry is accepted", async || {
         let r = reqwest::get(gw.url(&query("stalled", "3.00")))
@@ -80,14 +82,16 @@ async fn a_panicking_delivery_leaves_its_record_in_the_spool() {
         assert_eq!(r.status(), 200);
         ok.push((token, ok_id(&r.text().await.unwrap())));
     }
-    faults::DRAIN_DELIVERY_PANICS.store(2, Ordering::Relaxed);
+    gw.faults()
+        .drain_delivery_panics
+        .store(2, Ordering::Relaxed);
     kafka.broker_up(1).unwrap();
     wait_until("the spool drains", async || {
         series(&gw, "postback_spool_events").await == 0.0
     })
     .await;
     assert_eq!(
-        faults::DRAIN_DELIVERY_PANICS.load(Ordering::Relaxed),
+        gw.faults().drain_delivery_panics.load(Ordering::Relaxed),
         0,
         "the panics happened"
     );
@@ -118,7 +122,7 @@ async fn a_background_task_panic_is_counted_and_shutdown_waits_for_every_task() 
     assert_eq!(series(&gw, sweeper).await, 1.0);
     assert_eq!(series(&gw, panics).await, 0.0);
 
-    faults::SWEEPER_PANICS.store(true, Ordering::Relaxed);
+    gw.faults().sweeper_panics.store(true, Ordering::Relaxed);
     wait_until("the sweeper's panic is counted", async || {
         series(&gw, panics).await == 1.0
     })
@@ -138,9 +142,10 @@ async fn a_background_task_panic_is_counted_and_shutdown_waits_for_every_task() 
         tasks.len() >= 5,
         "the listeners, watcher, drainer, ...: {tasks:?}"
     );
+    let metrics = gw.metrics().clone();
     gw.stop().await;
-    // The admin listener is gone with the gateway: read the recorder itself.
-    let after = postback_gateway::metrics::install().render();
+    // The admin listener is gone with the gateway: read its recorder itself.
+    let after = metrics.render();
     for line in after
         .lines()
         .filter(|l| l.starts_with("postback_background_tasks{"))
@@ -163,9 +168,14 @@ async fn a_drainer_that_panics_is_started_again_and_the_spool_drains() {
         &[("drainer-panic-1", 8001), ("drainer-panic-2", 8002)],
     )
     .await;
-    faults::DRAINER_PANICS.store(true, Ordering::Relaxed);
+    let faults = Faults::default();
+    faults.drainer_panics.store(true, Ordering::Relaxed);
+    let handles = Handles {
+        faults,
+        ..Handles::default()
+    };
     let path = dir.path().to_owned();
-    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| c.spool_dir = path).await;
+    let gw = Gateway::start_with(&kafka.bootstrap_servers(), handles, |c| c.spool_dir = path).await;
     let panics = "postback_task_panics_total{task=\"spool-drainer\"}";
     let restarts = "postback_task_restarts_total{task=\"spool-drainer\"}";
     wait_until("the spool is drained", async || {

@@ -36,6 +36,7 @@ mod reload;
 mod scale_out;
 mod secure_kafka;
 mod secure_kafka_rig;
+mod side_by_side;
 mod sources_routing;
 mod spool_dir;
 mod spool_faults;

@@ -1,5 +1,5 @@
-//! The spool on a failing disk, through the fault switches of `sink::faults`
-//! (a test binary of its own, since the switches are process-wide): appends
+//! The spool on a failing disk, through the fault switches of a
+//! `sink::faults::Faults` handed to the spool or its gateway: appends
 //! whose callers stop waiting, writes that fail, failed writes that cannot be
 //! cut off or moved away from, and what `/readyz` says about a spool that
 //! cannot be written.
@@ -10,36 +10,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use postback_gateway::sink::faults;
+use postback_gateway::metrics::Metrics;
+use postback_gateway::sink::faults::Faults;
 use postback_gateway::sink::spool::{Record, Spool, SpoolError};
 use uuid::Uuid;
 
-/// One test at a time, also under `cargo test` (threads of one process):
-/// the switches and the metrics recorder are the process's. The switches
-/// are off again when it is dropped, however the test ended.
-struct Turn(#[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>);
-
-async fn turn() -> Turn {
-    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let guard = TURN.lock().await;
-    // Gauges set before the recorder is there are lost.
-    postback_gateway::metrics::install();
-    switches_off();
-    Turn(guard)
+/// A spool's disk and what it reports: the fault switches the test sets
+/// and the metrics the spool publishes.
+#[derive(Default)]
+struct Disk {
+    faults: Faults,
+    metrics: Metrics,
 }
 
-impl Drop for Turn {
-    fn drop(&mut self) {
-        switches_off();
+impl Disk {
+    /// Opens the spool in `dir` on this disk.
+    fn open(&self, dir: &Path) -> Arc<Spool> {
+        Spool::open_with(
+            dir,
+            1 << 20,
+            1 << 20,
+            self.metrics.clone(),
+            self.faults.clone(),
+        )
+        .unwrap()
+        .0
     }
-}
 
-fn switches_off() {
-    faults::SPOOL_WRITE_STALL_MS.store(0, Ordering::Relaxed);
-    faults::SPOOL_SLOW_WRITE_MS.store(0, Ordering::Relaxed);
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
-    faults::SPOOL_TRUNCATE_FAILS.store(false, Ordering::Relaxed);
-    faults::SPOOL_CREATE_FAILS.store(false, Ordering::Relaxed);
+    /// A gauge the spool publishes.
+    fn gauge(&self, name: &str) -> f64 {
+        let text = self.metrics.render();
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no gauge {name}"))
+    }
 }
 
 fn record(i: u32) -> Record {
@@ -51,20 +57,6 @@ fn record(i: u32) -> Record {
         key: format!("token-{i}"),
         payload: format!("{{\"n\":{i}}}").into_bytes(),
     }
-}
-
-/// A gauge of this process's recorder, where the spool publishes.
-fn gauge(name: &str) -> f64 {
-    let text = postback_gateway::metrics::install().render();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no gauge {name}"))
-}
-
-fn open(dir: &Path) -> Arc<Spool> {
-    Spool::open(dir, 1 << 20, 1 << 20).unwrap().0
 }
 
 /// The event ids a fresh open of `dir` finds waiting for Kafka.
@@ -93,21 +85,22 @@ fn len(path: &Path) -> u64 {
 /// are no longer counted against the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_before_its_write_is_not_written() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_WRITE_STALL_MS.store(1000, Ordering::Relaxed);
+    faults.spool_write_stall_ms.store(1000, Ordering::Relaxed);
     let gave_up = tokio::time::timeout(Duration::from_millis(300), spool.append(&record(1))).await;
     assert!(gave_up.is_err(), "the append outlasts its caller's wait");
-    faults::SPOOL_WRITE_STALL_MS.store(0, Ordering::Relaxed);
+    faults.spool_write_stall_ms.store(0, Ordering::Relaxed);
     // Queued behind the stalled write, so done only after it.
     spool.append(&record(2)).await.unwrap();
 
     assert_eq!(spool.bytes(), 2 * one, "the given-up append is not counted");
-    assert_eq!(gauge("postback_spool_events"), 2.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 2.0);
     assert_eq!(len(&segment(dir.path(), 0)), 2 * one);
     assert_eq!(spooled_ids(spool, dir.path()), ids(&[0, 2]));
 }
@@ -117,21 +110,22 @@ async fn an_append_given_up_before_its_write_is_not_written() {
 /// acknowledgements take off again), as do its bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_given_up_during_its_write_counts_when_it_lands() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_SLOW_WRITE_MS.store(1000, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(1000, Ordering::Relaxed);
     let gave_up = tokio::time::timeout(Duration::from_millis(300), spool.append(&record(1))).await;
     assert!(gave_up.is_err(), "the append outlasts its caller's wait");
-    faults::SPOOL_SLOW_WRITE_MS.store(0, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(0, Ordering::Relaxed);
     spool.append(&record(2)).await.unwrap();
 
     assert_eq!(spool.bytes(), 3 * one);
     assert_eq!(
-        gauge("postback_spool_events"),
+        disk.gauge("postback_spool_events"),
         3.0,
         "the late write is in the backlog"
     );
@@ -144,17 +138,18 @@ async fn an_append_given_up_during_its_write_counts_when_it_lands() {
 /// failed write left in the file is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_SLOW_WRITE_MS.store(1000, Ordering::Relaxed);
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(1000, Ordering::Relaxed);
+    faults.spool_disk_full.store(true, Ordering::Relaxed);
     let gave_up = tokio::time::timeout(Duration::from_millis(300), spool.append(&record(1))).await;
     assert!(gave_up.is_err(), "the append outlasts its caller's wait");
-    faults::SPOOL_SLOW_WRITE_MS.store(0, Ordering::Relaxed);
+    faults.spool_slow_write_ms.store(0, Ordering::Relaxed);
     // Queued behind the failing write, so answered only after it; a caller
     // that waits hears why.
     match spool.append(&record(2)).await {
@@ -162,14 +157,14 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
         other => panic!("expected a write error, got {other:?}"),
     }
     assert_eq!(spool.bytes(), one, "neither failed append is counted");
-    assert_eq!(gauge("postback_spool_events"), 1.0);
-    assert_eq!(gauge("postback_spool_writable"), 0.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 1.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 0.0);
 
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    faults.spool_disk_full.store(false, Ordering::Relaxed);
     spool.append(&record(3)).await.unwrap();
-    assert_eq!(gauge("postback_spool_writable"), 1.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 1.0);
     assert_eq!(spool.bytes(), 2 * one);
-    assert_eq!(gauge("postback_spool_events"), 2.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 2.0);
     assert_eq!(
         len(&segment(dir.path(), 0)),
         2 * one,
@@ -184,18 +179,19 @@ async fn a_write_that_fails_after_its_caller_gave_up_gives_its_bytes_back() {
 /// and the next batch tries again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment() {
-    let _turn = turn().await;
     let dir = common::tempdir().unwrap();
-    let spool = open(dir.path());
+    let disk = Disk::default();
+    let faults = &disk.faults;
+    let spool = disk.open(dir.path());
     spool.append(&record(0)).await.unwrap();
     let one = spool.bytes();
 
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
-    faults::SPOOL_TRUNCATE_FAILS.store(true, Ordering::Relaxed);
+    faults.spool_disk_full.store(true, Ordering::Relaxed);
+    faults.spool_truncate_fails.store(true, Ordering::Relaxed);
     assert!(spool.append(&record(1)).await.is_err());
     let garbage = len(&segment(dir.path(), 0));
     assert!(garbage > one, "half of the failed write is in the file");
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    faults.spool_disk_full.store(false, Ordering::Relaxed);
     spool.append(&record(2)).await.unwrap();
     assert_eq!(len(&segment(dir.path(), 0)), garbage, "nothing after it");
     assert_eq!(
@@ -205,22 +201,22 @@ async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment(
     );
 
     // Neither cut off nor moved away from: the spool refuses appends.
-    faults::SPOOL_CREATE_FAILS.store(true, Ordering::Relaxed);
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
+    faults.spool_create_fails.store(true, Ordering::Relaxed);
+    faults.spool_disk_full.store(true, Ordering::Relaxed);
     assert!(spool.append(&record(3)).await.is_err());
     let garbage = len(&segment(dir.path(), 1));
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    faults.spool_disk_full.store(false, Ordering::Relaxed);
     assert!(spool.append(&record(4)).await.is_err());
     assert_eq!(len(&segment(dir.path(), 1)), garbage, "nothing after it");
-    assert_eq!(gauge("postback_spool_writable"), 0.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 0.0);
     assert_eq!(spool.bytes(), 2 * one);
 
     // Once a segment can be made again, the next batch goes there.
-    faults::SPOOL_CREATE_FAILS.store(false, Ordering::Relaxed);
+    faults.spool_create_fails.store(false, Ordering::Relaxed);
     spool.append(&record(5)).await.unwrap();
     assert_eq!(len(&segment(dir.path(), 2)), one);
-    assert_eq!(gauge("postback_spool_writable"), 1.0);
-    assert_eq!(gauge("postback_spool_events"), 3.0);
+    assert_eq!(disk.gauge("postback_spool_writable"), 1.0);
+    assert_eq!(disk.gauge("postback_spool_events"), 3.0);
     assert_eq!(spool.bytes(), 3 * one);
     assert_eq!(spooled_ids(spool, dir.path()), ids(&[0, 2, 5]));
 }
@@ -230,7 +226,6 @@ async fn a_failed_write_that_cannot_be_cut_off_moves_the_spool_to_a_new_segment(
 /// names both causes. Kafka back, the spool's disk does not matter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_that_cannot_be_written_makes_the_gateway_unready_while_kafka_is_away() {
-    let _turn = turn().await;
     let kafka = mock_cluster();
     let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
     kafka.broker_down(1).unwrap();
@@ -244,7 +239,7 @@ async fn a_spool_that_cannot_be_written_makes_the_gateway_unready_while_kafka_is
         "the spool takes events"
     );
 
-    faults::SPOOL_DISK_FULL.store(true, Ordering::Relaxed);
+    gw.faults().spool_disk_full.store(true, Ordering::Relaxed);
     let r = reqwest::get(gw.url(&query("diskfull", "1.00")))
         .await
         .unwrap();
@@ -268,6 +263,6 @@ async fn a_spool_that_cannot_be_written_makes_the_gateway_unready_while_kafka_is
         0.0,
         "the disk still refuses writes"
     );
-    faults::SPOOL_DISK_FULL.store(false, Ordering::Relaxed);
+    gw.faults().spool_disk_full.store(false, Ordering::Relaxed);
     gw.stop().await;
 }

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use postback_gateway::config::Config;
-use postback_gateway::{run, Listeners};
+use postback_gateway::sink::faults::Faults;
+use postback_gateway::{run_with, Handles, Listeners};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -57,11 +57,10 @@ fn value_in(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The value of a series on the gateway's `/metrics` (0 when absent); a
-/// counter counts from the gateway's start (see [`Gateway::start`]).
+/// The value of a series on the gateway's `/metrics` (0 when absent).
 pub async fn metric(gw: &Gateway, name: &str) -> f64 {
     let text = metrics_text(gw).await;
-    value_in(&text, name).map_or(0.0, |v| v - gw.before(name))
+    value_in(&text, name).unwrap_or(0.0)
 }
 
 /// The value of one series (`name`, or `name{labels}` exactly as exported)
@@ -83,45 +82,9 @@ pub async fn value_at(metrics_url: &str, name: &str) -> Option<f64> {
     value_in(&text, name)
 }
 
-/// [`series_at`] of an in-process gateway; a counter counts from the
-/// gateway's start (see [`Gateway::start`]).
+/// [`series_at`] of an in-process gateway.
 pub async fn series(gw: &Gateway, name: &str) -> f64 {
-    series_at(&gw.admin_url("/metrics"), name).await - gw.before(name)
-}
-
-/// The counters and histograms of the process's recorder now, by series
-/// (gauges are set, not added to, so they need no baseline).
-fn cumulative_series() -> BTreeMap<String, f64> {
-    let text = postback_gateway::metrics::install().render();
-    let cumulative: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, kind)| matches!(*kind, "counter" | "histogram"))
-        .map(|(name, _)| name)
-        .collect();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| {
-            let name = series.split('{').next().unwrap_or_default();
-            cumulative.iter().any(|c| {
-                name == *c
-                    || name
-                        .strip_prefix(c)
-                        .is_some_and(|s| matches!(s, "_bucket" | "_sum" | "_count"))
-            })
-        })
-        .filter_map(|(series, v)| Some((series.to_owned(), v.parse().ok()?)))
-        .collect()
-}
-
-/// One in-process gateway at a time: the metrics recorder and the fault
-/// switches are the process's, and `cargo test` runs a file's tests as
-/// threads of one process (nextest runs each in a process of its own).
-fn one_at_a_time() -> Arc<tokio::sync::Mutex<()>> {
-    static TURN: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
-    TURN.get_or_init(Default::default).clone()
+    series_at(&gw.admin_url("/metrics"), name).await
 }
 
 /// Polls `f` every 100 ms until it is true; fails the test after 30 s.
@@ -167,21 +130,25 @@ pub struct Gateway {
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// The counters before this gateway started: earlier gateways of the
-    /// process counted into the same recorder.
-    baseline: BTreeMap<String, f64>,
-    /// This gateway's turn; the next one starts when it is dropped.
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// What the test hands the gateway: its metrics and fault switches.
+    handles: Handles,
 }
 
 impl Gateway {
-    /// Starts the gateway against `brokers` with test settings, once no
-    /// other gateway of this process runs. Its counters, as [`series`] and
-    /// [`metric`] read them, start from zero.
-    #[allow(clippy::field_reassign_with_default)]
+    /// Starts the gateway against `brokers` with test settings. Its
+    /// counters are its own: other gateways of the process (the same test's,
+    /// or another's under `cargo test`) count apart.
     pub async fn start(brokers: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
-        let turn = one_at_a_time().lock_owned().await;
-        let baseline = cumulative_series();
+        Gateway::start_with(brokers, Handles::default(), tweak).await
+    }
+
+    /// [`Gateway::start`] with `handles` (faults set before the start, say).
+    #[allow(clippy::field_reassign_with_default)]
+    pub async fn start_with(
+        brokers: &str,
+        handles: Handles,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Gateway {
         let mut config = Config {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
@@ -199,7 +166,7 @@ impl Gateway {
         let listeners = Listeners::bind(&config).await.unwrap();
         let (public, admin) = (listeners.public_addr(), listeners.admin_addr());
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(run(config, listeners, async {
+        let task = tokio::spawn(run_with(config, listeners, handles.clone(), async {
             let _ = rx.await;
         }));
         let mut gw = Gateway {
@@ -208,8 +175,7 @@ impl Gateway {
             admin,
             stop: Some(tx),
             task: Some(task),
-            baseline,
-            _turn: turn,
+            handles,
         };
         gw.wait_ready().await;
         gw
@@ -223,10 +189,14 @@ impl Gateway {
         format!("http://{}{}", self.admin, path)
     }
 
-    /// What the series `name` counted before this gateway started (0 for a
-    /// gauge, or a series that did not exist).
-    fn before(&self, name: &str) -> f64 {
-        self.baseline.get(name).copied().unwrap_or(0.0)
+    /// This gateway's fault switches.
+    pub fn faults(&self) -> &Faults {
+        &self.handles.faults
+    }
+
+    /// This gateway's metrics, readable also after it stopped.
+    pub fn metrics(&self) -> &postback_gateway::metrics::Metrics {
+        &self.handles.metrics
     }
 
     async fn wait_ready(&mut self) {
