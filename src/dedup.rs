@@ -21,6 +21,7 @@
 //! tag is reused only once none is left.
 #![warn(missing_docs)]
 
+use crate::sync::LockAnyway;
 use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -416,9 +417,7 @@ impl Dedup {
     /// the top seven for the control byte).
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
         let i = (((hash >> 25) & 0xffff_ffff) * self.shards.len() as u64) >> 32;
-        self.shards[i as usize]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shards[i as usize].lock_anyway()
     }
 
     /// Whether a slot's generation is live and inside the window whose
@@ -518,7 +517,7 @@ impl Dedup {
     /// oldest held (it is counted as evicted).
     fn take_place(&self, index: u64) -> Option<usize> {
         let cap = self.generation_cap();
-        let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gens = self.generations.lock_anyway();
         if self.held.load(Relaxed) >= self.max_keys {
             if gens.front().is_some_and(|g| index < g.index) {
                 self.evictions.increment(1);
@@ -565,7 +564,7 @@ impl Dedup {
 
     /// Undoes [`Dedup::take_place`] for a key that was already held.
     fn give_back(&self, tag: usize) {
-        let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gens = self.generations.lock_anyway();
         if let Some(g) = gens.iter_mut().find(|g| g.tag == tag) {
             g.count -= 1;
             self.held.fetch_sub(1, Relaxed);
@@ -585,7 +584,7 @@ impl Dedup {
             }
             if self.dirty() {
                 for shard in self.shards.iter() {
-                    let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut shard = shard.lock_anyway();
                     self.purge_shard(&mut shard, 1);
                 }
                 // What is left of a dead tag is a commit between its place
@@ -653,7 +652,7 @@ impl Dedup {
     pub(crate) fn sweep(&self) -> usize {
         let oldest = self.oldest_live(self.now_index());
         {
-            let mut gens = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+            let mut gens = self.generations.lock_anyway();
             while gens.front().is_some_and(|g| g.index < oldest) {
                 if let Some(g) = gens.pop_front() {
                     self.drop_generation(g, &self.expired);
@@ -664,7 +663,7 @@ impl Dedup {
             let started = std::time::Instant::now();
             for _ in 0..self.shards.len() {
                 let i = self.purge_next.fetch_add(1, Relaxed) % self.shards.len();
-                let mut shard = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
+                let mut shard = self.shards[i].lock_anyway();
                 self.purge_shard(&mut shard, 1);
                 drop(shard);
                 if started.elapsed() >= SWEEP_BUDGET {

@@ -27,6 +27,7 @@ mod reload;
 pub mod sink;
 pub mod source;
 pub(crate) mod spare;
+pub(crate) mod sync;
 pub(crate) mod tasks;
 
 use std::future::Future;

@@ -5,6 +5,7 @@
 //! less than one postback a second may be refused again when it comes back.
 #![warn(missing_docs)]
 
+use crate::sync::LockAnyway;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -94,7 +95,7 @@ impl Limiter {
 
     /// Takes a token, or says how long until the next one.
     pub fn check(&self) -> Result<(), Duration> {
-        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.bucket.lock_anyway();
         b.take(self.rate, Instant::now())
     }
 }
@@ -154,11 +155,7 @@ impl PerClient {
             return b.take(self.rate, now);
         }
         if self.buckets.len() >= self.max_clients {
-            return self
-                .shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(self.rate, now);
+            return self.shared.lock_anyway().take(self.rate, now);
         }
         self.buckets
             .entry(ip)

@@ -8,6 +8,7 @@
 //! `postback_task_panics_total{task}`. A task that panicked is not restarted.
 #![warn(missing_docs)]
 
+use crate::sync::LockAnyway;
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -187,12 +188,7 @@ impl Tasks {
 
     /// Counts a task (or a thread) as running under `name` until the guard drops.
     pub(crate) fn running(&self, name: &'static str) -> Running {
-        *self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name)
-            .or_default() += 1;
+        *self.running.lock_anyway().entry(name).or_default() += 1;
         let gauge = self
             .metrics
             .gauge_with(m::BACKGROUND_TASKS, &[("task", name)]);
@@ -218,8 +214,7 @@ impl Tasks {
         }
         let left: Vec<&str> = self
             .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_anyway()
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(name, _)| *name)
@@ -243,12 +238,7 @@ pub(crate) struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(n) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(self.name)
-        {
+        if let Some(n) = self.running.lock_anyway().get_mut(self.name) {
             *n = n.saturating_sub(1);
         }
         self.gauge.decrement(1.0);

@@ -13,6 +13,7 @@ pub(crate) mod explain;
 pub(crate) mod page;
 pub(crate) mod redact;
 
+use crate::sync::{LockAnyway, RwLockAnyway};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -270,11 +271,11 @@ impl Recent {
         match source {
             Some(name) => {
                 let log = self.log_of(name);
-                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                let mut log = log.lock_anyway();
                 self.push(&mut log, entry);
             }
             None => {
-                let mut log = self.unmatched.lock().unwrap_or_else(|e| e.into_inner());
+                let mut log = self.unmatched.lock_anyway();
                 self.push(&mut log, entry);
             }
         }
@@ -282,16 +283,12 @@ impl Recent {
 
     /// The log of `name`, when it has one.
     fn existing(&self, name: &str) -> Option<Arc<Mutex<Log>>> {
-        self.logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.logs.read_anyway().get(name).cloned()
     }
 
     fn log_of(&self, name: &Arc<str>) -> Arc<Mutex<Log>> {
         self.existing(name).unwrap_or_else(|| {
-            let mut logs = self.logs.write().unwrap_or_else(|e| e.into_inner());
+            let mut logs = self.logs.write_anyway();
             logs.entry(name.clone()).or_default().clone()
         })
     }
@@ -322,18 +319,17 @@ impl Recent {
     pub(crate) fn entries(&self, source: Option<&str>) -> Vec<Entry> {
         let take = |log: &Log| log.entries.iter().rev().cloned().collect();
         match source {
-            Some(name) => self.existing(name).map_or_else(Vec::new, |l| {
-                take(&l.lock().unwrap_or_else(|e| e.into_inner()))
-            }),
-            None => take(&self.unmatched.lock().unwrap_or_else(|e| e.into_inner())),
+            Some(name) => self
+                .existing(name)
+                .map_or_else(Vec::new, |l| take(&l.lock_anyway())),
+            None => take(&self.unmatched.lock_anyway()),
         }
     }
 
     /// The counts of `source` since start.
     pub(crate) fn counts(&self, source: &str) -> Counts {
-        self.existing(source).map_or_else(Counts::default, |l| {
-            l.lock().unwrap_or_else(|e| e.into_inner()).counts()
-        })
+        self.existing(source)
+            .map_or_else(Counts::default, |l| l.lock_anyway().counts())
     }
 
     /// Bytes the console holds now (`postback_console_bytes`, set when
@@ -375,11 +371,7 @@ pub(crate) fn sources_json(recent: &Recent, sources: &Sources) -> serde_json::Va
             })
         })
         .collect();
-    let unmatched = recent
-        .unmatched
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .counts();
+    let unmatched = recent.unmatched.lock_anyway().counts();
     serde_json::json!({
         "sources": rows,
         "unmatched": unmatched,

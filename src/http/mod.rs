@@ -7,6 +7,7 @@ pub(crate) mod admin;
 pub(crate) mod public;
 pub(crate) mod reply;
 
+use crate::sync::LockAnyway;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,7 +136,7 @@ impl ConnectionsPerClient {
         // An IPv6 client by its prefix, as the rate limit counts it.
         let ip = crate::ratelimit::client_key(ip, limits.ipv6_client_prefix);
         let cap = limits.max_connections_per_client;
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.0.lock_anyway();
         let n = counts.entry(ip).or_insert(0);
         if *n >= cap {
             return None;
@@ -150,7 +151,7 @@ impl ConnectionsPerClient {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.counts.0.lock_anyway();
         if let Some(n) = counts.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

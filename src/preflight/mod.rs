@@ -5,6 +5,7 @@
 
 mod acl;
 
+use crate::sync::LockAnyway;
 use std::net::ToSocketAddrs;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -60,7 +61,7 @@ struct Recorder {
 
 impl Recorder {
     fn note(&self, what: String) {
-        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let mut said = self.said.lock_anyway();
         if said.len() < 32 {
             said.push(what);
         }
@@ -69,7 +70,7 @@ impl Recorder {
     /// The cause: a refused handshake or login before the "all brokers
     /// down" that follows it.
     fn cause(&self) -> Option<String> {
-        let said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let said = self.said.lock_anyway();
         said.iter()
             .find(|s| s.contains("SSL") || s.contains("SASL") || s.contains("uthentication"))
             .or(said.first())

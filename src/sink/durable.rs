@@ -2,6 +2,7 @@
 //! acknowledge in time, and a drainer that moves spooled events to Kafka,
 //! oldest first, once it is back.
 
+use crate::sync::LockAnyway;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,7 +79,7 @@ impl Durable {
 
     /// Whether the event was withdrawn (its sender answered 503); forgets it.
     fn take_withdrawn(&self, event_id: u128) -> bool {
-        let mut w = self.withdrawn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.withdrawn.lock_anyway();
         !w.is_empty() && w.remove(&event_id)
     }
 
@@ -109,8 +110,7 @@ impl Durable {
                 // The write may still land: the drainer must then drop it, as
                 // the sender was told it failed and will send it again.
                 self.withdrawn
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .lock_anyway()
                     .insert(event.event_id.as_u128());
                 self.spool.metrics().counter(m::SPOOL_TIMEOUTS).increment(1);
                 Err(SinkError::SpoolTimeout)

@@ -12,6 +12,7 @@
 //! out in flight), ends a producer instance for good: the watcher replaces it
 //! with a new one, and what was in flight on the old one fails over to the spool.
 
+use crate::sync::{LockAnyway, RwLockAnyway};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ pub(crate) struct Verdicts {
 
 impl Verdicts {
     fn broke(&self, why: String) {
-        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        let mut broken = self.broken.lock_anyway();
         if broken.is_none() {
             *broken = Some(why);
             self.wake.notify_one();
@@ -64,10 +65,7 @@ impl Verdicts {
     /// epoch librdkafka bumps after messages time out in flight refuses every
     /// later message of the instance, without a fatal error).
     fn broken(&self) -> Option<String> {
-        self.broken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.broken.lock_anyway().clone()
     }
 }
 
@@ -179,10 +177,7 @@ impl KafkaSink {
 
     /// The producer instance in use.
     fn producer(&self) -> Arc<KafkaProducer> {
-        self.producer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.producer.read_anyway().clone()
     }
 }
 
@@ -296,10 +291,7 @@ impl KafkaSink {
                 }
             }
         };
-        let old = std::mem::replace(
-            &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
-            new,
-        );
+        let old = std::mem::replace(&mut *self.producer.write_anyway(), new);
         // Without waiting for librdkafka's threads: the purged messages'
         // verdicts still arrive, through the old instance's report task.
         old.purge(PurgeConfig::default().queue().inflight().non_blocking());

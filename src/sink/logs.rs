@@ -5,6 +5,7 @@
 //! failure's cause) is written at most once a minute: the first at once, the
 //! repeats as one line with their count when the minute is over.
 
+use crate::sync::LockAnyway;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -51,7 +52,7 @@ impl Throttled {
     /// the interval; then holds it back and counts it. Returns whether it was written.
     pub fn say(&self, kind: &str, level: Level, text: impl FnOnce() -> String) -> bool {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock_anyway();
         if let Some(s) = seen.get_mut(kind) {
             if now.duration_since(s.written) < self.interval {
                 s.held += 1;
@@ -89,7 +90,7 @@ impl Throttled {
     /// one line each with their count. Call it every few seconds.
     pub fn flush(&self) {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock_anyway();
         for s in seen.values_mut() {
             if s.held > 0 && now.duration_since(s.written) >= self.interval {
                 emit(s.level, &s.latest, s.held);
@@ -142,12 +143,12 @@ static REFUSAL: Mutex<Option<String>> = Mutex::new(None);
 
 /// Why the cluster refuses the gateway's connections, if it does now.
 pub(crate) fn refusal() -> Option<String> {
-    REFUSAL.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    REFUSAL.lock_anyway().clone()
 }
 
 /// The cluster took a request of the gateway's: any refusal is over.
 pub(crate) fn accepted() {
-    REFUSAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+    REFUSAL.lock_anyway().take();
 }
 
 /// A failed TLS handshake: its kind, and what to check.
@@ -185,7 +186,7 @@ pub(crate) fn librdkafka_error(error: &KafkaError, reason: &str) {
     let code = error.rdkafka_error_code();
     if let Some((kind, refused)) = code.and_then(|c| refusal_of(c, reason)) {
         LOG.say(kind, Level::ERROR, || refused.clone());
-        *REFUSAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(refused);
+        *REFUSAL.lock_anyway() = Some(refused);
         return;
     }
     let level = match code {

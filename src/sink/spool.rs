@@ -13,6 +13,7 @@
 //! is never thrown away: one in a format version this build does not read
 //! stops the start instead.
 
+use crate::sync::LockAnyway;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -496,7 +497,7 @@ impl Shared {
         self.metrics
             .gauge(m::SPOOL_WRITABLE)
             .set(if why.is_some() { 0.0 } else { 1.0 });
-        *self.unwritable.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        *self.unwritable.lock_anyway() = why;
     }
 }
 
@@ -652,7 +653,7 @@ impl Spool {
             garbage: false,
             faults,
         };
-        *spool.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer.start(rx)?);
+        *spool.writer.lock_anyway() = Some(writer.start(rx)?);
         spool.publish();
         Ok((spool, pending))
     }
@@ -676,7 +677,7 @@ impl Spool {
         };
         // An append the writer cannot take is dropped here, and gives its
         // bytes back with it.
-        let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+        let sent = match &*self.tx.lock_anyway() {
             Some(tx) => tx.send(Msg::Append(pending)).is_ok(),
             None => false,
         };
@@ -696,14 +697,10 @@ impl Spool {
     /// (until a later one succeeds), or the writer has stopped. Whether it is
     /// full is [`Spool::has_room`]'s question.
     pub(crate) fn health(&self) -> Option<String> {
-        if self.tx.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        if self.tx.lock_anyway().is_none() {
             return Some(SpoolError::Closed.to_string());
         }
-        self.shared
-            .unwritable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.unwritable.lock_anyway().clone()
     }
 
     /// Records not yet acknowledged by Kafka. Those lost to damage the
@@ -738,7 +735,7 @@ impl Spool {
     /// ends what the batch says there is to read.
     pub(crate) fn read_from(&self, seq: u64, from: u64) -> io::Result<Option<Batch>> {
         let (path, synced, sealed) = {
-            let segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let segs = self.segments.lock_anyway();
             match segs.iter().find(|s| s.seq == seq) {
                 Some(s) => (s.path.clone(), s.synced, s.sealed),
                 None => return Ok(None),
@@ -803,7 +800,7 @@ impl Spool {
         damaged: &[(u64, u64)],
     ) {
         let new_damage: Vec<(u64, u64)> = {
-            let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let mut segs = self.segments.lock_anyway();
             let Some(seg) = segs.iter_mut().find(|s| s.seq == seq) else {
                 return;
             };
@@ -834,14 +831,14 @@ impl Spool {
 
     /// The oldest segment's sequence number.
     pub(crate) fn oldest(&self) -> u64 {
-        let segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        let segs = self.segments.lock_anyway();
         segs.front().map_or(0, |s| s.seq)
     }
 
     /// Called by the drainer once every record of a sealed segment is in Kafka.
     pub(crate) fn remove(&self, seq: u64) -> io::Result<()> {
         let path = {
-            let segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let segs = self.segments.lock_anyway();
             let Some(seg) = segs.iter().find(|s| s.seq == seq && s.sealed) else {
                 return Ok(());
             };
@@ -855,7 +852,7 @@ impl Spool {
             Err(e) => return Err(e),
         }
         let seg = {
-            let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+            let mut segs = self.segments.lock_anyway();
             let Some(i) = segs.iter().position(|s| s.seq == seq) else {
                 return Ok(());
             };
@@ -882,13 +879,13 @@ impl Spool {
     /// process exiting does the same). Later appends fail with `Closed`.
     /// Blocking: the writer may be in the middle of a sync.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.tx.lock_anyway().take();
+        let writer = self.writer.lock_anyway().take();
         if let Some(writer) = writer {
             // A panic in it was reported by the thread itself.
             let _ = writer.join();
         }
-        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.lock.lock_anyway().take();
     }
 
     /// Appends `record` to the dead-letter file and syncs it. Blocking. The
@@ -929,7 +926,7 @@ impl Spool {
 
     /// Asks the writer to seal the active segment so it can be deleted.
     pub(crate) fn rotate(&self) {
-        if let Some(tx) = &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(tx) = &*self.tx.lock_anyway() {
             let _ = tx.send(Msg::Rotate);
         }
     }
@@ -1169,7 +1166,7 @@ impl Writer {
     }
 
     fn set_synced(&self, records: u64) {
-        let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        let mut segs = self.segments.lock_anyway();
         if let Some(s) = segs.iter_mut().find(|s| s.seq == self.seq) {
             s.synced = self.len;
             s.records += records;
@@ -1183,7 +1180,7 @@ impl Writer {
         self.faults.spool_create()?;
         let file = create_segment(&path)?;
         sync_dir(&self.dir)?;
-        let mut segs = self.segments.lock().unwrap_or_else(|p| p.into_inner());
+        let mut segs = self.segments.lock_anyway();
         if let Some(s) = segs.iter_mut().find(|s| s.seq == self.seq) {
             s.sealed = true;
         }

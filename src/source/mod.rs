@@ -14,6 +14,7 @@ pub mod url;
 /// it is.
 pub const KEY_RULE: &str = "16 to 256 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'";
 
+use crate::sync::RwLockAnyway;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -478,11 +479,11 @@ impl SharedSources {
 
     /// The current set; the lock is held only for the clone of an `Arc`.
     pub(crate) fn load(&self) -> Arc<Sources> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.read_anyway().clone()
     }
 
     pub(crate) fn store(&self, sources: Arc<Sources>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = sources;
+        *self.0.write_anyway() = sources;
     }
 }
 
