@@ -84,5 +84,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # update the budget when a change costs more.
 echo "==> instruction budget"
 bash load-tests/instructions.sh --check load-tests/instructions-budget.txt
+# The fault switches the tests use (src/sink/faults.rs) exist only with the
+# `fault-injection` feature, which a release build never has: the binary the
+# budget step just built must not contain them (their module is `faults::on`).
+echo "==> the release binary has no fault switches"
+if grep -aq 'faults2on' "${CARGO_TARGET_DIR:-target}/release/postback-gateway"; then
+  echo "target/release/postback-gateway contains the fault switches (sink::faults::on): a release build must not enable the fault-injection feature" >&2
+  exit 1
+fi
 echo "==> tests"
 cargo nextest run --workspace --locked --no-fail-fast
