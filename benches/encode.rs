@@ -1,4 +1,4 @@
-//! Encoding the `conversion.v1` event (SPEC §7) for a typical conversion and
+//! Encoding the `conversion.v1` event (docs/event.md) for a typical conversion and
 //! for one with every optional field and a few pass-through parameters.
 //!
 //! Machine: 2 vCPU VM (AMD EPYC), 24 GiB, rustc 1.95.0, release profile, idle

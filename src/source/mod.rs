@@ -91,8 +91,8 @@ impl std::fmt::Debug for SourceCounters {
 }
 
 /// The fields of a conversion, besides its source and token, whose values
-/// tell two conversions apart (`dedup_fields`). SPEC §5's key is txid, goal
-/// and status.
+/// tell two conversions apart (`dedup_fields`). The reference key is txid,
+/// goal and status (docs/http-api.md, "Parameters and parsing").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DedupFields {
     pub(crate) txid: bool,

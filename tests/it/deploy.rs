@@ -17,7 +17,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde::Deserialize;
 use serde_norway::Value;
 
-/// The environment variables the binary reads (SPEC §8a, plus the config path).
+/// The environment variables the binary reads (docs/configuration.md, plus the config path).
 const ENV_VARS: &[&str] = &[
     "LISTEN_ADDR",
     "ADMIN_ADDR",

@@ -1,4 +1,4 @@
-//! The limits of SPEC §10 through a real socket: slow clients, the connection
+//! The limits of docs/hardening.md through a real socket: slow clients, the connection
 //! cap, rate limits per client and per source, request-smuggling shapes
 //! (conflicting lengths are refused by hyper, any Transfer-Encoding by the
 //! gateway), and POSTs refused before their body is waited for.

@@ -142,7 +142,7 @@ fn cases() -> Vec<Case> {
         content_type: "application/json",
         want,
     };
-    const SPEC: &str = "SPEC §3-§4 (the reference format)";
+    const REFERENCE: &str = "docs/http-api.md (the reference format)";
     const CAKE: &str = "https://support.getcake.com/en/support/solutions/articles/5000546096";
     const TUNE: &str =
         "https://support.tune.com/hc/en-us/articles/1500005137081-Basics-of-Parameters-and-Macros";
@@ -189,12 +189,12 @@ fn cases() -> Vec<Case> {
     let nats_form = "passthrough1={T}&transaction%5Btransaction_id%5D=1-{T}&transaction%5Bamount%5D=2995&transaction%5Bbiller_amount%5D=2995&transaction%5Bbiller_currency%5D=USD&transaction%5Bexchange_rate%5D=1&post_type=";
     vec![
         // The reference format keeps the strict 0.00 grammar.
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=12.34",
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=12.34",
           Event(json!({"amount": "12.34", "status": "approved", "status_raw": null, "currency": null}))),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=100", Refused(400, "bad_amount")),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=12,34", Refused(400, "bad_amount")),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.5", Refused(400, "bad_amount")),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=012.00", Refused(400, "bad_amount")),
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=100", Refused(400, "bad_amount")),
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=12,34", Refused(400, "bad_amount")),
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.5", Refused(400, "bad_amount")),
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=012.00", Refused(400, "bad_amount")),
         // CAKE fills #s2# with the click id, #price#, #leadid#, #oid#.
         c(CAKE, "cake", "/postback/cake?api_key={K}&r={T}&p=12.50&t=LEAD-1&o=231",
           Event(json!({"amount": "12.50", "txid": "LEAD-1", "campaign_id": "231", "status": "approved"}))),
@@ -348,11 +348,11 @@ fn cases() -> Vec<Case> {
           Event(json!({"click_time": null, "params": {"click_date": "2021-09-17 01:29:11"}}))),
         c(BRANCH_MACROS, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=1631842151653",
           Event(json!({"click_time": "2021-09-17T01:29:11.653Z", "params": {}}))),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=yesterday",
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=yesterday",
           Event(json!({"click_time": null, "params": {"click_time": "yesterday"}}))),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=%7Bclick_time%7D",
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=%7Bclick_time%7D",
           Event(json!({"click_time": null, "params": {}}))),
-        c(SPEC, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=2024-01-02T03:04:05%2B02:00",
+        c(REFERENCE, "reference", "/postback/reference?api_key={K}&tracking={T}&amount=1.00&click_time=2024-01-02T03:04:05%2B02:00",
           Event(json!({"click_time": "2024-01-02T01:04:05.000Z", "params": {}}))),
         // Keitaro translates the network's words per postback and ignores
         // the ones it is told to; the word sent stays in status_raw.
@@ -449,7 +449,7 @@ fn cases() -> Vec<Case> {
                                   "af_siteid": "A1b1", "af_sub2": "p2", "appsflyer_id": "1631842151653-1234567",
                                   "conversion_type": "install", "campaign_type": "ua", "event_time": "2021-09-18 10:00:00.000"}}))),
         // The same booleans to a flat-JSON source are still bad_body.
-        json(SPEC, "reference", "/postback/reference?api_key={K}",
+        json(REFERENCE, "reference", "/postback/reference?api_key={K}",
           r#"{"tracking":"{T}","amount":"1.00","wifi":true}"#, Refused(400, "bad_body")),
         // Post Affiliate Pro: mixed-case names, `+` a space, A/P/D exactly.
         c(PAP_PIXEL, "pap", "/postback/pap?api_key={K}&visitorId={T}&TotalCost=120.50&OrderID=ORD_12345XYZ&ProductID=test+product&AffiliateID=aff1",

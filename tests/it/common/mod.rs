@@ -1,6 +1,5 @@
 //! Shared parts of the black-box tests: a gateway on a real socket, a Kafka
 //! consumer that reads back what arrived, and process guards that clean up.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,8 +123,8 @@ pub struct Record {
 
 /// A gateway running in this process on 127.0.0.1, stopped when dropped.
 pub struct Gateway {
-    /// The spool directory, removed with the gateway.
-    pub spool: tempfile::TempDir,
+    /// The spool directory, kept until the gateway is dropped, then removed.
+    _spool: tempfile::TempDir,
     pub public: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -170,7 +169,7 @@ impl Gateway {
             let _ = rx.await;
         }));
         let mut gw = Gateway {
-            spool,
+            _spool: spool,
             public,
             admin,
             stop: Some(tx),

@@ -125,11 +125,6 @@ impl SecureKafka {
         std::fs::read_to_string(self.path("stunnel.log")).unwrap_or_default()
     }
 
-    /// What Tansu logged so far, of every start in this rig.
-    pub fn tansu_log(&self) -> String {
-        std::fs::read_to_string(self.path("tansu.log")).unwrap_or_default()
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
