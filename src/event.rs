@@ -125,11 +125,14 @@ pub fn encode(
     w.plain(conv.status.as_str());
     w.opt_member("status_raw", conv.status_raw.as_deref());
     w.key("received_at");
+    let at = w.0.len();
     w.time(ctx.received_at);
+    let received = at..w.0.len();
     w.key("conversion_time");
     match (ctx.conversion_at_click, conv.click_time) {
         (true, Some(t)) => w.time(t),
-        _ => w.time(ctx.received_at),
+        // The same time: its text copied, not made again.
+        _ => w.0.extend_from_within(received),
     }
     w.key("click_time");
     match conv.click_time {

@@ -10,39 +10,45 @@ use crate::source::{Source, Sources};
 /// What a redacted value reads as.
 pub(crate) const REDACTED: &str = "[redacted]";
 
-/// Parts of parameter names that say the value is a secret.
+/// Parts of parameter names that say the value is a secret: the list
+/// [`words_at`] answers from, kept here whole for its test.
+#[cfg(test)]
 const SECRET_WORDS: &[&str] = &[
     "key", "token", "secret", "pass", "pwd", "auth", "sign", "sig", "hash", "secure",
 ];
 
-/// The bytes a word of [`SECRET_WORDS`] starts with, either case.
-const FIRST_BYTES: [bool; 256] = {
-    let mut first = [false; 256];
-    let mut i = 0;
-    while i < SECRET_WORDS.len() {
-        let b = SECRET_WORDS[i].as_bytes()[0];
-        first[b as usize] = true;
-        first[b.to_ascii_uppercase() as usize] = true;
-        i += 1;
+/// The words of parameter names that say the value is a secret ("key",
+/// "token", "secret", "pass", "pwd", "auth", "sign", "sig", "hash",
+/// "secure") that start with the two bytes `pair`
+/// (lowercase), or none. Every word is found through its first two letters
+/// ("sign" through "sig", which it contains); a test holds the two lists
+/// together.
+fn words_at(pair: [u8; 2]) -> &'static [&'static str] {
+    match &pair {
+        b"ke" => &["key"],
+        b"to" => &["token"],
+        b"se" => &["secret", "secure"],
+        b"pa" => &["pass"],
+        b"pw" => &["pwd"],
+        b"au" => &["auth"],
+        b"si" => &["sig"],
+        b"ha" => &["hash"],
+        _ => &[],
     }
-    first
-};
+}
 
 /// Whether `name` contains one of [`SECRET_WORDS`], ignoring ASCII case:
-/// one pass over the name, and where a word's first letter stands only the
-/// words that start with it compared (this runs for every parameter of every
-/// request the console keeps).
+/// one pass over the name's pairs of bytes, and only where a pair starts a
+/// word is that word compared (this runs for every parameter of every
+/// request the console keeps). `| 0x20` lowercases ASCII letters and maps
+/// no other byte onto one.
 fn names_a_secret(name: &[u8]) -> bool {
-    (0..name.len()).any(|i| {
-        FIRST_BYTES[usize::from(name[i])] && {
-            let first = name[i].to_ascii_lowercase();
-            SECRET_WORDS.iter().any(|w| {
-                w.as_bytes()[0] == first
-                    && name[i..]
-                        .get(..w.len())
-                        .is_some_and(|part| part.eq_ignore_ascii_case(w.as_bytes()))
-            })
-        }
+    name.windows(2).enumerate().any(|(i, w)| {
+        words_at([w[0] | 0x20, w[1] | 0x20]).iter().any(|word| {
+            name[i..]
+                .get(..word.len())
+                .is_some_and(|part| part.eq_ignore_ascii_case(word.as_bytes()))
+        })
     })
 }
 
@@ -81,12 +87,17 @@ impl Secrets<'_> {
     /// anything was left out.
     pub(crate) fn path(&self, path: &str, limit: usize, out: &mut Vec<u8>) -> bool {
         self.pieces(path.as_bytes(), b'/', limit, out, |segment, piece| {
-            if self.sources.is_key(&decode_bytes(segment)) {
+            if self.encodes_a_key(segment) {
                 piece.extend_from_slice(b"{key}");
             } else {
                 piece.extend_from_slice(segment);
             }
         })
+    }
+
+    /// Whether percent-encoded `text` decodes to a configured key.
+    fn encodes_a_key(&self, text: &[u8]) -> bool {
+        self.sources.may_decode_to_key(text.len()) && self.sources.is_key(&decode_bytes(text))
     }
 
     /// A query or form body with every secret replaced, whole parameters of
@@ -106,7 +117,7 @@ impl Secrets<'_> {
             }
             if let Some(value) = value {
                 piece.push(b'=');
-                if secret_name(&decoded, self.source) || self.sources.is_key(&decode_bytes(value)) {
+                if secret_name(&decoded, self.source) || self.encodes_a_key(value) {
                     piece.extend_from_slice(REDACTED.as_bytes());
                 } else {
                     piece.extend_from_slice(value);
@@ -264,6 +275,52 @@ mod tests {
             assert!(!names_a_secret(name.as_bytes()), "{name}");
         }
     }
+    /// The plain definition the fast one must agree with.
+    fn contains_a_secret_word(name: &[u8]) -> bool {
+        let lower = name.to_ascii_lowercase();
+        SECRET_WORDS
+            .iter()
+            .any(|w| lower.windows(w.len()).any(|part| part == w.as_bytes()))
+    }
+
+    #[test]
+    fn the_pair_table_finds_what_the_word_list_says() {
+        for w in SECRET_WORDS {
+            assert!(names_a_secret(w.as_bytes()), "{w}");
+            assert!(names_a_secret(w.to_ascii_uppercase().as_bytes()), "{w}");
+        }
+        // Every name of up to three bytes over an alphabet of the words'
+        // letters, their capitals and a few others, and longer mixes.
+        let alphabet: Vec<u8> = b"keytonsecrtpaswdhuigKEYTONSECRTPASWDHUIG_0@[`{\xff".to_vec();
+        let mut names: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..3 {
+            let longer: Vec<Vec<u8>> = names
+                .iter()
+                .flat_map(|n| {
+                    alphabet.iter().map(move |&b| {
+                        let mut n = n.clone();
+                        n.push(b);
+                        n
+                    })
+                })
+                .collect();
+            names.extend(longer);
+        }
+        for (i, w) in SECRET_WORDS.iter().enumerate() {
+            names.push(format!("x_{w}_{i}").into_bytes());
+            names.push(format!("{}{}", &w[..w.len() - 1], "Q").into_bytes());
+        }
+        names.push("ключ_token".as_bytes().to_vec());
+        for n in &names {
+            assert_eq!(
+                names_a_secret(n),
+                contains_a_secret_word(n),
+                "{}",
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+
     use crate::postback::ParseRules;
 
     fn kept(

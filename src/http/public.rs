@@ -29,9 +29,9 @@ pub(crate) async fn handle(
     peer: SocketAddr,
 ) -> Response<Body> {
     let started = Instant::now();
-    let json = wants_json(req.headers());
-    let delivery = admit(app.clone(), req, peer).await;
-    let Handled { kind, outcome } = delivery.await;
+    let (json, delivery) = admit(app.clone(), req, peer).await;
+    let delivery = delivery.await;
+    let Handled { kind, outcome } = delivery;
     let resp = reply::postback(kind, &outcome, json);
     if let Some(kind) = kind {
         count(&app, kind, &outcome, started);
@@ -40,8 +40,8 @@ pub(crate) async fn handle(
 }
 
 /// Takes a request through the pipeline's gates, reads its POST body only
-/// once they let it through, and returns the rest of the pipeline, which owns
-/// what it needs.
+/// once they let it through, and returns whether the client asked for JSON
+/// and the rest of the pipeline, which owns what it needs.
 ///
 /// The head's parts share hyper's read buffer: they are let go when this
 /// returns, before the wait for Kafka, so that hyper reads the connection's
@@ -51,7 +51,7 @@ async fn admit(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> impl Future<Output = Handled> + Send + 'static {
+) -> (bool, impl Future<Output = Handled> + Send + 'static) {
     let received_at = OffsetDateTime::now_utc();
     let (parts, body) = req.into_parts();
     let method = match parts.method {
@@ -61,22 +61,17 @@ async fn admit(
         _ => Method::Other,
     };
     let headers = &parts.headers;
-    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let head = Head::read(headers);
     let mut req = pipeline::Request {
         method,
         path: parts.uri.path(),
         query: parts.uri.query(),
-        host: text(HOST).or(parts.uri.host()),
-        forwarded_for: forwarded_for(headers),
-        user_agent: headers
-            .get(USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes())),
-        content_type: text(CONTENT_TYPE),
-        transfer_encoding: headers.contains_key(TRANSFER_ENCODING),
-        header_bytes: headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum(),
+        host: head.host.or(parts.uri.host()),
+        forwarded_for: head.forwarded_for,
+        user_agent: head.user_agent,
+        content_type: head.content_type,
+        transfer_encoding: head.transfer_encoding,
+        header_bytes: head.bytes,
         // Read below, once the gates before it let the request through.
         body: Ok(Bytes::new()),
         peer: peer.ip(),
@@ -89,9 +84,75 @@ async fn admit(
     if gated.wants_body() {
         // Boxed: its state would otherwise enlarge every request's future
         // (allocated whole for each request), GETs included.
-        req.body = Box::pin(read_body(&app, headers, body)).await;
+        req.body = Box::pin(read_body(&app, head.content_length, body)).await;
     }
-    gated.resume(app, &req)
+    (head.wants_json, gated.resume(app, &req))
+}
+
+/// What the pipeline reads of a request's headers, in one pass over them
+/// (a lookup by name hashes the name, and most requests carry few headers).
+#[derive(Default)]
+struct Head<'h> {
+    /// The first `Host`, when it is text.
+    host: Option<&'h str>,
+    /// Every `X-Forwarded-For` line, joined in order (proxies may add a line each).
+    forwarded_for: Option<Cow<'h, str>>,
+    /// The first `User-Agent`, invalid UTF-8 replaced.
+    user_agent: Option<Cow<'h, str>>,
+    /// The first `Content-Type`, when it is text.
+    content_type: Option<&'h str>,
+    /// The first `Content-Length`, when it is a number.
+    content_length: Option<u64>,
+    /// Whether a `Transfer-Encoding` was sent.
+    transfer_encoding: bool,
+    /// Whether the first `Accept` asks for JSON.
+    wants_json: bool,
+    /// The head's size: names, values and 4 bytes of `: ` and CRLF each.
+    bytes: usize,
+}
+
+impl<'h> Head<'h> {
+    fn read(headers: &'h HeaderMap) -> Head<'h> {
+        let mut head = Head::default();
+        let (mut host, mut agent, mut ctype, mut clen, mut accept) =
+            (false, false, false, false, false);
+        let text = |v: &'h hyper::header::HeaderValue| v.to_str().ok();
+        for (name, value) in headers {
+            head.bytes += name.as_str().len() + value.len() + 4;
+            // The first of each: what `HeaderMap::get` would give.
+            if *name == HOST {
+                if !std::mem::replace(&mut host, true) {
+                    head.host = text(value);
+                }
+            } else if *name == USER_AGENT {
+                if !std::mem::replace(&mut agent, true) {
+                    head.user_agent = Some(String::from_utf8_lossy(value.as_bytes()));
+                }
+            } else if *name == CONTENT_TYPE {
+                if !std::mem::replace(&mut ctype, true) {
+                    head.content_type = text(value);
+                }
+            } else if *name == CONTENT_LENGTH {
+                if !std::mem::replace(&mut clen, true) {
+                    head.content_length = text(value).and_then(|v| v.parse().ok());
+                }
+            } else if *name == ACCEPT {
+                if !std::mem::replace(&mut accept, true) {
+                    head.wants_json = text(value).is_some_and(|v| v.contains("application/json"));
+                }
+            } else if *name == TRANSFER_ENCODING {
+                head.transfer_encoding = true;
+            } else if name.as_str() == "x-forwarded-for" {
+                if let Some(line) = text(value) {
+                    head.forwarded_for = Some(match head.forwarded_for.take() {
+                        None => line.into(),
+                        Some(before) => format!("{before},{line}").into(),
+                    });
+                }
+            }
+        }
+        head
+    }
 }
 
 /// Counts a routed request by endpoint and outcome, and a rejection by reason.
@@ -108,40 +169,9 @@ fn count(app: &App, kind: Kind, outcome: &Outcome, started: Instant) {
     }
 }
 
-/// Every `X-Forwarded-For` line, joined in order (proxies may add a line each).
-fn forwarded_for(headers: &HeaderMap) -> Option<Cow<'_, str>> {
-    let mut lines = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let first = lines.next()?;
-    match lines.next() {
-        None => Some(first.into()),
-        Some(second) => {
-            let mut all = format!("{first},{second}");
-            for l in lines {
-                all.push(',');
-                all.push_str(l);
-            }
-            Some(all.into())
-        }
-    }
-}
-
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"))
-}
-
 /// Reads a POST body within the size and time limits.
-async fn read_body(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Rejection> {
+async fn read_body(app: &App, declared: Option<u64>, body: Incoming) -> Result<Bytes, Rejection> {
     let limit = app.limits.max_body_bytes;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Rejection::BodyTooLarge);
     }
@@ -156,5 +186,60 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Incoming) -> Result<Byt
         }
         Ok(Err(_)) => Err(Rejection::Invalid(Reason::BadBody)),
         Ok(Ok(b)) => Ok(b.to_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_is_read_in_one_pass_as_lookups_by_name_would_read_it() {
+        let mut h = HeaderMap::new();
+        h.append(HOST, "a.example:8080".parse().unwrap());
+        h.append(HOST, "b.example".parse().unwrap());
+        h.append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        h.append(
+            USER_AGENT,
+            hyper::header::HeaderValue::from_bytes(b"ua \xff").unwrap(),
+        );
+        h.append("x-forwarded-for", "198.51.100.1, 10.0.0.2".parse().unwrap());
+        h.append(ACCEPT, "text/plain, application/json".parse().unwrap());
+        h.append(ACCEPT, "text/html".parse().unwrap());
+        h.append(CONTENT_LENGTH, "42".parse().unwrap());
+        h.append(
+            CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        h.append(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.3".parse().unwrap());
+        let head = Head::read(&h);
+        assert_eq!(head.host, h.get(HOST).and_then(|v| v.to_str().ok()));
+        assert_eq!(head.host, Some("a.example:8080"));
+        assert_eq!(
+            head.forwarded_for.as_deref(),
+            Some("203.0.113.7,198.51.100.1, 10.0.0.2,10.0.0.3")
+        );
+        assert_eq!(head.user_agent.as_deref(), Some("ua \u{fffd}"));
+        assert!(head.wants_json);
+        assert_eq!(head.content_length, Some(42));
+        assert_eq!(head.content_type, Some("application/x-www-form-urlencoded"));
+        assert!(head.transfer_encoding);
+        let bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        assert_eq!(head.bytes, bytes);
+
+        let none = HeaderMap::new();
+        let empty = Head::read(&none);
+        assert!(
+            empty.host.is_none() && empty.forwarded_for.is_none() && empty.user_agent.is_none()
+        );
+        assert!(!empty.wants_json && !empty.transfer_encoding && empty.bytes == 0);
+        let mut h = HeaderMap::new();
+        h.append(ACCEPT, "text/html".parse().unwrap());
+        h.append(ACCEPT, "application/json".parse().unwrap());
+        h.append(CONTENT_LENGTH, "x".parse().unwrap());
+        let head = Head::read(&h);
+        assert!(!head.wants_json, "only the first Accept counts, as before");
+        assert_eq!(head.content_length, None);
     }
 }

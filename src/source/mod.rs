@@ -325,6 +325,8 @@ struct KeySet {
     /// Bit `n` is set when a key of `n` bytes exists (`n` below 256;
     /// longer values are always looked up).
     lengths: [u64; 4],
+    /// The shortest key's length (0 before the first).
+    shortest: usize,
     keys: std::collections::HashSet<Box<[u8]>>,
 }
 
@@ -332,6 +334,9 @@ impl KeySet {
     fn insert(&mut self, key: &[u8]) {
         if let Some(word) = self.lengths.get_mut(key.len() / 64) {
             *word |= 1 << (key.len() % 64);
+        }
+        if self.keys.is_empty() || key.len() < self.shortest {
+            self.shortest = key.len();
         }
         self.keys.insert(key.into());
     }
@@ -432,6 +437,13 @@ impl Sources {
         !value.is_empty() && self.keys.contains(value)
     }
 
+    /// Whether text of `encoded_len` bytes could percent-decode to a key
+    /// (decoding never lengthens it): the shorter ones need no decoding
+    /// to be told apart from every key.
+    pub(crate) fn may_decode_to_key(&self, encoded_len: usize) -> bool {
+        !self.keys.keys.is_empty() && encoded_len >= self.keys.shortest
+    }
+
     /// The source called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
         self.by_name.get(name)
@@ -521,6 +533,10 @@ mod tests {
         ] {
             assert!(!all.is_key(other.as_bytes()), "{other}");
         }
+        // The shortest key is the pixel key "px": shorter text cannot
+        // decode to any key; "%70x" (4 bytes) decodes to it.
+        assert!(!all.may_decode_to_key(1) && all.may_decode_to_key(2) && all.may_decode_to_key(4));
+        assert!(!Sources::from_list(vec![]).may_decode_to_key(100));
     }
 
     #[test]
