@@ -238,11 +238,39 @@ pub(crate) struct Counts {
 /// The recent postbacks of every source, and of requests that matched none.
 pub struct Recent {
     per_source: usize,
-    logs: RwLock<HashMap<Arc<str>, Arc<Mutex<Log>>>>,
+    logs: RwLock<HashMap<Arc<str>, Arc<Mutex<Log>>, Fnv>>,
     unmatched: Mutex<Log>,
     bytes: AtomicUsize,
     /// Entries pushed out of a full ring, for the record.
     evicted: AtomicU64,
+}
+
+/// FNV-1a for the logs' map: its keys are the configured sources' names,
+/// never a sender's text, so no sender can aim collisions at it, and a
+/// name hashes in a few instructions a byte (it is looked up for every
+/// request the console keeps).
+#[derive(Default, Clone, Copy)]
+struct Fnv;
+
+/// The hasher [`Fnv`] builds.
+struct FnvHasher(u64);
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 impl Recent {
@@ -251,7 +279,7 @@ impl Recent {
     pub fn new(per_source: usize) -> Recent {
         Recent {
             per_source,
-            logs: RwLock::new(HashMap::new()),
+            logs: RwLock::new(HashMap::default()),
             unmatched: Mutex::new(Log::default()),
             bytes: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
