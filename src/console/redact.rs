@@ -208,8 +208,7 @@ const TOO_LONG_JSON: &str = "(a JSON body too long to keep whole: not kept)";
 
 /// Percent-decodes `s` for comparison (no copy when there is nothing to decode).
 fn decode_bytes(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    // A plain loop: names and values are short, and most have no escape.
-    if !s.iter().any(|&b| b == b'%') {
+    if !s.contains(&b'%') {
         return std::borrow::Cow::Borrowed(s);
     }
     std::borrow::Cow::Owned(decode(&String::from_utf8_lossy(s)).into_bytes())
