@@ -28,6 +28,20 @@
 //! At 20 million keys a claim and commit touches two cache lines in about
 //! 800 MB, and a dependent random load over 700 MB took 267 ns on this VM in
 //! that sitting.
+//! 2026-12-07 later, same machine (`lscpu`: "AMD EPYC", load average 2.0-3.0
+//! from other builds), the table of 64-byte lines (58605e2) against the
+//! hashbrown table before it (197a787), binaries run alternately, three runs
+//! each, criterion's estimates:
+//!   dedup_20m/reserve_commit_new    677, 659, 686 ns, median 677 (952: 915, 952, 965)
+//!   dedup_20m/reserve_duplicate     505, 478, 476 ns, median 478 (743: 743, 640, 764)
+//!   dedup/reserve_commit_new        497, 443, 438 ns, median 443 (552: 670, 552, 534)
+//!   dedup/reserve_duplicate         123, 112, 122 ns, median 122 (108: 126, 108, 107)
+//! A claim now misses the cache once, on the line of the key's home (over
+//! 90% of the probe's samples in `perf` sit on that load); the rest of a
+//! new key at 20 million is the removal of dead keys from shards that fill
+//! up (about an eighth of the time: no sweeper runs here), the in-flight
+//! map and the clock. The hot duplicate is a little slower: its probe
+//! hashes the keys it passes to know where their runs stop.
 //! In 2026-12-02's figures a new key costs about twice a naive map's insert: the in-flight entry
 //! that a reservation is, then the commit into a generation, and the
 //! generation's key count that keeps the bound at every moment.

@@ -34,6 +34,13 @@
 //!   same day 43.3 (397 ns per insert). `DEDUP_HUGE_PAGES=1`: 49.1 (the
 //!   generation maps 80.2). `DEDUP_KEYS=20000000`: 41.8-42.1 bytes per key
 //!   (the generation maps 42.7).
+//! The table of 64-byte lines (58605e2) against the hashbrown table
+//!   (197a787), 2026-12-07, run alternately twice: 45.7, 46.2 bytes per key
+//!   a second after the last insert (4.2 -> 439.8, 444.2 MiB; 349-386 ns per
+//!   insert) against 42.7, 44.2 (259-353 ns per insert): tables fill to
+//!   77% at the bound and at half of it (32 bytes / 0.77 = 41.5 per key),
+//!   hashbrown's to about 85% (33 bytes per entry). `DEDUP_HUGE_PAGES=1`:
+//!   50.1. `DEDUP_KEYS=20000000`: 44.2.
 //! Where it went in 51f00f8: each map entry is a u128 key and a 32-byte `Slot` (the enum
 //! of a u128 event id and a u32 time, padded to 16-byte alignment) plus a
 //! control byte, in hashbrown tables 55-87% full; and 32 bytes per key in the

@@ -12,7 +12,14 @@
 //! an eighth of the bound (a busy span gets several). The generation is a
 //! tag of 6 bits carried in the top bits of the stored key (the other 122
 //! bits identify it), so a key costs one 32-byte entry and no per-key order
-//! list or timestamp. A key is kept for at least the window (and at most
+//! list or timestamp. The table is the module's own ([`Table`]): open
+//! addressing over those entries, two to a 64-byte cache line, linear
+//! probing in Robin Hood order, tag 0 for an empty slot. A claim of a new
+//! key and its commit read the line of the key's home and usually the one
+//! after it, which the first one's miss brings in nearly for free; a
+//! hashbrown table, which keeps its control bytes apart from its entries,
+//! read a control byte and then an entry, two misses at the default bound
+//! of 20 million keys (about 830 MB of table). A key is kept for at least the window (and at most
 //! about an eighth more); when a generation is entirely past the window all
 //! its keys go at once, and when more keys than the bound are held, the
 //! oldest generation goes first. Both only mark the generation's tag dead,
@@ -30,7 +37,6 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use hashbrown::hash_table::{Entry as Slotted, HashTable};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -44,6 +50,7 @@ const GENERATIONS: u32 = 8;
 const TAG_BITS: u32 = 6;
 /// Tags a pool can give its generations: live ones (at most about
 /// 2 × GENERATIONS + 2) and dead ones whose keys are not all removed yet.
+/// Tag 0 is none of them: a slot whose tag is 0 is empty.
 const TAGS: usize = 1 << TAG_BITS;
 const TAG_SHIFT: u32 = 64 - TAG_BITS;
 /// The bits of a key's high word that identify it in the table.
@@ -105,28 +112,41 @@ impl Default for Seeded {
     }
 }
 
-/// The keys a shard's table of `buckets` may take before it doubles, less
-/// four standard deviations of the keys' spread over the shards. A hashbrown
-/// table holds 7/8 of its power-of-two bucket count and doubles past that:
-/// a pool's shards are as many as make its bound fill each shard's table to
-/// about 85% (see [`shard_count`]), not the 55-60% a power-of-two shard
-/// count would give.
-fn usable(buckets: usize) -> usize {
-    let fill = buckets / 8 * 7;
+/// The share of its slots a shard's table fills before it doubles:
+/// `LOAD.0 / LOAD.1`. Linear probing slows down steeply past it (the run a
+/// new key shifts grows as 1 / (1 - fill)²), and at a lower share a key
+/// costs more memory (32 bytes / fill).
+const LOAD: (usize, usize) = (4, 5);
+
+/// Slots of a shard's smallest table (once it holds a key).
+const MIN_SLOTS: usize = 16;
+
+/// The keys a table of `slots` takes before it doubles.
+fn room(slots: usize) -> usize {
+    slots * LOAD.0 / LOAD.1
+}
+
+/// The keys a shard's table of `slots` may take before it doubles, less
+/// four standard deviations of the keys' spread over the shards: a pool's
+/// shards are as many as make its bound fill each shard's table to about
+/// 77% (see [`shard_count`]), not the 40-80% a power-of-two shard count
+/// would give.
+fn usable(slots: usize) -> usize {
+    let fill = room(slots);
     fill - 4 * (fill as f64).sqrt() as usize
 }
 
 /// Shards for a pool of `max_keys`: as many as make the bound fill tables
-/// of one power-of-two size to about 85% (so half the bound, a quarter...
+/// of one power-of-two size to about 77% (so half the bound, a quarter...
 /// fill the next smaller sizes as well), at most [`MAX_SHARDS`].
 fn shard_count(max_keys: usize) -> usize {
-    let mut buckets = 64;
+    let mut slots = 64;
     loop {
-        let shards = max_keys.div_ceil(usable(buckets)).max(1);
+        let shards = max_keys.div_ceil(usable(slots)).max(1);
         if shards <= MAX_SHARDS {
             return shards;
         }
-        buckets *= 2;
+        slots *= 2;
     }
 }
 
@@ -161,8 +181,8 @@ fn key_hash(k: Wide) -> u64 {
 }
 
 /// One committed key: the key (its top bits the tag of its generation) and
-/// the first event's id. 32 bytes, plus the table's control byte.
-#[derive(Clone, Copy)]
+/// the first event's id; 32 bytes. All zero (tag 0) is an empty slot.
+#[derive(Clone, Copy, Default)]
 struct Slot {
     hi: u64,
     lo: u64,
@@ -170,8 +190,18 @@ struct Slot {
 }
 
 impl Slot {
+    const EMPTY: Slot = Slot {
+        hi: 0,
+        lo: 0,
+        id: (0, 0),
+    };
+
     fn tag(&self) -> usize {
         (self.hi >> TAG_SHIFT) as usize
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tag() == 0
     }
 
     fn is(&self, k: Wide) -> bool {
@@ -183,14 +213,207 @@ fn slot_hash(s: &Slot) -> u64 {
     key_hash((s.hi & KEY_MASK, s.lo))
 }
 
-/// One shard of a pool's table.
+/// Two slots: one 64-byte cache line, so the table's storage is aligned to
+/// lines and a slot never straddles two.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Line([Slot; 2]);
+
+/// Where a probe for a key ended.
+enum Probe {
+    /// The key's slot.
+    Found(usize),
+    /// Where the key goes: an empty slot, or the first slot of a key whose
+    /// home is past the key's (it and the run after it move up by one).
+    Vacant(usize),
+}
+
+/// One shard of a pool's table: open addressing over slots in a
+/// power-of-two array, linear probing, in Robin Hood order. A key's home is
+/// the slot its hash picks, and the keys of a run (slots between two empty
+/// ones) lie in the order of their homes, so a probe for a key that is not
+/// there stops at the first key whose home is past the key's, not at the
+/// run's end. At the fill the bound gives (77%) a probe reads about two
+/// lines on average, the home's and the one after it, and an insert moves
+/// the keys up to the run's end, a few lines further on.
+/// Keys are removed in bulk ([`Table::retain`]): the keys after a removed
+/// one move back towards their homes, so the table has no tombstones.
 #[derive(Default)]
-struct Shard {
-    table: HashTable<Slot>,
-    /// What the table holds without tombstones: its capacity when it was
-    /// last built or grew. Removing keys in place leaves tombstones where a
-    /// probe may pass, and they take room until the table is rebuilt.
-    room: usize,
+struct Table {
+    /// The slots, two per line; no line when the table is empty.
+    lines: Box<[Line]>,
+    /// Slots taken.
+    len: usize,
+}
+
+impl Table {
+    /// A table of `slots` slots (a power of two, at least two).
+    fn with_slots(slots: usize) -> Table {
+        Table {
+            lines: vec![Line::default(); slots / 2].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    fn slots(&self) -> usize {
+        self.lines.len() * 2
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The keys it takes before it doubles.
+    fn capacity(&self) -> usize {
+        room(self.slots())
+    }
+
+    fn slot(&self, i: usize) -> &Slot {
+        &self.lines[i / 2].0[i % 2]
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        &mut self.lines[i / 2].0[i % 2]
+    }
+
+    fn mask(&self) -> usize {
+        self.slots() - 1
+    }
+
+    /// How far the slot at `i` (taken) is from its key's home.
+    fn distance(&self, i: usize) -> usize {
+        i.wrapping_sub(slot_hash(self.slot(i)) as usize) & self.mask()
+    }
+
+    /// Looks for the key `k` of hash `hash`. The table has a slot.
+    fn probe(&self, hash: u64, k: Wide) -> Probe {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        let mut distance = 0;
+        loop {
+            let s = self.slot(i);
+            if s.is_empty() {
+                return Probe::Vacant(i);
+            }
+            if s.is(k) {
+                return Probe::Found(i);
+            }
+            // Every key is at its home or past it: at the key's home no
+            // other key's home is past the key's.
+            if distance > 0 && self.distance(i) < distance {
+                return Probe::Vacant(i);
+            }
+            i = (i + 1) & mask;
+            distance += 1;
+        }
+    }
+
+    /// The slot of key `k` of hash `hash`, live or dead.
+    fn find(&self, hash: u64, k: Wide) -> Option<&Slot> {
+        if self.len == 0 {
+            return None;
+        }
+        match self.probe(hash, k) {
+            Probe::Found(i) => Some(self.slot(i)),
+            Probe::Vacant(_) => None,
+        }
+    }
+
+    /// Puts `slot` at `i` (where [`Table::probe`] said its key goes) and
+    /// moves the run from there up by one slot. The table has room.
+    fn insert_at(&mut self, mut i: usize, mut slot: Slot) {
+        let mask = self.mask();
+        loop {
+            let s = self.slot_mut(i);
+            if s.is_empty() {
+                *s = slot;
+                break;
+            }
+            std::mem::swap(s, &mut slot);
+            i = (i + 1) & mask;
+        }
+        self.len += 1;
+    }
+
+    /// Inserts `slot`, whose key the table does not hold. It has room.
+    fn insert_new(&mut self, slot: Slot) {
+        let k = (slot.hi & KEY_MASK, slot.lo);
+        match self.probe(slot_hash(&slot), k) {
+            Probe::Vacant(i) => self.insert_at(i, slot),
+            Probe::Found(_) => unreachable!("a key is in a table once"),
+        }
+    }
+
+    /// The taken slots.
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.lines
+            .iter()
+            .flat_map(|l| l.0.iter())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Removes the slots `keep` says no to, in one pass: each key left
+    /// moves back over the slots freed before it in its run, as far as its
+    /// home or the key before it (as if the run's keys were inserted again
+    /// in the order of their homes).
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        if self.len == 0 {
+            return;
+        }
+        let mask = self.mask();
+        // From an empty slot, so that no run crosses the start (the table
+        // is never full); offsets below are from it.
+        let Some(start) = (0..self.slots()).find(|&i| self.slot(i).is_empty()) else {
+            return;
+        };
+        // Where the next key of the current run goes.
+        let mut to = 1;
+        for at in 1..=self.slots() {
+            let i = (start + at) & mask;
+            let s = *self.slot(i);
+            if s.is_empty() {
+                to = at + 1;
+            } else if !keep(&s) {
+                *self.slot_mut(i) = Slot::EMPTY;
+                self.len -= 1;
+            } else if to < at {
+                // Its home is inside the run, which began after `start`.
+                let dest = (at - self.distance(i)).max(to);
+                if dest < at {
+                    *self.slot_mut((start + dest) & mask) = s;
+                    *self.slot_mut(i) = Slot::EMPTY;
+                }
+                to = dest + 1;
+            } else {
+                to = at + 1;
+            }
+        }
+    }
+
+    /// Rebuilds the table in `slots` slots (a power of two that has room
+    /// for its keys, or 0 when it has none).
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(
+            self,
+            if slots == 0 {
+                Table::default()
+            } else {
+                Table::with_slots(slots)
+            },
+        );
+        for s in old.iter() {
+            self.insert_new(*s);
+        }
+    }
+
+    /// The fewest slots that take `keys` keys before they double.
+    fn slots_for(keys: usize) -> usize {
+        let mut slots = MIN_SLOTS;
+        while room(slots) < keys {
+            slots *= 2;
+        }
+        slots
+    }
 }
 
 /// The keys committed during one span of time (at most an eighth of the
@@ -235,7 +458,7 @@ pub struct KeyParts<'a> {
 /// table by time generation, bounded in number.
 pub struct Dedup {
     /// The committed keys, sharded by their hash.
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Mutex<Table>]>,
     /// The live generations, oldest first; the newest takes new commits.
     /// Taken before any shard's lock, never while holding one.
     generations: Mutex<VecDeque<Generation>>,
@@ -299,7 +522,7 @@ impl Dedup {
         let window = window.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Dedup {
             shards: (0..shard_count(max_keys))
-                .map(|_| Mutex::new(Shard::default()))
+                .map(|_| Mutex::new(Table::default()))
                 .collect(),
             generations: Mutex::new(VecDeque::new()),
             tags: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -413,9 +636,8 @@ impl Dedup {
     }
 
     /// The shard of the table that holds keys of hash `hash`: from bits the
-    /// table itself does not use (it takes the low ones for the bucket and
-    /// the top seven for the control byte).
-    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+    /// shard's table does not use (it takes the low ones for the slot).
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Table> {
         let i = (((hash >> 25) & 0xffff_ffff) * self.shards.len() as u64) >> 32;
         self.shards[i as usize].lock_anyway()
     }
@@ -433,8 +655,7 @@ impl Dedup {
         let hash = key_hash(k);
         let shard = self.shard(hash);
         shard
-            .table
-            .find(hash, |s| s.is(k))
+            .find(hash, k)
             .filter(|s| self.live(s, oldest))
             .map(|s| narrow(s.id))
     }
@@ -480,30 +701,33 @@ impl Dedup {
             id: wide(event_id.as_u128()),
         };
         let mut shard = self.shard(hash);
-        if shard.table.len() == shard.table.capacity() {
-            // Full: dead keys make room first, if there are enough of them.
-            let least = shard.table.len() / 32;
-            self.purge_shard(&mut shard, least);
+        if shard.len() >= shard.capacity() {
+            // Full: dead keys make room first; when they are too few to
+            // make room for a while (a 32nd of the keys), the table doubles.
+            self.purge_shard(&mut shard);
+            let least = shard.len() + shard.len() / 32 + 1;
+            if least > shard.capacity() {
+                shard.resize(Table::slots_for(least));
+            }
         }
-        let held_already = match shard.table.entry(hash, |s| s.is(k), slot_hash) {
-            Slotted::Vacant(e) => {
-                e.insert(slot);
+        let held_already = match shard.probe(hash, k) {
+            Probe::Vacant(i) => {
+                shard.insert_at(i, slot);
                 false
             }
-            Slotted::Occupied(mut e) => {
-                let old = e.get().tag();
-                if self.live(e.get(), oldest) {
+            Probe::Found(i) => {
+                let s = shard.slot_mut(i);
+                let old = s.tag();
+                if self.live(s, oldest) {
                     true
                 } else {
                     // A dead key's slot: taken over, and the dead key is gone.
-                    *e.get_mut() = slot;
+                    *s = slot;
                     self.placed[old].fetch_sub(1, Relaxed);
                     false
                 }
             }
         };
-        // Grown: the new table has no tombstones.
-        shard.room = shard.room.max(shard.table.capacity());
         drop(shard);
         if held_already {
             self.give_back(tag);
@@ -577,7 +801,7 @@ impl Dedup {
     /// at most about 2 × GENERATIONS + 2 of the 64 are live).
     fn free_tag(&self, gens: &mut VecDeque<Generation>) -> usize {
         loop {
-            let free = (0..TAGS)
+            let free = (1..TAGS)
                 .find(|&t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) == 0);
             if let Some(t) = free {
                 return t;
@@ -585,7 +809,7 @@ impl Dedup {
             if self.dirty() {
                 for shard in self.shards.iter() {
                     let mut shard = shard.lock_anyway();
-                    self.purge_shard(&mut shard, 1);
+                    self.purge_shard(&mut shard);
                 }
                 // What is left of a dead tag is a commit between its place
                 // and its slot: it is about to land.
@@ -602,7 +826,7 @@ impl Dedup {
     /// Whether the table holds dead keys (or a commit of a dead generation
     /// is about to add one).
     fn dirty(&self) -> bool {
-        (0..TAGS).any(|t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) > 0)
+        (1..TAGS).any(|t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) > 0)
     }
 
     /// Marks a generation's keys dead (its tag no longer counts) and counts them in `metric`.
@@ -613,34 +837,26 @@ impl Dedup {
     }
 
     /// Removes the dead keys (of tags no live generation has) from one
-    /// shard, in place, when there are at least `least` of them; rebuilds
-    /// its table (sized for the keys left) once tombstones take a sixteenth
-    /// of its room, or any of it when the table is full, or when it is
-    /// less than a quarter full.
-    fn purge_shard(&self, shard: &mut Shard, least: usize) {
-        let dead = |s: &Slot| self.tags[s.tag()].load(Relaxed) == 0;
-        let n = shard.table.iter().filter(|s| dead(s)).count();
-        if n > 0 && n >= least {
-            shard.table.retain(|s| {
-                if dead(s) {
-                    self.placed[s.tag()].fetch_sub(1, Relaxed);
-                    return false;
-                }
-                true
-            });
-        }
-        let tombstones = shard.room.saturating_sub(shard.table.capacity());
-        let full = shard.table.len() == shard.table.capacity();
-        // Mostly empty (the window's keys expired): the memory goes back.
-        let sparse = shard.table.len() < shard.room / 4;
-        if tombstones > shard.room / 16 || tombstones > 0 && full || sparse {
-            let old = std::mem::take(&mut shard.table);
-            let mut kept = HashTable::with_capacity(old.len());
-            for s in old {
-                kept.insert_unique(slot_hash(&s), s, slot_hash);
+    /// shard, in place, in one pass over it; rebuilds its table at half its
+    /// size or less when it is less than a quarter full (the window's keys
+    /// expired: the memory goes back).
+    fn purge_shard(&self, shard: &mut Table) {
+        shard.retain(|s| {
+            if self.tags[s.tag()].load(Relaxed) == 0 {
+                self.placed[s.tag()].fetch_sub(1, Relaxed);
+                return false;
             }
-            shard.room = kept.capacity();
-            shard.table = kept;
+            true
+        });
+        if shard.len() < shard.capacity() / 4 {
+            let slots = if shard.len() == 0 {
+                0
+            } else {
+                Table::slots_for(2 * shard.len())
+            };
+            if slots < shard.slots() {
+                shard.resize(slots);
+            }
         }
     }
 
@@ -664,7 +880,7 @@ impl Dedup {
             for _ in 0..self.shards.len() {
                 let i = self.purge_next.fetch_add(1, Relaxed) % self.shards.len();
                 let mut shard = self.shards[i].lock_anyway();
-                self.purge_shard(&mut shard, 1);
+                self.purge_shard(&mut shard);
                 drop(shard);
                 if started.elapsed() >= SWEEP_BUDGET {
                     break;
@@ -890,20 +1106,20 @@ impl Drop for Reservation {
 mod tests {
 
     #[test]
-    fn the_bound_fills_its_shards_tables_to_about_85_percent() {
-        // 20 million keys: 1,444 shards of 13,860 keys at most, in
-        // 16,384-bucket tables (14,336 before they double) 85% full; half
-        // the bound fills 8,192-bucket tables as much.
-        assert_eq!(shard_count(20_000_000), 1_444);
-        assert_eq!(usable(16_384), 13_860);
+    fn the_bound_fills_its_shards_tables_to_about_77_percent() {
+        // 20 million keys: 1,581 shards of 12,651 keys at most, in
+        // 16,384-slot tables (13,107 before they double) 77% full; half
+        // the bound fills 8,192-slot tables as much.
+        assert_eq!(shard_count(20_000_000), 1_581);
+        assert_eq!(usable(16_384), 12_651);
         for most in [1, 100, 8_000, 100_000, 2_500_000, 20_000_000, 250_000_000] {
             let shards = shard_count(most);
             assert!((1..=MAX_SHARDS).contains(&shards), "{most}: {shards}");
             let per_shard = most.div_ceil(shards);
-            let buckets = (per_shard * 8 / 7 + 1).next_power_of_two();
+            let slots = Table::slots_for(per_shard);
             assert!(
-                most < 64 * MAX_SHARDS || per_shard * 100 / buckets >= 70,
-                "{most}: {per_shard} keys per {buckets}-bucket shard"
+                most < 64 * MAX_SHARDS || per_shard * 100 / slots >= 70,
+                "{most}: {per_shard} keys per {slots}-slot shard"
             );
         }
     }
@@ -964,9 +1180,132 @@ mod tests {
 
     const WAIT: Duration = Duration::from_millis(200);
 
+    /// Checks the table's invariants: its count, and Robin Hood order (a
+    /// run's keys in the order of their homes: each at most one slot
+    /// further from its home than the one before it, the first of a run at
+    /// its home unless the run wraps around).
+    fn check_table(t: &Table) {
+        assert_eq!(t.iter().count(), t.len());
+        assert!(t.len() <= t.capacity());
+        for i in 0..t.slots() {
+            if t.slot(i).is_empty() {
+                continue;
+            }
+            let before = i.wrapping_sub(1) & t.mask();
+            if t.slot(before).is_empty() {
+                assert_eq!(t.distance(i), 0, "slot {i} opens a run away from its home");
+            } else {
+                assert!(
+                    t.distance(i) <= t.distance(before) + 1,
+                    "slot {i} out of order"
+                );
+            }
+        }
+    }
+
+    fn table_key(n: u64) -> Wide {
+        (mix(n) & KEY_MASK, mix(!n))
+    }
+
+    #[test]
+    fn the_table_agrees_with_a_map_through_inserts_removals_and_resizes() {
+        let mut t = Table::default();
+        let mut model: std::collections::HashMap<Wide, (usize, Wide)> = Default::default();
+        // Few distinct keys, so that inserts find keys already there and
+        // removals hit; small tables, so that runs wrap around.
+        let mut rng = 0x1234_5678u64;
+        let mut next = move || {
+            rng = mix(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            rng
+        };
+        for round in 0..20_000u64 {
+            let r = next();
+            let k = table_key(r % 700);
+            let hash = key_hash(k);
+            match r >> 60 {
+                0..=9 => {
+                    let tag = 1 + (r >> 32) as usize % (TAGS - 1);
+                    let slot = Slot {
+                        hi: k.0 | (tag as u64) << TAG_SHIFT,
+                        lo: k.1,
+                        id: (round, r),
+                    };
+                    if t.len() >= t.capacity() {
+                        t.resize(Table::slots_for(t.len() + 1));
+                    }
+                    match t.probe(hash, k) {
+                        Probe::Found(i) => *t.slot_mut(i) = slot,
+                        Probe::Vacant(i) => t.insert_at(i, slot),
+                    }
+                    model.insert(k, (tag, slot.id));
+                }
+                10..=13 => {
+                    // Remove every key with this tag.
+                    let tag = 1 + (r >> 32) as usize % (TAGS - 1);
+                    t.retain(|s| s.tag() != tag);
+                    model.retain(|_, v| v.0 != tag);
+                }
+                14 => {
+                    let slots = Table::slots_for(2 * t.len());
+                    t.resize(if t.len() == 0 { 0 } else { slots });
+                }
+                _ => {
+                    let found = t.find(hash, k).map(|s| (s.tag(), s.id));
+                    assert_eq!(found, model.get(&k).copied(), "round {round}");
+                }
+            }
+            if round % 97 == 0 {
+                check_table(&t);
+                assert_eq!(t.len(), model.len());
+            }
+        }
+        check_table(&t);
+        for (k, v) in &model {
+            let s = t.find(key_hash(*k), *k).expect("a key of the model");
+            assert_eq!((s.tag(), s.id), *v);
+        }
+        assert!(t
+            .find(key_hash(table_key(1_000)), table_key(1_000))
+            .is_none());
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_order_and_finds_every_key() {
+        let mut t = Table::with_slots(MIN_SLOTS);
+        let keys: Vec<Wide> = (0..t.capacity() as u64).map(table_key).collect();
+        for (n, k) in keys.iter().enumerate() {
+            t.insert_new(Slot {
+                hi: k.0 | 1 << TAG_SHIFT,
+                lo: k.1,
+                id: (n as u64, 0),
+            });
+            check_table(&t);
+        }
+        for (n, k) in keys.iter().enumerate() {
+            assert_eq!(t.find(key_hash(*k), *k).map(|s| s.id.0), Some(n as u64));
+        }
+        // Removing every other key shifts the rest back into order.
+        let mut odd = false;
+        t.retain(|_| {
+            odd = !odd;
+            odd
+        });
+        check_table(&t);
+        assert_eq!(t.len(), keys.len().div_ceil(2));
+        let held = keys.iter().filter(|k| t.find(key_hash(**k), **k).is_some());
+        assert_eq!(held.count(), t.len());
+    }
+
+    #[test]
+    fn a_slot_is_half_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::size_of::<Line>(), 64);
+        assert_eq!(std::mem::align_of::<Line>(), 64);
+    }
+
     /// Slots in the table, live or dead, and the tags they carry as counted.
     fn slots(d: &Dedup) -> (usize, usize) {
-        let physical = d.shards.iter().map(|s| s.lock().unwrap().table.len()).sum();
+        let physical = d.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         let placed = d.placed.iter().map(|p| p.load(Ordering::SeqCst)).sum();
         (physical, placed)
     }
@@ -980,7 +1319,7 @@ mod tests {
     fn capacities(d: &Dedup) -> Vec<usize> {
         d.shards
             .iter()
-            .map(|s| s.lock().unwrap().table.capacity())
+            .map(|s| s.lock().unwrap().capacity())
             .collect()
     }
 

@@ -76,8 +76,8 @@ pub fn keep_c_heap() {
 /// pages on the gigabyte it reserves at start (`madvise(MADV_HUGEPAGE)`), and
 /// the dedup window's tables live there: with huge pages its resident set
 /// was twice the tables' size (`cargo bench --bench dedup_memory`: 82 bytes
-/// per key with them, 43 without, at 10 million keys; the tables hold 33 bytes
-/// per entry). The flag counts at each page fault, so it also covers memory
+/// per key with them, 43 without, at 10 million keys, when the tables held 33
+/// bytes per entry). The flag counts at each page fault, so it also covers memory
 /// mapped before the call. Call once, early.
 pub fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
