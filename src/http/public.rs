@@ -126,7 +126,11 @@ impl<'h> Head<'h> {
                 }
             } else if *name == USER_AGENT {
                 if !std::mem::replace(&mut agent, true) {
-                    head.user_agent = Some(String::from_utf8_lossy(value.as_bytes()));
+                    // Most are plain text: checked in one pass, borrowed.
+                    head.user_agent = Some(match value.to_str() {
+                        Ok(text) => Cow::Borrowed(text),
+                        Err(_) => String::from_utf8_lossy(value.as_bytes()),
+                    });
                 }
             } else if *name == CONTENT_TYPE {
                 if !std::mem::replace(&mut ctype, true) {

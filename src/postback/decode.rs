@@ -114,7 +114,7 @@ impl Params {
             .map(|&(_, v, e)| &self.text[v as usize..e as usize])
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
         self.pairs.iter().map(|&(k, v, e)| {
             (
                 &self.text[k as usize..v as usize],
@@ -133,6 +133,15 @@ impl Params {
     #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.pairs.is_empty()
+    }
+
+    /// The key and value of the `i`th pair, in arrival order.
+    pub(crate) fn pair(&self, i: usize) -> (&str, &str) {
+        let (k, v, e) = self.pairs[i];
+        (
+            &self.text[k as usize..v as usize],
+            &self.text[v as usize..e as usize],
+        )
     }
 
     fn key_at(&self, i: usize) -> &str {

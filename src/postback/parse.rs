@@ -165,15 +165,16 @@ pub(crate) fn api_key<'p>(params: &'p Params, rules: &ParseRules) -> Option<&'p 
 pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p>, Reason> {
     let names = &rules.names;
     let extra = &rules.extra_placeholders;
-    let filled = |aliases: &[String], unfilled: Reason| filled(params, aliases, extra, unfilled);
+    let hits = Hits::of(params, names);
+    let found = |role| hits.found(role);
+    let filled = |role, unfilled| hits.filled(role, extra, unfilled);
 
-    let (token_name, token) =
-        found(params, &names[Role::Tracking])?.ok_or(Reason::MissingTracking)?;
+    let (token_name, token) = found(Role::Tracking)?.ok_or(Reason::MissingTracking)?;
     check_tracking(token, token_name, extra)?;
 
     let mut unread = Unread::default();
     let mut kept_as_sent = Vec::new();
-    let amount = match filled_named(params, &names[Role::Amount], extra, Reason::UnfilledAmount)? {
+    let amount = match hits.filled_named(Role::Amount, extra, Reason::UnfilledAmount)? {
         Some((name, raw)) => match parse_amount(raw, &rules.amount) {
             Err(Reason::BadAmount) if rules.amount.keep_unreadable => {
                 unread.amount = true;
@@ -190,19 +191,16 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         None => (None, None),
     };
 
-    let currency = parse_currency(
-        filled(&names[Role::Currency], Reason::UnfilledCurrency)?,
-        rules,
-    )?;
+    let currency = parse_currency(filled(Role::Currency, Reason::UnfilledCurrency)?, rules)?;
 
-    let (status, status_raw) = match filled(&names[Role::Status], Reason::UnfilledStatus)? {
+    let (status, status_raw) = match filled(Role::Status, Reason::UnfilledStatus)? {
         Some(raw) => (lookup_status(raw, params, rules)?, Some(Cow::Borrowed(raw))),
         None => (Status::Approved, None),
     };
     // A sender's own word for a reject, in a parameter the source does not
     // read as its status, never leaves the conversion approved.
     let declined = match status {
-        Status::Approved => declining_word(params, names),
+        Status::Approved => hits.declining_word(),
         _ => None,
     };
     let (status, status_raw) = match declined {
@@ -211,16 +209,10 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         None => (status, status_raw),
     };
 
-    let txid = bounded(
-        filled(&names[Role::Txid], Reason::UnfilledTxid)?,
-        MAX_TXID_BYTES,
-    )?;
-    let goal = bounded(
-        filled(&names[Role::Goal], Reason::UnfilledGoal)?,
-        MAX_GOAL_BYTES,
-    )?;
+    let txid = bounded(filled(Role::Txid, Reason::UnfilledTxid)?, MAX_TXID_BYTES)?;
+    let goal = bounded(filled(Role::Goal, Reason::UnfilledGoal)?, MAX_GOAL_BYTES)?;
 
-    let click_time = match found(params, &names[Role::ClickTime])? {
+    let click_time = match found(Role::ClickTime)? {
         None => None,
         Some((name, raw)) => {
             let time = if placeholders::is_unfilled(raw, name, extra) {
@@ -236,14 +228,13 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
         }
     };
 
-    let template_id =
-        |aliases: &[String], unfilled| bounded(filled(aliases, unfilled)?, MAX_TEMPLATE_ID_BYTES);
-    let campaign_id = template_id(&names[Role::CampaignId], Reason::UnfilledCampaignId)?;
-    let adset_id = template_id(&names[Role::AdsetId], Reason::UnfilledAdsetId)?;
-    let ad_id = template_id(&names[Role::AdId], Reason::UnfilledAdId)?;
-    let placement = template_id(&names[Role::Placement], Reason::UnfilledPlacement)?;
+    let template_id = |role, unfilled| bounded(filled(role, unfilled)?, MAX_TEMPLATE_ID_BYTES);
+    let campaign_id = template_id(Role::CampaignId, Reason::UnfilledCampaignId)?;
+    let adset_id = template_id(Role::AdsetId, Reason::UnfilledAdsetId)?;
+    let ad_id = template_id(Role::AdId, Reason::UnfilledAdId)?;
+    let placement = template_id(Role::Placement, Reason::UnfilledPlacement)?;
 
-    let mut params = pass_through(params, rules)?;
+    let mut params = hits.pass_through(rules)?;
     for (name, raw) in kept_as_sent {
         params.push((Cow::Owned(name.to_owned()), Cow::Borrowed(raw)));
     }
@@ -267,51 +258,120 @@ pub fn parse<'p>(params: &'p Params, rules: &ParseRules) -> Result<Conversion<'p
     })
 }
 
-/// The value of a role, looked up under each of its aliases, with the alias
-/// it came under. Two aliases present at once is ambiguous (which one did the
-/// sender mean?), so it is `duplicate_param` rather than a silent pick. An
-/// empty value counts as absent.
-fn found<'a, 'p>(
+/// Where the roles' parameters are among a postback's, from one pass over
+/// the parameters' names (each looked up among the aliases once).
+struct Hits<'p> {
     params: &'p Params,
-    aliases: &'a [String],
-) -> Result<Option<(&'a str, &'p str)>, Reason> {
-    let mut found = None;
-    for (i, alias) in aliases.iter().enumerate() {
-        // The same alias listed twice in config is one parameter, not two.
-        if aliases[..i].contains(alias) {
-            continue;
-        }
-        if let Some(value) = params.get(alias) {
-            if found.is_some() {
-                return Err(Reason::DuplicateParam);
+    /// Per parameter, in order: the roles its name is an alias of.
+    roles: Vec<u32>,
+    /// Per role: the first parameter that is one of its aliases.
+    first: [Option<usize>; Role::ALL.len()],
+    /// The roles with more than one of their aliases present.
+    twice: u32,
+}
+
+impl<'p> Hits<'p> {
+    fn of(params: &'p Params, names: &Names) -> Hits<'p> {
+        let mut hits = Hits {
+            params,
+            roles: Vec::with_capacity(params.iter().len()),
+            first: [None; Role::ALL.len()],
+            twice: 0,
+        };
+        for (i, (key, _)) in params.iter().enumerate() {
+            let roles = names.roles_of(key);
+            hits.roles.push(roles);
+            let mut left = roles;
+            while left != 0 {
+                let role = left.trailing_zeros() as usize;
+                left &= left - 1;
+                match hits.first[role] {
+                    None => hits.first[role] = Some(i),
+                    Some(_) => hits.twice |= 1 << role,
+                }
             }
-            found = Some((alias.as_str(), value));
+        }
+        hits
+    }
+
+    /// The value of `role`, with the alias it came under. Two aliases
+    /// present at once is ambiguous (which one did the sender mean?), so it
+    /// is `duplicate_param` rather than a silent pick (the same alias listed
+    /// twice in config is one parameter). An empty value counts as absent.
+    fn found(&self, role: Role) -> Result<Option<(&'p str, &'p str)>, Reason> {
+        if self.twice & 1 << role as u32 != 0 {
+            return Err(Reason::DuplicateParam);
+        }
+        Ok(self.first[role as usize]
+            .map(|i| self.params.pair(i))
+            .filter(|(_, value)| !value.is_empty()))
+    }
+
+    /// The value of a role whose value must not be a placeholder: one is
+    /// refused as `unfilled`, the reason that names the role.
+    fn filled(
+        &self,
+        role: Role,
+        extra: &[String],
+        unfilled: Reason,
+    ) -> Result<Option<&'p str>, Reason> {
+        Ok(self
+            .filled_named(role, extra, unfilled)?
+            .map(|(_, value)| value))
+    }
+
+    /// [`Hits::filled`], with the alias the value came under.
+    fn filled_named(
+        &self,
+        role: Role,
+        extra: &[String],
+        unfilled: Reason,
+    ) -> Result<Option<(&'p str, &'p str)>, Reason> {
+        match self.found(role)? {
+            Some((name, value)) if placeholders::is_unfilled(value, name, extra) => Err(unfilled),
+            found => Ok(found),
         }
     }
-    Ok(found.filter(|(_, value)| !value.is_empty()))
-}
 
-/// The value of a role whose value must not be a placeholder: one is refused
-/// as `unfilled`, the reason that names the role.
-fn filled<'p>(
-    params: &'p Params,
-    aliases: &[String],
-    extra: &[String],
-    unfilled: Reason,
-) -> Result<Option<&'p str>, Reason> {
-    Ok(filled_named(params, aliases, extra, unfilled)?.map(|(_, value)| value))
-}
+    /// The parameters passed through: every one that names no role (the
+    /// api key included: a secret must never ride along in `params`, and a
+    /// role's value must not appear twice in the event) and is not dropped.
+    fn pass_through(&self, rules: &ParseRules) -> Result<Pairs<'p>, Reason> {
+        let mut kept = Vec::new();
+        for ((key, value), &roles) in self.params.iter().zip(&self.roles) {
+            if roles != 0 || rules.dropped.iter().any(|d| d == key) {
+                continue;
+            }
+            if let Some(keep) = &rules.pass_through {
+                if !keep.iter().any(|k| k == key) {
+                    continue;
+                }
+            }
+            if kept.len() == MAX_PASS_THROUGH {
+                return Err(Reason::TooManyParams);
+            }
+            if key.len() > MAX_PASS_THROUGH_KEY_BYTES || value.len() > MAX_PASS_THROUGH_VALUE_BYTES
+            {
+                return Err(Reason::ParamTooLong);
+            }
+            kept.push((Cow::Borrowed(key), Cow::Borrowed(value)));
+        }
+        Ok(kept)
+    }
 
-/// [`filled`], with the alias the value came under.
-fn filled_named<'a, 'p>(
-    params: &'p Params,
-    aliases: &'a [String],
-    extra: &[String],
-    unfilled: Reason,
-) -> Result<Option<(&'a str, &'p str)>, Reason> {
-    match found(params, aliases)? {
-        Some((name, value)) if placeholders::is_unfilled(value, name, extra) => Err(unfilled),
-        found => Ok(found),
+    /// The value of a parameter named like a status (see [`STATUS_LIKE`])
+    /// that the source does not read as its status, when a word of it
+    /// declines the conversion (see [`DECLINING`]).
+    fn declining_word(&self) -> Option<&'p str> {
+        let status = 1 << Role::Status as u32;
+        self.params
+            .iter()
+            .zip(&self.roles)
+            .find_map(|((key, value), &roles)| {
+                let status_like =
+                    roles & status == 0 && STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s));
+                (status_like && declines(value)).then_some(value)
+            })
     }
 }
 
@@ -350,24 +410,16 @@ const DECLINING: &[&str] = &[
     "fraud",
 ];
 
-/// The value of a parameter named like a status, outside the source's own
-/// status role, that says the conversion was declined, rejected, charged back
-/// or refunded.
-fn declining_word<'p>(params: &'p Params, names: &Names) -> Option<&'p str> {
-    params.iter().find_map(|(key, value)| {
-        let status_like = STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s))
-            && !names[Role::Status].iter().any(|n| n == key);
-        let declining = || {
-            value
-                .split(|c: char| !c.is_ascii_alphanumeric())
-                .chain(std::iter::once(value))
-                .any(|w| {
-                    let w: String = w.chars().filter(|c| *c != '-' && *c != '_').collect();
-                    DECLINING.iter().any(|d| w.eq_ignore_ascii_case(d))
-                })
-        };
-        (status_like && declining()).then_some(value)
-    })
+/// Whether `value`, whole or one of its words, is one of [`DECLINING`]
+/// (`-` and `_` inside a word ignored), in any case.
+fn declines(value: &str) -> bool {
+    value
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .chain(std::iter::once(value))
+        .any(|w| {
+            let w: String = w.chars().filter(|c| *c != '-' && *c != '_').collect();
+            DECLINING.iter().any(|d| w.eq_ignore_ascii_case(d))
+        })
 }
 
 fn check_tracking(token: &str, name: &str, extra_placeholders: &[String]) -> Result<(), Reason> {
@@ -559,36 +611,6 @@ fn read_click_time(raw: &str, zone: Option<UtcOffset>) -> Option<OffsetDateTime>
 }
 
 type Pairs<'p> = Vec<(Cow<'p, str>, Cow<'p, str>)>;
-
-fn pass_through<'p>(params: &'p Params, rules: &ParseRules) -> Result<Pairs<'p>, Reason> {
-    let mut kept = Vec::new();
-    for (key, value) in params.iter() {
-        if is_role_name(&rules.names, key) || rules.dropped.iter().any(|d| d == key) {
-            continue;
-        }
-        if let Some(keep) = &rules.pass_through {
-            if !keep.iter().any(|k| k == key) {
-                continue;
-            }
-        }
-        if kept.len() == MAX_PASS_THROUGH {
-            return Err(Reason::TooManyParams);
-        }
-        if key.len() > MAX_PASS_THROUGH_KEY_BYTES || value.len() > MAX_PASS_THROUGH_VALUE_BYTES {
-            return Err(Reason::ParamTooLong);
-        }
-        kept.push((Cow::Borrowed(key), Cow::Borrowed(value)));
-    }
-    Ok(kept)
-}
-
-/// Whether `key` names any role, the api key included: a secret must never ride
-/// along in `params`, and a role's value must not appear twice in the event.
-fn is_role_name(names: &Names, key: &str) -> bool {
-    Role::ALL
-        .into_iter()
-        .any(|role| names[role].iter().any(|name| name == key))
-}
 
 #[cfg(test)]
 mod tests {

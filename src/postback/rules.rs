@@ -4,6 +4,7 @@
 
 use super::role::Role;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use rust_decimal::Decimal;
 use time::UtcOffset;
@@ -49,19 +50,79 @@ impl Status {
 /// Parameter names for each role. Each role may have several aliases; the
 /// first one present in a postback is used (two present at once is
 /// `duplicate_param`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names([Vec<String>; Role::ALL.len()]);
+#[derive(Clone)]
+pub struct Names {
+    lists: [Vec<String>; Role::ALL.len()],
+    /// Every alias by its length (the last entry holds the longer ones),
+    /// with the roles it names: made on first use, dropped by any change to
+    /// the lists, so that a postback's parameter names are each looked up
+    /// once instead of every alias being looked for among them.
+    by_length: OnceLock<Box<[Aliases]>>,
+}
+
+/// Aliases of one length, each with the roles it names (bit `role as usize`).
+type Aliases = Vec<(Box<str>, u32)>;
+
+/// Lengths [`Names::by_length`] tells apart; longer aliases share its last entry.
+const LENGTHS: usize = 64;
+
+impl Names {
+    fn from_lists(lists: [Vec<String>; Role::ALL.len()]) -> Names {
+        Names {
+            lists,
+            by_length: OnceLock::new(),
+        }
+    }
+
+    /// The roles the parameter `name` is an alias of: bit `role as usize` for each.
+    pub(crate) fn roles_of(&self, name: &str) -> u32 {
+        let by_length = self.by_length.get_or_init(|| {
+            let mut by_length = vec![Vec::new(); LENGTHS + 1];
+            for role in Role::ALL {
+                for alias in &self.lists[role as usize] {
+                    let entry: &mut Aliases = &mut by_length[alias.len().min(LENGTHS)];
+                    match entry.iter_mut().find(|(a, _)| **a == **alias) {
+                        Some((_, roles)) => *roles |= 1 << role as u32,
+                        None => entry.push((alias.as_str().into(), 1 << role as u32)),
+                    }
+                }
+            }
+            by_length.into_boxed_slice()
+        });
+        by_length[name.len().min(LENGTHS)]
+            .iter()
+            .find(|(alias, _)| **alias == *name)
+            .map_or(0, |&(_, roles)| roles)
+    }
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Names").field(&self.lists).finish()
+    }
+}
+
+/// Names are equal when their lists are (whether a lookup was made yet does not count).
+impl PartialEq for Names {
+    fn eq(&self, other: &Names) -> bool {
+        self.lists == other.lists
+    }
+}
+
+impl Eq for Names {}
 
 impl std::ops::Index<Role> for Names {
     type Output = Vec<String>;
     fn index(&self, role: Role) -> &Vec<String> {
-        &self.0[role as usize]
+        &self.lists[role as usize]
     }
 }
 
 impl std::ops::IndexMut<Role> for Names {
+    /// The list of `role`, to change: the lookup made of the lists is dropped.
     fn index_mut(&mut self, role: Role) -> &mut Vec<String> {
-        &mut self.0[role as usize]
+        self.by_length = OnceLock::new();
+        &mut self.lists[role as usize]
     }
 }
 
@@ -69,7 +130,7 @@ impl Default for Names {
     /// The reference format: each role of a postback under its own name
     /// (`tracking`, `amount`, ...); the tracking template's ids under none.
     fn default() -> Self {
-        Names(Role::ALL.map(|r| {
+        Names::from_lists(Role::ALL.map(|r| {
             if Role::TEMPLATE_IDS.contains(&r) {
                 Vec::new()
             } else {
@@ -201,5 +262,37 @@ impl ParseRules {
             json_nested: false,
             click_time_zone: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_looked_up_among_the_aliases_of_every_role_and_changes_are_seen() {
+        let mut names = Names::default();
+        let long = "x".repeat(70);
+        names[Role::Tracking] = vec!["clickid".into(), "sub1".into(), long.clone()];
+        names[Role::CampaignId] = vec!["sub1".into()];
+        let bit = |r: Role| 1u32 << r as u32;
+        assert_eq!(names.roles_of("clickid"), bit(Role::Tracking));
+        assert_eq!(
+            names.roles_of("sub1"),
+            bit(Role::Tracking) | bit(Role::CampaignId)
+        );
+        assert_eq!(names.roles_of("amount"), bit(Role::Amount));
+        assert_eq!(names.roles_of(&long), bit(Role::Tracking));
+        assert_eq!(names.roles_of(&"x".repeat(71)), 0);
+        assert_eq!(names.roles_of("ClickId"), 0, "names are exact");
+        assert_eq!(names.roles_of(""), 0);
+        // A change after a lookup is seen by the next one.
+        let before = names.clone();
+        names[Role::Tracking].push("cid".into());
+        assert_eq!(names.roles_of("cid"), bit(Role::Tracking));
+        assert_ne!(names, before);
+        names[Role::Tracking].pop();
+        assert_eq!(names.roles_of("cid"), 0);
+        assert_eq!(names, before, "the lookup made does not count in equality");
     }
 }
