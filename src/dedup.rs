@@ -860,6 +860,23 @@ impl Dedup {
         }
     }
 
+    /// The most committed keys this pool holds.
+    pub(crate) fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Forgets every committed key (keys in flight stay): for a warm-up
+    /// that reads the window again to keep only its newest keys. The keys
+    /// leave the table as the sweeper goes through it; no lookup finds
+    /// them from now on. Not counted as evicted or expired.
+    pub(crate) fn forget_committed(&self) {
+        let mut gens = self.generations.lock_anyway();
+        let uncounted = metrics::Counter::noop();
+        while let Some(g) = gens.pop_front() {
+            self.drop_generation(g, &uncounted);
+        }
+    }
+
     /// Drops generations past the window; called every second so that
     /// memory is returned even when no new keys arrive. Each call then
     /// removes dead keys shard by shard for [`SWEEP_BUDGET`] at most (the

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod backoff;
+mod census;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -512,10 +513,15 @@ async fn warm_up(
 ) -> bool {
     let started = std::time::Instant::now();
     let current = app.sources.load();
+    let now = u32::try_from(os::coarse_unix_seconds()).unwrap_or(u32::MAX);
+    let census = Arc::new(census::Census::new(
+        now,
+        u32::try_from(config.dedup.window.as_secs()).unwrap_or(u32::MAX),
+    ));
     for r in &spooled {
-        dedup
-            .store(&r.source, keyed(&current, &r.source), r.pixel)
-            .insert_committed(r.dedup_key, r.event_id, r.at);
+        let pool = dedup.store(&r.source, keyed(&current, &r.source), r.pixel);
+        census.count(pool, r.at);
+        pool.insert_committed(r.dedup_key, r.event_id, r.at);
     }
     if !kafka_reachable {
         warn!(
@@ -528,16 +534,60 @@ async fn warm_up(
     }
     // The whole window is read anyway: where the broker's time index does
     // not answer, its partitions are read from their earliest offsets, within
-    // the same limit.
-    let seen = into_window(dedup, move |name| keyed(&current, name));
-    let replayed = sink::warmup::read_window(
-        &config.kafka,
-        brokers,
-        sink::warmup::millis_ago(config.dedup.window),
-        config.dedup.warmup_limit,
-        &seen,
-    )
-    .await;
+    // the same limit. Each key is counted by second, per pool.
+    let (d, c, sources) = (dedup.clone(), census.clone(), current.clone());
+    let seen: sink::warmup::Seen = Arc::new(move |key, id, at, source, pixel| {
+        let pool = d.store(source, keyed(&sources, source), pixel);
+        c.count(pool, at);
+        pool.insert_committed(key, id, at);
+    });
+    let read = |seen: sink::warmup::Seen| async move {
+        sink::warmup::read_window(
+            &config.kafka,
+            brokers,
+            sink::warmup::millis_ago(config.dedup.window),
+            config.dedup.warmup_limit,
+            &seen,
+        )
+        .await
+    };
+    let mut replayed = read(seen).await;
+    // A pool that met more keys than its bound kept them in the order they
+    // were read, not committed (see `census`): it is emptied and read again,
+    // keeping the newest keys only.
+    let overflowing = match &replayed {
+        Ok(sink::warmup::ReadBack {
+            incomplete: None, ..
+        }) => census.overflowing(),
+        _ => Vec::new(),
+    };
+    if !overflowing.is_empty() {
+        info!(
+            pools = overflowing.len(),
+            "The topic holds more keys than the dedup window's bound; reading it again to keep the newest."
+        );
+        for (pool, _) in &overflowing {
+            pool.forget_committed();
+        }
+        let overflowing = Arc::new(overflowing);
+        let (d, sources) = (dedup.clone(), current.clone());
+        let keep_newest = {
+            let overflowing = overflowing.clone();
+            move |key: u128, id: uuid::Uuid, at: u32, source: &str, pixel: bool| {
+                let pool = d.store(source, keyed(&sources, source), pixel);
+                let rule = overflowing.iter().find(|(p, _)| Arc::ptr_eq(p, pool));
+                if let Some((_, keep)) = rule {
+                    if keep.admits(at) {
+                        pool.insert_committed(key, id, at);
+                    }
+                }
+            }
+        };
+        for r in &spooled {
+            keep_newest(r.dedup_key, r.event_id, r.at, &r.source, r.pixel);
+        }
+        replayed = read(Arc::new(keep_newest)).await;
+    }
     let took = started.elapsed();
     app.metrics()
         .gauge(metrics::WARMUP_SECONDS)
