@@ -183,6 +183,17 @@ impl Params {
         self.text.reserve(raw.len());
         let pairs = raw.iter().filter(|&&b| b == b'&').count() + 1;
         self.pairs.reserve(pairs.min(32));
+        // The input is checked for UTF-8 once: when it is (it nearly always
+        // is), a piece without escapes is a slice of it, taken as it is; when
+        // it is not, each piece is checked, so that a bad byte is reported
+        // where it sits (after a repeated key before it, for one).
+        let whole = std::str::from_utf8(raw).ok();
+        // `piece` as text, when the whole input is: it begins and ends at a
+        // delimiter (ASCII) or at an end, so on character boundaries.
+        let text = |piece: &[u8]| {
+            let at = piece.as_ptr() as usize - raw.as_ptr() as usize;
+            whole.and_then(|w| w.get(at..at + piece.len()))
+        };
         // Only '&' separates pairs: ';' was once allowed by HTML 4 but is ordinary
         // data in every sender's template today, and tokens may contain it.
         for pair in raw.split(|&b| b == b'&') {
@@ -193,9 +204,10 @@ impl Params {
             // Both halves are decoded before the empty-key check, so a broken
             // escape is reported wherever it sits.
             let start = self.text.len();
-            percent_decode(key, plus_as_space, &mut self.text, &mut self.scratch)?;
+            let scratch = &mut self.scratch;
+            percent_decode(key, text(key), plus_as_space, &mut self.text, scratch)?;
             let mid = self.text.len();
-            percent_decode(value, plus_as_space, &mut self.text, &mut self.scratch)?;
+            percent_decode(value, text(value), plus_as_space, &mut self.text, scratch)?;
             if mid == start {
                 self.text.truncate(start);
                 continue;
@@ -237,10 +249,12 @@ impl Params {
 }
 
 /// Decodes `%XX` escapes once (and `+` as a space when asked) onto the end of
-/// `out`. Anything that is not a complete two-hex-digit escape, or a result
-/// that is not UTF-8, is `bad_encoding` (and `out` may then hold part of it).
+/// `out`; `text` is `raw` as text when it is already known to be UTF-8.
+/// Anything that is not a complete two-hex-digit escape, or a result that is
+/// not UTF-8, is `bad_encoding` (and `out` may then hold part of it).
 fn percent_decode(
     raw: &[u8],
+    text: Option<&str>,
     plus_as_space: bool,
     out: &mut String,
     scratch: &mut Vec<u8>,
@@ -249,7 +263,11 @@ fn percent_decode(
         .iter()
         .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
     if !needs_work {
-        out.push_str(std::str::from_utf8(raw).map_err(|_| Reason::BadEncoding)?);
+        let text = match text {
+            Some(text) => text,
+            None => std::str::from_utf8(raw).map_err(|_| Reason::BadEncoding)?,
+        };
+        out.push_str(text);
         return Ok(());
     }
     scratch.clear();
@@ -472,6 +490,26 @@ mod tests {
         let mut p = Params::new();
         assert_eq!(p.add_query(b"t=a\xffb", false), Err(Reason::BadEncoding));
         assert_eq!(p.add_form(b"t=a\xffb"), Err(Reason::BadEncoding));
+        // The first fault in the input decides, whichever the kind: a key
+        // repeated before a bad byte, a bad byte before a repeated key.
+        assert_eq!(
+            Params::new().add_query(b"a=1&a=2&b=\xff", false),
+            Err(Reason::DuplicateParam)
+        );
+        assert_eq!(
+            Params::new().add_query(b"b=\xff&a=1&a=2", false),
+            Err(Reason::BadEncoding)
+        );
+        // Multi-byte text (valid as a whole) split by the delimiters, with
+        // and without escapes, taken as it is.
+        let mut p = Params::new();
+        assert_eq!(
+            p.add_query("к=ключ&ü=%C3%BC+x&plain=ок".as_bytes(), false),
+            Ok(())
+        );
+        assert_eq!(p.get("к"), Some("ключ"));
+        assert_eq!(p.get("ü"), Some("ü+x"));
+        assert_eq!(p.get("plain"), Some("ок"));
     }
 
     #[test]
