@@ -13,6 +13,28 @@ use crate::postback::Conversion;
 
 pub(crate) const SCHEMA: &str = "conversion.v1";
 
+/// `,"name":`, the text before a member other than the first, made at
+/// compile time (one copy per member instead of three).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
+}
+
+/// A member that may be absent: `,"name":` and a JSON string, or
+/// `,"name":null` in one copy.
+macro_rules! opt_member {
+    ($w:expr, $name:literal, $value:expr) => {
+        match $value {
+            Some(s) => {
+                $w.raw(key!($name));
+                $w.str(s);
+            }
+            None => $w.raw(concat!(key!($name), "null")),
+        }
+    };
+}
+
 /// `2026-11-21T12:00:00.123Z`: UTC with milliseconds.
 const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
@@ -103,49 +125,49 @@ pub fn encode(
     let mut w = Json(Vec::with_capacity(560 + variable));
     w.raw("{\"schema\":");
     w.plain(SCHEMA);
-    w.key("event_id");
+    w.raw(key!("event_id"));
     w.plain(
         event_id
             .hyphenated()
             .encode_lower(&mut Uuid::encode_buffer()),
     );
-    w.key("dedup_key");
+    w.raw(key!("dedup_key"));
     w.hex128(dedup_key);
-    w.key("source");
+    w.raw(key!("source"));
     w.str(ctx.source);
-    w.key("kind");
+    w.raw(key!("kind"));
     w.plain(ctx.kind.as_str());
-    w.key("token");
+    w.raw(key!("token"));
     w.str(&conv.token);
-    w.opt_member("amount", conv.amount_text.as_deref());
-    w.opt_member("currency", conv.currency.as_deref());
-    w.opt_member("txid", conv.txid.as_deref());
-    w.opt_member("goal", conv.goal.as_deref());
-    w.key("status");
+    opt_member!(w, "amount", conv.amount_text.as_deref());
+    opt_member!(w, "currency", conv.currency.as_deref());
+    opt_member!(w, "txid", conv.txid.as_deref());
+    opt_member!(w, "goal", conv.goal.as_deref());
+    w.raw(key!("status"));
     w.plain(conv.status.as_str());
-    w.opt_member("status_raw", conv.status_raw.as_deref());
-    w.key("received_at");
+    opt_member!(w, "status_raw", conv.status_raw.as_deref());
+    w.raw(key!("received_at"));
     let at = w.0.len();
     w.time(ctx.received_at);
     let received = at..w.0.len();
-    w.key("conversion_time");
+    w.raw(key!("conversion_time"));
     match (ctx.conversion_at_click, conv.click_time) {
         (true, Some(t)) => w.time(t),
         // The same time: its text copied, not made again.
         _ => w.0.extend_from_within(received),
     }
-    w.key("click_time");
+    w.raw(key!("click_time"));
     match conv.click_time {
         Some(t) => w.time(t),
         None => w.raw("null"),
     }
-    w.opt_member("campaign_id", conv.campaign_id.as_deref());
-    w.opt_member("adset_id", conv.adset_id.as_deref());
-    w.opt_member("ad_id", conv.ad_id.as_deref());
-    w.opt_member("placement", conv.placement.as_deref());
-    w.key("client_ip");
+    opt_member!(w, "campaign_id", conv.campaign_id.as_deref());
+    opt_member!(w, "adset_id", conv.adset_id.as_deref());
+    opt_member!(w, "ad_id", conv.ad_id.as_deref());
+    opt_member!(w, "placement", conv.placement.as_deref());
+    w.raw(key!("client_ip"));
     w.str(ctx.client_ip);
-    w.opt_member("user_agent", ctx.user_agent);
+    opt_member!(w, "user_agent", ctx.user_agent);
     w.raw(",\"params\":{");
     for (i, (k, v)) in conv.params.iter().enumerate() {
         if i > 0 {
@@ -190,6 +212,32 @@ const ESCAPE: [u8; 256] = {
     table
 };
 
+/// How many bytes at the start of `bytes` a JSON string keeps as they are:
+/// up to the first control character, `"` or `\\`. Eight bytes are tested
+/// at once (a byte below 0x20, or equal to `"` or `\\`, gives a zero or a
+/// borrow that sets its lane's top bit, and bytes of 0x80 and up never
+/// do); the tail and the word that has one go byte by byte.
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let x = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let quote = zero_in(x ^ (ONES * u64::from(b'"')));
+        let backslash = zero_in(x ^ (ONES * u64::from(b'\\')));
+        if below_space | quote | backslash != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| ESCAPE[usize::from(b)] != KEEP)
+        .unwrap_or(bytes.len() - at)
+}
+
 /// A JSON writer for the few shapes an event has.
 struct Json(Vec<u8>);
 
@@ -206,21 +254,16 @@ impl Json {
         self.0.push(b'"');
     }
 
-    /// `,"name":` before a member other than the first.
-    fn key(&mut self, name: &str) {
-        self.raw(",\"");
-        self.raw(name);
-        self.raw("\":");
-    }
-
     /// A JSON string: `"`, `\\` and control characters escaped (the short
     /// forms where JSON has them), everything else as it is, UTF-8 included.
+    /// The bytes before the first one to escape are found eight at a time
+    /// ([`clean_prefix`]) and copied at once; most strings have none.
     fn str(&mut self, s: &str) {
         let out = &mut self.0;
         out.push(b'"');
         let bytes = s.as_bytes();
         let mut from = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        for (i, &b) in bytes.iter().enumerate().skip(clean_prefix(bytes)) {
             let short = match ESCAPE[usize::from(b)] {
                 KEEP => continue,
                 short => short,
@@ -240,23 +283,13 @@ impl Json {
         out.push(b'"');
     }
 
-    /// `,"name":` and a JSON string, or `null` when there is none.
-    #[inline]
-    fn opt_member(&mut self, name: &str, s: Option<&str>) {
-        self.key(name);
-        match s {
-            Some(s) => self.str(s),
-            None => self.raw("null"),
-        }
-    }
-
-    /// 32 lowercase hex digits, quoted.
+    /// 32 lowercase hex digits, quoted: made on the stack, copied once.
     fn hex128(&mut self, n: u128) {
-        self.0.push(b'"');
-        for shift in (0..32).rev() {
-            self.0.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
+        let mut buf = [b'"'; 34];
+        for (i, digit) in buf[1..33].iter_mut().enumerate() {
+            *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
         }
-        self.0.push(b'"');
+        self.0.extend_from_slice(&buf);
     }
 
     /// A quoted `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
@@ -300,6 +333,16 @@ mod tests {
             .filter_map(char::from_u32)
             .map(|c| format!("a{c}b"))
             .collect();
+        // Every byte to escape at every place of two eight-byte words and
+        // their tail, among bytes that are kept (ASCII and UTF-8).
+        for at in 0..19 {
+            for c in ['\u{0}', '\u{1f}', '"', '\\', '\n'] {
+                let mut s: String = "aé~ ÿ!#[]{}0123456".chars().take(19).collect();
+                let (i, _) = s.char_indices().nth(at.min(s.chars().count() - 1)).unwrap();
+                s.insert(i, c);
+                cases.push(s);
+            }
+        }
         cases.extend([
             "".into(),
             "\"\\\"".into(),

@@ -22,6 +22,46 @@ const MAX_JSON_DEPTH: usize = 4;
 /// key copies); past it an index keeps a hostile 16 KiB `a&b&c&...` input linear.
 const LINEAR_SCAN_MAX: usize = 16;
 
+/// What a byte is to splitting a query or form body and decoding it.
+#[derive(Clone, Copy)]
+enum UrlByte {
+    Plain,
+    Amp,
+    Eq,
+    Percent,
+    Plus,
+}
+
+/// [`UrlByte`] of every byte: one lookup per byte of the input.
+const URL_CLASS: [UrlByte; 256] = {
+    let mut table = [UrlByte::Plain; 256];
+    table[b'&' as usize] = UrlByte::Amp;
+    table[b'=' as usize] = UrlByte::Eq;
+    table[b'%' as usize] = UrlByte::Percent;
+    table[b'+' as usize] = UrlByte::Plus;
+    table
+};
+
+/// A pair of a query or form body as the scan has seen it so far.
+struct Pair {
+    /// Where it starts in the input.
+    start: usize,
+    /// Where its first '=' is, if it has one.
+    eq: Option<usize>,
+    /// Whether its key, then its value, has anything to decode.
+    escaped: [bool; 2],
+}
+
+impl Pair {
+    fn at(start: usize) -> Pair {
+        Pair {
+            start,
+            eq: None,
+            escaped: [false; 2],
+        }
+    }
+}
+
 /// Decoded key/value pairs of one postback, query and body merged, in arrival order.
 ///
 /// All keys and values live back to back in one string, so a postback's
@@ -178,43 +218,90 @@ impl Params {
 
     fn add_urlencoded(&mut self, raw: &[u8], plus_as_space: bool) -> Result<(), Reason> {
         // Decoding never lengthens the input: one reservation holds it all.
-        // The pairs' room is capped: a hostile `&&&&...` must not reserve
+        // The pairs grow as they come: a hostile `&&&&...` must not reserve
         // twelve bytes per input byte up front.
         self.text.reserve(raw.len());
-        let pairs = raw.iter().filter(|&&b| b == b'&').count() + 1;
-        self.pairs.reserve(pairs.min(32));
+        if self.pairs.capacity() == 0 {
+            self.pairs.reserve(8);
+        }
         // The input is checked for UTF-8 once: when it is (it nearly always
         // is), a piece without escapes is a slice of it, taken as it is; when
         // it is not, each piece is checked, so that a bad byte is reported
         // where it sits (after a repeated key before it, for one).
         let whole = std::str::from_utf8(raw).ok();
-        // `piece` as text, when the whole input is: it begins and ends at a
-        // delimiter (ASCII) or at an end, so on character boundaries.
-        let text = |piece: &[u8]| {
-            let at = piece.as_ptr() as usize - raw.as_ptr() as usize;
-            whole.and_then(|w| w.get(at..at + piece.len()))
-        };
-        // Only '&' separates pairs: ';' was once allowed by HTML 4 but is ordinary
-        // data in every sender's template today, and tokens may contain it.
-        for pair in raw.split(|&b| b == b'&') {
-            let (key, value) = match pair.iter().position(|&b| b == b'=') {
-                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-                None => (pair, &pair[pair.len()..]),
-            };
-            // Both halves are decoded before the empty-key check, so a broken
-            // escape is reported wherever it sits.
-            let start = self.text.len();
-            let scratch = &mut self.scratch;
-            percent_decode(key, text(key), plus_as_space, &mut self.text, scratch)?;
-            let mid = self.text.len();
-            percent_decode(value, text(value), plus_as_space, &mut self.text, scratch)?;
-            if mid == start {
-                self.text.truncate(start);
-                continue;
+        // One pass finds each pair's end (only '&' separates pairs: ';' was
+        // once allowed by HTML 4 but is ordinary data in every sender's
+        // template today, and tokens may contain it), its first '=', and
+        // whether either half has anything to decode.
+        let mut pair = Pair::at(0);
+        for (i, &b) in raw.iter().enumerate() {
+            match URL_CLASS[usize::from(b)] {
+                UrlByte::Plain => {}
+                UrlByte::Amp => {
+                    self.add_pair(raw, whole, &pair, i, plus_as_space)?;
+                    pair = Pair::at(i + 1);
+                }
+                UrlByte::Eq => {
+                    if pair.eq.is_none() {
+                        pair.eq = Some(i);
+                    }
+                }
+                UrlByte::Percent => pair.escaped[usize::from(pair.eq.is_some())] = true,
+                UrlByte::Plus => {
+                    if plus_as_space {
+                        pair.escaped[usize::from(pair.eq.is_some())] = true;
+                    }
+                }
             }
-            self.keep(start, mid)?;
         }
-        Ok(())
+        self.add_pair(raw, whole, &pair, raw.len(), plus_as_space)
+    }
+
+    /// Decodes the pair of `raw` that [`Pair`] describes and ends at `end`,
+    /// and keeps it unless its key is empty. `whole` is `raw` as text, when
+    /// it is UTF-8.
+    fn add_pair(
+        &mut self,
+        raw: &[u8],
+        whole: Option<&str>,
+        pair: &Pair,
+        end: usize,
+        plus_as_space: bool,
+    ) -> Result<(), Reason> {
+        let (key, value) = match pair.eq {
+            Some(eq) => (pair.start..eq, eq + 1..end),
+            None => (pair.start..end, end..end),
+        };
+        // A piece begins and ends at a delimiter (ASCII) or at an end, so on
+        // character boundaries of `whole`.
+        let text = |piece: &std::ops::Range<usize>| whole.and_then(|w| w.get(piece.clone()));
+        // Both halves are decoded before the empty-key check, so a broken
+        // escape is reported wherever it sits.
+        let start = self.text.len();
+        let scratch = &mut self.scratch;
+        let escaped = pair.escaped;
+        percent_decode(
+            &raw[key.clone()],
+            text(&key),
+            escaped[0],
+            plus_as_space,
+            &mut self.text,
+            scratch,
+        )?;
+        let mid = self.text.len();
+        percent_decode(
+            &raw[value.clone()],
+            text(&value),
+            escaped[1],
+            plus_as_space,
+            &mut self.text,
+            scratch,
+        )?;
+        if mid == start {
+            self.text.truncate(start);
+            return Ok(());
+        }
+        self.keep(start, mid)
     }
 
     /// Keeps the pair just written at the end of `text` (key from `start`,
@@ -249,20 +336,20 @@ impl Params {
 }
 
 /// Decodes `%XX` escapes once (and `+` as a space when asked) onto the end of
-/// `out`; `text` is `raw` as text when it is already known to be UTF-8.
+/// `out`; `text` is `raw` as text when it is already known to be UTF-8, and
+/// `escaped` says whether `raw` holds a `%` (or a `+` to read as a space):
+/// without one it is copied as it is.
 /// Anything that is not a complete two-hex-digit escape, or a result that is
 /// not UTF-8, is `bad_encoding` (and `out` may then hold part of it).
 fn percent_decode(
     raw: &[u8],
     text: Option<&str>,
+    escaped: bool,
     plus_as_space: bool,
     out: &mut String,
     scratch: &mut Vec<u8>,
 ) -> Result<(), Reason> {
-    let needs_work = raw
-        .iter()
-        .any(|&b| b == b'%' || (plus_as_space && b == b'+'));
-    if !needs_work {
+    if !escaped {
         let text = match text {
             Some(text) => text,
             None => std::str::from_utf8(raw).map_err(|_| Reason::BadEncoding)?,
