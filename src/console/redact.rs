@@ -104,23 +104,77 @@ impl Secrets<'_> {
     /// at most `limit` bytes in all, appended to `out`; whether anything was
     /// left out.
     pub(crate) fn form(&self, text: &[u8], limit: usize, out: &mut Vec<u8>) -> bool {
+        let owner = self.cache_owner();
         self.pieces(text, b'&', limit, out, |pair, piece| {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(i) => (&pair[..i], Some(&pair[i + 1..])),
                 None => (pair, None),
             };
-            let decoded = decode_bytes(name);
-            if self.sources.is_key(&decoded) {
+            let verdict = self.name_verdict(name, owner);
+            if verdict.is_key {
                 piece.extend_from_slice(REDACTED.as_bytes());
             } else {
                 piece.extend_from_slice(name);
             }
             if let Some(value) = value {
                 piece.push(b'=');
-                if secret_name(&decoded, self.source) || self.encodes_a_key(value) {
+                if verdict.names_a_secret || self.encodes_a_key(value) {
                     piece.extend_from_slice(REDACTED.as_bytes());
                 } else {
                     piece.extend_from_slice(value);
+                }
+            }
+        })
+    }
+
+    /// What the cache of verdicts knows this source and configuration by:
+    /// the configuration's id and the source's address in it, or none
+    /// (nothing cached) when the source is not one that `sources` took in
+    /// ([`Source::member_of`]: a source in a configuration is shared and
+    /// never changes).
+    fn cache_owner(&self) -> Option<(u64, usize)> {
+        let source = match self.source {
+            None => 0,
+            Some(s) if s.member_of == self.sources.id() => std::ptr::from_ref(s) as usize,
+            Some(_) => return None,
+        };
+        Some((self.sources.id(), source))
+    }
+
+    /// What redaction does with a parameter called `name` (as sent) and
+    /// its value: from this thread's cache when the same name of the same
+    /// source of the same configuration was met lately, else worked out
+    /// (decoding the name, comparing it with the keys, the source's key
+    /// names and the secret words) and kept there.
+    fn name_verdict(&self, name: &[u8], owner: Option<(u64, usize)>) -> NameVerdict {
+        let work = || {
+            let decoded = decode_bytes(name);
+            NameVerdict {
+                is_key: self.sources.is_key(&decoded),
+                names_a_secret: secret_name(&decoded, self.source),
+            }
+        };
+        let Some(owner) = owner.filter(|_| name.len() <= CACHED_NAME_MAX) else {
+            return work();
+        };
+        let slot = name.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        }) % NAME_CACHE_SLOTS as u64;
+        NAMES.with_borrow_mut(|cache| {
+            let entry = &mut cache[slot as usize];
+            match entry {
+                Some(e) if e.owner == owner && e.name() == name => e.verdict,
+                _ => {
+                    let verdict = work();
+                    let mut kept = [0; CACHED_NAME_MAX];
+                    kept[..name.len()].copy_from_slice(name);
+                    *entry = Some(CachedName {
+                        owner,
+                        len: name.len() as u8,
+                        name: kept,
+                        verdict,
+                    });
+                    verdict
                 }
             }
         })
@@ -200,6 +254,46 @@ impl Secrets<'_> {
     }
 }
 
+/// What redaction does with a parameter: replace its name (the name is a
+/// key), its value (the name says the value is a secret), or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameVerdict {
+    is_key: bool,
+    names_a_secret: bool,
+}
+
+/// The longest parameter name (as sent) whose verdict is cached; longer
+/// ones are worked out each time.
+const CACHED_NAME_MAX: usize = 30;
+
+/// Slots of each thread's cache of verdicts, one name per slot (chosen by
+/// the name's FNV-1a hash, the newest name in a slot wins). A sender who
+/// makes its names collide only makes the console work each verdict out,
+/// as it would without the cache.
+const NAME_CACHE_SLOTS: usize = 64;
+
+/// A verdict for a name of one source (its address, 0 for none) of one
+/// configuration ([`Sources::id`]): both stay fixed while that
+/// configuration is alive, and no later configuration has its id.
+struct CachedName {
+    owner: (u64, usize),
+    len: u8,
+    name: [u8; CACHED_NAME_MAX],
+    verdict: NameVerdict,
+}
+
+impl CachedName {
+    fn name(&self) -> &[u8] {
+        &self.name[..usize::from(self.len)]
+    }
+}
+
+thread_local! {
+    /// The verdicts of the names this thread met last.
+    static NAMES: std::cell::RefCell<[Option<CachedName>; NAME_CACHE_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; NAME_CACHE_SLOTS]) };
+}
+
 /// What the console shows for a JSON body that does not parse.
 const NOT_JSON: &str = "(a body that is not valid JSON: not kept)";
 
@@ -211,13 +305,17 @@ fn decode_bytes(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     if !s.contains(&b'%') {
         return std::borrow::Cow::Borrowed(s);
     }
-    std::borrow::Cow::Owned(decode(&String::from_utf8_lossy(s)).into_bytes())
+    std::borrow::Cow::Owned(decode_raw(s))
 }
 
 /// Percent-decodes for comparison and display (`+` stays `+`); invalid
 /// escapes stay as they are.
 pub(crate) fn decode(s: &str) -> String {
-    let b = s.as_bytes();
+    String::from_utf8_lossy(&decode_raw(s.as_bytes())).into_owned()
+}
+
+/// [`decode`] on bytes, to bytes: what a key is compared with.
+fn decode_raw(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -237,7 +335,7 @@ pub(crate) fn decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -382,5 +480,51 @@ mod tests {
         );
         let (out, _) = kept(&secrets, |s, o| s.json(b"{\"api_key\":\"x", 1024, o));
         assert_eq!(out, NOT_JSON);
+    }
+
+    /// The cache of verdicts answers as the work it saves would: the same
+    /// names met again, a reloaded configuration whose key names differ, and
+    /// a source that is not the configuration's own.
+    #[test]
+    fn cached_verdicts_follow_the_configuration_in_use() {
+        let form =
+            |secrets: &Secrets<'_>, q: &str| kept(secrets, |s, o| s.form(q.as_bytes(), 1024, o)).0;
+        let with_key_name = |name: &str| {
+            let mut rules = ParseRules::reference();
+            rules.names[Role::ApiKey] = vec![name.into()];
+            Sources::from_list(vec![Source::new("s", vec!["k".repeat(20)], rules)])
+        };
+        let q = "aff=123&zone=9&aff_sub=x";
+        let first = with_key_name("aff");
+        let secrets = Secrets {
+            source: first.get("s").map(|s| s.as_ref()),
+            sources: &first,
+        };
+        for _ in 0..3 {
+            assert_eq!(form(&secrets, q), "aff=[redacted]&zone=9&aff_sub=x");
+        }
+        // Reloaded: `aff` is no longer the key's name, `zone` is.
+        let reloaded = with_key_name("zone");
+        let secrets = Secrets {
+            source: reloaded.get("s").map(|s| s.as_ref()),
+            sources: &reloaded,
+        };
+        assert_eq!(form(&secrets, q), "aff=123&zone=[redacted]&aff_sub=x");
+        // A source the configuration does not hold is worked out each time.
+        let mut rules = ParseRules::reference();
+        rules.names[Role::ApiKey] = vec!["aff_sub".into()];
+        let outsider = Source::new("s", vec![], rules);
+        let secrets = Secrets {
+            source: Some(&outsider),
+            sources: &reloaded,
+        };
+        assert_eq!(form(&secrets, q), "aff=123&zone=9&aff_sub=[redacted]");
+        // A name that is a configured key is replaced wherever it sits.
+        let key = "k".repeat(20);
+        let secrets = Secrets {
+            source: None,
+            sources: &reloaded,
+        };
+        assert_eq!(form(&secrets, &format!("{key}&a=1")), "[redacted]&a=1");
     }
 }

@@ -30,6 +30,9 @@ use url::UrlTemplate;
 /// One sender.
 #[derive(Debug)]
 pub struct Source {
+    /// The id of the configuration ([`Sources::id`]) that holds it, set
+    /// when one takes it in; 0 (no configuration's) before.
+    pub(crate) member_of: u64,
     /// The name of its `[sources.NAME]` table: in paths, events and metric labels.
     pub name: Arc<str>,
     /// Accepted api keys (several, for rotation); empty means no key is asked for.
@@ -141,6 +144,7 @@ impl DedupFields {
 impl Source {
     pub(crate) fn new(name: &str, keys: Vec<String>, rules: ParseRules) -> Source {
         Source {
+            member_of: 0,
             name: Arc::from(name),
             pixels: keys.is_empty(),
             keys: keys.into_iter().map(String::into_bytes).collect(),
@@ -314,6 +318,22 @@ pub struct Sources {
     path_keyed: Vec<Arc<Source>>,
     /// Every api and pixel key of every source, for redaction.
     keys: KeySet,
+    /// Tells this configuration from every other one of the process.
+    id: SourcesId,
+}
+
+/// A number no other [`Sources`] value of the process has: what the
+/// console's cache of redaction verdicts ([`crate::console::redact`]) keys
+/// its entries by, so that a reloaded configuration never meets the
+/// verdicts of the one before.
+#[derive(Debug)]
+struct SourcesId(u64);
+
+impl Default for SourcesId {
+    fn default() -> SourcesId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        SourcesId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Every api and pixel key of every source. The console asks it about every
@@ -367,7 +387,8 @@ impl Sources {
     /// A source named `default` serves requests that name no source.
     pub(crate) fn from_list(list: Vec<Source>) -> Sources {
         let mut s = Sources::default();
-        for src in list {
+        for mut src in list {
+            src.member_of = s.id.0;
             let src = Arc::new(src);
             for h in &src.hosts {
                 s.by_host.insert(h.to_ascii_lowercase(), src.clone());
@@ -442,6 +463,11 @@ impl Sources {
     /// to be told apart from every key.
     pub(crate) fn may_decode_to_key(&self, encoded_len: usize) -> bool {
         !self.keys.keys.is_empty() && encoded_len >= self.keys.shortest
+    }
+
+    /// A number no other configuration of this process has.
+    pub(crate) fn id(&self) -> u64 {
+        self.id.0
     }
 
     /// The source called `name`.
