@@ -337,7 +337,10 @@ impl<'p> Hits<'p> {
     /// api key included: a secret must never ride along in `params`, and a
     /// role's value must not appear twice in the event) and is not dropped.
     fn pass_through(&self, rules: &ParseRules) -> Result<Pairs<'p>, Reason> {
-        let mut kept = Vec::new();
+        // Room for every parameter that names no role, in one allocation
+        // (the kept pairs are only a few, and at most `MAX_PASS_THROUGH`).
+        let unnamed = self.roles.iter().filter(|&&r| r == 0).count();
+        let mut kept = Vec::with_capacity(unnamed.min(MAX_PASS_THROUGH + 1));
         for ((key, value), &roles) in self.params.iter().zip(&self.roles) {
             if roles != 0 || rules.dropped.iter().any(|d| d == key) {
                 continue;
