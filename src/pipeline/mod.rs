@@ -224,7 +224,7 @@ pub(crate) fn gate<'r>(app: &App, req: &Request<'r>) -> Gated<'r> {
             Gated(Gates::Refused {
                 kind,
                 target,
-                source: Some(source.name.clone()),
+                source: Some(source),
                 reason,
             })
         }
@@ -243,7 +243,7 @@ enum Gates<'r> {
     Refused {
         kind: Kind,
         target: Target<'r>,
-        source: Option<Arc<str>>,
+        source: Option<Arc<Source>>,
         reason: Rejection,
     },
     /// Through every gate before the body.
@@ -291,14 +291,15 @@ impl Gated<'_> {
                 client,
                 ..
             } => {
-                let name = source.name.clone();
+                let held = source.clone();
                 let prepared = prepare(&app, kind, &target, req, source, client);
-                (Some((kind, target)), Some(name), prepared)
+                (Some((kind, target)), Some(held), prepared)
             }
         };
         let kind = routed.as_ref().map(|(kind, _)| *kind);
         let kept =
             routed.and_then(|(kind, target)| keep(&app, kind, &target, req, source.as_deref()));
+        let source = source.map(|s| s.name.clone());
         async move {
             let outcome = match prepared {
                 Ok(claimed) => deliver::finish(&app, claimed).await,
@@ -320,14 +321,14 @@ fn keep(
     kind: Kind,
     target: &Target<'_>,
     req: &Request<'_>,
-    source: Option<&str>,
+    source: Option<&Source>,
 ) -> Option<console::Kept> {
     if !app.console.enabled() {
         return None;
     }
     let sources = app.sources.load();
     let secrets = console::redact::Secrets {
-        source: source.and_then(|n| sources.get(n)).map(|s| s.as_ref()),
+        source,
         sources: &sources,
     };
     let path = match target {

@@ -371,8 +371,9 @@ impl<'p> Hits<'p> {
             .iter()
             .zip(&self.roles)
             .find_map(|((key, value), &roles)| {
-                let status_like =
-                    roles & status == 0 && STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s));
+                let status_like = roles & status == 0
+                    && STATUS_LIKE_LENGTHS & 1 << key.len().min(63) != 0
+                    && STATUS_LIKE.iter().any(|s| key.eq_ignore_ascii_case(s));
                 (status_like && declines(value)).then_some(value)
             })
     }
@@ -389,6 +390,19 @@ const STATUS_LIKE: &[&str] = &[
     "pstatus",
     "action_status",
 ];
+
+/// Bit `n` set when a name of [`STATUS_LIKE`] is `n` bytes long (all are
+/// shorter than 63): most parameter names are told apart by length alone.
+const STATUS_LIKE_LENGTHS: u64 = {
+    let mut bits = 0u64;
+    let mut i = 0;
+    while i < STATUS_LIKE.len() {
+        assert!(STATUS_LIKE[i].len() < 63);
+        bits |= 1 << STATUS_LIKE[i].len();
+        i += 1;
+    }
+    bits
+};
 
 /// Words that take a conversion back or refuse it, whole or as one word of a
 /// value (`Rejected`, `charge-back`, `REVERSED`), in any case.
