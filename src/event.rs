@@ -286,8 +286,9 @@ impl Json {
     /// 32 lowercase hex digits, quoted: made on the stack, copied once.
     fn hex128(&mut self, n: u128) {
         let mut buf = [b'"'; 34];
-        for (i, digit) in buf[1..33].iter_mut().enumerate() {
-            *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+        for (pair, byte) in buf[1..33].chunks_exact_mut(2).zip(n.to_be_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
         self.0.extend_from_slice(&buf);
     }
@@ -357,6 +358,21 @@ mod tests {
                 serde_json::to_string(&s).unwrap(),
                 "{s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn dedup_keys_are_written_as_32_hex_digits() {
+        for n in [
+            0,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+            1 << 127,
+        ] {
+            let mut w = Json(Vec::new());
+            w.hex128(n);
+            assert_eq!(String::from_utf8(w.0).unwrap(), format!("\"{n:032x}\""));
         }
     }
 

@@ -191,9 +191,11 @@ impl Params {
 
     fn position(&self, key: &str) -> Option<usize> {
         let (text, key) = (self.text.as_bytes(), key.as_bytes());
-        self.pairs
-            .iter()
-            .position(|&(k, v, _)| text.get(k as usize..v as usize) == Some(key))
+        // Lengths first: most keys differ in length, and are then told
+        // apart without a slice made or a byte compared.
+        self.pairs.iter().position(|&(k, v, _)| {
+            (v - k) as usize == key.len() && text.get(k as usize..v as usize) == Some(key)
+        })
     }
 
     /// Runs `add`, and on failure restores the pairs held before, so a caller that
