@@ -42,23 +42,87 @@ const URL_CLASS: [UrlByte; 256] = {
     table
 };
 
-/// A pair of a query or form body as the scan has seen it so far.
+/// A pair of a query or form body, as [`UrlPairs`] found it.
 struct Pair {
     /// Where it starts in the input.
     start: usize,
+    /// Where it ends (at the next '&' or the input's end).
+    end: usize,
     /// Where its first '=' is, if it has one.
     eq: Option<usize>,
-    /// Whether its key, then its value, has anything to decode.
+    /// Whether its name, then its value, has anything to decode.
     escaped: [bool; 2],
 }
 
 impl Pair {
-    fn at(start: usize) -> Pair {
-        Pair {
-            start,
-            eq: None,
-            escaped: [false; 2],
+    /// Where its name is in the input: all of it without an '='.
+    fn name(&self) -> std::ops::Range<usize> {
+        self.start..self.eq.unwrap_or(self.end)
+    }
+
+    /// Where its value is: after the first '=', empty without one.
+    fn value(&self) -> std::ops::Range<usize> {
+        self.eq.map_or(self.end, |eq| eq + 1)..self.end
+    }
+}
+
+/// The pairs of a query or form body, in order, each found with its first
+/// '=' and whether either half has a `%` (or a `+` read as a space) in one
+/// pass over a table of byte classes. Only '&' separates pairs: ';' was once
+/// allowed by HTML 4 but is ordinary data in every sender's template today,
+/// and tokens may contain it. Empty input is one empty pair, as splitting
+/// it would give.
+struct UrlPairs<'a> {
+    raw: &'a [u8],
+    /// Where the next pair starts; past the end once the last was given.
+    at: usize,
+    plus_as_space: bool,
+}
+
+impl<'a> UrlPairs<'a> {
+    fn new(raw: &'a [u8], plus_as_space: bool) -> UrlPairs<'a> {
+        UrlPairs {
+            raw,
+            at: 0,
+            plus_as_space,
         }
+    }
+}
+
+impl Iterator for UrlPairs<'_> {
+    type Item = Pair;
+
+    fn next(&mut self) -> Option<Pair> {
+        let rest = self.raw.get(self.at..)?;
+        let (mut end, mut eq, mut escaped) = (rest.len(), None, [false, false]);
+        for (i, &b) in rest.iter().enumerate() {
+            match URL_CLASS[usize::from(b)] {
+                UrlByte::Plain => {}
+                UrlByte::Amp => {
+                    end = i;
+                    break;
+                }
+                UrlByte::Eq => {
+                    if eq.is_none() {
+                        eq = Some(i);
+                    }
+                }
+                UrlByte::Percent => escaped[usize::from(eq.is_some())] = true,
+                UrlByte::Plus => {
+                    if self.plus_as_space {
+                        escaped[usize::from(eq.is_some())] = true;
+                    }
+                }
+            }
+        }
+        let start = self.at;
+        self.at += end + 1;
+        Some(Pair {
+            start,
+            end: start + end,
+            eq: eq.map(|e| start + e),
+            escaped,
+        })
     }
 }
 
@@ -231,49 +295,22 @@ impl Params {
         // it is not, each piece is checked, so that a bad byte is reported
         // where it sits (after a repeated key before it, for one).
         let whole = std::str::from_utf8(raw).ok();
-        // One pass finds each pair's end (only '&' separates pairs: ';' was
-        // once allowed by HTML 4 but is ordinary data in every sender's
-        // template today, and tokens may contain it), its first '=', and
-        // whether either half has anything to decode.
-        let mut pair = Pair::at(0);
-        for (i, &b) in raw.iter().enumerate() {
-            match URL_CLASS[usize::from(b)] {
-                UrlByte::Plain => {}
-                UrlByte::Amp => {
-                    self.add_pair(raw, whole, &pair, i, plus_as_space)?;
-                    pair = Pair::at(i + 1);
-                }
-                UrlByte::Eq => {
-                    if pair.eq.is_none() {
-                        pair.eq = Some(i);
-                    }
-                }
-                UrlByte::Percent => pair.escaped[usize::from(pair.eq.is_some())] = true,
-                UrlByte::Plus => {
-                    if plus_as_space {
-                        pair.escaped[usize::from(pair.eq.is_some())] = true;
-                    }
-                }
-            }
+        for pair in UrlPairs::new(raw, plus_as_space) {
+            self.add_pair(raw, whole, &pair, plus_as_space)?;
         }
-        self.add_pair(raw, whole, &pair, raw.len(), plus_as_space)
+        Ok(())
     }
 
-    /// Decodes the pair of `raw` that [`Pair`] describes and ends at `end`,
-    /// and keeps it unless its key is empty. `whole` is `raw` as text, when
-    /// it is UTF-8.
+    /// Decodes the pair of `raw` that [`Pair`] describes, and keeps it
+    /// unless its key is empty. `whole` is `raw` as text, when it is UTF-8.
     fn add_pair(
         &mut self,
         raw: &[u8],
         whole: Option<&str>,
         pair: &Pair,
-        end: usize,
         plus_as_space: bool,
     ) -> Result<(), Reason> {
-        let (key, value) = match pair.eq {
-            Some(eq) => (pair.start..eq, eq + 1..end),
-            None => (pair.start..end, end..end),
-        };
+        let (key, value) = (pair.name(), pair.value());
         // A piece begins and ends at a delimiter (ASCII) or at an end, so on
         // character boundaries of `whole`.
         let text = |piece: &std::ops::Range<usize>| whole.and_then(|w| w.get(piece.clone()));
@@ -487,6 +524,58 @@ impl<'de> Visitor<'de> for FlatObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every input of up to six bytes from `a=&%+`: the pairs are what
+    /// splitting at '&' and then at the first '=' gives, with the escapes of
+    /// each half.
+    #[test]
+    fn url_pairs_split_as_a_split_at_ampersands_would() {
+        let alphabet = b"a=&%+";
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            let longer: Vec<Vec<u8>> = inputs
+                .iter()
+                .filter(|i| i.len() == inputs.last().map_or(0, Vec::len))
+                .flat_map(|i| {
+                    alphabet.iter().map(move |&b| {
+                        let mut i = i.clone();
+                        i.push(b);
+                        i
+                    })
+                })
+                .collect();
+            inputs.extend(longer);
+        }
+        assert_eq!(inputs.len(), (0..=6).map(|n| 5usize.pow(n)).sum::<usize>());
+        for input in &inputs {
+            for plus in [false, true] {
+                let escaped = |half: &[u8]| half.iter().any(|&b| b == b'%' || (plus && b == b'+'));
+                let want: Vec<_> = input
+                    .split(|&b| b == b'&')
+                    .map(|pair| match pair.iter().position(|&b| b == b'=') {
+                        Some(eq) => (&pair[..eq], Some(&pair[eq + 1..])),
+                        None => (pair, None),
+                    })
+                    .map(|(name, value)| {
+                        let flags = [escaped(name), value.is_some_and(escaped)];
+                        (name, value, flags)
+                    })
+                    .collect();
+                let got: Vec<_> = UrlPairs::new(input, plus)
+                    .map(|p| {
+                        let value = p.eq.is_some().then(|| &input[p.value()]);
+                        (&input[p.name()], value, p.escaped)
+                    })
+                    .collect();
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} plus_as_space={plus}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
 
     type Pairs = &'static [(&'static str, &'static str)];
 

@@ -526,7 +526,14 @@ impl KafkaSink {
                 Err(SinkError::QueueFull)
             }
             Err((e, _)) => Err(sink_error(&e)),
-            Ok(()) => match tokio::time::timeout(self.verdict_wait, waiting).await {
+            // The deadline from the clock read already made (one read less
+            // per postback than `timeout`).
+            Ok(()) => match tokio::time::timeout_at(
+                tokio::time::Instant::from_std(started) + self.verdict_wait,
+                waiting,
+            )
+            .await
+            {
                 Ok(Ok(Ok(()))) => Ok(()),
                 Ok(Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))) => {
                     Err(SinkError::Timeout)
