@@ -26,6 +26,14 @@
 //! which every lookup checks; its entries are removed from the table later,
 //! a few shards at each sweep or when a shard would otherwise grow, and the
 //! tag is reused only once none is left.
+//!
+//! At the default bound the one miss of a claim is mostly the address's
+//! translation, not the line: the table spans about 200,000 pages of 4 KiB,
+//! so nearly every claim misses the TLB, and in a VM each such miss is a
+//! nested page walk. A prefetch of the home line before the in-flight
+//! entry did not make a claim measurably faster (the prefetch waits for the
+//! same walk); huge pages for the tables took about a fifth off a claim in
+//! a trial of the bench (see benches/dedup.rs, 2026-12-07 evening).
 #![warn(missing_docs)]
 
 use crate::sync::LockAnyway;
