@@ -88,6 +88,11 @@
 //!   dedup_20m/reserve_duplicate     422, 442, 480 ns, median 442 (600, 563, 601; 600)
 //!   dedup/reserve_commit_new        559, 626, 530 ns, median 559 (599, 572, 531; 572)
 //!   dedup/reserve_duplicate         114, 142, 118 ns, median 118 (126, 133, 139; 133)
+//! The prefetch of the home line tried again on top of it (the walk now
+//! short), alternately, three runs each, same command (load average
+//! 2.0-2.2): a new key at 20 million 600 ns (691, 586, 600; without 622:
+//! 664, 608, 622), a duplicate 406 (386, 407, 406; 424: 447, 405, 424),
+//! at a million 587 (550) and 120 (119): within the runs' spread, not kept.
 //! The 400 ns target for a new key at 20 million is not met: what is left
 //! is the line's miss itself, the commit's shift of the run into the lines
 //! after it, the removal of dead keys (no sweeper runs here, so a shard
