@@ -52,6 +52,16 @@
 //!   whole huge pages; the blocks of the sizes they grew out of are given
 //!   back to the system. `DEDUP_KEYS=20000000`, twice each alternately:
 //!   42.9, 41.5 (821.5, 793.5 MiB) against 44.1, 44.1 (845.5, 844.8 MiB).
+//!   The cost is in the tail: `DEDUP_KEYS=20000000 DEDUP_STALLS=2000000`,
+//!   twice each alternately (load average 1.9-2.1), p50 400, 411 ns against
+//!   541, 531; p99.9 11.3, 8.9 us against 27.5, 23.9; but inserts over 100
+//!   us 1,598, 1,604 against 600, 730, p99.99 165, 170 us against 122, 130
+//!   (max 7.4, 4.6 ms against 7.4, 5.8). Under `perf record` (the whole
+//!   run, the 20 million inserts before the stalls included) the kernel's
+//!   page clearing (`clear_page_erms`) takes 25% of the samples against 1%:
+//!   a table that first touches a huge page has all 2 MiB of it zeroed at
+//!   once, and a block given back is zeroed again when taken again. Not
+//!   traced further.
 //! Where it went in 51f00f8: each map entry is a u128 key and a 32-byte `Slot` (the enum
 //! of a u128 event id and a u32 time, padded to 16-byte alignment) plus a
 //! control byte, in hashbrown tables 55-87% full; and 32 bytes per key in the
