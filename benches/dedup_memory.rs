@@ -41,6 +41,27 @@
 //!   77% at the bound and at half of it (32 bytes / 0.77 = 41.5 per key),
 //!   hashbrown's to about 85% (33 bytes per entry). `DEDUP_HUGE_PAGES=1`:
 //!   50.1. `DEDUP_KEYS=20000000`: 44.2.
+//! A shard's tables of 64 KiB to 4 MiB in huge pages (`TableMemory`), the
+//!   process turning them off except where advised, mimalloc built without
+//!   its own advice, against the binary before it (7aab483), 2026-12-07
+//!   evening, alternately, three runs each: 44.8, 45.1, 42.1 bytes per key
+//!   a second after the last insert (median 44.8; 2.3 -> 429.2, 432.1,
+//!   403.4 MiB; 481-523 ns per insert) against 45.6, 44.9, 45.0 (median
+//!   45.0; 4.1 -> 439.0, 432.6, 433.3 MiB; 473-577 ns per insert). At 10
+//!   million keys every shard has an 8,192-slot table, so the tables fill
+//!   whole huge pages; the blocks of the sizes they grew out of are given
+//!   back to the system. `DEDUP_KEYS=20000000`, twice each alternately:
+//!   42.9, 41.5 (821.5, 793.5 MiB) against 44.1, 44.1 (845.5, 844.8 MiB).
+//!   The cost is in the tail: `DEDUP_KEYS=20000000 DEDUP_STALLS=2000000`,
+//!   twice each alternately (load average 1.9-2.1), p50 400, 411 ns against
+//!   541, 531; p99.9 11.3, 8.9 us against 27.5, 23.9; but inserts over 100
+//!   us 1,598, 1,604 against 600, 730, p99.99 165, 170 us against 122, 130
+//!   (max 7.4, 4.6 ms against 7.4, 5.8). Under `perf record` (the whole
+//!   run, the 20 million inserts before the stalls included) the kernel's
+//!   page clearing (`clear_page_erms`) takes 25% of the samples against 1%:
+//!   a table that first touches a huge page has all 2 MiB of it zeroed at
+//!   once, and a block given back is zeroed again when taken again. Not
+//!   traced further.
 //! Where it went in 51f00f8: each map entry is a u128 key and a 32-byte `Slot` (the enum
 //! of a u128 event id and a u32 time, padded to 16-byte alignment) plus a
 //! control byte, in hashbrown tables 55-87% full; and 32 bytes per key in the

@@ -11,6 +11,8 @@ use postback_gateway::config::{Config, Env, ProcessEnv};
 /// them from per-thread pages where glibc's malloc splits and consolidates chunks.
 /// Its 2.x line (the crate's `v2` feature): 3.x spent about a tenth more CPU per
 /// postback here, much of it handing pages back and forth with its arenas.
+/// Built without its advice for transparent huge pages (the `no_thp`
+/// feature): see `os::no_transparent_huge_pages`.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
