@@ -345,15 +345,6 @@ struct Place {
 }
 
 impl Table {
-    /// A table of `slots` slots (a power of two, at least two).
-    fn with_slots(slots: usize) -> Table {
-        Table {
-            lines: Lines::Heap(vec![Line::default(); slots / 2].into_boxed_slice()),
-            len: 0,
-            place: None,
-        }
-    }
-
     /// An empty table whose larger sizes go to `place`.
     fn placed(place: Place) -> Table {
         Table {
@@ -365,17 +356,15 @@ impl Table {
     /// A table of `slots` slots (a power of two, at least two) in `place`
     /// when it keeps that size, else on the heap.
     fn in_place(slots: usize, place: Option<Place>) -> Table {
-        let huge = place.as_ref().and_then(|p| p.memory.lines(p.shard, slots));
-        let mut table = match huge {
-            Some(lines) => Table {
-                lines: Lines::Huge(lines),
-                len: 0,
-                place: None,
-            },
-            None => Table::with_slots(slots),
+        let lines = match place.as_ref().and_then(|p| p.memory.lines(p.shard, slots)) {
+            Some(lines) => Lines::Huge(lines),
+            None => Lines::Heap(vec![Line::default(); slots / 2].into_boxed_slice()),
         };
-        table.place = place;
-        table
+        Table {
+            lines,
+            len: 0,
+            place,
+        }
     }
 
     fn slots(&self) -> usize {
@@ -1520,7 +1509,7 @@ mod tests {
 
     #[test]
     fn a_full_table_keeps_its_order_and_finds_every_key() {
-        let mut t = Table::with_slots(MIN_SLOTS);
+        let mut t = Table::in_place(MIN_SLOTS, None);
         let keys: Vec<Wide> = (0..t.capacity() as u64).map(table_key).collect();
         for (n, k) in keys.iter().enumerate() {
             t.insert_new(Slot {

@@ -30,6 +30,8 @@ pub mod source;
 pub(crate) mod spare;
 pub(crate) mod sync;
 pub(crate) mod tasks;
+#[cfg(test)]
+mod testing;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -518,10 +520,16 @@ async fn warm_up(
         now,
         u32::try_from(config.dedup.window.as_secs()).unwrap_or(u32::MAX),
     ));
+    // Each key, from the spool and then from the topic, is counted by
+    // second, per pool.
+    let (d, c, sources) = (dedup.clone(), census.clone(), current.clone());
+    let seen: sink::warmup::Seen = Arc::new(move |key, id, at, source, pixel| {
+        let pool = d.store(source, keyed(&sources, source), pixel);
+        c.count(pool, at);
+        pool.insert_committed(key, id, at);
+    });
     for r in &spooled {
-        let pool = dedup.store(&r.source, keyed(&current, &r.source), r.pixel);
-        census.count(pool, r.at);
-        pool.insert_committed(r.dedup_key, r.event_id, r.at);
+        seen(r.dedup_key, r.event_id, r.at, &r.source, r.pixel);
     }
     if !kafka_reachable {
         warn!(
@@ -534,13 +542,7 @@ async fn warm_up(
     }
     // The whole window is read anyway: where the broker's time index does
     // not answer, its partitions are read from their earliest offsets, within
-    // the same limit. Each key is counted by second, per pool.
-    let (d, c, sources) = (dedup.clone(), census.clone(), current.clone());
-    let seen: sink::warmup::Seen = Arc::new(move |key, id, at, source, pixel| {
-        let pool = d.store(source, keyed(&sources, source), pixel);
-        c.count(pool, at);
-        pool.insert_committed(key, id, at);
-    });
+    // the same limit.
     let read = |seen: sink::warmup::Seen| async move {
         sink::warmup::read_window(
             &config.kafka,
@@ -569,24 +571,20 @@ async fn warm_up(
         for (pool, _) in &overflowing {
             pool.forget_committed();
         }
-        let overflowing = Arc::new(overflowing);
         let (d, sources) = (dedup.clone(), current.clone());
-        let keep_newest = {
-            let overflowing = overflowing.clone();
-            move |key: u128, id: uuid::Uuid, at: u32, source: &str, pixel: bool| {
-                let pool = d.store(source, keyed(&sources, source), pixel);
-                let rule = overflowing.iter().find(|(p, _)| Arc::ptr_eq(p, pool));
-                if let Some((_, keep)) = rule {
-                    if keep.admits(at) {
-                        pool.insert_committed(key, id, at);
-                    }
+        let keep_newest: sink::warmup::Seen = Arc::new(move |key, id, at, source, pixel| {
+            let pool = d.store(source, keyed(&sources, source), pixel);
+            let rule = overflowing.iter().find(|(p, _)| Arc::ptr_eq(p, pool));
+            if let Some((_, keep)) = rule {
+                if keep.admits(at) {
+                    pool.insert_committed(key, id, at);
                 }
             }
-        };
+        });
         for r in &spooled {
             keep_newest(r.dedup_key, r.event_id, r.at, &r.source, r.pixel);
         }
-        replayed = read(Arc::new(keep_newest)).await;
+        replayed = read(keep_newest).await;
     }
     let took = started.elapsed();
     app.metrics()

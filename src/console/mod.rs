@@ -245,15 +245,16 @@ pub struct Recent {
     evicted: AtomicU64,
 }
 
-/// FNV-1a for the logs' map: its keys are the configured sources' names,
-/// never a sender's text, so no sender can aim collisions at it, and a
-/// name hashes in a few instructions a byte (it is looked up for every
-/// request the console keeps).
+/// FNV-1a, a few instructions a byte: for the logs' map, whose keys are the
+/// configured sources' names, never a sender's text, so no sender can aim
+/// collisions at it (it is looked up for every request the console keeps);
+/// and for the slot of a redaction verdict ([`redact`]), where a collision
+/// costs only the verdict's work.
 #[derive(Default, Clone, Copy)]
-struct Fnv;
+pub(crate) struct Fnv;
 
 /// The hasher [`Fnv`] builds.
-struct FnvHasher(u64);
+pub(crate) struct FnvHasher(u64);
 
 impl std::hash::BuildHasher for Fnv {
     type Hasher = FnvHasher;

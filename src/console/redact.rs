@@ -157,9 +157,11 @@ impl Secrets<'_> {
         let Some(owner) = owner.filter(|_| name.len() <= CACHED_NAME_MAX) else {
             return work();
         };
-        let slot = name.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        }) % NAME_CACHE_SLOTS as u64;
+        let slot = {
+            let mut h = std::hash::BuildHasher::build_hasher(&super::Fnv);
+            std::hash::Hasher::write(&mut h, name);
+            std::hash::Hasher::finish(&h) % NAME_CACHE_SLOTS as u64
+        };
         NAMES.with_borrow_mut(|cache| {
             let entry = &mut cache[slot as usize];
             match entry {
@@ -389,21 +391,8 @@ mod tests {
         }
         // Every name of up to three bytes over an alphabet of the words'
         // letters, their capitals and a few others, and longer mixes.
-        let alphabet: Vec<u8> = b"keytonsecrtpaswdhuigKEYTONSECRTPASWDHUIG_0@[`{\xff".to_vec();
-        let mut names: Vec<Vec<u8>> = vec![Vec::new()];
-        for _ in 0..3 {
-            let longer: Vec<Vec<u8>> = names
-                .iter()
-                .flat_map(|n| {
-                    alphabet.iter().map(move |&b| {
-                        let mut n = n.clone();
-                        n.push(b);
-                        n
-                    })
-                })
-                .collect();
-            names.extend(longer);
-        }
+        let mut names =
+            crate::testing::words(b"keytonsecrtpaswdhuigKEYTONSECRTPASWDHUIG_0@[`{\xff", 3);
         for (i, w) in SECRET_WORDS.iter().enumerate() {
             names.push(format!("x_{w}_{i}").into_bytes());
             names.push(format!("{}{}", &w[..w.len() - 1], "Q").into_bytes());

@@ -30,8 +30,7 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (json, delivery) = admit(app.clone(), req, peer).await;
-    let delivery = delivery.await;
-    let Handled { kind, outcome } = delivery;
+    let Handled { kind, outcome } = delivery.await;
     let resp = reply::postback(kind, &outcome, json);
     if let Some(kind) = kind {
         count(&app, kind, &outcome, started);

@@ -219,12 +219,9 @@ impl Params {
     }
 
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|&(k, v, e)| {
-            (
-                &self.text[k as usize..v as usize],
-                &self.text[v as usize..e as usize],
-            )
-        })
+        // Over the pairs themselves, not by index: no bounds check per pair
+        // (this runs several times per postback).
+        self.pairs.iter().map(|&(k, v, e)| self.slices(k, v, e))
     }
 
     /// How many pairs it holds.
@@ -242,6 +239,11 @@ impl Params {
     /// The key and value of the `i`th pair, in arrival order.
     pub(crate) fn pair(&self, i: usize) -> (&str, &str) {
         let (k, v, e) = self.pairs[i];
+        self.slices(k, v, e)
+    }
+
+    /// The key from `k` to `v` and the value from `v` to `e` in `text`.
+    fn slices(&self, k: u32, v: u32, e: u32) -> (&str, &str) {
         (
             &self.text[k as usize..v as usize],
             &self.text[v as usize..e as usize],
@@ -249,8 +251,7 @@ impl Params {
     }
 
     fn key_at(&self, i: usize) -> &str {
-        let (k, v, _) = self.pairs[i];
-        &self.text[k as usize..v as usize]
+        self.pair(i).0
     }
 
     fn position(&self, key: &str) -> Option<usize> {
@@ -530,22 +531,7 @@ mod tests {
     /// each half.
     #[test]
     fn url_pairs_split_as_a_split_at_ampersands_would() {
-        let alphabet = b"a=&%+";
-        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
-        for _ in 0..6 {
-            let longer: Vec<Vec<u8>> = inputs
-                .iter()
-                .filter(|i| i.len() == inputs.last().map_or(0, Vec::len))
-                .flat_map(|i| {
-                    alphabet.iter().map(move |&b| {
-                        let mut i = i.clone();
-                        i.push(b);
-                        i
-                    })
-                })
-                .collect();
-            inputs.extend(longer);
-        }
+        let inputs = crate::testing::words(b"a=&%+", 6);
         assert_eq!(inputs.len(), (0..=6).map(|n| 5usize.pow(n)).sum::<usize>());
         for input in &inputs {
             for plus in [false, true] {
