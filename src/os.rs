@@ -292,6 +292,25 @@ pub fn coarse_unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds on the monotonic clock as of the kernel's last timer tick
+/// (a few milliseconds old at most), read without the hardware clock.
+pub(crate) fn coarse_monotonic_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to fill.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
+        }
+    }
+    static EPOCH: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    EPOCH.elapsed().as_millis() as u64
+}
+
 /// Seconds since the unix epoch, as the dedup window and the spool stamp
 /// events; injectable so tests use a fixed clock.
 pub type Clock = std::sync::Arc<dyn Fn() -> u32 + Send + Sync>;

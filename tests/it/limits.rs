@@ -86,6 +86,146 @@ async fn a_header_that_trickles_in_is_cut_at_the_header_read_timeout() {
     gw.stop().await;
 }
 
+/// Reads from `s` until the server closes it (or 5 s pass); true if closed.
+async fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 256];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// How many events the topic holds, once at least `expect` arrived.
+fn events(brokers: &str, expect: usize) -> usize {
+    read_topic(brokers, TOPIC, expect, Duration::from_millis(300)).len()
+}
+
+/// A form POST's head for `body`, with the test key in the query.
+fn form_head(token: &str, body: &str) -> String {
+    format!(
+        "POST /postback?api_key={API_KEY}&tracking={token} HTTP/1.1\r\nHost: t\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_read_timeout_spares_a_request_in_flight_and_closes_an_idle_connection_after_it()
+{
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |c| {
+        c.limits.header_read_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let mut s = TcpStream::connect(gw.public).await.unwrap();
+    // A body that takes twice the header read timeout: its own limit is the
+    // request timeout (10 s), so it is answered.
+    let body = "amount=12.50";
+    s.write_all(form_head("slow-body", body).as_bytes())
+        .await
+        .unwrap();
+    for byte in body.as_bytes().chunks(3) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(byte).await.unwrap();
+    }
+    let r = exchange(&mut s, "").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\r\n\r\nOK "), "{r}");
+    // Then idle on a keep-alive connection: closed a header read timeout
+    // after the reply.
+    let replied = Instant::now();
+    assert!(
+        closed_by_server(&mut s).await,
+        "the idle connection is closed"
+    );
+    let idle = replied.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_millis(2500),
+        "closed after {idle:?} of idleness"
+    );
+    // The second head of a keep-alive connection has the same deadline.
+    let mut s = TcpStream::connect(gw.public).await.unwrap();
+    let r = exchange(&mut s, &get(&query("first-of-two", "1.00"))).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let replied = Instant::now();
+    s.write_all(b"GET /postback?tracking=second HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut cut = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if s.write_all(b"X").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut b = [0u8; 256];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    let took = replied.elapsed();
+    assert!(cut, "the trickling second head is cut");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "cut after {took:?}"
+    );
+    assert_eq!(
+        events(&kafka.bootstrap_servers(), 2),
+        2,
+        "every OK in Kafka once"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_closes_idle_connections_at_once_and_answers_the_request_in_flight_first() {
+    let kafka = mock_cluster();
+    let gw = Gateway::start(&kafka.bootstrap_servers(), |_| {}).await;
+    // Two idle keep-alive connections, each after one postback.
+    let mut idle = Vec::new();
+    for i in 0..2 {
+        let mut s = TcpStream::connect(gw.public).await.unwrap();
+        let r = exchange(&mut s, &get(&query(&format!("idle-{i}"), "1.00"))).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        idle.push(s);
+    }
+    // One request in flight: its head is in, its body not yet.
+    let body = "amount=3.00";
+    let mut busy = TcpStream::connect(gw.public).await.unwrap();
+    busy.write_all(form_head("in-flight", body).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(gw.stop());
+    for s in &mut idle {
+        assert!(closed_by_server(s).await, "an idle connection is closed");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "idle connections closed after {:?} (the grace period is 5 s)",
+        started.elapsed()
+    );
+    let r = exchange(&mut busy, body).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\r\n\r\nOK "), "{r}");
+    assert!(closed_by_server(&mut busy).await, "closed after its reply");
+    stopping.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        events(&kafka.bootstrap_servers(), 3),
+        3,
+        "every OK in Kafka once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_new_connections_get_503_and_open_ones_keep_working() {
     let kafka = mock_cluster();
