@@ -22,14 +22,12 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use tokio::sync::{oneshot, Notify};
 use tracing::{error, info, warn, Level};
 
 use super::logs::{self, Quiet};
+use super::produce::Instance;
 use super::reports::Reports;
 use super::{BoxFuture, Sink, SinkError};
 use crate::backoff::{jittered, Backoff};
@@ -141,7 +139,7 @@ impl ProducerContext for Verdicts {
     }
 }
 
-type KafkaProducer = BaseProducer<Verdicts>;
+type KafkaProducer = Instance<Verdicts>;
 
 pub(crate) struct KafkaSink {
     /// The producer instance in use; replaced after a fatal error.
@@ -185,12 +183,13 @@ impl KafkaSink {
 /// runtime by a task of `tasks` that ends once the instance is let go of.
 fn start_producer(
     config: &ClientConfig,
+    topic: &str,
     broken: &Arc<Notify>,
     tasks: &Tasks,
 ) -> anyhow::Result<Arc<KafkaProducer>> {
     let (config, broken) = (config.clone(), broken.clone());
     let metrics = tasks.metrics().clone();
-    let producer: KafkaProducer = native::start_as_background(move || {
+    let producer: BaseProducer<Verdicts> = native::start_as_background(move || {
         config.create_with_context(Verdicts {
             wake: broken,
             broken: Mutex::new(None),
@@ -202,7 +201,7 @@ fn start_producer(
     let producer = Arc::new(producer);
     let reports = Reports::new(producer.clone()).context("cannot watch the producer's reports")?;
     tasks.spawn(tasks::KAFKA_REPORTS, reports.serve());
-    Ok(producer)
+    Ok(Arc::new(Instance::new(producer, topic)?))
 }
 
 impl KafkaSink {
@@ -216,7 +215,7 @@ impl KafkaSink {
     ) -> anyhow::Result<Arc<KafkaSink>> {
         let config = kafka_config::producer_config(cfg, Some(brokers));
         let broken = Arc::new(Notify::new());
-        let producer = start_producer(&config, &broken, tasks)?;
+        let producer = start_producer(&config, &cfg.topic, &broken, tasks)?;
         let prober: Arc<AdminClient<Quiet>> = Arc::new(
             kafka_config::client_config(cfg, Some(brokers))
                 .create_with_context(Quiet)
@@ -274,15 +273,17 @@ impl KafkaSink {
             .increment(1);
         let new = loop {
             // Starting a producer joins a thread: off the runtime's workers.
-            let (config, broken, tasks) = (
+            let (config, topic, broken, tasks) = (
                 self.producer_config.clone(),
+                self.topic.clone(),
                 self.broken.clone(),
                 self.tasks.clone(),
             );
-            let started =
-                tokio::task::spawn_blocking(move || start_producer(&config, &broken, &tasks))
-                    .await
-                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the producer's start stopped: {e}")));
+            let started = tokio::task::spawn_blocking(move || {
+                start_producer(&config, &topic, &broken, &tasks)
+            })
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the producer's start stopped: {e}")));
             match started {
                 Ok(p) => break p,
                 Err(e) => {
@@ -506,26 +507,21 @@ impl KafkaSink {
     /// request path calls this directly: through [`Sink::deliver`] each
     /// event's wait would be boxed once more.
     pub(crate) async fn send_event(&self, event: &Event) -> Result<(), SinkError> {
-        let headers = OwnedHeaders::new_with_capacity(2)
-            .insert(Header {
-                key: "source",
-                value: Some(event.source.as_bytes()),
-            })
-            .insert(Header {
-                key: "schema",
-                value: Some(SCHEMA),
-            });
         let (verdict, waiting) = oneshot::channel();
-        let record = BaseRecord::with_opaque_to(&self.topic, Box::new(verdict))
-            .key(event.key.as_bytes())
-            .payload(&event.payload)
-            .headers(headers);
+        let headers: [(&str, &[u8]); 2] = [
+            ("source", event.source.as_bytes()),
+            ("schema", SCHEMA.as_bytes()),
+        ];
         let started = Instant::now();
-        let result = match self.producer().send(record) {
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(SinkError::QueueFull)
-            }
-            Err((e, _)) => Err(sink_error(&e)),
+        let sent = self.producer().send(
+            event.key.as_bytes(),
+            &event.payload,
+            &headers,
+            Box::new(verdict),
+        );
+        let result = match sent {
+            Err((RDKafkaErrorCode::QueueFull, _)) => Err(SinkError::QueueFull),
+            Err((code, _)) => Err(sink_error(&KafkaError::MessageProduction(code))),
             // The deadline from the clock read already made (one read less
             // per postback than `timeout`).
             Ok(()) => match tokio::time::timeout_at(

@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod faults;
 pub(crate) mod kafka;
 pub(crate) mod logs;
+mod produce;
 mod reports;
 pub mod spool;
 mod stats;

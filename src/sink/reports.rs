@@ -1,4 +1,4 @@
-//! Delivery reports served on the runtime. One of two modules with unsafe code:
+//! Delivery reports served on the runtime. One of the modules with unsafe code:
 //! librdkafka's queue wake-up (`rd_kafka_queue_io_event_enable`) has no safe binding.
 #![allow(unsafe_code)]
 
