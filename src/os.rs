@@ -1,9 +1,9 @@
 //! The process and its operating system: librdkafka's threads run as
-//! background work, the C heap it allocates from keeps what it freed for a
-//! while, the open-file limit is raised, transparent huge pages are declined
+//! background work, the open-file limit is raised, transparent huge pages are declined
 //! but where asked for (the dedup window's tables, in [`Blocks`]), and the
-//! dedup window reads a coarse clock. The module with unsafe code:
-//! none of these has a safe binding in std.
+//! dedup window and the connections' head-read deadline read coarse clocks.
+//! One of the modules with unsafe code: none of these has a safe binding in
+//! std.
 #![allow(unsafe_code)]
 
 /// Runs `f` on a new thread whose scheduling policy is `SCHED_BATCH`, and
@@ -48,30 +48,6 @@ fn set_background_policy() {
 
 #[cfg(not(target_os = "linux"))]
 fn set_background_policy() {}
-
-/// Lets the C heap (librdkafka's messages and buffers; Rust code allocates
-/// from mimalloc) keep up to 128 MiB freed at the top of each of its arenas
-/// instead of returning it at once, and grow 16 MiB at a time. glibc's
-/// defaults trim and regrow the heap of librdkafka's threads many times a
-/// second under load, each time with page faults and zeroed pages: measured
-/// on the load tests, 1.5-2.5 us of CPU per postback at 20k postbacks/s.
-/// The price: after a burst (a Kafka outage fills librdkafka's queue, up to
-/// 200,000 messages) the freed memory stays with the process, up to that
-/// threshold per arena. Call once, before the Kafka clients start.
-pub fn keep_c_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only changes allocator parameters; called before
-        // the threads that allocate through it start.
-        let ok = unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20) == 1
-                && libc::mallopt(libc::M_TOP_PAD, 16 << 20) == 1
-        };
-        if !ok {
-            tracing::debug!("Cannot set the C heap's trim threshold.");
-        }
-    }
-}
 
 /// Turns transparent huge pages off for this process, except for memory
 /// that asks for them (`madvise(MADV_HUGEPAGE)`): the dedup window's larger

@@ -25,7 +25,6 @@ pub fn main(config: Config) -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     init_logs(&config);
-    crate::os::keep_c_heap();
     match crate::os::raise_open_files() {
         Ok((before, after)) => info!(before, after, "Open-file limit."),
         Err(e) => warn!(error = %e, "Cannot raise the open-file limit."),
