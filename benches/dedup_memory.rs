@@ -74,7 +74,7 @@ use uuid::Uuid;
 
 /// The gateway's allocator, so the growth is what the gateway shows.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: postback_gateway::os::Allocator = postback_gateway::os::Allocator;
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -9,7 +9,8 @@ use postback_gateway::config::{Config, Env, ProcessEnv};
 
 /// The request path makes many small, short-lived allocations; mimalloc serves
 /// them from per-thread pages where glibc's malloc splits and consolidates chunks.
-/// Its 2.x line (the crate's `v2` feature): 3.x spent about a tenth more CPU per
+/// Its 2.x line (the `v2` feature of libmimalloc-sys, whose functions
+/// `os::Allocator` calls): 3.x spent about a tenth more CPU per
 /// postback here, much of it handing pages back and forth with its arenas.
 /// Built without its advice for transparent huge pages (the `no_thp`
 /// feature): see `os::no_transparent_huge_pages`. It also stands in for the C
@@ -17,7 +18,7 @@ use postback_gateway::config::{Config, Env, ProcessEnv};
 /// messages, headers and buffers come from it too: glibc's malloc and free
 /// cost about 1,000 instructions per postback on the request path alone.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: postback_gateway::os::Allocator = postback_gateway::os::Allocator;
 
 fn main() -> ExitCode {
     postback_gateway::os::no_transparent_huge_pages();

@@ -6,6 +6,8 @@
 //! std.
 #![allow(unsafe_code)]
 
+use libmimalloc_sys as mi;
+
 /// Runs `f` on a new thread whose scheduling policy is `SCHED_BATCH`, and
 /// returns what it returns. Threads started from there (librdkafka's main
 /// thread, and through it every broker thread, also those added later)
@@ -48,6 +50,71 @@ fn set_background_policy() {
 
 #[cfg(not(target_os = "linux"))]
 fn set_background_policy() {}
+
+/// The process's allocator: mimalloc (2.x, built without its huge-page
+/// advice, standing in for the C library's `malloc` too: see main.rs). An
+/// allocation whose alignment mimalloc gives every block of its size (at
+/// most 16 bytes, and no more than the size) is a plain `mi_malloc`; the
+/// mimalloc crate's allocator asks for the alignment on every allocation,
+/// a few calls deeper before the same fast path.
+pub struct Allocator;
+
+/// The alignment every mimalloc block of at least this size has
+/// (`MI_MAX_ALIGN_SIZE`).
+const NATURAL_ALIGN: usize = 16;
+
+fn natural(align: usize, size: usize) -> bool {
+    align <= NATURAL_ALIGN && align <= size
+}
+
+// SAFETY: every block comes from mimalloc and goes back to it (`mi_free`
+// takes blocks of any of its allocation calls); a block is aligned as its
+// layout asks, by `natural` (mimalloc's own test for a plain allocation) or
+// by the aligned calls.
+unsafe impl std::alloc::GlobalAlloc for Allocator {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if natural(layout.align(), layout.size()) {
+                mi::mi_malloc(layout.size()).cast()
+            } else {
+                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: see the impl.
+        unsafe {
+            if natural(layout.align(), layout.size()) {
+                mi::mi_zalloc(layout.size()).cast()
+            } else {
+                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator, so from mimalloc.
+        unsafe { mi::mi_free(ptr.cast()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from this allocator; the new block keeps the
+        // layout's alignment.
+        unsafe {
+            if natural(layout.align(), new_size) {
+                mi::mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                mi::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+            }
+        }
+    }
+}
 
 /// Turns transparent huge pages off for this process, except for memory
 /// that asks for them (`madvise(MADV_HUGEPAGE)`): the dedup window's larger
