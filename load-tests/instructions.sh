@@ -179,7 +179,8 @@ def component(name):
     s = name.lstrip("<")
     if s.startswith(("rd_", "LZ4", "XXH", "crc32")):
         return "librdkafka (C)"
-    if s.startswith(("_mi_", "mi_")):
+    # mimalloc also stands in for the C library's allocation calls.
+    if s.startswith(("_mi_", "mi_")) or s in ("malloc", "free", "calloc", "realloc", "posix_memalign"):
         return "mimalloc"
     crate = re.split(r"::|<| ", s)[0]
     return {"postback_gateway": "the gateway's own code"}.get(crate, crate)
