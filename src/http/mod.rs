@@ -244,10 +244,14 @@ struct Watch {
 }
 
 impl Watch {
+    /// Counted open from now, so that a close waits also for a connection
+    /// whose task has not run yet (it sees the flag on its first poll).
     fn new(open: &Arc<Open>) -> Watch {
+        let id = open.next.fetch_add(1, Ordering::Relaxed);
+        open.wakers.lock_anyway().insert(id, Waker::noop().clone());
         Watch {
             open: open.clone(),
-            id: open.next.fetch_add(1, Ordering::Relaxed),
+            id,
             waker: None,
             told: false,
         }
