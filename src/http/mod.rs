@@ -198,11 +198,11 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream) {
     .await;
 }
 
-/// The open connections of a listener, for a graceful shutdown: each
-/// connection's task is woken once when it begins, and asked to finish its
-/// request in flight and close. A connection registers its waker once, when
-/// it starts: checking the flag on each poll is one load, where a channel's
-/// receiver would be polled (and its lock taken) on every wake-up.
+/// The open connections of a listener, for a graceful shutdown: when the
+/// stop begins, each connection's task is woken once and asked to finish its
+/// request in flight and close. A connection registers its waker once, on
+/// its first poll: checking the flag on each poll is one load, where a
+/// channel's receiver would be polled (and its lock taken) on every wake-up.
 #[derive(Default)]
 struct Open {
     closing: AtomicBool,
