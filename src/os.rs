@@ -67,6 +67,28 @@ fn natural(align: usize, size: usize) -> bool {
     align <= NATURAL_ALIGN && align <= size
 }
 
+/// A block of `layout` from `plain` when its alignment is natural for its
+/// size, else from `aligned`.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc`.
+#[inline]
+unsafe fn pick(
+    layout: std::alloc::Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut std::ffi::c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut std::ffi::c_void,
+) -> *mut u8 {
+    // SAFETY: mimalloc's allocation calls take any size and, for `aligned`,
+    // any power of two (a layout's alignment is one).
+    unsafe {
+        if natural(layout.align(), layout.size()) {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 // SAFETY: every block comes from mimalloc and goes back to it (`mi_free`
 // takes blocks of any of its allocation calls); a block is aligned as its
 // layout asks, by `natural` (mimalloc's own test for a plain allocation) or
@@ -75,25 +97,13 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: see the impl.
-        unsafe {
-            if natural(layout.align(), layout.size()) {
-                mi::mi_malloc(layout.size()).cast()
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { pick(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: see the impl.
-        unsafe {
-            if natural(layout.align(), layout.size()) {
-                mi::mi_zalloc(layout.size()).cast()
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { pick(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
@@ -319,16 +329,8 @@ impl<T: Copy> Drop for Block<T> {
 /// each precise read is a system call; the dedup window reads the time
 /// twice per postback and only needs seconds.
 pub fn coarse_unix_seconds() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec for the call to fill.
-        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
-            return u64::try_from(ts.tv_sec).unwrap_or(0);
-        }
+    if let Some(ts) = coarse(COARSE_REALTIME) {
+        return u64::try_from(ts.tv_sec).unwrap_or(0);
     }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -338,20 +340,38 @@ pub fn coarse_unix_seconds() -> u64 {
 /// Milliseconds on the monotonic clock as of the kernel's last timer tick
 /// (a few milliseconds old at most), read without the hardware clock.
 pub(crate) fn coarse_monotonic_ms() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid timespec for the call to fill.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
-            return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
-        }
+    if let Some(ts) = coarse(COARSE_MONOTONIC) {
+        return ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000;
     }
     static EPOCH: std::sync::LazyLock<std::time::Instant> =
         std::sync::LazyLock::new(std::time::Instant::now);
     EPOCH.elapsed().as_millis() as u64
+}
+
+#[cfg(target_os = "linux")]
+const COARSE_REALTIME: libc::clockid_t = libc::CLOCK_REALTIME_COARSE;
+#[cfg(target_os = "linux")]
+const COARSE_MONOTONIC: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+#[cfg(not(target_os = "linux"))]
+const COARSE_REALTIME: i32 = 0;
+#[cfg(not(target_os = "linux"))]
+const COARSE_MONOTONIC: i32 = 0;
+
+/// The kernel's coarse clock `id`: the time of its last timer tick, read
+/// without the hardware clock. None off Linux.
+#[cfg(target_os = "linux")]
+fn coarse(id: libc::clockid_t) -> Option<libc::timespec> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    (unsafe { libc::clock_gettime(id, &mut ts) } == 0).then_some(ts)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn coarse(_id: i32) -> Option<libc::timespec> {
+    None
 }
 
 /// Seconds since the unix epoch, as the dedup window and the spool stamp

@@ -45,6 +45,23 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
 }
 
+/// Sends one header byte every 200 ms (never a complete head) for up to 8 s;
+/// whether the server closed the connection meanwhile.
+async fn trickled_until_cut(s: &mut TcpStream) -> bool {
+    for _ in 0..40 {
+        if s.write_all(b"X").await.is_err() {
+            return true;
+        }
+        let mut b = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {} // a 408 before the close is fine
+            Err(_) => {}
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_that_trickles_in_is_cut_at_the_header_read_timeout() {
     let kafka = mock_cluster();
@@ -57,24 +74,10 @@ async fn a_header_that_trickles_in_is_cut_at_the_header_read_timeout() {
     slow.write_all(b"GET /postback?tracking=slow HTTP/1.1\r\n")
         .await
         .unwrap();
-    let mut closed = false;
-    for _ in 0..40 {
-        // One header byte every 200 ms: never a complete head.
-        if slow.write_all(b"X").await.is_err() {
-            closed = true;
-            break;
-        }
-        let mut b = [0u8; 256];
-        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) => {} // a 408 before the close is fine
-            Err(_) => {}
-        }
-    }
-    assert!(closed, "the slow connection is closed");
+    assert!(
+        trickled_until_cut(&mut slow).await,
+        "the slow connection is closed"
+    );
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -151,21 +154,7 @@ async fn the_header_read_timeout_spares_a_request_in_flight_and_closes_an_idle_c
     s.write_all(b"GET /postback?tracking=second HTTP/1.1\r\n")
         .await
         .unwrap();
-    let mut cut = false;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if s.write_all(b"X").await.is_err() {
-            cut = true;
-            break;
-        }
-        let mut b = [0u8; 256];
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await
-        {
-            cut = true;
-            break;
-        }
-    }
+    let cut = trickled_until_cut(&mut s).await;
     let took = replied.elapsed();
     assert!(cut, "the trickling second head is cut");
     assert!(
