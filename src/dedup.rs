@@ -738,12 +738,15 @@ impl Dedup {
 
     /// [`Dedup::reserve`] along `route`.
     async fn reserve_along(route: &Route, key: u128, wait: Duration) -> Claim {
-        let deadline = tokio::time::Instant::now() + wait;
+        // Read the clock only once there is something to wait for: most
+        // claims are settled at once.
+        let mut deadline = None;
         loop {
             let mut rx = match route.try_reserve(key) {
                 Ok(claim) => return claim,
                 Err(rx) => rx,
             };
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + wait);
             let outcome =
                 tokio::time::timeout_at(deadline, rx.wait_for(|f| *f != Flight::Pending)).await;
             match outcome {
