@@ -5,6 +5,10 @@
 //! the event is durable; a reservation that is dropped without a commit is
 //! released, so the sender's retry is not mistaken for a duplicate. A request
 //! that finds a key in flight waits for that outcome instead of guessing.
+//! A key in flight is a slot of the table below, with a tag of its own
+//! ([`PENDING`]): a claim's one probe finds a duplicate, a key in flight or
+//! the place of a new key, which it takes there and then; the commit gives
+//! that slot its generation and the event's id, a release removes it.
 //!
 //! Committed keys of a pool live in one table (sharded), so a lookup is one
 //! probe however many keys the window holds. Each key belongs to a time
@@ -47,8 +51,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -60,10 +62,19 @@ const GENERATIONS: u32 = 8;
 
 /// Bits of a stored key that carry its generation's tag.
 const TAG_BITS: u32 = 6;
-/// Tags a pool can give its generations: live ones (at most about
-/// 2 × GENERATIONS + 2) and dead ones whose keys are not all removed yet.
-/// Tag 0 is none of them: a slot whose tag is 0 is empty.
+/// Tags a slot can carry: those a pool gives its generations, live ones
+/// (at most about 2 × GENERATIONS + 2) and dead ones whose keys are not all
+/// removed yet, and [`PENDING`]. Tag 0 is none of them: a slot whose tag is
+/// 0 is empty.
 const TAGS: usize = 1 << TAG_BITS;
+/// The tag of a key in flight: a claim puts the key in its slot at once,
+/// with this tag, and the commit gives the slot its generation's tag and
+/// the event's id (or the release removes it). It is never a generation's,
+/// and lookups and removals take it as live.
+const PENDING: usize = TAGS - 1;
+/// In a pending slot's `id.0`: a request waits on the key's outcome
+/// ([`Dedup::waiting`] holds its channel).
+const WAITED: u64 = 1;
 const TAG_SHIFT: u32 = 64 - TAG_BITS;
 /// The bits of a key's high word that identify it in the table.
 const KEY_MASK: u64 = (1 << TAG_SHIFT) - 1;
@@ -177,8 +188,6 @@ fn narrow(w: Wide) -> u128 {
     (u128::from(w.0) << 64) | u128::from(w.1)
 }
 
-type Hash = Seeded;
-
 /// A key as the table stores it: the top [`TAG_BITS`] bits cleared (a
 /// slot carries its tag there). Keys are SipHash-1-3 outputs, so the 122
 /// bits left identify a key as surely as 128 would for any real count.
@@ -214,6 +223,10 @@ impl Slot {
 
     fn is_empty(&self) -> bool {
         self.tag() == 0
+    }
+
+    fn is_pending(&self) -> bool {
+        self.tag() == PENDING
     }
 
     fn is(&self, k: Wide) -> bool {
@@ -447,6 +460,58 @@ impl Table {
         self.len += 1;
     }
 
+    /// Puts `slot` of home `home` at `i`, where [`Table::probe`] said its
+    /// key goes, taking over a dead slot (as `dead` says) instead of moving
+    /// the run past it: the slot just before `i` when the probe passed it
+    /// (every key from the home to it is at or past its own home, so the
+    /// order holds), else the first one from `i` to the run's end, the keys
+    /// between moving up by one. Returns the dead slot taken over, if any;
+    /// the table has room when none is on the way.
+    fn insert_over(
+        &mut self,
+        mut i: usize,
+        home: usize,
+        mut slot: Slot,
+        dead: impl Fn(&Slot) -> bool,
+    ) -> Option<Slot> {
+        let mask = self.mask();
+        if i != home & mask {
+            let before = self.slot_mut(i.wrapping_sub(1) & mask);
+            if dead(before) {
+                return Some(std::mem::replace(before, slot));
+            }
+        }
+        loop {
+            let s = self.slot_mut(i);
+            if s.is_empty() {
+                *s = slot;
+                self.len += 1;
+                return None;
+            }
+            if dead(s) {
+                return Some(std::mem::replace(s, slot));
+            }
+            std::mem::swap(s, &mut slot);
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Removes the key at `i`: the keys after it in its run move back by
+    /// one, as far as the first that is at its home.
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.mask();
+        loop {
+            let next = (i + 1) & mask;
+            if self.slot(next).is_empty() || self.distance(next) == 0 {
+                *self.slot_mut(i) = Slot::EMPTY;
+                break;
+            }
+            *self.slot_mut(i) = *self.slot(next);
+            i = next;
+        }
+        self.len -= 1;
+    }
+
     /// Inserts `slot`, whose key the table does not hold. It has room.
     fn insert_new(&mut self, slot: Slot) {
         let k = (slot.hi & KEY_MASK, slot.lo);
@@ -632,9 +697,13 @@ pub struct Dedup {
     placed: [AtomicUsize; TAGS],
     /// The next shard the sweep looks through for dead keys.
     purge_next: AtomicUsize,
-    /// Keys whose event is being made durable right now; the channel exists
-    /// only once a second request for the key waits on the outcome.
-    in_flight: DashMap<Wide, Option<watch::Sender<Flight>>, Hash>,
+    /// Keys whose event is being made durable right now: their slots, tagged
+    /// [`PENDING`], are in the table.
+    flying: AtomicUsize,
+    /// The outcome channels of keys in flight that a second request waits
+    /// on (their slots say so: [`WAITED`]). Taken only under the key's
+    /// shard's lock.
+    waiting: Mutex<std::collections::HashMap<Wide, watch::Sender<Flight>, Seeded>>,
     /// Seconds of commit time per generation.
     span: u32,
     max_keys: usize,
@@ -694,10 +763,11 @@ impl Dedup {
                 })
                 .collect(),
             generations: Mutex::new(VecDeque::new()),
-            tags: std::array::from_fn(|_| AtomicU64::new(0)),
+            tags: std::array::from_fn(|t| AtomicU64::new(if t == PENDING { u64::MAX } else { 0 })),
             placed: std::array::from_fn(|_| AtomicUsize::new(0)),
             purge_next: AtomicUsize::new(0),
-            in_flight: DashMap::default(),
+            flying: AtomicUsize::new(0),
+            waiting: Mutex::default(),
             span: window.div_ceil(GENERATIONS),
             max_keys: max_keys.max(1),
             held: AtomicUsize::new(0),
@@ -762,43 +832,117 @@ impl Dedup {
         }
     }
 
-    /// Claims `key` in this pool's in-flight map without waiting, for an
-    /// event whose key is to be kept in `store` and whose earlier commits may
-    /// also be in `also`; `Err` carries the receiver of an in-flight outcome.
+    /// Claims `key` in this pool's table without waiting, for an event
+    /// whose key is to be kept in `store` and whose earlier commits may also
+    /// be in `also`; `Err` carries the receiver of an in-flight outcome.
+    /// One probe: the key's slot tells a duplicate or a key in flight, and
+    /// a new key takes a slot there and then, tagged [`PENDING`].
     fn try_reserve_for(
         self: &Arc<Self>,
         key: u128,
         store: &Arc<Dedup>,
         also: Option<&Dedup>,
     ) -> Result<Claim, watch::Receiver<Flight>> {
-        match self.in_flight.entry(wide(key)) {
-            Entry::Occupied(mut e) => {
-                let tx = e
-                    .get_mut()
-                    .get_or_insert_with(|| watch::Sender::new(Flight::Pending));
-                return Err(tx.subscribe());
-            }
-            Entry::Vacant(e) => {
-                e.insert(None);
+        let oldest = self.oldest_live(self.now_index());
+        let k = stored(key);
+        let hash = key_hash(k);
+        let pending = Slot {
+            hi: k.0 | (PENDING as u64) << TAG_SHIFT,
+            lo: k.1,
+            id: (0, 0),
+        };
+        let mut shard = self.shard(hash);
+        self.make_room(&mut shard);
+        match shard.probe(hash, k) {
+            Probe::Vacant(i) => self.put(&mut shard, hash, i, pending),
+            Probe::Found(i) => {
+                let s = shard.slot_mut(i);
+                if s.is_pending() {
+                    s.id.0 |= WAITED;
+                    let mut waiting = self.waiting.lock_anyway();
+                    let tx = waiting
+                        .entry(k)
+                        .or_insert_with(|| watch::Sender::new(Flight::Pending));
+                    return Err(tx.subscribe());
+                }
+                if self.live(s, oldest) {
+                    return Ok(Claim::Duplicate(Uuid::from_u128(narrow(s.id))));
+                }
+                // A key past the window or of a dead generation: its slot is
+                // this claim's, and the old key is gone.
+                let old = s.tag();
+                *s = pending;
+                self.placed[old].fetch_sub(1, Relaxed);
             }
         }
-        // Looked up only now that the key is held: a commit leaves the
-        // in-flight map only after the committed key is in place, so an
-        // earlier holder's commit is visible here.
+        self.flying.fetch_add(1, Relaxed);
+        drop(shard);
         let reservation = Reservation {
             dedup: self.clone(),
             store: store.clone(),
             key,
             done: false,
         };
-        if let Some(id) = self
-            .committed(key)
-            .or_else(|| also.and_then(|p| p.committed(key)))
-        {
+        // Looked up only now that the key is held here: a commit to `also`
+        // leaves this table only after the committed key is in place there.
+        if let Some(id) = also.and_then(|p| p.committed(key)) {
             drop(reservation);
             return Ok(Claim::Duplicate(Uuid::from_u128(id)));
         }
         Ok(Claim::Reserved(reservation))
+    }
+
+    /// Makes room in a full shard for one more key: dead keys go first;
+    /// when they are too few to make room for a while (a 32nd of the keys),
+    /// the table doubles.
+    fn make_room(&self, shard: &mut Table) {
+        if shard.len() >= shard.capacity() {
+            self.purge_shard(shard);
+            let least = shard.len() + shard.len() / 32 + 1;
+            if least > shard.capacity() {
+                shard.resize(Table::slots_for(least));
+            }
+        }
+    }
+
+    /// Puts `slot`, of hash `hash`, at `i` where the probe said it goes,
+    /// over a dead key on the way if there is one.
+    fn put(&self, shard: &mut Table, hash: u64, i: usize, slot: Slot) {
+        let dead = |s: &Slot| self.tags[s.tag()].load(Relaxed) == 0;
+        if let Some(gone) = shard.insert_over(i, hash as usize, slot, dead) {
+            self.placed[gone.tag()].fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Ends the flight of `key`, whose pending slot this pool holds: the
+    /// slot takes generation `tag` and id `id` when both are given, else it
+    /// is removed; a request waiting on it learns `outcome`.
+    fn land(&self, key: u128, kept: Option<(usize, u128)>, outcome: Flight) {
+        let k = stored(key);
+        let hash = key_hash(k);
+        let mut shard = self.shard(hash);
+        // A key in flight keeps its slot until it lands: nothing removes or
+        // takes over a pending slot but this.
+        let Probe::Found(i) = shard.probe(hash, k) else {
+            debug_assert!(false, "a key in flight lost its slot");
+            return;
+        };
+        let s = shard.slot_mut(i);
+        debug_assert!(s.is_pending());
+        let waited = s.id.0 & WAITED != 0;
+        match kept {
+            Some((tag, id)) => {
+                s.hi = k.0 | (tag as u64) << TAG_SHIFT;
+                s.id = wide(id);
+            }
+            None => shard.remove_at(i),
+        }
+        self.flying.fetch_sub(1, Relaxed);
+        if waited {
+            if let Some(tx) = self.waiting.lock_anyway().remove(&k) {
+                tx.send_replace(outcome);
+            }
+        }
     }
 
     /// The shard of the table that holds keys of hash `hash`: from bits the
@@ -867,23 +1011,17 @@ impl Dedup {
             id: wide(event_id.as_u128()),
         };
         let mut shard = self.shard(hash);
-        if shard.len() >= shard.capacity() {
-            // Full: dead keys make room first; when they are too few to
-            // make room for a while (a 32nd of the keys), the table doubles.
-            self.purge_shard(&mut shard);
-            let least = shard.len() + shard.len() / 32 + 1;
-            if least > shard.capacity() {
-                shard.resize(Table::slots_for(least));
-            }
-        }
+        self.make_room(&mut shard);
         let held_already = match shard.probe(hash, k) {
             Probe::Vacant(i) => {
-                shard.insert_at(i, slot);
+                self.put(&mut shard, hash, i, slot);
                 false
             }
             Probe::Found(i) => {
                 let s = shard.slot_mut(i);
                 let old = s.tag();
+                // A key in flight (a warm-up beside live claims) keeps its
+                // claim: it looked for this key before it was here.
                 if self.live(s, oldest) {
                     true
                 } else {
@@ -967,7 +1105,7 @@ impl Dedup {
     /// at most about 2 × GENERATIONS + 2 of the 64 are live).
     fn free_tag(&self, gens: &mut VecDeque<Generation>) -> usize {
         loop {
-            let free = (1..TAGS)
+            let free = (1..PENDING)
                 .find(|&t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) == 0);
             if let Some(t) = free {
                 return t;
@@ -992,7 +1130,7 @@ impl Dedup {
     /// Whether the table holds dead keys (or a commit of a dead generation
     /// is about to add one).
     fn dirty(&self) -> bool {
-        (1..TAGS).any(|t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) > 0)
+        (1..PENDING).any(|t| self.tags[t].load(Relaxed) == 0 && self.placed[t].load(Relaxed) > 0)
     }
 
     /// Marks a generation's keys dead (its tag no longer counts) and counts them in `metric`.
@@ -1075,7 +1213,7 @@ impl Dedup {
 
     /// Keys held, committed and in flight.
     pub fn len(&self) -> usize {
-        self.held.load(Relaxed) + self.in_flight.len()
+        self.held.load(Relaxed) + self.flying.load(Relaxed)
     }
 
     /// Whether no key is held.
@@ -1259,20 +1397,20 @@ pub struct Reservation {
 impl Reservation {
     /// The event is durable: later requests for this key are duplicates of `event_id`.
     pub fn commit(mut self, event_id: Uuid) {
-        let now = (self.store.clock)();
-        // Commit first, then leave the in-flight map: a request that misses
-        // the in-flight entry finds the committed key.
-        self.store.insert_committed_at(self.key, event_id, now, now);
-        self.leave(Flight::Committed(event_id.as_u128()));
         self.done = true;
-    }
-
-    /// Leaves the in-flight map (the entry is this reservation's for as long
-    /// as it lives) and tells any waiters how it ended.
-    fn leave(&self, outcome: Flight) {
-        if let Some((_, Some(waiters))) = self.dedup.in_flight.remove(&wide(self.key)) {
-            waiters.send_replace(outcome);
+        let now = (self.store.clock)();
+        let id = event_id.as_u128();
+        if Arc::ptr_eq(&self.store, &self.dedup) {
+            // The pending slot becomes the committed key, in place.
+            let tag = self.store.take_place(u64::from(now / self.store.span));
+            self.dedup
+                .land(self.key, tag.map(|t| (t, id)), Flight::Committed(id));
+            return;
         }
+        // Commit first, then leave the pending slot: a request that no
+        // longer finds the key in flight finds the committed key.
+        self.store.insert_committed_at(self.key, event_id, now, now);
+        self.dedup.land(self.key, None, Flight::Committed(id));
     }
 }
 
@@ -1281,7 +1419,7 @@ impl Drop for Reservation {
         if self.done {
             return;
         }
-        self.leave(Flight::Released);
+        self.dedup.land(self.key, None, Flight::Released);
     }
 }
 
@@ -1459,12 +1597,16 @@ mod tests {
             rng = mix(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
             rng
         };
+        // Tags taken as dead by inserts that may take over a dead slot:
+        // those below `dead_below` (it moves, as generations die).
+        let mut dead_below = 0;
+        let (mut taken_over, mut removed) = (0, 0);
         for round in 0..20_000u64 {
             let r = next();
             let k = table_key(r % 700);
             let hash = key_hash(k);
             match r >> 60 {
-                0..=9 => {
+                0..=7 => {
                     let tag = 1 + (r >> 32) as usize % (TAGS - 1);
                     let slot = Slot {
                         hi: k.0 | (tag as u64) << TAG_SHIFT,
@@ -1476,9 +1618,28 @@ mod tests {
                     }
                     match t.probe(hash, k) {
                         Probe::Found(i) => *t.slot_mut(i) = slot,
-                        Probe::Vacant(i) => t.insert_at(i, slot),
+                        Probe::Vacant(i) if r & 1 == 0 => t.insert_at(i, slot),
+                        Probe::Vacant(i) => {
+                            let dead = |s: &Slot| s.tag() < dead_below;
+                            if let Some(gone) = t.insert_over(i, hash as usize, slot, dead) {
+                                assert!(gone.tag() < dead_below);
+                                let gone = model.remove(&(gone.hi & KEY_MASK, gone.lo));
+                                assert!(gone.is_some(), "round {round}: a slot of the model");
+                                taken_over += 1;
+                            }
+                        }
                     }
                     model.insert(k, (tag, slot.id));
+                }
+                8 => dead_below = (r >> 32) as usize % TAGS,
+                9 => {
+                    if t.len() > 0 {
+                        if let Probe::Found(i) = t.probe(hash, k) {
+                            t.remove_at(i);
+                            removed += 1;
+                        }
+                    }
+                    model.remove(&k);
                 }
                 10..=13 => {
                     // Remove every key with this tag.
@@ -1508,6 +1669,28 @@ mod tests {
         assert!(t
             .find(key_hash(table_key(1_000)), table_key(1_000))
             .is_none());
+        assert!(taken_over > 100 && removed > 100, "{taken_over} {removed}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_holds_one_slot_until_it_commits_or_is_released() {
+        let (_, d) = dedup(100);
+        let Claim::Reserved(r) = d.reserve(1, WAIT).await else {
+            panic!("a new key")
+        };
+        assert_eq!((d.len(), slots(&d).0), (1, 1), "in flight: one slot");
+        drop(r);
+        assert_eq!((d.len(), slots(&d)), (0, (0, 0)), "released: no slot");
+        let Claim::Reserved(r) = d.reserve(1, WAIT).await else {
+            panic!("released, so new again")
+        };
+        r.commit(Uuid::from_u128(5));
+        assert_eq!(
+            (d.len(), slots(&d)),
+            (1, (1, 1)),
+            "committed in the same slot"
+        );
+        assert!(matches!(d.reserve(1, WAIT).await, Claim::Duplicate(x) if x == Uuid::from_u128(5)));
     }
 
     #[test]
@@ -1906,22 +2089,45 @@ mod tests {
 
     #[tokio::test]
     async fn an_evicted_key_is_gone_before_its_slot_is_removed() {
-        let (now, d) = dedup(4);
-        for k in 1..=4u128 {
-            d.insert_committed(k, Uuid::from_u128(k), now.load(Ordering::SeqCst));
-            now.fetch_add(13, Ordering::SeqCst);
-        }
-        d.insert_committed(5, Uuid::from_u128(5), now.load(Ordering::SeqCst));
+        // The fifth key pushes out the first; its insert takes over the
+        // first key's slot when that slot is on its way, so fifth keys are
+        // tried until one leaves the dead slot in the table (the slots'
+        // places depend on the process's seed).
+        let (d, fifth) = (6..40u128)
+            .find_map(|fifth| {
+                let (now, d) = dedup(4);
+                for k in 1..=4u128 {
+                    d.insert_committed(k, Uuid::from_u128(k), now.load(Ordering::SeqCst));
+                    now.fetch_add(13, Ordering::SeqCst);
+                }
+                d.insert_committed(fifth, Uuid::from_u128(fifth), now.load(Ordering::SeqCst));
+                assert_eq!(d.len(), 4);
+                let (physical, placed) = slots(&d);
+                assert_eq!(physical, placed);
+                (physical == 5).then_some((d, fifth))
+            })
+            .expect("a fifth key that leaves the first one's slot");
         // Key 1's generation went; its slot is still in the table, dead.
-        assert_eq!(d.len(), 4);
         assert_eq!(slots(&d), (5, 5));
         assert!(matches!(d.reserve(1, WAIT).await, Claim::Reserved(_)));
-        for k in 2..=5u128 {
+        for k in [2, 3, 4, fifth] {
             assert!(
                 matches!(d.reserve(k, WAIT).await, Claim::Duplicate(x) if x == Uuid::from_u128(k))
             );
         }
-        // The sweep removes it.
+        // The claim of key 1 took its dead slot and its release removed it.
+        assert_eq!(slots(&d), (4, 4));
+    }
+
+    #[tokio::test]
+    async fn a_dead_key_s_slot_is_removed_by_the_sweep() {
+        let (now, d) = dedup(4);
+        for k in 1..=5u128 {
+            d.insert_committed(k, Uuid::from_u128(k), now.load(Ordering::SeqCst));
+            now.fetch_add(13, Ordering::SeqCst);
+        }
+        assert_eq!(d.len(), 4);
+        assert!(slots(&d).0 <= 5);
         for _ in 0..16 {
             d.sweep();
         }
