@@ -129,6 +129,18 @@
 //! 836 alternately: no gain (the pass is memory, not the counts), not kept. The 400 ns
 //! target is not met on this machine either: with one miss at 211 ns it
 //! would leave 190 ns for everything else a new key does.
+//! 2026-12-08, another machine: 2 vCPU VM, `lscpu` "AMD EPYC" (8 MiB L3).
+//! A key in flight is now a slot of the table (tag `PENDING`) instead of an
+//! entry in a separate in-flight map: the claim's one probe finds a
+//! duplicate, a key in flight or a new key's place and takes it; the commit
+//! sets the slot's generation and id in place. Binaries alternating, three
+//! runs each, pinned with `taskset -c 1`, `-- 'reserve|one_miss'`:
+//!   dedup_20m/one_miss_floor        131-152 ns
+//!   dedup_20m/reserve_commit_new    622, 614, 617 ns, median 617 (before: 686, 632, 658; 658)
+//!   dedup_20m/reserve_duplicate     297, 293, 300 ns, median 297 (394, 372, 373; 373)
+//!   dedup/reserve_commit_new        557, 500, 516 ns, median 516 (547, 562, 568; 562)
+//!   dedup/reserve_duplicate          97, 110,  92 ns, median  97 (179, 177, 199; 179)
+//! A new key is still the floor and about 480 ns; the 400 ns target is not met.
 //! In 2026-12-02's figures a new key costs about twice a naive map's insert: the in-flight entry
 //! that a reservation is, then the commit into a generation, and the
 //! generation's key count that keeps the bound at every moment.
