@@ -958,7 +958,8 @@ impl Dedup {
         self.tags[slot.tag()].load(Relaxed) > oldest
     }
 
-    /// The first event's id, when `key` is committed and inside the window.
+    /// The first event's id, when `key` is committed and inside the window
+    /// (a key in flight here is not committed).
     fn committed(&self, key: u128) -> Option<u128> {
         let oldest = self.oldest_live(self.now_index());
         let k = stored(key);
@@ -966,7 +967,7 @@ impl Dedup {
         let shard = self.shard(hash);
         shard
             .find(hash, k)
-            .filter(|s| self.live(s, oldest))
+            .filter(|s| !s.is_pending() && self.live(s, oldest))
             .map(|s| narrow(s.id))
     }
 
@@ -1670,6 +1671,32 @@ mod tests {
             .find(key_hash(table_key(1_000)), table_key(1_000))
             .is_none());
         assert!(taken_over > 100 && removed > 100, "{taken_over} {removed}");
+    }
+
+    #[tokio::test]
+    async fn a_key_in_flight_in_the_other_pool_is_not_a_commit_there() {
+        let (_, own) = dedup(100);
+        let (_, public) = dedup(100);
+        let route = Route {
+            arbiter: own.clone(),
+            store: public.clone(),
+            also: Some(public.clone()),
+        };
+        let Claim::Reserved(in_public) = public.reserve(3, WAIT).await else {
+            panic!("a new key")
+        };
+        let Claim::Reserved(r) = route.reserve(3, WAIT).await else {
+            panic!("in flight in the other pool, not committed there")
+        };
+        drop(in_public);
+        r.commit(Uuid::from_u128(9));
+        assert_eq!(own.len(), 0, "the slot in flight left the arbiter's table");
+        assert!(
+            matches!(route.reserve(3, WAIT).await, Claim::Duplicate(x) if x == Uuid::from_u128(9))
+        );
+        assert!(
+            matches!(public.reserve(3, WAIT).await, Claim::Duplicate(x) if x == Uuid::from_u128(9))
+        );
     }
 
     #[tokio::test]
