@@ -446,18 +446,9 @@ impl Table {
 
     /// Puts `slot` at `i` (where [`Table::probe`] said its key goes) and
     /// moves the run from there up by one slot. The table has room.
-    fn insert_at(&mut self, mut i: usize, mut slot: Slot) {
-        let mask = self.mask();
-        loop {
-            let s = self.slot_mut(i);
-            if s.is_empty() {
-                *s = slot;
-                break;
-            }
-            std::mem::swap(s, &mut slot);
-            i = (i + 1) & mask;
-        }
-        self.len += 1;
+    fn insert_at(&mut self, i: usize, slot: Slot) {
+        // As its own home, so no slot before `i` is looked at; none is dead.
+        self.insert_over(i, i, slot, |_| false);
     }
 
     /// Puts `slot` of home `home` at `i`, where [`Table::probe`] said its
